@@ -1,0 +1,80 @@
+"""statekit: host-owned state of agent runners, over Redis, PostgreSQL, SQLite or memory."""
+
+from statekit.backends.base import (
+    Capability,
+    ScopeContext,
+    StateBackend,
+    StateEntry,
+    StateWrite,
+    VersionedBackend,
+)
+from statekit.backends.memory import MemoryBackend
+from statekit.errors import (
+    BackendTimeoutError,
+    BackendUnavailableError,
+    ConfigurationError,
+    StateBackendError,
+    StatekitError,
+    UnsupportedCapabilityError,
+    VersionConflictError,
+)
+from statekit.models import (
+    ActorContext,
+    AgentBinding,
+    AgentEventEnvelope,
+    BindingScope,
+    RunnerDescriptor,
+    StatePolicy,
+    SubjectContext,
+)
+from statekit.scope import (
+    STATE_KEY_ALIASES,
+    VALID_STATE_SCOPES,
+    build_state_context,
+    build_state_scope_key,
+    build_state_scope_keys,
+    get_binding_identity,
+    normalize_state_key,
+)
+from statekit.store import StateStore, StateUpdate, get_state_store, reset_state_store
+from statekit.validation import MAX_STATE_KEY_LENGTH, MAX_VALUE_JSON_BYTES
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MAX_STATE_KEY_LENGTH",
+    "MAX_VALUE_JSON_BYTES",
+    "STATE_KEY_ALIASES",
+    "VALID_STATE_SCOPES",
+    "ActorContext",
+    "AgentBinding",
+    "AgentEventEnvelope",
+    "BackendTimeoutError",
+    "BackendUnavailableError",
+    "BindingScope",
+    "Capability",
+    "ConfigurationError",
+    "MemoryBackend",
+    "RunnerDescriptor",
+    "ScopeContext",
+    "StateBackend",
+    "StateBackendError",
+    "StateEntry",
+    "StatePolicy",
+    "StateStore",
+    "StateUpdate",
+    "StateWrite",
+    "StatekitError",
+    "SubjectContext",
+    "UnsupportedCapabilityError",
+    "VersionConflictError",
+    "VersionedBackend",
+    "__version__",
+    "build_state_context",
+    "build_state_scope_key",
+    "build_state_scope_keys",
+    "get_binding_identity",
+    "get_state_store",
+    "normalize_state_key",
+    "reset_state_store",
+]

@@ -1,0 +1,183 @@
+"""The backend contract: plain strings in, plain strings out.
+
+Below this line a backend stores ``value_json`` text under ``(scope_key, state_key)``
+together with the scope's :class:`ScopeContext`; it knows nothing of events, policies,
+aliases or JSON rules. Above it, :class:`statekit.StateStore` does all of that once, and
+only ever hands a backend keys and values it has already validated:
+
+* ``scope_key`` and ``state_key`` are non-empty ``str`` without control characters;
+* ``value_json`` is strict JSON text of at most ``MAX_VALUE_JSON_BYTES`` UTF-8 bytes;
+* ``limit`` is between 0 and 100; ``prefix`` is ``""`` (no prefix) or a valid key.
+
+Every backend fault surfaces as a :class:`statekit.errors.StateBackendError` subclass.
+The shared semantics are checked by the contract suite in :mod:`statekit.testing`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+
+class Capability(str, enum.Enum):
+    """Optional features a backend declares in ``capabilities``.
+
+    The store refuses a call that needs an undeclared capability with
+    :class:`~statekit.errors.UnsupportedCapabilityError`; the contract suite tests each
+    capability only where it is declared.
+    """
+
+    #: Every entry carries a version (1 on creation, +1 on each write): enables
+    #: :meth:`VersionedBackend.get_versioned` and ``set(..., expected_version=...)``.
+    VERSIONS = "versions"
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeContext:
+    """Who a scope belongs to, stored with its entries so they can be exported, migrated
+    and (later) erased by identity. ``runner_id``, ``binding_identity`` and ``scope`` are
+    always set; the rest are ``None`` where the event did not carry them."""
+
+    runner_id: str
+    binding_identity: str
+    scope: str
+    bot_id: str | None = None
+    workspace_id: str | None = None
+    conversation_id: str | None = None
+    thread_id: str | None = None
+    actor_type: str | None = None
+    actor_id: str | None = None
+    subject_type: str | None = None
+    subject_id: str | None = None
+
+    def as_dict(self) -> dict[str, str | None]:
+        return asdict(self)
+
+    @classmethod
+    def from_mapping(
+        cls, runner_id: str, binding_identity: str, scope: str, extra: Mapping[str, Any] | None
+    ) -> ScopeContext:
+        """Build from the State API's ``context`` dict; unknown keys are ignored."""
+        extra = extra or {}
+        optional = {
+            f.name: (None if extra.get(f.name) is None else str(extra[f.name]))
+            for f in fields(cls)
+            if f.name not in ("runner_id", "binding_identity", "scope")
+        }
+        return cls(runner_id=runner_id, binding_identity=binding_identity, scope=scope, **optional)
+
+
+@dataclass(frozen=True, slots=True)
+class StateWrite:
+    """One upsert, as handed to :meth:`StateBackend.set_many`."""
+
+    scope_key: str
+    state_key: str
+    value_json: str
+    context: ScopeContext
+
+
+@dataclass(frozen=True, slots=True)
+class StateEntry:
+    """One stored entry with everything a backend keeps about it (export, migration).
+
+    ``created_at`` is kept by updates; ``updated_at`` moves on every write; both are
+    timezone-aware UTC. ``version`` is 1 on creation and grows by one per write (0 from a
+    backend without :attr:`Capability.VERSIONS`).
+    """
+
+    scope_key: str
+    state_key: str
+    value_json: str
+    context: ScopeContext
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+
+@runtime_checkable
+class StateBackend(Protocol):
+    """What a storage engine implements to serve a :class:`statekit.StateStore`."""
+
+    #: Optional features this backend supports (see :class:`Capability`).
+    capabilities: frozenset[Capability]
+
+    async def get(self, scope_key: str, state_key: str) -> str | None:
+        """The stored JSON text, or ``None`` when the key is absent."""
+        ...
+
+    async def read_scopes(self, scope_keys: Sequence[str]) -> dict[str, dict[str, str]]:
+        """Every entry of every given scope, in one round trip.
+
+        Returns ``{scope_key: {state_key: value_json}}`` with an entry (possibly empty)
+        for each requested scope key.
+        """
+        ...
+
+    async def set(
+        self,
+        scope_key: str,
+        state_key: str,
+        value_json: str,
+        context: ScopeContext,
+        expected_version: int | None = None,
+    ) -> int:
+        """Atomically insert or update one entry and return its new version.
+
+        Concurrent first writes of one key all succeed and one of them wins. An update
+        keeps ``created_at`` and the context stored at creation. ``expected_version`` is
+        only passed to backends declaring :attr:`Capability.VERSIONS`: the write happens
+        only if the stored version equals it (0: only if absent), else
+        :class:`~statekit.errors.VersionConflictError` is raised and nothing is written.
+        Backends without versions return 0.
+        """
+        ...
+
+    async def set_many(self, writes: Sequence[StateWrite]) -> None:
+        """Apply unconditional upserts together: in one round trip and one transaction
+        where the engine has them, in order (a later write of the same key wins)."""
+        ...
+
+    async def delete(self, scope_key: str, state_key: str) -> bool:
+        """Remove one entry; ``True`` if it existed."""
+        ...
+
+    async def list_keys(
+        self, scope_key: str, prefix: str, limit: int, after: str | None
+    ) -> tuple[list[str], bool]:
+        """Up to ``limit`` keys of a scope in code-point order, with ``has_more``.
+
+        Only keys starting with ``prefix`` literally (no wildcard characters) and sorting
+        strictly after ``after`` (when given) count. ``has_more`` is exact: ``True`` iff a
+        further matching key exists beyond the returned ones.
+        """
+        ...
+
+    def iter_entries(self) -> AsyncIterator[StateEntry]:
+        """Every stored entry with its context, in batches (bounded memory), any order."""
+        ...
+
+    async def clear(self) -> None:
+        """Remove every entry this backend owns (its prefix or table), nothing else."""
+        ...
+
+    async def describe(self) -> dict[str, str]:
+        """A round trip to the server reporting ``backend``, ``server_version`` and
+        ``layout`` (schema or key layout status); raises when the server is unreachable."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections; idempotent. Nothing may be called afterwards."""
+        ...
+
+
+@runtime_checkable
+class VersionedBackend(StateBackend, Protocol):
+    """A backend that declares :attr:`Capability.VERSIONS`."""
+
+    async def get_versioned(self, scope_key: str, state_key: str) -> tuple[str | None, int]:
+        """The stored JSON text and its version, or ``(None, 0)`` when absent."""
+        ...

@@ -1,0 +1,178 @@
+"""Scope keys, binding identity and key aliases: the identity rules every backend shares.
+
+The scope key format is the one existing deployments already store (``"{scope}:v2:"`` +
+SHA-256 of a canonical JSON identity), so rows written by the original store keep working.
+Hashing makes keys opaque and collision-free whatever the ids contain (``:``, ``/``,
+quotes, unicode): no separator can be forged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Protocol
+
+VALID_STATE_SCOPES: tuple[str, ...] = ("conversation", "actor", "subject", "runner")
+DEFAULT_STATE_SCOPES: tuple[str, ...] = ("conversation", "actor")
+STATE_KEY_ALIASES: dict[str, str] = {"conversation_id": "external.conversation_id"}
+SCOPE_KEY_VERSION = 2
+
+
+class ActorLike(Protocol):
+    actor_type: str | None
+    actor_id: str | None
+
+
+class SubjectLike(Protocol):
+    subject_type: str | None
+    subject_id: str | None
+
+
+class EventLike(Protocol):
+    """Any event object with these attributes works (duck typing)."""
+
+    @property
+    def bot_id(self) -> str | None: ...
+    @property
+    def workspace_id(self) -> str | None: ...
+    @property
+    def conversation_id(self) -> str | None: ...
+    @property
+    def thread_id(self) -> str | None: ...
+    @property
+    def actor(self) -> Any: ...
+    @property
+    def subject(self) -> Any: ...
+
+
+class BindingLike(Protocol):
+    """Any binding object with these attributes works (duck typing)."""
+
+    @property
+    def binding_id(self) -> str | None: ...
+    @property
+    def scope(self) -> Any: ...
+    @property
+    def state_policy(self) -> Any: ...
+
+
+class DescriptorLike(Protocol):
+    """Any runner descriptor with an ``id`` works (duck typing)."""
+
+    @property
+    def id(self) -> str: ...
+
+
+def normalize_state_key(key: str) -> str:
+    """Map an accepted alias (``conversation_id``) to its stored key."""
+    return STATE_KEY_ALIASES.get(key, key)
+
+
+def get_binding_identity(binding: BindingLike) -> str:
+    """``binding_id``, else ``"{scope_type}:{scope_id}"``, else ``"unknown_binding"``."""
+    binding_id = getattr(binding, "binding_id", None)
+    if binding_id:
+        return str(binding_id)
+    scope = getattr(binding, "scope", None)
+    scope_type = getattr(scope, "scope_type", None) if scope is not None else None
+    scope_id = getattr(scope, "scope_id", None) if scope is not None else None
+    if scope_type and scope_id:
+        return f"{scope_type}:{scope_id}"
+    return "unknown_binding"
+
+
+def _actor(event: EventLike) -> tuple[str, str | None]:
+    actor = getattr(event, "actor", None)
+    if actor is None:
+        return "user", None
+    return (getattr(actor, "actor_type", None) or "user"), getattr(actor, "actor_id", None)
+
+
+def _subject(event: EventLike) -> tuple[str, str | None]:
+    subject = getattr(event, "subject", None)
+    if subject is None:
+        return "unknown", None
+    return (
+        (getattr(subject, "subject_type", None) or "unknown"),
+        getattr(subject, "subject_id", None),
+    )
+
+
+def scope_identity(
+    scope: str, event: EventLike, binding: BindingLike, descriptor: DescriptorLike
+) -> dict[str, Any] | None:
+    """The identity hashed into a scope key, or ``None`` when the scope's id is missing."""
+    if scope not in VALID_STATE_SCOPES:
+        return None
+    identity: dict[str, Any] = {
+        "version": SCOPE_KEY_VERSION,
+        "scope": scope,
+        "runner_id": descriptor.id,
+        "binding_identity": get_binding_identity(binding),
+        "bot_id": getattr(event, "bot_id", None),
+        "workspace_id": getattr(event, "workspace_id", None),
+    }
+    if scope == "conversation":
+        conversation_id = getattr(event, "conversation_id", None)
+        if not conversation_id:
+            return None
+        identity["conversation_id"] = conversation_id
+        identity["thread_id"] = getattr(event, "thread_id", None)
+    elif scope == "actor":
+        actor_type, actor_id = _actor(event)
+        if not actor_id:
+            return None
+        identity["actor_type"] = actor_type
+        identity["actor_id"] = actor_id
+    elif scope == "subject":
+        subject_type, subject_id = _subject(event)
+        if not subject_id:
+            return None
+        identity["subject_type"] = subject_type
+        identity["subject_id"] = subject_id
+    return identity
+
+
+def build_state_scope_key(
+    scope: str, event: EventLike, binding: BindingLike, descriptor: DescriptorLike
+) -> str | None:
+    """``"{scope}:v2:<sha256>"`` of the scope's canonical identity, or ``None`` without one."""
+    identity = scope_identity(scope, event, binding, descriptor)
+    if identity is None:
+        return None
+    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    digest = hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{scope}:v{SCOPE_KEY_VERSION}:{digest}"
+
+
+def build_state_scope_keys(
+    event: EventLike, binding: BindingLike, descriptor: DescriptorLike
+) -> dict[str, str]:
+    """Every scope that has an identity for this event, mapped to its key."""
+    keys: dict[str, str] = {}
+    for scope in VALID_STATE_SCOPES:
+        key = build_state_scope_key(scope, event, binding, descriptor)
+        if key is not None:
+            keys[scope] = key
+    return keys
+
+
+def build_state_context(
+    event: EventLike, binding: BindingLike, descriptor: DescriptorLike
+) -> dict[str, Any]:
+    """What a host hands to the State API: scope keys plus the context stored with entries."""
+    actor = getattr(event, "actor", None)
+    subject = getattr(event, "subject", None)
+    return {
+        "scope_keys": build_state_scope_keys(event, binding, descriptor),
+        "runner_id": descriptor.id,
+        "binding_identity": get_binding_identity(binding),
+        "bot_id": getattr(event, "bot_id", None),
+        "workspace_id": getattr(event, "workspace_id", None),
+        "conversation_id": getattr(event, "conversation_id", None),
+        "thread_id": getattr(event, "thread_id", None),
+        "actor_type": getattr(actor, "actor_type", None) if actor is not None else None,
+        "actor_id": getattr(actor, "actor_id", None) if actor is not None else None,
+        "subject_type": getattr(subject, "subject_type", None) if subject is not None else None,
+        "subject_id": getattr(subject, "subject_id", None) if subject is not None else None,
+    }

@@ -1,0 +1,24 @@
+"""The contract suite every statekit backend must pass, for backend authors.
+
+Subclass :class:`StateBackendContract` in a test module and give it a ``backend``
+fixture that yields a fresh, empty backend (and closes it afterwards)::
+
+    import pytest_asyncio
+    from statekit.testing import StateBackendContract
+
+    class TestMyBackend(StateBackendContract):
+        @pytest_asyncio.fixture
+        async def backend(self):
+            backend = MyBackend(...)
+            yield backend
+            await backend.clear()
+            await backend.aclose()
+
+Tests of optional features run only where the backend declares the matching
+:class:`statekit.Capability`; pytest-asyncio and hypothesis must be installed.
+"""
+
+from statekit.testing.contract import StateBackendContract
+from statekit.testing.identities import Identity, new_identity
+
+__all__ = ["Identity", "StateBackendContract", "new_identity"]

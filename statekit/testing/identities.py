@@ -1,0 +1,75 @@
+"""Events, bindings and descriptors for tests, unique per call so that suites running on
+a shared server never see each other's scopes."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+from statekit.models import (
+    ActorContext,
+    AgentBinding,
+    AgentEventEnvelope,
+    RunnerDescriptor,
+    StatePolicy,
+    SubjectContext,
+)
+from statekit.scope import VALID_STATE_SCOPES, build_state_scope_key
+
+
+@dataclass
+class Identity:
+    """One runner + binding + event, with every scope enabled unless told otherwise."""
+
+    event: AgentEventEnvelope
+    binding: AgentBinding
+    descriptor: RunnerDescriptor
+    scopes: tuple[str, ...] = field(default=VALID_STATE_SCOPES)
+
+    def scope_key(self, scope: str = "conversation") -> str:
+        key = build_state_scope_key(scope, self.event, self.binding, self.descriptor)
+        assert key is not None, f"identity has no {scope} scope"
+        return key
+
+    @property
+    def binding_identity(self) -> str:
+        return str(self.binding.binding_id)
+
+    @property
+    def runner_id(self) -> str:
+        return self.descriptor.id
+
+
+def new_identity(
+    scopes: tuple[str, ...] = VALID_STATE_SCOPES,
+    *,
+    enable_state: bool = True,
+    **event: str | None,
+) -> Identity:
+    """A fresh identity: a random runner id keeps its scope keys unique on shared servers."""
+    tag = uuid.uuid4().hex[:12]
+    fields: dict[str, str | None] = {
+        "bot_id": "bot-1",
+        "workspace_id": "ws-1",
+        "conversation_id": f"conv-{tag}",
+        "thread_id": None,
+        "actor_id": f"user-{tag}",
+        "subject_id": f"subject-{tag}",
+    }
+    fields.update(event)
+    return Identity(
+        event=AgentEventEnvelope(
+            bot_id=fields["bot_id"],
+            workspace_id=fields["workspace_id"],
+            conversation_id=fields["conversation_id"],
+            thread_id=fields["thread_id"],
+            actor=ActorContext(actor_type="user", actor_id=fields["actor_id"]),
+            subject=SubjectContext(subject_type="ticket", subject_id=fields["subject_id"]),
+        ),
+        binding=AgentBinding(
+            binding_id=f"binding-{tag}",
+            state_policy=StatePolicy(enable_state=enable_state, state_scopes=list(scopes)),
+        ),
+        descriptor=RunnerDescriptor(id=f"runner-{tag}"),
+        scopes=scopes,
+    )

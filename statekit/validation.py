@@ -1,0 +1,107 @@
+"""Input rules shared by every backend: state keys, list prefixes, JSON values.
+
+Everything here runs before any I/O, so a refused input never reaches a backend and
+never writes anything. Refusals are :class:`Refusal` exceptions carrying the exact
+message the seed-compatible API returns as ``(False, message)``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+MAX_VALUE_JSON_BYTES = 256 * 1024
+MAX_STATE_KEY_LENGTH = 255
+MAX_LIST_LIMIT = 100
+
+# C0 and C1 control characters, plus lone surrogates, which no backend can encode as UTF-8.
+_FORBIDDEN_KEY_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+class Refusal(ValueError):
+    """An input statekit refuses; ``str(refusal)`` is the user-facing message."""
+
+
+def check_state_key(key: object) -> str:
+    """Return ``key`` if it is a valid state key, else raise :class:`Refusal`.
+
+    Valid: a non-empty ``str`` of at most 255 characters with no control character
+    (C0, C1, NUL) and no lone surrogate.
+    """
+    if not isinstance(key, str):
+        raise Refusal(f"State key must be a string, not {type(key).__name__}")
+    if not key:
+        raise Refusal("State key must not be empty")
+    if len(key) > MAX_STATE_KEY_LENGTH:
+        raise Refusal(
+            f"State key length {len(key)} exceeds limit {MAX_STATE_KEY_LENGTH} characters"
+        )
+    if _FORBIDDEN_KEY_CHARS.search(key):
+        raise Refusal("State key must not contain control characters or lone surrogates")
+    return key
+
+
+def check_prefix(prefix: object) -> str:
+    """Return a list prefix (``None`` and ``""`` mean none), else raise :class:`Refusal`."""
+    if prefix is None or prefix == "":
+        return ""
+    return check_state_key(prefix)
+
+
+def check_scope_key(scope_key: object) -> str:
+    """Scope keys are opaque, but they must be non-empty strings any backend can store."""
+    if not isinstance(scope_key, str) or not scope_key:
+        raise Refusal("Scope key must be a non-empty string")
+    if len(scope_key) > 512 or _FORBIDDEN_KEY_CHARS.search(scope_key):
+        raise Refusal("Scope key must be at most 512 characters without control characters")
+    return scope_key
+
+
+def check_limit(limit: object) -> int:
+    """Clamp a list limit to ``0..MAX_LIST_LIMIT``; anything but an ``int`` is refused."""
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise Refusal(f"limit must be an integer, not {type(limit).__name__}")
+    return max(0, min(limit, MAX_LIST_LIMIT))
+
+
+def encode_value(value: Any) -> str:
+    """Serialise ``value`` to strict JSON text within the size limit, or raise :class:`Refusal`.
+
+    Strict means what every JSON parser accepts: no NaN or Infinity, and text that encodes
+    as UTF-8 (a lone surrogate is refused). The size counted is that of the stored text.
+    """
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        size = len(text.encode("utf-8"))
+    except (TypeError, ValueError, RecursionError) as exc:
+        # UnicodeEncodeError is a ValueError: lone surrogates land here too.
+        raise Refusal(f"Value is not JSON-serializable: {exc}") from None
+    if size > MAX_VALUE_JSON_BYTES:
+        raise Refusal(f"Value size {size} bytes exceeds limit {MAX_VALUE_JSON_BYTES} bytes")
+    _check_object_keys(value)
+    return text
+
+
+def _check_object_keys(value: Any) -> None:
+    """Refuse non-string object keys: ``json.dumps`` would turn ``{1: "a", "1": "b"}`` into
+    an object whose duplicate keys lose a value on the way back."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, child in item.items():
+                if not isinstance(key, str):
+                    raise Refusal(
+                        "Value is not JSON-serializable: object keys must be strings, "
+                        f"not {type(key).__name__}"
+                    )
+                if isinstance(child, (dict, list, tuple)):
+                    stack.append(child)
+        elif isinstance(item, (list, tuple)):
+            stack.extend(child for child in item if isinstance(child, (dict, list, tuple)))
+
+
+def decode_value(value_json: str) -> Any:
+    """Parse stored JSON text; the inverse of :func:`encode_value`."""
+    return json.loads(value_json)

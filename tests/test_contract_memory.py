@@ -1,0 +1,35 @@
+"""The contract suite on the in-process memory backend."""
+
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+from statekit import MemoryBackend
+from statekit.testing import StateBackendContract
+
+pytestmark = pytest.mark.memory
+
+
+class TestMemoryBackend(StateBackendContract):
+    @pytest_asyncio.fixture
+    async def backend(self) -> AsyncIterator[MemoryBackend]:
+        backend = MemoryBackend()
+        yield backend
+        await backend.aclose()
+
+
+class _UnversionedMemoryBackend(MemoryBackend):
+    """A backend that declares no optional capability, as a minimal third-party one might."""
+
+    capabilities = frozenset()
+
+
+class TestBackendWithoutCapabilities(StateBackendContract):
+    """The suite skips declared-only tests and checks the store refuses them clearly."""
+
+    @pytest_asyncio.fixture
+    async def backend(self) -> AsyncIterator[MemoryBackend]:
+        backend = _UnversionedMemoryBackend()
+        yield backend
+        await backend.aclose()

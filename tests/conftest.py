@@ -1,0 +1,24 @@
+"""Shared test plumbing: where the real servers are, and what to do when one is missing."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+REQUIRE_SERVICES = os.environ.get("STATEKIT_REQUIRE_SERVICES") == "1"
+
+
+def service_url(env_var: str) -> str:
+    """The URL of a real server from ``env_var``.
+
+    Without it the calling test is skipped, unless ``STATEKIT_REQUIRE_SERVICES=1`` (CI),
+    where a missing server is a failure: CI must never pass by skipping real backends.
+    """
+    url = os.environ.get(env_var)
+    if url:
+        return url
+    message = f"{env_var} is not set"
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{message} and STATEKIT_REQUIRE_SERVICES=1", pytrace=False)
+    pytest.skip(message)

@@ -369,9 +369,7 @@ class FuzzContract:
                 await _run(store, model, op)
             await _check_contents(store, model)
         finally:
-            for scope_key in model.targets:
-                for key in list(model.data[scope_key]):
-                    await store.state_delete(scope_key, key)
+            await _forget(store, model)
 
     @pytest.mark.parametrize("has_subject", [True, False])
     async def test_every_hostile_argument_refuses_cleanly(
@@ -387,9 +385,14 @@ class FuzzContract:
                 await _run(store, model, op)
             await _check_contents(store, model)
         finally:
-            for scope_key in model.targets:
-                for key in list(model.data[scope_key]):
-                    await store.state_delete(scope_key, key)
+            await _forget(store, model)
+
+
+async def _forget(store: StateStore, model: _Model) -> None:
+    """Delete what the example wrote, so a shared backend does not grow across examples."""
+    for scope_key in model.targets:
+        for key in list(model.data[scope_key]):
+            await store.state_delete(scope_key, key)
 
 
 def hostile_sweep() -> list[Any]:

@@ -17,47 +17,20 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from statekit.backends.base import Capability, StateBackend, StateEntry
 from statekit.errors import UnsupportedCapabilityError
 from statekit.scope import VALID_STATE_SCOPES
 from statekit.store import StateStore, StateUpdate
+from statekit.testing.fuzz import FuzzContract
 from statekit.testing.identities import Identity, new_identity
+from statekit.testing.isolation import IsolationContract
+from statekit.testing.strategies import io_examples, json_values, listing_keys, prefix_alphabet
 from statekit.validation import MAX_STATE_KEY_LENGTH, MAX_VALUE_JSON_BYTES
 
-# Hypothesis examples each do real I/O: keep them few, without deadlines. Every example
-# uses a fresh identity, so the function-scoped backend fixture is safe to share; the
-# same test runs on one subclass per backend, hence "differing executors".
-_examples = settings(
-    max_examples=40,
-    deadline=None,
-    suppress_health_check=[
-        HealthCheck.function_scoped_fixture,
-        HealthCheck.too_slow,
-        HealthCheck.differing_executors,
-    ],
-)
-
-_json_leaf = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**63), max_value=2**63)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(st.characters(codec="utf-8"), max_size=20)
-)
-json_values = st.recursive(
-    _json_leaf,
-    lambda children: (
-        st.lists(children, max_size=4)
-        | st.dictionaries(st.text(st.characters(codec="utf-8"), max_size=8), children, max_size=4)
-    ),
-    max_leaves=12,
-)
-# Keys drawn from a tiny alphabet share prefixes often, including the wildcard characters.
-_prefix_alphabet = st.sampled_from(list("ab_%*?[]\\é😀"))
-listing_keys = st.text(_prefix_alphabet, min_size=1, max_size=4)
+_examples = io_examples
 
 
 async def _entries(store: StateStore, scope_key: str) -> dict[str, StateEntry]:
@@ -72,7 +45,7 @@ async def _set(
     )
 
 
-class StateBackendContract:
+class StateBackendContract(IsolationContract, FuzzContract):
     """Subclass with a ``backend`` fixture yielding a fresh backend; see :mod:`statekit.testing`."""
 
     @pytest.fixture
@@ -480,7 +453,7 @@ class StateBackendContract:
 
     @given(
         keys=st.sets(listing_keys, max_size=12),
-        prefix=st.text(_prefix_alphabet, max_size=2),
+        prefix=st.text(prefix_alphabet, max_size=2),
         limit=st.integers(-1, 5),
     )
     @_examples

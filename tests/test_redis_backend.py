@@ -209,6 +209,41 @@ async def test_describe_reports_the_server_version(backend: RedisBackend) -> Non
     assert info["backend"] == "redis"
     assert info["server_version"].split(".")[0].isdigit()
     assert backend._prefix in info["layout"]
+    assert info["key_prefix"] == backend._prefix
+
+
+async def test_describe_warns_when_the_server_may_evict_state(own_server: RedisServer) -> None:
+    backend = RedisBackend.from_url(own_server.url)
+    try:
+        assert "WARNING" not in (await backend.describe())["layout"]  # noeviction default
+        admin = aioredis.Redis.from_url(own_server.url)
+        await admin.config_set("maxmemory-policy", "allkeys-lru")
+        await admin.aclose()
+        info = await backend.describe()
+        assert info["maxmemory_policy"] == "allkeys-lru"
+        assert "WARNING" in info["layout"]
+    finally:
+        await backend.aclose()
+
+
+@pytest.mark.slow
+async def test_cluster_describe_and_batches_across_slots(redis_cluster_url: str) -> None:
+    backend = RedisBackend.from_url(redis_cluster_url, key_prefix=_prefix("cluster"))
+    try:
+        info = await backend.describe()
+        assert info["backend"] == "redis-cluster"
+        assert info["server_version"].split(".")[0].isdigit()
+        scopes = [f"scope-{i}" for i in range(20)]  # spread over the three masters
+        assert len({key_slot(f"{{{s}}}".encode()) for s in scopes}) == 20
+        await backend.set_many([StateWrite(s, "k", f'"{s}"', CONTEXT) for s in scopes])
+        snapshot = await backend.read_scopes(scopes)
+        assert snapshot == {s: {"k": f'"{s}"'} for s in scopes}
+        assert len([e async for e in backend.iter_entries()]) == 20
+        await backend.clear()
+        assert await backend.read_scopes(scopes) == {s: {} for s in scopes}
+    finally:
+        await backend.clear()
+        await backend.aclose()
 
 
 # ---- options ----------------------------------------------------------------------------

@@ -401,14 +401,22 @@ class RedisBackend:
     # ---- lifecycle ----------------------------------------------------------------
 
     async def describe(self) -> dict[str, str]:
+        """Server version and layout, plus the eviction policy: any policy but
+        ``noeviction`` lets Redis silently drop state under memory pressure."""
         with _mapped_errors():
-            info: dict[str, Any] = await self._timed(self._client.info("server"))
+            info: dict[str, Any] = await self._timed(self._client.info())
         if "redis_version" not in info:  # a cluster answers per node
             info = next(iter(info.values()))
+        policy = str(info.get("maxmemory_policy", "unknown"))
+        layout = f"ok: hash per scope {self._prefix}{{scope_key}} (+ :meta, :ctx)"
+        if policy not in ("noeviction", "unknown"):
+            layout += f"; WARNING: maxmemory-policy {policy} may evict state"
         return {
             "backend": "redis-cluster" if self._cluster else "redis",
             "server_version": str(info.get("redis_version", "unknown")),
-            "layout": f"hash per scope: {self._prefix}{{scope_key}} (+ :meta, :ctx)",
+            "layout": layout,
+            "key_prefix": self._prefix,
+            "maxmemory_policy": policy,
         }
 
     async def aclose(self) -> None:

@@ -124,7 +124,9 @@ class RedisBackend:
 
     Build it with :meth:`from_url` (the backend owns and closes its client), or pass a
     ``redis.asyncio.Redis`` / ``RedisCluster`` the host already owns: then :meth:`aclose`
-    leaves that client open, since the host may still use it.
+    leaves that client open, since the host may still use it. ``timeout`` (seconds) and
+    ``pool_size`` make the backend itself bound each operation and the operations in
+    flight; a host-owned client usually has its own socket timeout and pool instead.
     """
 
     capabilities = frozenset({Capability.VERSIONS})
@@ -164,11 +166,11 @@ class RedisBackend:
         ``timeout``, ``connect_timeout``, ``retries``, ``client_name``.
         """
         client, opts = build_client(url, options)
-        # The standalone client enforces ``timeout`` on its sockets. The cluster client
-        # does not get a socket timeout (redis-py's async cluster connections break under
-        # concurrent first use with one), so the backend bounds each operation itself.
-        # For the same reason its pool refuses rather than waits when full, so the backend
-        # bounds concurrent operations to ``pool_size``.
+        # The standalone client enforces ``timeout`` on its sockets and waits for a free
+        # pooled connection. The cluster client gets neither: redis-py's async cluster
+        # connections break under concurrent first use with a socket timeout, and its
+        # pool raises instead of waiting when full. So for a cluster the backend bounds
+        # each operation by ``timeout`` and the operations in flight by ``pool_size``.
         if isinstance(client, RedisCluster):
             return cls(
                 client,
@@ -286,9 +288,8 @@ class RedisBackend:
 
     async def iter_entries(self) -> AsyncIterator[StateEntry]:
         batch: list[str] = []
-        pattern = glob_escape(self._prefix) + "{*}"
         with _mapped_errors():
-            async for raw in self._client.scan_iter(match=pattern, count=_SCAN_BATCH):
+            async for raw in self._scan(glob_escape(self._prefix) + "{*}"):
                 batch.append(_text(raw))
                 if len(batch) >= _SCAN_BATCH:
                     for entry in await self._read_entries(batch):
@@ -297,6 +298,12 @@ class RedisBackend:
             if batch:
                 for entry in await self._read_entries(batch):
                     yield entry
+
+    async def _scan(self, pattern: str) -> AsyncIterator[bytes | str]:
+        """``SCAN MATCH pattern`` (every primary of a cluster), each step timed."""
+        keys = aiter(self._client.scan_iter(match=pattern, count=_SCAN_BATCH))
+        while (key := await self._timed(anext(keys, None))) is not None:
+            yield key
 
     async def _read_entries(self, value_keys: list[str]) -> list[StateEntry]:
         async with self._client.pipeline(transaction=False) as pipe:
@@ -387,10 +394,9 @@ class RedisBackend:
 
     async def clear(self) -> None:
         """``SCAN`` + ``UNLINK`` in batches of this prefix's keys only (never ``KEYS``)."""
-        pattern = glob_escape(self._prefix) + "{*"
         batch: list[bytes | str] = []
         with _mapped_errors():
-            async for key in self._client.scan_iter(match=pattern, count=_SCAN_BATCH):
+            async for key in self._scan(glob_escape(self._prefix) + "{*"):
                 batch.append(key)
                 if len(batch) >= _SCAN_BATCH:
                     await self._timed(self._client.unlink(*batch))

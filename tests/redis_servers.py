@@ -124,6 +124,16 @@ def start_cluster(directory: Path) -> str:
     if result.returncode != 0:
         stop_cluster(directory)
         raise RuntimeError(f"cluster did not start: {result.stderr}")
+    for port in ports:
+        info = subprocess.run(
+            ["redis-cli", "-h", "127.0.0.1", "-p", str(port), "cluster", "info"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        if "cluster_state:ok" not in info:
+            stop_cluster(directory)
+            raise RuntimeError(f"cluster node {port} is not ok: {info}")
     return result.stdout.strip().splitlines()[-1]
 
 

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
+import fakeredis
 import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
@@ -346,6 +347,22 @@ async def test_a_host_owned_client_is_not_closed() -> None:
         await backend.aclose()  # idempotent
         assert await client.ping() is True
     finally:
+        await client.aclose()
+
+
+async def test_a_host_client_decoding_responses_works_too() -> None:
+    client = fakeredis.FakeAsyncRedis(decode_responses=True)
+    backend = RedisBackend(client=client, key_prefix="d:")
+    try:
+        await backend.set("s", "é", '"v"', CONTEXT)
+        assert await backend.get("s", "é") == '"v"'
+        assert await backend.get_versioned("s", "é") == ('"v"', 1)
+        assert await backend.list_keys("s", "", 10, None) == (["é"], False)
+        assert await backend.read_scopes(["s"]) == {"s": {"é": '"v"'}}
+        (entry,) = [e async for e in backend.iter_entries()]
+        assert (entry.scope_key, entry.state_key, entry.context) == ("s", "é", CONTEXT)
+    finally:
+        await backend.aclose()
         await client.aclose()
 
 

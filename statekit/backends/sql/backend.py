@@ -161,7 +161,11 @@ class SQLBackend:
         key = (c.scope_key == bindparam("scope_key"), c.state_key == bindparam("state_key"))
         self._update_if = (
             update(t)
-            .where(*key, c.version == bindparam("expected"))
+            .where(
+                c.scope_key == bindparam("key_scope"),
+                c.state_key == bindparam("key_state"),
+                c.version == bindparam("expected"),
+            )
             .values(
                 value_json=bindparam("new_value"),
                 updated_at=bindparam("now"),
@@ -359,8 +363,8 @@ class SQLBackend:
                 rows = await self._rows(self._insert_new, row, "set")
             else:
                 params = {
-                    "scope_key": scope_key,
-                    "state_key": state_key,
+                    "key_scope": scope_key,
+                    "key_state": state_key,
                     "expected": expected_version,
                     "new_value": value_json,
                     "now": now,

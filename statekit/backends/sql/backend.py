@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.schema import CreateSchema, CreateTable, MetaData
 from sqlalchemy.sql import Executable
+from sqlalchemy.util import greenlet_spawn
 
 from statekit.backends.base import Capability, ScopeContext, StateEntry, StateWrite
 from statekit.backends.sql.engine import build_engine
@@ -92,6 +93,7 @@ class SQLBackend:
         self._engine = engine
         # Single statements need no transaction: autocommit saves BEGIN/COMMIT round trips.
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._autocommit_sync = self._autocommit.sync_engine
         self._owns_engine = False
         self._dialect = dialect
         self._schema = schema
@@ -227,11 +229,17 @@ class SQLBackend:
         if not self._ready:
             await self._prepare()
         try:
-            async with self._guard(), self._autocommit.connect() as conn:
-                result = await conn.execute(statement, params)
-                return result.all() if result.returns_rows else ()
+            async with self._guard():
+                # One greenlet for checkout, execute and checkin, where AsyncConnection
+                # would switch three times: the SQLAlchemy overhead of a point read halves.
+                return await greenlet_spawn(self._run, statement, params)
         except TRANSLATED as exc:
             raise translate(exc, what) from exc
+
+    def _run(self, statement: Executable, params: Any) -> Sequence[Any]:
+        with self._autocommit_sync.connect() as conn:
+            result = conn.execute(statement, params)
+            return result.all() if result.returns_rows else ()
 
     async def create_schema(self) -> None:
         """Create the table (and PostgreSQL schema) if absent; safe to call repeatedly."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -519,3 +521,15 @@ async def test_existing_table_is_used_after_the_documented_migration(
     assert entries["old"].created_at.year == 2024
     assert entries["old"].context.runner_id == "r"  # the context of creation is kept
     await existing.aclose()
+
+
+def test_bare_dialect_urls_use_the_async_drivers() -> None:
+    pg = SQLBackend.from_url("postgresql://u@localhost/db?ssl=disable")
+    assert pg.engine.url.drivername == "postgresql+asyncpg"
+    assert pg.engine.url.query == {"ssl": "disable"}  # driver parameters pass through
+    assert SQLBackend.from_url("sqlite://").engine.url.drivername == "sqlite+aiosqlite"
+
+
+def test_importing_statekit_does_not_import_sqlalchemy() -> None:
+    code = "import sys, statekit; assert 'sqlalchemy' not in sys.modules, 'imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -293,6 +293,25 @@ async def test_recovers_after_its_connections_are_terminated(pg_schema: str) -> 
 
 
 @pytest.mark.postgres
+async def test_reads_retry_once_on_a_terminated_connection(pg_schema: str) -> None:
+    name = f"statekit-fault-{uuid.uuid4().hex[:8]}"
+    backend = SQLBackend.from_url(postgres_url(), schema=pg_schema, application_name=name)
+    try:
+        await backend.set("s", "k", "1", CTX)
+        await asyncio.gather(*(backend.get("s", "k") for _ in range(4)))  # several pooled
+        terminated = await execute_pg(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            f"WHERE application_name = '{name}'"
+        )
+        assert terminated >= 1
+        assert await backend.get("s", "k") == "1"  # no error: retried on a new connection
+        assert await backend.list_keys("s", "", 10, None) == (["k"], False)
+    finally:
+        await backend.clear()
+        await backend.aclose()
+
+
+@pytest.mark.postgres
 async def test_a_blocked_statement_times_out(pg_schema: str) -> None:
     backend = SQLBackend.from_url(postgres_url(), schema=pg_schema, timeout=0.3)
     locker = create_async_engine(postgres_url())
@@ -336,12 +355,14 @@ async def test_sqlite_file_persists_across_close_and_reopen(tmp_path: Path) -> N
     backend = SQLBackend.from_url(sqlite_url(tmp_path))
     await backend.set("s", "k", '{"kept": true}', CTX)
     await backend.aclose()
-    reopened = SQLBackend.from_url(sqlite_url(tmp_path))
+    reopened = SQLBackend.from_url(sqlite_url(tmp_path), busy_timeout=2.5)
     try:
         assert await reopened.get_versioned("s", "k") == ('{"kept": true}', 1)
         async with reopened.engine.connect() as conn:
             mode = (await conn.execute(text("PRAGMA journal_mode"))).scalar_one()
+            busy_ms = (await conn.execute(text("PRAGMA busy_timeout"))).scalar_one()
         assert mode == "wal"
+        assert busy_ms == 2500
     finally:
         await reopened.aclose()
 

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Integer, Table, bindparam, delete, inspect, select, text, update
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -224,17 +225,30 @@ class SQLBackend:
             if not self._ready:
                 await self.create_schema()
 
-    async def _rows(self, statement: Executable, params: Any, what: str) -> Sequence[Any]:
-        """Run one statement on an autocommit connection and fetch its rows."""
+    async def _rows(
+        self, statement: Executable, params: Any, what: str, *, read: bool = False
+    ) -> Sequence[Any]:
+        """Run one statement on an autocommit connection and fetch its rows.
+
+        A read that finds its connection dead is retried once: the failure has discarded
+        the pool's stale connections, so the retry runs on a fresh one. Writes are not
+        retried (the lost reply may belong to an applied write).
+        """
         if not self._ready:
             await self._prepare()
-        try:
-            async with self._guard():
-                # One greenlet for checkout, execute and checkin, where AsyncConnection
-                # would switch three times: the SQLAlchemy overhead of a point read halves.
-                return await greenlet_spawn(self._run, statement, params)
-        except TRANSLATED as exc:
-            raise translate(exc, what) from exc
+        for attempt in (1, 2):
+            try:
+                async with self._guard():
+                    # One greenlet for checkout, execute and checkin, where AsyncConnection
+                    # would switch three times: the SQLAlchemy overhead of a point read halves.
+                    return await greenlet_spawn(self._run, statement, params)
+            except sa_exc.DBAPIError as exc:
+                if read and attempt == 1 and exc.connection_invalidated:
+                    continue
+                raise translate(exc, what) from exc
+            except TRANSLATED as exc:
+                raise translate(exc, what) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _run(self, statement: Executable, params: Any) -> Sequence[Any]:
         with self._autocommit_sync.connect() as conn:
@@ -245,24 +259,32 @@ class SQLBackend:
         """Create the table (and PostgreSQL schema) if absent; safe to call repeatedly."""
         if self._closed:
             raise StateBackendError("SQL backend is closed")
-        try:
-            async with self._guard(), self._engine.begin() as conn:
-                if self._schema is not None:
-                    await conn.execute(CreateSchema(self._schema, if_not_exists=True))
-                await conn.execute(CreateTable(self._table, if_not_exists=True))
-        except TRANSLATED as exc:
-            raise translate(exc, "create the schema") from exc
+        for attempt in (1, 2):
+            try:
+                async with self._guard(), self._engine.begin() as conn:
+                    if self._schema is not None:
+                        await conn.execute(CreateSchema(self._schema, if_not_exists=True))
+                    await conn.execute(CreateTable(self._table, if_not_exists=True))
+                break
+            except (sa_exc.IntegrityError, sa_exc.ProgrammingError) as exc:
+                # PostgreSQL's IF NOT EXISTS can still lose a race with another process
+                # creating the same table; once that one has committed, ours is a no-op.
+                if attempt == 2:
+                    raise translate(exc, "create the schema") from exc
+            except TRANSLATED as exc:
+                raise translate(exc, "create the schema") from exc
         self._ready = True
 
     # ---- reads --------------------------------------------------------------------
 
     async def get(self, scope_key: str, state_key: str) -> str | None:
-        rows = await self._rows(self._get, {"scope_key": scope_key, "state_key": state_key}, "get")
+        params = {"scope_key": scope_key, "state_key": state_key}
+        rows = await self._rows(self._get, params, "get", read=True)
         return rows[0][0] if rows else None
 
     async def get_versioned(self, scope_key: str, state_key: str) -> tuple[str | None, int]:
         params = {"scope_key": scope_key, "state_key": state_key}
-        rows = await self._rows(self._get_versioned, params, "get")
+        rows = await self._rows(self._get_versioned, params, "get", read=True)
         return (rows[0][0], rows[0][1]) if rows else (None, 0)
 
     async def read_scopes(self, scope_keys: Sequence[str]) -> dict[str, dict[str, str]]:
@@ -271,7 +293,7 @@ class SQLBackend:
             return snapshot
         params = {"scope_keys": list(snapshot)}
         for scope_key, state_key, value_json in await self._rows(
-            self._snapshot, params, "read a snapshot"
+            self._snapshot, params, "read a snapshot", read=True
         ):
             snapshot[scope_key][state_key] = value_json
         return snapshot
@@ -288,7 +310,9 @@ class SQLBackend:
         high = prefix_successor(prefix) if prefix else None
         if high is not None:
             params["high"] = high
-        rows = await self._rows(self._lists[(low, high is not None)], params, "list keys")
+        rows = await self._rows(
+            self._lists[(low, high is not None)], params, "list keys", read=True
+        )
         keys = [row[0] for row in rows]
         return keys[:limit], len(keys) > limit
 

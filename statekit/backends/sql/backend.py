@@ -99,7 +99,6 @@ class SQLBackend:
         self._dialect = dialect
         self._schema = schema
         self._table = state_table(MetaData(), table_name, schema)
-        self._create = create_schema
         self._ready = not create_schema  # False until the schema is known to exist
         self._closed = False
         self._schema_lock = asyncio.Lock()

@@ -65,11 +65,8 @@ async def execute_pg(*statements: str) -> int:
     try:
         async with engine.begin() as conn:
             for statement in statements:
-                rows = (
-                    len((await conn.execute(text(statement))).all())
-                    if statement.startswith("SELECT")
-                    else 0
-                )
+                result = await conn.execute(text(statement))
+                rows = len(result.all()) if result.returns_rows else 0
     finally:
         await engine.dispose()
     return rows

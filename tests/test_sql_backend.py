@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import event, inspect, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -179,6 +181,18 @@ def test_prefix_successor_increments_the_last_code_point() -> None:
     assert prefix_successor("\U0010ffff\U0010ffff") is None
     assert prefix_successor("a\ud7ff") == "a\ue000"  # surrogates are skipped
     assert prefix_successor("a%") == "a&"
+
+
+_key_chars = st.characters(exclude_categories=("Cs",)) | st.sampled_from(
+    ["\U0010ffff", "\ud7ff", "\ue000", "a", "b"]
+)
+
+
+@given(prefix=st.text(_key_chars, min_size=1, max_size=4), key=st.text(_key_chars, max_size=6))
+def test_prefix_range_selects_exactly_the_keys_with_the_prefix(prefix: str, key: str) -> None:
+    successor = prefix_successor(prefix)
+    in_range = prefix <= key and (successor is None or key < successor)
+    assert in_range == key.startswith(prefix)
 
 
 async def test_listing_at_the_edges_of_the_code_space(backend: SQLBackend) -> None:

@@ -36,6 +36,7 @@ from statekit.scope import (
 from statekit.validation import (
     MAX_EXPECTED_VERSION,
     Refusal,
+    check_context,
     check_limit,
     check_prefix,
     check_scope_key,
@@ -278,9 +279,11 @@ class StateStore:
             if context is not None and not isinstance(context, Mapping):
                 raise Refusal(f"context must be a mapping, not {type(context).__name__}")
             value_json = encode_value(value)
+            ctx = check_context(
+                ScopeContext.from_mapping(runner_id, binding_identity, scope, context)
+            )
         except Refusal as refusal:
             return self._refuse(refusal, logger)
-        ctx = ScopeContext.from_mapping(runner_id, binding_identity, scope, context)
         try:
             await self._backend.set(scope_key, state_key, value_json, ctx, expected_version)
         except VersionConflictError as conflict:
@@ -353,7 +356,10 @@ class StateStore:
             raise Refusal(f'Missing identity for scope "{scope}"')
         value_json = encode_value(value)
         return StateWrite(
-            scope_key, state_key, value_json, _event_context(scope, event, binding, descriptor)
+            scope_key,
+            state_key,
+            value_json,
+            check_context(_event_context(scope, event, binding, descriptor)),
         )
 
     @staticmethod

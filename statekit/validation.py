@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from statekit.backends.base import ScopeContext
 
 MAX_VALUE_JSON_BYTES = 256 * 1024
 MAX_STATE_KEY_LENGTH = 255
@@ -61,6 +64,24 @@ def check_scope_key(scope_key: object) -> str:
     if len(scope_key) > 512 or _FORBIDDEN_KEY_CHARS.search(scope_key):
         raise Refusal("Scope key must be at most 512 characters without control characters")
     return scope_key
+
+
+MAX_CONTEXT_FIELD_LENGTH = 255
+_UNSTORABLE_TEXT = re.compile("[\x00\ud800-\udfff]")
+
+
+def check_context(context: ScopeContext) -> ScopeContext:
+    """Refuse context fields no backend can store faithfully: SQL keeps them in 255-character
+    columns and PostgreSQL text cannot hold NUL, so those are refused, never truncated."""
+    for name, value in context.as_dict().items():
+        if value is not None and (
+            len(value) > MAX_CONTEXT_FIELD_LENGTH or _UNSTORABLE_TEXT.search(value)
+        ):
+            raise Refusal(
+                f'Context field "{name}" must be at most {MAX_CONTEXT_FIELD_LENGTH} characters '
+                "without NUL or lone surrogates"
+            )
+    return context
 
 
 def check_limit(limit: object) -> int:

@@ -533,7 +533,7 @@ async def test_existing_table_is_used_after_the_documented_migration(
     # The migration the README documents.
     async with backend.engine.begin() as conn:
         await conn.execute(
-            text(f"ALTER TABLE {table} ADD COLUMN version INTEGER NOT NULL DEFAULT 1")
+            text(f"ALTER TABLE {table} ADD COLUMN version BIGINT NOT NULL DEFAULT 1")
         )
         await conn.execute(
             text(

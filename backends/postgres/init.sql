@@ -28,7 +28,7 @@ CREATE TABLE IF NOT EXISTS statekit_state (
     subject_id       VARCHAR(255),
     created_at       TIMESTAMP WITH TIME ZONE NOT NULL,
     updated_at       TIMESTAMP WITH TIME ZONE NOT NULL,
-    version          INTEGER DEFAULT 1 NOT NULL,
+    version          BIGINT DEFAULT 1 NOT NULL,
     PRIMARY KEY (id),
     -- The upsert's conflict target; also serves get, the snapshot's IN and listings.
     CONSTRAINT uq_statekit_state_scope_key_state_key UNIQUE (scope_key, state_key)

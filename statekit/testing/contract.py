@@ -578,6 +578,33 @@ class StateBackendContract(IsolationContract, FuzzContract):
         )
         assert json.loads(entry.value_json) == [1]
 
+    @pytest.mark.parametrize(
+        "context",
+        [{"bot_id": "b" * 256}, {"thread_id": "nul\x00"}, {"actor_id": "lone \ud800"}],
+        ids=["too-long", "nul", "surrogate"],
+    )
+    async def test_unstorable_context_is_refused_and_not_written(
+        self, store: StateStore, ident: Identity, context: dict[str, str]
+    ) -> None:
+        args = (ident.runner_id, ident.binding_identity, "conversation")
+        ok, error = await store.state_set(ident.scope_key(), "k", 1, *args, context=context)
+        assert not ok
+        assert error is not None
+        assert error.startswith("Context field ")
+        assert await store.state_get(ident.scope_key(), "k") is None
+
+    async def test_event_id_too_long_to_store_is_refused(self, store: StateStore) -> None:
+        ident = new_identity(conversation_id="c" * 300)
+        ok, error = await store.apply_update_from_event(
+            ident.event, ident.binding, ident.descriptor, "conversation", "k", 1
+        )
+        assert (ok, error) == (
+            False,
+            'Context field "conversation_id" must be at most 255 characters '
+            "without NUL or lone surrogates",
+        )
+        assert await store.state_list(ident.scope_key()) == ([], False)
+
     async def test_state_set_stores_the_given_context(
         self, store: StateStore, ident: Identity
     ) -> None:

@@ -76,7 +76,7 @@ def state_table(
         *(Column(name, String(255), nullable=True) for name in CONTEXT_COLUMNS[3:]),
         Column("created_at", DateTime(timezone=True), nullable=False),
         Column("updated_at", DateTime(timezone=True), nullable=False),
-        Column("version", Integer(), nullable=False, server_default=text("1")),
+        Column("version", BigInteger(), nullable=False, server_default=text("1")),
         UniqueConstraint("scope_key", "state_key", name=f"uq_{table_name}_scope_key_state_key"),
         schema=schema,
     )

@@ -35,7 +35,12 @@ from statekit.backends.sql.schema import (
     EXPECTED_COLUMNS,
     state_table,
 )
-from statekit.errors import ConfigurationError, StateBackendError, VersionConflictError
+from statekit.errors import (
+    BackendTimeoutError,
+    ConfigurationError,
+    StateBackendError,
+    VersionConflictError,
+)
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -76,6 +81,9 @@ class SQLBackend:
     :class:`~sqlalchemy.ext.asyncio.AsyncEngine` the host owns (never disposed here).
     With ``create_schema`` the table is created if absent on first use; otherwise the
     host's migrations own it (see :func:`statekit.backends.sql.state_table`).
+    ``max_in_flight`` (``from_url``: pool size + overflow) admits that many operations
+    at once, first come first served, each waiting at most ``pool_timeout`` seconds for
+    its turn; give a host engine's pool size here when many tasks share the backend.
     """
 
     capabilities = frozenset({Capability.VERSIONS})
@@ -87,6 +95,8 @@ class SQLBackend:
         table_name: str = DEFAULT_TABLE_NAME,
         schema: str | None = None,
         create_schema: bool = True,
+        max_in_flight: int | None = None,
+        pool_timeout: float = 5.0,
     ) -> None:
         dialect = engine.dialect.name
         if dialect not in ("postgresql", "sqlite"):
@@ -103,9 +113,15 @@ class SQLBackend:
         self._closed = False
         self._schema_lock = asyncio.Lock()
         # An in-memory SQLite database is one shared connection: use it one task at a time.
-        self._lock: asyncio.Lock | None = (
-            asyncio.Lock() if isinstance(engine.pool, StaticPool) else None
-        )
+        self._shared_connection = isinstance(engine.pool, StaticPool)
+        if self._shared_connection:
+            max_in_flight = 1
+        # SQLAlchemy's async pool hands a returned connection to whichever task asks next,
+        # so with more tasks than connections a waiter can starve past its timeout. A FIFO
+        # gate of the pool's size in front of it serves callers in order instead.
+        self._gate = None if max_in_flight is None else asyncio.Semaphore(max_in_flight)
+        self._gate_size = max_in_flight
+        self._pool_timeout = pool_timeout
         self._build_statements()
 
     @classmethod
@@ -118,6 +134,8 @@ class SQLBackend:
             table_name=opts.table_name,
             schema=opts.schema_,
             create_schema=opts.create_schema,
+            max_in_flight=opts.pool_size + opts.max_overflow,
+            pool_timeout=opts.timeout,
         )
         backend._owns_engine = True
         return backend
@@ -214,8 +232,23 @@ class SQLBackend:
 
     # ---- plumbing -----------------------------------------------------------------
 
-    def _guard(self) -> contextlib.AbstractAsyncContextManager[Any]:
-        return self._lock if self._lock is not None else contextlib.nullcontext()
+    @contextlib.asynccontextmanager
+    async def _guard(self) -> AsyncIterator[None]:
+        """Hold one of the gate's places (FIFO), waiting at most ``pool_timeout``."""
+        if self._gate is None:
+            yield
+            return
+        try:
+            await asyncio.wait_for(self._gate.acquire(), self._pool_timeout)
+        except asyncio.TimeoutError:
+            raise BackendTimeoutError(
+                f"no database connection free within {self._pool_timeout:g} s "
+                f"({self._gate_size} in use)"
+            ) from None
+        try:
+            yield
+        finally:
+            self._gate.release()
 
     async def _prepare(self) -> None:
         if self._closed:
@@ -318,12 +351,12 @@ class SQLBackend:
     async def iter_entries(self) -> AsyncIterator[StateEntry]:
         if not self._ready:
             await self._prepare()
-        if self._lock is not None:
+        if self._shared_connection:
             async for entry in self._iter_pages():
                 yield entry
             return
         try:
-            async with self._engine.connect() as conn:
+            async with self._guard(), self._engine.connect() as conn:
                 result = await conn.stream(
                     self._export.execution_options(yield_per=EXPORT_BATCH_SIZE)
                 )

@@ -392,3 +392,22 @@ def test_unexpected_errors_are_one_line_with_exit_70(monkeypatch: pytest.MonkeyP
     result = cli("get", "k", *CONVERSATION, "--url", "namedmem://a")
     assert result.exit_code == ExitCode.INTERNAL
     assert "internal error (KeyError" in result.stderr
+
+
+def test_snapshot_of_a_scope_skips_stored_invalid_json() -> None:
+    source = NamedMemory.from_url("namedmem://a")
+    context = ScopeContext("r", "b", "runner")
+    asyncio.run(source.set("runner:v2:x", "bad", "{not json", context))
+    asyncio.run(source.set("runner:v2:x", "good", "[1]", context))
+    result = cli("snapshot", "-k", "runner:v2:x", "--url", "namedmem://a", "--json")
+    assert result.exit_code == 0
+    assert json.loads(result.stdout) == {"good": [1]}
+    assert "skipped 'bad'" in result.stderr
+
+
+def test_without_the_cli_extra_the_command_says_what_to_install() -> None:
+    code = "import sys; sys.modules['typer'] = None; from statekit.cli import main; main()"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == ExitCode.USAGE
+    assert "pip install 'statekit[cli]'" in out.stderr
+    assert "Traceback" not in out.stderr

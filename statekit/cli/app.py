@@ -174,7 +174,7 @@ def snapshot(url: UrlOption = None, as_json: JsonOption = False, *, address: Sco
             if address.scope_key:
                 scope_key = check_scope_key_or_fail(address.scope_key)
                 stored = await store.backend.read_scopes([scope_key])
-                return {k: decode_value(v) for k, v in sorted(stored[scope_key].items())}
+                return decode_entries(stored.get(scope_key, {}))
             return await store.build_snapshot_from_event(
                 address.event(), address.binding_model(), address.descriptor()
             )
@@ -184,6 +184,17 @@ def snapshot(url: UrlOption = None, as_json: JsonOption = False, *, address: Sco
         emit_json(result)
     else:
         console.print_json(json.dumps(result, ensure_ascii=False))
+
+
+def decode_entries(entries: dict[str, str]) -> dict[str, Any]:
+    """Stored JSON texts decoded, skipping (with a note) any that are not valid JSON."""
+    decoded: dict[str, Any] = {}
+    for state_key, value_json in sorted(entries.items()):
+        try:
+            decoded[state_key] = decode_value(value_json)
+        except ValueError:
+            typer.echo(f"statekit: skipped {state_key!r}: stored value is not JSON", err=True)
+    return decoded
 
 
 def check_scope_key_or_fail(scope_key: str) -> str:

@@ -107,7 +107,7 @@ def bench(
     if as_json:
         emit_json(results)
         return
-    table = Table(title=f"statekit bench: {results['backend']}, {ops} ops x {concurrency}")
+    table = Table(title=f"{results['backend']}: {ops} ops, {concurrency} workers")
     table.add_column("operation")
     table.add_column("ops/s", justify="right")
     for name in ("set", "get", "snapshot"):

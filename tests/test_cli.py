@@ -305,7 +305,7 @@ def test_migrate_copies_entries_with_context_and_checks_counts() -> None:
     assert (report["entries"], report["scopes"], report["verified"]) == (63, 7, True)
     assert asyncio.run(entries_of("namedmem://dst")) == asyncio.run(entries_of("namedmem://src"))
 
-    again = cli("migrate", "--from", "namedmem://src", "--to", "namedmem://dst")
+    again = cli("migrate", "--url", "namedmem://src", "--to", "namedmem://dst")
     assert again.exit_code == 0  # idempotent
     assert "count check: ok" in again.stdout
     assert asyncio.run(entries_of("namedmem://dst")) == asyncio.run(entries_of("namedmem://src"))

@@ -140,6 +140,7 @@ def migrate(
         str | None,
         typer.Option(
             "--from",
+            "--url",
             help="Source URL (default: STATEKIT_URL, else the embedded SQLite file).",
             show_default=False,
         ),

@@ -40,13 +40,14 @@ from statekit.scope import (
 from statekit.settings import DEFAULT_URL, StatekitSettings
 from statekit.store import StateStore, StateUpdate, get_state_store, reset_state_store
 from statekit.url import BackendURL
-from statekit.validation import MAX_STATE_KEY_LENGTH, MAX_VALUE_JSON_BYTES
+from statekit.validation import MAX_STATE_KEY_LENGTH, MAX_VALUE_DEPTH, MAX_VALUE_JSON_BYTES
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_URL",
     "MAX_STATE_KEY_LENGTH",
+    "MAX_VALUE_DEPTH",
     "MAX_VALUE_JSON_BYTES",
     "STATE_KEY_ALIASES",
     "VALID_STATE_SCOPES",

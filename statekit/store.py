@@ -34,7 +34,9 @@ from statekit.scope import (
     normalize_state_key,
 )
 from statekit.validation import (
+    MAX_EXPECTED_VERSION,
     Refusal,
+    check_context,
     check_limit,
     check_prefix,
     check_scope_key,
@@ -268,13 +270,20 @@ class StateStore:
             if expected_version is not None and (
                 isinstance(expected_version, bool)
                 or not isinstance(expected_version, int)
-                or expected_version < 0
+                or not 0 <= expected_version <= MAX_EXPECTED_VERSION
             ):
-                raise Refusal("expected_version must be a non-negative integer")
+                raise Refusal(
+                    f"expected_version must be an integer from 0 to 2**63 - 1, "
+                    f"not {expected_version!r}"
+                )
+            if context is not None and not isinstance(context, Mapping):
+                raise Refusal(f"context must be a mapping, not {type(context).__name__}")
             value_json = encode_value(value)
+            ctx = check_context(
+                ScopeContext.from_mapping(runner_id, binding_identity, scope, context)
+            )
         except Refusal as refusal:
             return self._refuse(refusal, logger)
-        ctx = ScopeContext.from_mapping(runner_id, binding_identity, scope, context)
         try:
             await self._backend.set(scope_key, state_key, value_json, ctx, expected_version)
         except VersionConflictError as conflict:
@@ -305,7 +314,9 @@ class StateStore:
         """
         try:
             scope_key = check_scope_key(scope_key)
-            prefix = check_prefix(None if prefix is None else normalize_state_key(prefix))
+            prefix = check_prefix(
+                normalize_state_key(prefix) if isinstance(prefix, str) else prefix
+            )
             limit = check_limit(limit)
             if after is not None:
                 after = check_state_key(after)
@@ -345,7 +356,10 @@ class StateStore:
             raise Refusal(f'Missing identity for scope "{scope}"')
         value_json = encode_value(value)
         return StateWrite(
-            scope_key, state_key, value_json, _event_context(scope, event, binding, descriptor)
+            scope_key,
+            state_key,
+            value_json,
+            check_context(_event_context(scope, event, binding, descriptor)),
         )
 
     @staticmethod
@@ -378,10 +392,10 @@ class StateStore:
     def _decode(scope_key: str, state_key: str, value_json: str) -> Any:
         try:
             return decode_value(value_json)
-        except ValueError:
-            # Rows written outside statekit may hold invalid JSON; the original store
-            # skipped them, and so do we, but loudly.
-            _log.warning("skipping invalid JSON stored at %s / %r", scope_key, state_key)
+        except (ValueError, RecursionError):
+            # Rows written outside statekit may hold invalid JSON (or JSON nested deeper
+            # than statekit accepts); the original store skipped them, and so do we, loudly.
+            _log.warning("skipping undecodable JSON stored at %s / %r", scope_key, state_key)
             return _INVALID
 
 

@@ -9,11 +9,19 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from statekit.backends.base import ScopeContext
 
 MAX_VALUE_JSON_BYTES = 256 * 1024
 MAX_STATE_KEY_LENGTH = 255
 MAX_LIST_LIMIT = 100
+# Deep enough for any real state, shallow enough that every reader (this process at any
+# call depth, other JSON parsers) can decode what was stored: Python's json module
+# recurses once per level and would otherwise accept on write what it cannot read back.
+MAX_VALUE_DEPTH = 512
+MAX_EXPECTED_VERSION = 2**63 - 1  # versions are signed 64-bit integers on every backend
 
 # C0 and C1 control characters, plus lone surrogates, which no backend can encode as UTF-8.
 _FORBIDDEN_KEY_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
@@ -58,6 +66,24 @@ def check_scope_key(scope_key: object) -> str:
     return scope_key
 
 
+MAX_CONTEXT_FIELD_LENGTH = 255
+_UNSTORABLE_TEXT = re.compile("[\x00\ud800-\udfff]")
+
+
+def check_context(context: ScopeContext) -> ScopeContext:
+    """Refuse context fields no backend can store faithfully: SQL keeps them in 255-character
+    columns and PostgreSQL text cannot hold NUL, so those are refused, never truncated."""
+    for name, value in context.as_dict().items():
+        if value is not None and (
+            len(value) > MAX_CONTEXT_FIELD_LENGTH or _UNSTORABLE_TEXT.search(value)
+        ):
+            raise Refusal(
+                f'Context field "{name}" must be at most {MAX_CONTEXT_FIELD_LENGTH} characters '
+                "without NUL or lone surrogates"
+            )
+    return context
+
+
 def check_limit(limit: object) -> int:
     """Clamp a list limit to ``0..MAX_LIST_LIMIT``; anything but an ``int`` is refused."""
     if isinstance(limit, bool) or not isinstance(limit, int):
@@ -79,16 +105,21 @@ def encode_value(value: Any) -> str:
         raise Refusal(f"Value is not JSON-serializable: {exc}") from None
     if size > MAX_VALUE_JSON_BYTES:
         raise Refusal(f"Value size {size} bytes exceeds limit {MAX_VALUE_JSON_BYTES} bytes")
-    _check_object_keys(value)
+    _check_structure(value)
     return text
 
 
-def _check_object_keys(value: Any) -> None:
-    """Refuse non-string object keys: ``json.dumps`` would turn ``{1: "a", "1": "b"}`` into
-    an object whose duplicate keys lose a value on the way back."""
-    stack = [value]
+def _check_structure(value: Any) -> None:
+    """Refuse non-string object keys (``json.dumps`` would turn ``{1: "a", "1": "b"}`` into
+    an object whose duplicate keys lose a value on the way back) and nesting deeper than
+    :data:`MAX_VALUE_DEPTH`. Iterative, so it cannot itself run out of stack."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
-        item = stack.pop()
+        item, depth = stack.pop()
+        if depth > MAX_VALUE_DEPTH:
+            raise Refusal(
+                f"Value is not JSON-serializable: nested deeper than {MAX_VALUE_DEPTH} levels"
+            )
         if isinstance(item, dict):
             for key, child in item.items():
                 if not isinstance(key, str):
@@ -97,9 +128,11 @@ def _check_object_keys(value: Any) -> None:
                         f"not {type(key).__name__}"
                     )
                 if isinstance(child, (dict, list, tuple)):
-                    stack.append(child)
+                    stack.append((child, depth + 1))
         elif isinstance(item, (list, tuple)):
-            stack.extend(child for child in item if isinstance(child, (dict, list, tuple)))
+            stack.extend(
+                (child, depth + 1) for child in item if isinstance(child, (dict, list, tuple))
+            )
 
 
 def decode_value(value_json: str) -> Any:

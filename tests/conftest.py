@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 
@@ -22,3 +23,20 @@ def service_url(env_var: str) -> str:
     if REQUIRE_SERVICES:
         pytest.fail(f"{message} and STATEKIT_REQUIRE_SERVICES=1", pytrace=False)
     pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real local 3-master Redis Cluster for this test session (free loopback ports).
+
+    Started by ``backends/redis-cluster/start.sh``, which returns once every node reports
+    ``cluster_state:ok``; stopped and its directory deleted after the session.
+    """
+    from redis_servers import start_cluster, stop_cluster
+
+    directory = tmp_path_factory.mktemp("redis-cluster")
+    url = start_cluster(directory)
+    try:
+        yield url
+    finally:
+        stop_cluster(directory)

@@ -123,7 +123,7 @@ async def test_invalid_json_stored_outside_statekit_is_skipped_with_a_warning(
         )
         assert await store.state_get(ident.scope_key("actor"), "bad") is None
     assert snapshot["actor"] == {"ok": 1}
-    assert any("invalid JSON" in r.getMessage() for r in caplog.records)
+    assert any("undecodable JSON" in r.getMessage() for r in caplog.records)
 
 
 async def test_disabled_policy_snapshot_does_no_io() -> None:

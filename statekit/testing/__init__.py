@@ -16,9 +16,13 @@ fixture that yields a fresh, empty backend (and closes it afterwards)::
 
 Tests of optional features run only where the backend declares the matching
 :class:`statekit.Capability`; pytest-asyncio and hypothesis must be installed.
+:class:`IsolationContract` (no call reaches outside its scope key) and
+:class:`FuzzContract` (hostile input against a model) are part of it.
 """
 
 from statekit.testing.contract import StateBackendContract
+from statekit.testing.fuzz import FuzzContract
 from statekit.testing.identities import Identity, new_identity
+from statekit.testing.isolation import IsolationContract
 
-__all__ = ["Identity", "StateBackendContract", "new_identity"]
+__all__ = ["FuzzContract", "Identity", "IsolationContract", "StateBackendContract", "new_identity"]

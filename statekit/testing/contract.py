@@ -17,47 +17,20 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from statekit.backends.base import Capability, StateBackend, StateEntry
 from statekit.errors import UnsupportedCapabilityError
 from statekit.scope import VALID_STATE_SCOPES
 from statekit.store import StateStore, StateUpdate
+from statekit.testing.fuzz import FuzzContract
 from statekit.testing.identities import Identity, new_identity
+from statekit.testing.isolation import IsolationContract
+from statekit.testing.strategies import io_examples, json_values, listing_keys, prefix_alphabet
 from statekit.validation import MAX_STATE_KEY_LENGTH, MAX_VALUE_JSON_BYTES
 
-# Hypothesis examples each do real I/O: keep them few, without deadlines. Every example
-# uses a fresh identity, so the function-scoped backend fixture is safe to share; the
-# same test runs on one subclass per backend, hence "differing executors".
-_examples = settings(
-    max_examples=40,
-    deadline=None,
-    suppress_health_check=[
-        HealthCheck.function_scoped_fixture,
-        HealthCheck.too_slow,
-        HealthCheck.differing_executors,
-    ],
-)
-
-_json_leaf = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**63), max_value=2**63)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(st.characters(codec="utf-8"), max_size=20)
-)
-json_values = st.recursive(
-    _json_leaf,
-    lambda children: (
-        st.lists(children, max_size=4)
-        | st.dictionaries(st.text(st.characters(codec="utf-8"), max_size=8), children, max_size=4)
-    ),
-    max_leaves=12,
-)
-# Keys drawn from a tiny alphabet share prefixes often, including the wildcard characters.
-_prefix_alphabet = st.sampled_from(list("ab_%*?[]\\é😀"))
-listing_keys = st.text(_prefix_alphabet, min_size=1, max_size=4)
+_examples = io_examples
 
 
 async def _entries(store: StateStore, scope_key: str) -> dict[str, StateEntry]:
@@ -72,7 +45,7 @@ async def _set(
     )
 
 
-class StateBackendContract:
+class StateBackendContract(IsolationContract, FuzzContract):
     """Subclass with a ``backend`` fixture yielding a fresh backend; see :mod:`statekit.testing`."""
 
     @pytest.fixture
@@ -480,7 +453,7 @@ class StateBackendContract:
 
     @given(
         keys=st.sets(listing_keys, max_size=12),
-        prefix=st.text(_prefix_alphabet, max_size=2),
+        prefix=st.text(prefix_alphabet, max_size=2),
         limit=st.integers(-1, 5),
     )
     @_examples
@@ -604,6 +577,33 @@ class StateBackendContract:
             ident.event.subject.subject_id if ident.event.subject else None,
         )
         assert json.loads(entry.value_json) == [1]
+
+    @pytest.mark.parametrize(
+        "context",
+        [{"bot_id": "b" * 256}, {"thread_id": "nul\x00"}, {"actor_id": "lone \ud800"}],
+        ids=["too-long", "nul", "surrogate"],
+    )
+    async def test_unstorable_context_is_refused_and_not_written(
+        self, store: StateStore, ident: Identity, context: dict[str, str]
+    ) -> None:
+        args = (ident.runner_id, ident.binding_identity, "conversation")
+        ok, error = await store.state_set(ident.scope_key(), "k", 1, *args, context=context)
+        assert not ok
+        assert error is not None
+        assert error.startswith("Context field ")
+        assert await store.state_get(ident.scope_key(), "k") is None
+
+    async def test_event_id_too_long_to_store_is_refused(self, store: StateStore) -> None:
+        ident = new_identity(conversation_id="c" * 300)
+        ok, error = await store.apply_update_from_event(
+            ident.event, ident.binding, ident.descriptor, "conversation", "k", 1
+        )
+        assert (ok, error) == (
+            False,
+            'Context field "conversation_id" must be at most 255 characters '
+            "without NUL or lone surrogates",
+        )
+        assert await store.state_list(ident.scope_key()) == ([], False)
 
     async def test_state_set_stores_the_given_context(
         self, store: StateStore, ident: Identity

@@ -1,0 +1,18 @@
+"""The SQL backend: PostgreSQL (asyncpg) and SQLite (aiosqlite) over SQLAlchemy Core.
+
+Importing this module imports SQLAlchemy; ``import statekit`` alone never does.
+"""
+
+from statekit.backends.sql.backend import EXPORT_BATCH_SIZE, SQLBackend, prefix_successor
+from statekit.backends.sql.options import SQLOptions
+from statekit.backends.sql.schema import DEFAULT_TABLE_NAME, metadata, state_table
+
+__all__ = [
+    "DEFAULT_TABLE_NAME",
+    "EXPORT_BATCH_SIZE",
+    "SQLBackend",
+    "SQLOptions",
+    "metadata",
+    "prefix_successor",
+    "state_table",
+]

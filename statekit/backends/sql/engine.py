@@ -1,0 +1,88 @@
+"""Building an engine from options: pools and timeouts on PostgreSQL, WAL and a busy
+timeout on SQLite, one shared connection for an in-memory SQLite database."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
+
+from statekit.backends.sql.options import SQLOptions
+from statekit.errors import ConfigurationError
+
+
+def is_memory_sqlite(url: URL) -> bool:
+    """Whether ``url`` names a private in-memory SQLite database."""
+    return url.get_backend_name() == "sqlite" and (
+        url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
+    )
+
+
+def _postgres_arguments(options: SQLOptions) -> dict[str, Any]:
+    return {
+        "pool_size": options.pool_size,
+        "max_overflow": options.max_overflow,
+        "pool_pre_ping": options.pool_pre_ping,
+        "pool_timeout": options.timeout,
+        "connect_args": {
+            "timeout": options.connect_timeout,
+            # The client-side bound; statement_timeout also frees the server.
+            "command_timeout": options.timeout,
+            "server_settings": {
+                "application_name": options.application_name,
+                "statement_timeout": str(max(1, round(options.timeout * 1000))),
+            },
+        },
+    }
+
+
+def _sqlite_arguments(url: URL, options: SQLOptions) -> dict[str, Any]:
+    if is_memory_sqlite(url):
+        # One connection, so every task sees the same database; the backend serialises
+        # its use (see SQLBackend._guard).
+        return {"poolclass": StaticPool}
+    return {
+        "pool_size": options.pool_size,
+        "max_overflow": options.max_overflow,
+        "pool_pre_ping": options.pool_pre_ping,
+        "pool_timeout": options.timeout,
+    }
+
+
+def _on_sqlite_connect(busy_timeout_ms: int, wal: bool) -> Any:
+    def configure(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            # Writers wait for each other's lock instead of failing "database is locked".
+            cursor.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
+            if wal:
+                # Readers never block the writer and vice versa; persistent per file.
+                cursor.execute("PRAGMA journal_mode = WAL")
+        finally:
+            cursor.close()
+
+    return configure
+
+
+def build_engine(url: URL, options: SQLOptions) -> AsyncEngine:
+    """An engine for ``url``; no connection is opened until first use."""
+    backend = url.get_backend_name()
+    arguments = (
+        _postgres_arguments(options) if backend == "postgresql" else _sqlite_arguments(url, options)
+    )
+    try:
+        engine = create_async_engine(url, **arguments)
+    except ModuleNotFoundError as exc:
+        extra = "postgres" if backend == "postgresql" else "sqlite"
+        raise ConfigurationError(
+            f"The {url.drivername} driver is not installed: pip install 'statekit[{extra}]'"
+        ) from exc
+    if backend == "sqlite":
+        listener = _on_sqlite_connect(
+            round(options.busy_timeout * 1000), wal=not is_memory_sqlite(url)
+        )
+        event.listen(engine.sync_engine, "connect", listener)
+    return engine

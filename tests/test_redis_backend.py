@@ -1,0 +1,496 @@
+"""What is specific to Redis: the key layout, prefixes, options, faults and durability."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import fakeredis
+import pytest
+import pytest_asyncio
+import redis.asyncio as aioredis
+from conftest import service_url
+from redis.crc import key_slot
+from redis_servers import REDIS_START, RedisServer, free_port, ping
+
+from statekit.backends.base import ScopeContext, StateWrite
+from statekit.backends.redis import RedisBackend, glob_escape
+from statekit.errors import (
+    BackendTimeoutError,
+    BackendUnavailableError,
+    ConfigurationError,
+    VersionConflictError,
+)
+
+pytestmark = pytest.mark.redis
+
+CONTEXT = ScopeContext(
+    runner_id="r-1",
+    binding_identity="b-1",
+    scope="conversation",
+    bot_id="bot-1",
+    conversation_id="c-1",
+    actor_type="user",
+    actor_id="u-1",
+)
+
+
+def _prefix(tag: str = "t") -> str:
+    return f"statekit-test:{tag}:{uuid.uuid4().hex}:"
+
+
+@pytest_asyncio.fixture
+async def raw() -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(service_url("STATEKIT_REDIS_URL"), decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+@pytest_asyncio.fixture
+async def backend() -> AsyncIterator[RedisBackend]:
+    backend = RedisBackend.from_url(service_url("STATEKIT_REDIS_URL"), key_prefix=_prefix())
+    yield backend
+    await backend.clear()
+    await backend.aclose()
+
+
+# ---- layout -------------------------------------------------------------------------
+
+
+async def test_layout_is_one_hash_per_scope_with_meta_and_context(
+    backend: RedisBackend, raw: aioredis.Redis
+) -> None:
+    prefix = backend._prefix
+    scope_key = "conversation:v2:abc"
+    before = datetime.now(timezone.utc)
+    assert await backend.set(scope_key, "k", '{"a":1}', CONTEXT) == 1
+    value_key = f"{prefix}{{{scope_key}}}"
+    assert await raw.type(value_key) == "hash"
+    assert await raw.hgetall(value_key) == {"k": '{"a":1}'}
+    version, created, updated = (await raw.hget(value_key + ":meta", "k")).split(":")
+    assert version == "1"
+    assert created == updated
+    created_at = datetime.fromtimestamp(int(created) / 1e6, timezone.utc)
+    assert abs((created_at - before).total_seconds()) < 60  # server clock, same machine
+    assert json.loads(await raw.get(value_key + ":ctx")) == CONTEXT.as_dict()
+    assert sorted(await raw.keys(glob_escape(prefix) + "*")) == sorted(
+        [value_key, value_key + ":meta", value_key + ":ctx"]
+    )
+
+    other = ScopeContext(runner_id="r-2", binding_identity="b-2", scope="conversation")
+    assert await backend.set(scope_key, "k", "2", other) == 2
+    version, created_again, updated_again = (await raw.hget(value_key + ":meta", "k")).split(":")
+    assert (version, created_again) == ("2", created)
+    assert int(updated_again) >= int(updated)
+    # The context stored at the scope's creation is kept.
+    assert json.loads(await raw.get(value_key + ":ctx")) == CONTEXT.as_dict()
+
+    assert await backend.delete(scope_key, "k") is True
+    assert await raw.exists(value_key, value_key + ":meta", value_key + ":ctx") == 0
+
+
+async def test_all_keys_of_a_scope_share_one_cluster_slot(
+    backend: RedisBackend, raw: aioredis.Redis
+) -> None:
+    await backend.set("actor:v2:xyz", "k", "1", CONTEXT)
+    keys = await raw.keys(glob_escape(backend._prefix) + "*")
+    slots = {key_slot(key.encode()) for key in keys}
+    assert len(keys) == 3
+    assert len(slots) == 1
+
+
+async def test_conditional_set_conflict_writes_nothing(
+    backend: RedisBackend, raw: aioredis.Redis
+) -> None:
+    await backend.set("s", "k", "1", CONTEXT)
+    with pytest.raises(VersionConflictError) as info:
+        await backend.set("s", "k", "2", CONTEXT, expected_version=5)
+    assert (info.value.expected, info.value.actual) == (5, 1)
+    assert await backend.get_versioned("s", "k") == ("1", 1)
+
+
+async def test_set_many_is_one_script_call_applied_in_order(backend: RedisBackend) -> None:
+    writes = [
+        StateWrite("s1", "a", "1", CONTEXT),
+        StateWrite("s2", "b", "2", CONTEXT),
+        StateWrite("s1", "a", "3", CONTEXT),
+    ]
+    await backend.set_many(writes)
+    assert await backend.get_versioned("s1", "a") == ("3", 2)
+    assert await backend.read_scopes(["s1", "s2", "s3"]) == {
+        "s1": {"a": "3"},
+        "s2": {"b": "2"},
+        "s3": {},
+    }
+
+
+# ---- prefixes and glob escaping -------------------------------------------------------
+
+
+def test_glob_escape_escapes_every_wildcard() -> None:
+    assert glob_escape("a*b?c[d]e\\f") == "a\\*b\\?c\\[d\\]e\\\\f"
+    assert glob_escape("plain:é") == "plain:é"
+
+
+async def test_prefix_with_glob_characters_never_reaches_other_stores(
+    raw: aioredis.Redis,
+) -> None:
+    url = service_url("STATEKIT_REDIS_URL")
+    run = uuid.uuid4().hex
+    # Unescaped, "g[ab]*?:" would also match the keys of "ga?x:" and "gb*:".
+    globby = RedisBackend.from_url(url, key_prefix=f"t:{run}:g[ab]*?\\:")
+    others = [
+        RedisBackend.from_url(url, key_prefix=f"t:{run}:ga?x\\:"),
+        RedisBackend.from_url(url, key_prefix=f"t:{run}:gb*:"),
+    ]
+    try:
+        await globby.set("s", "mine", "1", CONTEXT)
+        for other in others:
+            await other.set("s", "theirs", "2", CONTEXT)
+        assert [e.state_key async for e in globby.iter_entries()] == ["mine"]
+        await globby.clear()
+        assert [e async for e in globby.iter_entries()] == []
+        for other in others:
+            assert [e.state_key async for e in other.iter_entries()] == ["theirs"]
+            assert await other.get("s", "theirs") == "2"
+    finally:
+        for b in (globby, *others):
+            await b.clear()
+            await b.aclose()
+    assert await raw.keys(f"t:{run}:*") == []
+
+
+async def test_two_stores_on_one_database_are_isolated(raw: aioredis.Redis) -> None:
+    url = service_url("STATEKIT_REDIS_URL")
+    base = _prefix("iso")
+    first = RedisBackend.from_url(url, key_prefix=base)
+    # A prefix that extends the first one: "base" + "{" is the first store's key space.
+    second = RedisBackend.from_url(url, key_prefix=base + "x:")
+    try:
+        await first.set("s", "k", "1", CONTEXT)
+        await second.set("s", "k", "2", CONTEXT)
+        assert [(e.scope_key, e.value_json) async for e in first.iter_entries()] == [("s", "1")]
+        assert [(e.scope_key, e.value_json) async for e in second.iter_entries()] == [("s", "2")]
+        await second.clear()
+        assert await first.get("s", "k") == "1"
+        assert await second.get("s", "k") is None
+    finally:
+        for b in (first, second):
+            await b.clear()
+            await b.aclose()
+
+
+@pytest.mark.parametrize("prefix", ["", "a{b:", "a}b:"])
+def test_prefixes_that_break_the_layout_are_refused(prefix: str) -> None:
+    with pytest.raises(ConfigurationError):
+        RedisBackend.from_url("redis://127.0.0.1:1/0", key_prefix=prefix)
+
+
+async def test_big_scope_lists_a_matching_prefix_exactly(backend: RedisBackend) -> None:
+    await backend.set_many(
+        [StateWrite("big", f"other:{i:05d}", "0", CONTEXT) for i in range(2000)]
+        + [StateWrite("big", f"hit:{i:02d}", "1", CONTEXT) for i in range(50)]
+    )
+    keys, has_more = await backend.list_keys("big", "hit:", 20, "hit:09")
+    assert keys == [f"hit:{i:02d}" for i in range(10, 30)]
+    assert has_more is True
+    keys, has_more = await backend.list_keys("big", "hit:", 100, None)
+    assert len(keys) == 50
+    assert has_more is False
+
+
+async def test_describe_reports_the_server_version(backend: RedisBackend) -> None:
+    info = await backend.describe()
+    assert info["backend"] == "redis"
+    assert info["server_version"].split(".")[0].isdigit()
+    assert backend._prefix in info["layout"]
+    assert info["key_prefix"] == backend._prefix
+
+
+async def test_describe_warns_when_the_server_may_evict_state(own_server: RedisServer) -> None:
+    backend = RedisBackend.from_url(own_server.url)
+    try:
+        assert "WARNING" not in (await backend.describe())["layout"]  # noeviction default
+        admin = aioredis.Redis.from_url(own_server.url)
+        await admin.config_set("maxmemory-policy", "allkeys-lru")
+        await admin.aclose()
+        info = await backend.describe()
+        assert info["maxmemory_policy"] == "allkeys-lru"
+        assert "WARNING" in info["layout"]
+    finally:
+        await backend.aclose()
+
+
+@pytest.mark.slow
+async def test_cluster_describe_and_batches_across_slots(redis_cluster_url: str) -> None:
+    backend = RedisBackend.from_url(redis_cluster_url, key_prefix=_prefix("cluster"))
+    try:
+        info = await backend.describe()
+        assert info["backend"] == "redis-cluster"
+        assert info["server_version"].split(".")[0].isdigit()
+        scopes = [f"scope-{i}" for i in range(20)]  # spread over the three masters
+        assert len({key_slot(f"{{{s}}}".encode()) for s in scopes}) == 20
+        await backend.set_many([StateWrite(s, "k", f'"{s}"', CONTEXT) for s in scopes])
+        snapshot = await backend.read_scopes(scopes)
+        assert snapshot == {s: {"k": f'"{s}"'} for s in scopes}
+        assert len([e async for e in backend.iter_entries()]) == 20
+        await backend.clear()
+        assert await backend.read_scopes(scopes) == {s: {} for s in scopes}
+    finally:
+        await backend.clear()
+        await backend.aclose()
+
+
+# ---- options ----------------------------------------------------------------------------
+
+
+def _pool_kwargs(backend: RedisBackend) -> dict[str, object]:
+    return dict(backend._client.connection_pool.connection_kwargs)  # type: ignore[union-attr]
+
+
+def test_url_options_apply_and_keyword_arguments_win() -> None:
+    url = (
+        "redis://127.0.0.1:6390/2?key_prefix=url:&timeout=7&connect_timeout=3"
+        "&pool_size=9&retries=4&client_name=from-url"
+    )
+    from_url = RedisBackend.from_url(url)
+    kwargs = _pool_kwargs(from_url)
+    assert from_url._prefix == "url:"
+    assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (7.0, 3.0)
+    assert kwargs["client_name"] == "from-url"
+    assert kwargs["db"] == 2
+    assert from_url._client.connection_pool.max_connections == 9  # type: ignore[union-attr]
+    assert kwargs["retry"].get_retries() == 4  # type: ignore[attr-defined]
+
+    overridden = RedisBackend.from_url(
+        url, key_prefix="kw:", timeout=1.5, pool_size=3, retries=0, client_name="kw"
+    )
+    kwargs = _pool_kwargs(overridden)
+    assert overridden._prefix == "kw:"
+    assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (1.5, 3.0)
+    assert kwargs["client_name"] == "kw"
+    assert overridden._client.connection_pool.max_connections == 3  # type: ignore[union-attr]
+    assert kwargs["retry"].get_retries() == 0  # type: ignore[attr-defined]
+
+
+def test_defaults() -> None:
+    backend = RedisBackend.from_url("redis://127.0.0.1:6390")
+    kwargs = _pool_kwargs(backend)
+    assert backend._prefix == "statekit:"
+    assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (5.0, 5.0)
+    assert backend._client.connection_pool.max_connections == 32  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("url", "options"),
+    [
+        ("redis://h:1?nonsense=1", {}),
+        ("redis://h:1", {"nonsense": 1}),
+        ("redis://h:1?timeout=soon", {}),
+        ("redis://h:1", {"timeout": 0}),
+        ("redis://h:1", {"pool_size": 0}),
+        ("redis://h:1", {"retries": -1}),
+        ("http://h:1", {}),
+        ("redis+cluster://h", {}),
+        ("redis+cluster://h:1/3", {}),
+    ],
+)
+def test_bad_urls_and_options_are_refused_before_any_io(
+    url: str, options: dict[str, object]
+) -> None:
+    with pytest.raises(ConfigurationError):
+        RedisBackend.from_url(url, **options)
+
+
+def test_repr_masks_the_password() -> None:
+    for url in (
+        "redis://user:s3cret@127.0.0.1:6390/0",
+        "rediss://:s3cret@127.0.0.1:6390/0",
+        "redis+cluster://user:s3cret@127.0.0.1:7000,127.0.0.1:7001",
+    ):
+        text = repr(RedisBackend.from_url(url))
+        assert "s3cret" not in text
+        assert "***" in text
+
+
+def test_cluster_and_unix_urls_build_the_right_clients() -> None:
+    from redis.asyncio.cluster import RedisCluster
+
+    cluster = RedisBackend.from_url(
+        "rediss+cluster://u:p@127.0.0.1:7000,[::1]:7001?timeout=2&pool_size=4"
+    )
+    assert isinstance(cluster._client, RedisCluster)
+    assert [(n.host, n.port) for n in cluster._client.startup_nodes] == [
+        ("127.0.0.1", 7000),
+        ("::1", 7001),
+    ]
+    assert cluster._timeout == 2.0
+    unix = RedisBackend.from_url("unix:///tmp/redis.sock?db=3&key_prefix=u:")
+    assert _pool_kwargs(unix)["path"] == "/tmp/redis.sock"
+    assert _pool_kwargs(unix)["db"] == 3
+    assert unix._prefix == "u:"
+
+
+async def test_a_host_owned_client_is_not_closed() -> None:
+    client = aioredis.Redis.from_url(service_url("STATEKIT_REDIS_URL"))
+    try:
+        backend = RedisBackend(client, key_prefix=_prefix())
+        await backend.set("s", "k", "1", CONTEXT)
+        await backend.clear()
+        await backend.aclose()
+        await backend.aclose()  # idempotent
+        assert await client.ping() is True
+    finally:
+        await client.aclose()
+
+
+async def test_a_host_client_decoding_responses_works_too() -> None:
+    client = fakeredis.FakeAsyncRedis(decode_responses=True)
+    backend = RedisBackend(client=client, key_prefix="d:")
+    try:
+        await backend.set("s", "é", '"v"', CONTEXT)
+        assert await backend.get("s", "é") == '"v"'
+        assert await backend.get_versioned("s", "é") == ('"v"', 1)
+        assert await backend.list_keys("s", "", 10, None) == (["é"], False)
+        assert await backend.read_scopes(["s"]) == {"s": {"é": '"v"'}}
+        (entry,) = [e async for e in backend.iter_entries()]
+        assert (entry.scope_key, entry.state_key, entry.context) == ("s", "é", CONTEXT)
+    finally:
+        await backend.aclose()
+        await client.aclose()
+
+
+# ---- faults ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis", free_port(), "--save", "", "--appendonly", "no")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+async def test_server_down_raises_unavailable_then_the_same_backend_recovers(
+    own_server: RedisServer,
+) -> None:
+    backend = RedisBackend.from_url(
+        own_server.url, timeout=0.5, connect_timeout=0.5, retries=1, key_prefix="f:"
+    )
+    try:
+        await backend.set("s", "k", "1", CONTEXT)
+        own_server.kill()
+        for call in (
+            backend.get("s", "k"),
+            backend.set("s", "k", "2", CONTEXT),
+            backend.read_scopes(["s"]),
+            backend.describe(),
+        ):
+            # wait_for only guards the test against a hang; the error must come first.
+            with pytest.raises(BackendUnavailableError) as info:
+                await asyncio.wait_for(call, 10)
+            assert not isinstance(info.value, BackendTimeoutError)
+        with pytest.raises(BackendUnavailableError):
+            await asyncio.wait_for(_drain(backend), 10)
+
+        own_server.start()  # same port, empty (no persistence)
+        assert await backend.get("s", "k") is None
+        assert await backend.set("s", "k", "3", CONTEXT) == 1
+        assert await backend.get("s", "k") == "3"
+    finally:
+        await backend.aclose()
+
+
+async def _drain(backend: RedisBackend) -> None:
+    async for _ in backend.iter_entries():
+        pass
+
+
+async def test_slow_server_raises_timeout_then_recovers(own_server: RedisServer) -> None:
+    backend = RedisBackend.from_url(own_server.url, timeout=0.3, retries=1, key_prefix="f:")
+    blocker = aioredis.Redis.from_url(own_server.url, socket_timeout=10)
+    try:
+        await backend.set("s", "k", "1", CONTEXT)
+        sleeping = asyncio.create_task(blocker.execute_command("DEBUG", "SLEEP", "1.5"))
+        await asyncio.sleep(0.1)  # let DEBUG SLEEP reach the server first
+        with pytest.raises(BackendTimeoutError):
+            await asyncio.wait_for(backend.get("s", "k"), 10)
+        await sleeping
+        assert await backend.get("s", "k") == "1"
+    finally:
+        await blocker.aclose()
+        await backend.aclose()
+
+
+async def test_unreachable_server_fails_fast_with_a_typed_error() -> None:
+    backend = RedisBackend.from_url(
+        f"redis://127.0.0.1:{free_port()}/0", connect_timeout=0.5, retries=2
+    )
+    try:
+        with pytest.raises(BackendUnavailableError):
+            await asyncio.wait_for(backend.describe(), 10)
+    finally:
+        await backend.aclose()
+
+
+# ---- durability ----------------------------------------------------------------------
+
+
+def _shutdown(port: int, pidfile: Path) -> None:
+    subprocess.run(
+        ["redis-cli", "-h", "127.0.0.1", "-p", str(port), "shutdown"],
+        capture_output=True,
+        check=False,
+    )
+    deadline = time.monotonic() + 10
+    while ping(port) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if pidfile.exists():
+        pid = int(pidfile.read_text())
+        subprocess.run(["kill", "-9", str(pid)], capture_output=True, check=False)
+
+
+async def test_acknowledged_writes_survive_a_restart_with_the_shipped_config(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    data = tmp_path / "data"
+
+    def start() -> str:
+        result = subprocess.run(
+            ["bash", str(REDIS_START), str(port), str(data)],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        )
+        return result.stdout.strip()
+
+    url = start()
+    try:
+        backend = RedisBackend.from_url(url, key_prefix="durable:")
+        assert await backend.set("s", "one", "1", CONTEXT) == 1
+        await backend.set_many([StateWrite("s", f"k{i}", str(i), CONTEXT) for i in range(100)])
+        assert await backend.set("s", "one", "2", CONTEXT, expected_version=1) == 2
+        await backend.aclose()
+        _shutdown(port, data / "redis.pid")
+        assert list((data / "appendonlydir").iterdir())  # the AOF, as configured
+
+        start()
+        backend = RedisBackend.from_url(url, key_prefix="durable:")
+        assert await backend.get_versioned("s", "one") == ("2", 2)
+        stored = (await backend.read_scopes(["s"]))["s"]
+        assert stored == {"one": "2", **{f"k{i}": str(i) for i in range(100)}}
+        (entry,) = [e async for e in backend.iter_entries() if e.state_key == "one"]
+        assert entry.context == CONTEXT
+        await backend.aclose()
+    finally:
+        _shutdown(port, data / "redis.pid")

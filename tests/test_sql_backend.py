@@ -1,0 +1,567 @@
+"""What is specific to the SQL backend: layout, statements, indexes, faults, options."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlalchemy import event, inspect, text
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlsupport import postgres_url, private_schema
+
+from statekit.backends.base import ScopeContext, StateWrite
+from statekit.backends.sql import EXPORT_BATCH_SIZE, SQLBackend, prefix_successor
+from statekit.errors import (
+    BackendTimeoutError,
+    BackendUnavailableError,
+    ConfigurationError,
+    StateBackendError,
+)
+
+CTX = ScopeContext("runner-1", "binding-1", "conversation", bot_id="bot-1")
+
+
+@pytest.fixture(scope="module")
+def pg_schema() -> Iterator[str]:
+    yield from private_schema()
+
+
+def sqlite_url(tmp_path: Path, name: str = "state.db") -> str:
+    return f"sqlite+aiosqlite:///{tmp_path / name}"
+
+
+@pytest_asyncio.fixture(
+    params=[
+        pytest.param("sqlite", marks=pytest.mark.sqlite),
+        pytest.param("postgres", marks=pytest.mark.postgres),
+    ]
+)
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SQLBackend]:
+    """A fresh backend on each dialect (PostgreSQL: a private schema per test)."""
+    if request.param == "sqlite":
+        backend = SQLBackend.from_url(sqlite_url(tmp_path))
+        yield backend
+        await backend.aclose()
+        return
+    schema = request.getfixturevalue("pg_schema") + f"_{uuid.uuid4().hex[:6]}"
+    backend = SQLBackend.from_url(postgres_url(), schema=schema)
+    yield backend
+    await backend.aclose()
+    await execute_pg(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+async def execute_pg(*statements: str) -> int:
+    """Run ``statements`` on a connection of the test's own; the last one's row count."""
+    engine = create_async_engine(postgres_url())
+    rows = 0
+    try:
+        async with engine.begin() as conn:
+            for statement in statements:
+                result = await conn.execute(text(statement))
+                rows = len(result.all()) if result.returns_rows else 0
+    finally:
+        await engine.dispose()
+    return rows
+
+
+def count_statements(engine: AsyncEngine) -> list[str]:
+    """Every statement sent to the server from now on (an executemany counts once)."""
+    seen: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    return seen
+
+
+# ---- layout -----------------------------------------------------------------------
+
+
+async def test_create_schema_builds_the_expected_table(backend: SQLBackend) -> None:
+    await backend.create_schema()
+    await backend.create_schema()  # idempotent
+    assert (await backend.describe())["layout"] == "ok"
+
+    def layout(conn: Any) -> dict[str, Any]:
+        insp = inspect(conn)
+        name, schema = backend.table.name, backend.table.schema
+        return {
+            "columns": {c["name"]: c for c in insp.get_columns(name, schema)},
+            "uniques": [u["column_names"] for u in insp.get_unique_constraints(name, schema)],
+        }
+
+    async with backend.engine.connect() as conn:
+        found = await conn.run_sync(layout)
+    assert set(found["columns"]) == {
+        "id", "runner_id", "binding_identity", "scope", "scope_key", "state_key", "value_json",
+        "bot_id", "workspace_id", "conversation_id", "thread_id", "actor_type", "actor_id",
+        "subject_type", "subject_id", "created_at", "updated_at", "version",
+    }  # fmt: skip
+    assert ["scope_key", "state_key"] in found["uniques"]
+    if backend.engine.dialect.name == "postgresql":
+        assert found["columns"]["state_key"]["type"].collation == "C"
+        assert found["columns"]["created_at"]["type"].timezone is True
+
+
+async def test_describe_reports_server_and_missing_table(tmp_path: Path) -> None:
+    backend = SQLBackend.from_url(sqlite_url(tmp_path), create_schema=False)
+    try:
+        info = await backend.describe()
+        assert info["backend"] == "sqlite"
+        assert info["server_version"].count(".") == 2
+        assert info["layout"] == "missing table statekit_state"
+    finally:
+        await backend.aclose()
+
+
+# ---- statements -------------------------------------------------------------------
+
+
+async def test_each_operation_is_one_statement(backend: SQLBackend) -> None:
+    await backend.create_schema()
+    seen = count_statements(backend.engine)
+    assert await backend.set("s1", "k", '"a"', CTX) == 1
+    assert len(seen) == 1
+    assert "ON CONFLICT" in seen[0]
+    assert await backend.set("s1", "k", '"b"', CTX) == 2
+    assert len(seen) == 2
+    assert await backend.read_scopes(["s1", "s2", "s3", "s4"]) == {
+        "s1": {"k": '"b"'}, "s2": {}, "s3": {}, "s4": {}
+    }  # fmt: skip
+    assert len(seen) == 3
+    assert await backend.get("s1", "k") == '"b"'
+    assert await backend.list_keys("s1", "k", 10, None) == (["k"], False)
+    assert await backend.set("s1", "k", '"c"', CTX, expected_version=2) == 3
+    assert len(seen) == 6
+    writes = [StateWrite("s2", f"k{i}", str(i), CTX) for i in range(20)]
+    await backend.set_many(writes)
+    assert len(seen) == 7  # one executemany
+    assert sum(1 for s in seen if s.lstrip().upper().startswith("SELECT")) == 3
+
+
+async def test_set_many_applies_repeated_keys_in_order(backend: SQLBackend) -> None:
+    await backend.set_many(
+        [
+            StateWrite("s", "k", "1", CTX),
+            StateWrite("s", "j", "2", CTX),
+            StateWrite("s", "k", "3", CTX),
+        ]
+    )
+    assert await backend.get_versioned("s", "k") == ("3", 2)
+    assert await backend.get_versioned("s", "j") == ("2", 1)
+
+
+async def test_update_keeps_the_context_of_creation(backend: SQLBackend) -> None:
+    await backend.set("s", "k", "1", CTX)
+    other = ScopeContext("runner-2", "binding-2", "conversation", thread_id="t")
+    await backend.set("s", "k", "2", other)
+    (entry,) = [e async for e in backend.iter_entries()]
+    assert entry.context == CTX
+    assert entry.version == 2
+    assert entry.created_at <= entry.updated_at
+
+
+# ---- listing ----------------------------------------------------------------------
+
+
+def test_prefix_successor_increments_the_last_code_point() -> None:
+    assert prefix_successor("ab") == "ac"
+    assert prefix_successor("a\U0010ffff") == "b"
+    assert prefix_successor("\U0010ffff\U0010ffff") is None
+    assert prefix_successor("a\ud7ff") == "a\ue000"  # surrogates are skipped
+    assert prefix_successor("a%") == "a&"
+
+
+_key_chars = st.characters(exclude_categories=("Cs",)) | st.sampled_from(
+    ["\U0010ffff", "\ud7ff", "\ue000", "a", "b"]
+)
+
+
+@given(prefix=st.text(_key_chars, min_size=1, max_size=4), key=st.text(_key_chars, max_size=6))
+def test_prefix_range_selects_exactly_the_keys_with_the_prefix(prefix: str, key: str) -> None:
+    successor = prefix_successor(prefix)
+    in_range = prefix <= key and (successor is None or key < successor)
+    assert in_range == key.startswith(prefix)
+
+
+async def test_listing_at_the_edges_of_the_code_space(backend: SQLBackend) -> None:
+    keys = ["a", "a\U0010ffff", "a\U0010ffffz", "b", "\ud7ff1", "\ue000", "\U0010ffff"]
+    for key in keys:
+        await backend.set("s", key, "1", CTX)
+    assert await backend.list_keys("s", "a\U0010ffff", 10, None) == (
+        ["a\U0010ffff", "a\U0010ffffz"],
+        False,
+    )
+    assert await backend.list_keys("s", "\ud7ff", 10, None) == (["\ud7ff1"], False)
+    assert await backend.list_keys("s", "\U0010ffff", 10, None) == (["\U0010ffff"], False)
+    assert await backend.list_keys("s", "", 100, None) == (sorted(keys), False)
+    assert await backend.list_keys("s", "a", 1, "a") == (["a\U0010ffff"], True)
+
+
+@pytest.mark.postgres
+async def test_queries_use_the_unique_index_on_postgres(pg_schema: str) -> None:
+    schema = f"{pg_schema}_explain"
+    backend = SQLBackend.from_url(postgres_url(), schema=schema)
+    try:
+        await backend.set_many(
+            [
+                StateWrite(f"conversation:v2:{s:064x}", f"item:{k:04d}", "{}", CTX)
+                for s in range(60)
+                for k in range(60)
+            ]
+        )
+        async with backend.engine.connect() as conn:
+            await conn.execute(text(f"ANALYZE {backend.table_fullname}"))
+            await conn.commit()
+        scope = f"conversation:v2:{7:064x}"
+        statements = {
+            "get": (backend._get, {"scope_key": scope, "state_key": "item:0001"}),
+            "snapshot": (backend._snapshot, {"scope_keys": [scope, f"actor:v2:{1:064x}"]}),
+            "list": (
+                backend._lists[(">=", True)],
+                {"scope_key": scope, "low": "item:00", "high": "item:01", "limit": 11},
+            ),
+            "page": (
+                backend._lists[(">", True)],
+                {"scope_key": scope, "low": "item:0012", "high": "item;", "limit": 101},
+            ),
+        }
+        for name, (statement, params) in statements.items():
+            sql = statement.params(**params).compile(
+                dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}
+            )
+            async with backend.engine.connect() as conn:
+                plan = "\n".join(r[0] for r in await conn.execute(text(f"EXPLAIN {sql}")))
+            assert "uq_statekit_state_scope_key_state_key" in plan, (name, plan)
+            assert "Seq Scan" not in plan, (name, plan)
+            assert "Sort" not in plan, (name, plan)
+    finally:
+        await backend.aclose()
+        await execute_pg(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+# ---- faults -----------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+async def test_recovers_after_its_connections_are_terminated(pg_schema: str) -> None:
+    name = f"statekit-fault-{uuid.uuid4().hex[:8]}"
+    backend = SQLBackend.from_url(postgres_url(), schema=pg_schema, application_name=name)
+    try:
+        await backend.set("s", "before", "1", CTX)
+
+        terminating = asyncio.Event()
+
+        async def writer(n: int) -> int:
+            """Write until the connections are gone, then a few times more."""
+            failures, after = 0, 0
+            while after < 5:
+                try:
+                    await backend.set("s", f"w{n}", str(after), CTX)
+                except BackendUnavailableError:
+                    failures += 1
+                if terminating.is_set():
+                    after += 1
+                await asyncio.sleep(0)
+            return failures
+
+        tasks = [asyncio.create_task(writer(n)) for n in range(8)]
+        await asyncio.sleep(0.01)
+        terminated = await execute_pg(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            f"WHERE application_name = '{name}'"
+        )
+        terminating.set()
+        assert terminated >= 1
+        failures = await asyncio.gather(*tasks)  # only typed errors, never a driver exception
+        assert sum(failures) >= 1
+
+        # The same backend recovers by itself: a fresh connection after at most one failure.
+        for _ in range(2):
+            try:
+                assert await backend.get("s", "before") == "1"
+                break
+            except BackendUnavailableError:
+                continue
+        else:
+            pytest.fail("backend did not recover")
+        await backend.set("s", "after", "2", CTX)
+        assert await backend.get("s", "after") == "2"
+    finally:
+        await backend.clear()
+        await backend.aclose()
+
+
+@pytest.mark.postgres
+async def test_reads_retry_once_on_a_terminated_connection(pg_schema: str) -> None:
+    name = f"statekit-fault-{uuid.uuid4().hex[:8]}"
+    backend = SQLBackend.from_url(postgres_url(), schema=pg_schema, application_name=name)
+    try:
+        await backend.set("s", "k", "1", CTX)
+        await asyncio.gather(*(backend.get("s", "k") for _ in range(4)))  # several pooled
+        terminated = await execute_pg(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            f"WHERE application_name = '{name}'"
+        )
+        assert terminated >= 1
+        assert await backend.get("s", "k") == "1"  # no error: retried on a new connection
+        assert await backend.list_keys("s", "", 10, None) == (["k"], False)
+    finally:
+        await backend.clear()
+        await backend.aclose()
+
+
+@pytest.mark.postgres
+async def test_a_blocked_statement_times_out(pg_schema: str) -> None:
+    backend = SQLBackend.from_url(postgres_url(), schema=pg_schema, timeout=0.3)
+    locker = create_async_engine(postgres_url())
+    try:
+        await backend.set("s", "locked", "1", CTX)
+        async with locker.connect() as conn:
+            await conn.execute(
+                text(
+                    f"SELECT 1 FROM {backend.table_fullname} WHERE state_key = 'locked' FOR UPDATE"
+                )
+            )
+            with pytest.raises(BackendTimeoutError):
+                await backend.set("s", "locked", "2", CTX)
+            await conn.rollback()
+        assert await backend.set("s", "locked", "3", CTX) == 2
+    finally:
+        await backend.clear()
+        await backend.aclose()
+        await locker.dispose()
+
+
+@pytest.mark.postgres
+async def test_unreachable_server_is_a_typed_error() -> None:
+    backend = SQLBackend.from_url(
+        "postgresql+asyncpg://postgres@127.0.0.1:1/statekit", connect_timeout=1
+    )
+    try:
+        with pytest.raises(BackendUnavailableError):
+            await backend.describe()
+        with pytest.raises(BackendUnavailableError):
+            await backend.get("s", "k")
+    finally:
+        await backend.aclose()
+
+
+# ---- SQLite -----------------------------------------------------------------------
+
+
+@pytest.mark.sqlite
+async def test_sqlite_file_persists_across_close_and_reopen(tmp_path: Path) -> None:
+    backend = SQLBackend.from_url(sqlite_url(tmp_path))
+    await backend.set("s", "k", '{"kept": true}', CTX)
+    await backend.aclose()
+    reopened = SQLBackend.from_url(sqlite_url(tmp_path), busy_timeout=2.5)
+    try:
+        assert await reopened.get_versioned("s", "k") == ('{"kept": true}', 1)
+        async with reopened.engine.connect() as conn:
+            mode = (await conn.execute(text("PRAGMA journal_mode"))).scalar_one()
+            busy_ms = (await conn.execute(text("PRAGMA busy_timeout"))).scalar_one()
+        assert mode == "wal"
+        assert busy_ms == 2500
+    finally:
+        await reopened.aclose()
+
+
+@pytest.mark.sqlite
+async def test_concurrent_writers_on_one_sqlite_file_never_fail(tmp_path: Path) -> None:
+    first = SQLBackend.from_url(sqlite_url(tmp_path), pool_size=5)
+    second = SQLBackend.from_url(sqlite_url(tmp_path), pool_size=5)
+    try:
+        await first.create_schema()
+
+        async def write(i: int) -> None:
+            backend = first if i % 2 else second
+            await backend.set("s", f"k{i % 10}", str(i), CTX)
+            await backend.set_many([StateWrite("t", f"k{i}", str(i), CTX)])
+
+        await asyncio.gather(*(write(i) for i in range(50)))
+        keys, _ = await first.list_keys("t", "", 100, None)
+        assert len(keys) == 50
+        assert sum([(await first.get_versioned("s", f"k{i}"))[1] for i in range(10)]) == 50
+    finally:
+        await first.aclose()
+        await second.aclose()
+
+
+@pytest.mark.sqlite
+async def test_memory_database_is_shared_by_concurrent_tasks() -> None:
+    backend = SQLBackend.from_url("sqlite+aiosqlite:///:memory:")
+    try:
+
+        async def work(i: int) -> None:
+            await backend.set("s", f"k{i}", str(i), CTX)
+            await backend.set_many([StateWrite("t", f"k{i}", str(i), CTX)])
+            assert await backend.get("s", f"k{i}") == str(i)
+
+        await asyncio.gather(*(work(i) for i in range(50)))
+        assert len((await backend.list_keys("t", "", 100, None))[0]) == 50
+        # Writing while exporting neither deadlocks nor loses entries.
+        exported = 0
+        async for entry in backend.iter_entries():
+            exported += 1
+            await backend.set("u", entry.state_key, "0", CTX)
+        assert exported == 100
+    finally:
+        await backend.aclose()
+
+
+@pytest.mark.parametrize("url", ["file", "sqlite+aiosqlite:///:memory:"])
+@pytest.mark.sqlite
+async def test_export_reads_in_batches_and_sees_everything(tmp_path: Path, url: str) -> None:
+    backend = SQLBackend.from_url(sqlite_url(tmp_path) if url == "file" else url)
+    try:
+        count = EXPORT_BATCH_SIZE * 2 + 7
+        await backend.set_many([StateWrite("s", f"k{i}", str(i), CTX) for i in range(count)])
+        entries = [e async for e in backend.iter_entries()]
+        assert sorted(e.state_key for e in entries) == sorted(f"k{i}" for i in range(count))
+        assert all(e.created_at.tzinfo is not None for e in entries)
+    finally:
+        await backend.aclose()
+
+
+# ---- construction and options -----------------------------------------------------
+
+
+@pytest.mark.sqlite
+def test_keyword_options_win_over_url_query(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path) + "?table_name=from_url&pool_size=3&busy_timeout=2"
+    assert SQLBackend.from_url(url).table_fullname == "from_url"
+    assert SQLBackend.from_url(url).engine.pool.size() == 3  # type: ignore[attr-defined]
+    backend = SQLBackend.from_url(url, table_name="from_kwargs", pool_size=4)
+    assert backend.table_fullname == "from_kwargs"
+    assert backend.engine.pool.size() == 4  # type: ignore[attr-defined]
+    assert "table_name" not in str(backend.engine.url)  # statekit options never reach the driver
+
+
+@pytest.mark.postgres
+def test_postgres_options_and_password_masking() -> None:
+    url = "postgresql+asyncpg://alice:s3cret@db.example:5432/app?schema=tenant&timeout=2"
+    backend = SQLBackend.from_url(url, schema="other", pool_size=7)
+    assert "s3cret" not in repr(backend)
+    assert "***" in repr(backend)
+    assert backend.table_fullname == "other.statekit_state"
+    assert backend.engine.pool.size() == 7  # type: ignore[attr-defined]
+    assert SQLBackend.from_url(url).table_fullname == "tenant.statekit_state"
+
+
+@pytest.mark.parametrize(
+    ("url", "options"),
+    [
+        ("mysql+aiomysql://localhost/x", {}),
+        ("sqlite+aiosqlite:///x.db", {"pool_size": 0}),
+        ("sqlite+aiosqlite:///x.db?timeout=soon", {}),
+        ("sqlite+aiosqlite:///x.db", {"no_such_option": 1}),
+        ("sqlite+aiosqlite:///x.db", {"schema": "tenant"}),
+        ("not a url", {}),
+    ],
+)
+def test_bad_url_or_option_is_a_configuration_error(url: str, options: dict[str, Any]) -> None:
+    with pytest.raises(ConfigurationError):
+        SQLBackend.from_url(url, **options)
+
+
+@pytest.mark.sqlite
+async def test_host_owned_engine_is_not_disposed(tmp_path: Path) -> None:
+    engine = create_async_engine(sqlite_url(tmp_path))
+    backend = SQLBackend(engine, table_name="host_state")
+    await backend.set("s", "k", "1", CTX)
+    await backend.aclose()
+    await backend.aclose()  # idempotent
+    with pytest.raises(StateBackendError):
+        await backend.get("s", "k")
+    assert engine.pool.checkedin() == 1  # type: ignore[attr-defined]
+    async with engine.connect() as conn:
+        assert (await conn.execute(text("SELECT count(*) FROM host_state"))).scalar_one() == 1
+    await engine.dispose()
+
+
+# ---- an existing table of the original store ---------------------------------------
+
+ORIGINAL_COLUMNS = """
+    id {id},
+    runner_id VARCHAR(255) NOT NULL, binding_identity VARCHAR(255) NOT NULL,
+    scope VARCHAR(32) NOT NULL, scope_key VARCHAR(255) NOT NULL,
+    state_key VARCHAR(255) NOT NULL, value_json TEXT NOT NULL,
+    bot_id VARCHAR(255), workspace_id VARCHAR(255), conversation_id VARCHAR(255),
+    thread_id VARCHAR(255), actor_type VARCHAR(255), actor_id VARCHAR(255),
+    subject_type VARCHAR(255), subject_id VARCHAR(255),
+    created_at {ts} NOT NULL, updated_at {ts} NOT NULL
+"""
+
+
+async def test_existing_table_is_used_after_the_documented_migration(
+    backend: SQLBackend,
+) -> None:
+    pg = backend.engine.dialect.name == "postgresql"
+    table = f'"{backend.table.schema}".agent_runner_state' if pg else "agent_runner_state"
+    columns = ORIGINAL_COLUMNS.format(
+        id="BIGSERIAL PRIMARY KEY" if pg else "INTEGER PRIMARY KEY",
+        ts="TIMESTAMP WITH TIME ZONE" if pg else "DATETIME",
+    )
+    async with backend.engine.begin() as conn:
+        if pg:
+            await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{backend.table.schema}"'))
+        await conn.execute(text(f"CREATE TABLE {table} ({columns})"))
+        await conn.execute(
+            text(
+                f"INSERT INTO {table} (runner_id, binding_identity, scope, scope_key, state_key,"
+                " value_json, created_at, updated_at) VALUES ('r', 'b', 'conversation', 's',"
+                " 'old', '\"v\"', '2024-01-02 03:04:05', '2024-01-02 03:04:05')"
+            )
+        )
+    existing = SQLBackend(
+        backend.engine, table_name="agent_runner_state", schema=backend.table.schema,
+        create_schema=False,
+    )  # fmt: skip
+    assert "missing columns: version" in (await existing.describe())["layout"]
+    # The migration the README documents.
+    async with backend.engine.begin() as conn:
+        await conn.execute(
+            text(f"ALTER TABLE {table} ADD COLUMN version BIGINT NOT NULL DEFAULT 1")
+        )
+        await conn.execute(
+            text(
+                "CREATE UNIQUE INDEX IF NOT EXISTS uq_agent_runner_state_scope_key_state_key"
+                f" ON {'agent_runner_state' if not pg else table} (scope_key, state_key)"
+            )
+        )
+        if pg:
+            await conn.execute(
+                text(f'ALTER TABLE {table} ALTER COLUMN state_key TYPE VARCHAR(255) COLLATE "C"')
+            )
+    assert (await existing.describe())["layout"] == "ok"
+    assert await existing.get_versioned("s", "old") == ('"v"', 1)
+    assert await existing.set("s", "old", '"w"', CTX) == 2
+    assert await existing.set("s", "new", '"n"', CTX) == 1
+    entries = {e.state_key: e async for e in existing.iter_entries()}
+    assert entries["old"].created_at.year == 2024
+    assert entries["old"].context.runner_id == "r"  # the context of creation is kept
+    await existing.aclose()
+
+
+def test_bare_dialect_urls_use_the_async_drivers() -> None:
+    pg = SQLBackend.from_url("postgresql://u@localhost/db?ssl=disable")
+    assert pg.engine.url.drivername == "postgresql+asyncpg"
+    assert pg.engine.url.query == {"ssl": "disable"}  # driver parameters pass through
+    assert SQLBackend.from_url("sqlite://").engine.url.drivername == "sqlite+aiosqlite"
+
+
+def test_importing_statekit_does_not_import_sqlalchemy() -> None:
+    code = "import sys, statekit; assert 'sqlalchemy' not in sys.modules, 'imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,110 @@
+"""Inputs that once escaped the store as exceptions instead of documented refusals."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from statekit import MAX_VALUE_DEPTH, MemoryBackend, ScopeContext, StateStore
+from statekit.testing import new_identity
+
+
+def _nested(depth: int) -> Any:
+    value: Any = 0
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.fixture
+def store() -> StateStore:
+    return StateStore(MemoryBackend())
+
+
+@pytest.mark.parametrize("prefix", [["a"], {"a": 1}, {"a"}, 5, b"a"])
+async def test_list_with_a_non_string_prefix_is_refused(store: StateStore, prefix: Any) -> None:
+    # An unhashable prefix used to raise TypeError from the key-alias lookup.
+    ident = new_identity()
+    await store.state_set(ident.scope_key(), "a", 1, "r", "b", "conversation")
+    assert await store.state_list(ident.scope_key(), prefix=prefix) == ([], False)
+
+
+@pytest.mark.parametrize("context", ["bot_id=1", ["bot_id"], 5])
+async def test_set_with_a_non_mapping_context_is_refused(store: StateStore, context: Any) -> None:
+    # A non-mapping context used to raise AttributeError after validation had passed.
+    ident = new_identity()
+    result = await store.state_set(
+        ident.scope_key(), "k", 1, "r", "b", "conversation", context=context
+    )
+    assert result == (False, f"context must be a mapping, not {type(context).__name__}")
+    assert await store.state_get(ident.scope_key(), "k") is None
+
+
+@pytest.mark.parametrize("expected_version", [2**63, 2**70, -1])
+async def test_expected_version_outside_64_bits_is_refused(
+    store: StateStore, expected_version: int
+) -> None:
+    # Versions are signed 64-bit on every backend: a larger one cannot be compared there.
+    ident = new_identity()
+    result = await store.state_set(
+        ident.scope_key(), "k", 1, "r", "b", "conversation", expected_version=expected_version
+    )
+    assert result == (
+        False,
+        f"expected_version must be an integer from 0 to 2**63 - 1, not {expected_version!r}",
+    )
+    assert await store.state_get(ident.scope_key(), "k") is None
+
+
+async def test_largest_expected_version_is_a_plain_conflict(store: StateStore) -> None:
+    ident = new_identity()
+    ok, error = await store.state_set(
+        ident.scope_key(), "k", 1, "r", "b", "conversation", expected_version=2**63 - 1
+    )
+    assert not ok
+    assert error == f"Version conflict on 'k': expected version {2**63 - 1}, found 0"
+
+
+async def test_value_nested_deeper_than_the_limit_is_refused(store: StateStore) -> None:
+    # Python's json accepted ~990 levels on write but could not read them back from a
+    # deeper call stack: state_get raised RecursionError.
+    ident = new_identity()
+    ok, error = await store.state_set(
+        ident.scope_key(), "k", _nested(MAX_VALUE_DEPTH + 1), "r", "b", "conversation"
+    )
+    assert not ok
+    assert error == f"Value is not JSON-serializable: nested deeper than {MAX_VALUE_DEPTH} levels"
+    assert await store.state_get(ident.scope_key(), "k") is None
+
+
+async def test_value_at_the_depth_limit_reads_back_from_a_deep_call_stack(
+    store: StateStore,
+) -> None:
+    ident = new_identity()
+    value = _nested(MAX_VALUE_DEPTH)
+    assert await store.state_set(ident.scope_key(), "k", value, "r", "b", "conversation") == (
+        True,
+        None,
+    )
+
+    async def read(levels: int) -> Any:
+        return await (read(levels - 1) if levels else store.state_get(ident.scope_key(), "k"))
+
+    assert await read(300) == value
+
+
+async def test_stored_json_too_deep_to_decode_is_skipped_not_raised(store: StateStore) -> None:
+    # Rows written by another process (or a Python with a higher recursion limit).
+    ident = new_identity()
+    deep = "[" * 5000 + "]" * 5000
+    context = ScopeContext("r", "b", "conversation")
+    await store.backend.set(ident.scope_key(), "deep", deep, context)
+    await store.backend.set(ident.scope_key(), "ok", json.dumps(1), context)
+    assert await store.state_get(ident.scope_key(), "deep") is None
+    snapshot = await store.build_snapshot_from_event(ident.event, ident.binding, ident.descriptor)
+    assert snapshot["conversation"] == {
+        "ok": 1,
+        "external.conversation_id": ident.event.conversation_id,
+    }

@@ -9,6 +9,7 @@ from statekit.backends.base import (
     VersionedBackend,
 )
 from statekit.backends.memory import MemoryBackend
+from statekit.connection import connect
 from statekit.errors import (
     BackendTimeoutError,
     BackendUnavailableError,
@@ -36,12 +37,15 @@ from statekit.scope import (
     get_binding_identity,
     normalize_state_key,
 )
+from statekit.settings import DEFAULT_URL, StatekitSettings
 from statekit.store import StateStore, StateUpdate, get_state_store, reset_state_store
+from statekit.url import BackendURL
 from statekit.validation import MAX_STATE_KEY_LENGTH, MAX_VALUE_DEPTH, MAX_VALUE_JSON_BYTES
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_URL",
     "MAX_STATE_KEY_LENGTH",
     "MAX_VALUE_DEPTH",
     "MAX_VALUE_JSON_BYTES",
@@ -51,6 +55,7 @@ __all__ = [
     "AgentBinding",
     "AgentEventEnvelope",
     "BackendTimeoutError",
+    "BackendURL",
     "BackendUnavailableError",
     "BindingScope",
     "Capability",
@@ -66,6 +71,7 @@ __all__ = [
     "StateUpdate",
     "StateWrite",
     "StatekitError",
+    "StatekitSettings",
     "SubjectContext",
     "UnsupportedCapabilityError",
     "VersionConflictError",
@@ -74,6 +80,7 @@ __all__ = [
     "build_state_context",
     "build_state_scope_key",
     "build_state_scope_keys",
+    "connect",
     "get_binding_identity",
     "get_state_store",
     "normalize_state_key",

@@ -15,7 +15,19 @@ from statekit.testing import new_identity
 
 def test_public_names_are_exported() -> None:
     public = {name for name in dir(statekit) if not name.startswith("_")}
-    modules = {"backends", "errors", "models", "scope", "store", "validation", "testing"}
+    modules = {
+        "backends",
+        "cli",
+        "connection",
+        "errors",
+        "models",
+        "scope",
+        "settings",
+        "store",
+        "url",
+        "validation",
+        "testing",
+    }
     assert set(statekit.__all__) - {"__version__"} == public - modules
 
 

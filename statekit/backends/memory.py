@@ -11,9 +11,10 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
 from itertools import islice, takewhile
+from typing import Any
 
 from statekit.backends.base import Capability, ScopeContext, StateEntry, StateWrite
-from statekit.errors import VersionConflictError
+from statekit.errors import ConfigurationError, VersionConflictError
 
 
 class MemoryBackend:
@@ -23,6 +24,15 @@ class MemoryBackend:
 
     def __init__(self) -> None:
         self._scopes: dict[str, dict[str, StateEntry]] = {}
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> MemoryBackend:
+        """A new, empty store for ``memory://``: each call gets its own, nothing is shared."""
+        if not url.lower().startswith("memory://"):
+            raise ConfigurationError("A memory backend URL is 'memory://'")
+        if options or "?" in url:
+            raise ConfigurationError("The memory backend takes no options")
+        return cls()
 
     async def get(self, scope_key: str, state_key: str) -> str | None:
         entry = self._scopes.get(scope_key, {}).get(state_key)

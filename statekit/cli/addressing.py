@@ -1,0 +1,166 @@
+"""Naming a scope on the command line: by its scope key, or by the identity it hashes.
+
+``--scope-key conversation:v2:<sha256>`` names a scope directly; ``--scope conversation
+--runner R --binding B --conversation C ...`` builds the same key with
+:func:`statekit.build_state_scope_key`, exactly as a host would for an event.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar, cast
+
+import typer
+
+from statekit.backends.base import ScopeContext
+from statekit.cli.runtime import ExitCode, fail
+from statekit.models import (
+    ActorContext,
+    AgentBinding,
+    AgentEventEnvelope,
+    RunnerDescriptor,
+    StatePolicy,
+    SubjectContext,
+)
+from statekit.scope import VALID_STATE_SCOPES, build_state_scope_key
+
+F = TypeVar("F", bound=Callable[..., Any])
+UNKNOWN_BINDING = "unknown_binding"
+_PANEL = "Scope"
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeAddress:
+    """Everything the scope options said; turned into a key or a snapshot request."""
+
+    scope_key: str | None = None
+    scope: str | None = None
+    runner: str | None = None
+    binding: str | None = None
+    bot: str | None = None
+    workspace: str | None = None
+    conversation: str | None = None
+    thread: str | None = None
+    actor: str | None = None
+    actor_type: str | None = None
+    subject: str | None = None
+    subject_type: str | None = None
+
+    def event(self) -> AgentEventEnvelope:
+        return AgentEventEnvelope(
+            bot_id=self.bot,
+            workspace_id=self.workspace,
+            conversation_id=self.conversation,
+            thread_id=self.thread,
+            actor=ActorContext(actor_type=self.actor_type or "user", actor_id=self.actor),
+            subject=SubjectContext(
+                subject_type=self.subject_type or "unknown", subject_id=self.subject
+            ),
+        )
+
+    def binding_model(self) -> AgentBinding:
+        # Every scope enabled: the command line is the operator, not a runner.
+        policy = StatePolicy(state_scopes=list(VALID_STATE_SCOPES))
+        return AgentBinding(binding_id=self.binding or UNKNOWN_BINDING, state_policy=policy)
+
+    def descriptor(self) -> RunnerDescriptor:
+        if not self.runner:
+            fail("--runner is required to build a scope key from identity", ExitCode.USAGE)
+        return RunnerDescriptor(id=self.runner)
+
+    def resolved_scope(self) -> str:
+        """The scope name, from ``--scope`` or the scope key's ``{scope}:v2:`` prefix."""
+        from_key = None
+        if self.scope_key:
+            head = self.scope_key.split(":", 1)[0]
+            from_key = head if head in VALID_STATE_SCOPES else None
+        if self.scope and from_key and self.scope != from_key:
+            fail(f"--scope {self.scope} does not match the scope key", ExitCode.USAGE)
+        scope = self.scope or from_key
+        if scope is None:
+            fail("give --scope (conversation, actor, subject or runner)", ExitCode.USAGE)
+        if scope not in VALID_STATE_SCOPES:
+            fail(f"invalid --scope {scope!r}: use {', '.join(VALID_STATE_SCOPES)}", ExitCode.USAGE)
+        return scope
+
+    def key(self) -> str:
+        """The scope key, given or built; a usage error when the identity is incomplete."""
+        if self.scope_key:
+            return self.scope_key
+        if not self.scope:
+            fail("name a scope with --scope-key, or with --scope and --runner", ExitCode.USAGE)
+        scope = self.resolved_scope()
+        key = build_state_scope_key(scope, self.event(), self.binding_model(), self.descriptor())
+        if key is None:
+            needed = {"conversation": "--conversation", "actor": "--actor", "subject": "--subject"}
+            fail(f"the {scope} scope needs {needed.get(scope, 'an id')}", ExitCode.USAGE)
+        return key
+
+    def context(self) -> ScopeContext:
+        """What ``set`` stores with a new entry (who the scope belongs to)."""
+        if not self.runner:
+            fail("set needs --runner (stored with the entry)", ExitCode.USAGE)
+        return ScopeContext.from_mapping(
+            self.runner,
+            self.binding or UNKNOWN_BINDING,
+            self.resolved_scope(),
+            {
+                "bot_id": self.bot,
+                "workspace_id": self.workspace,
+                "conversation_id": self.conversation,
+                "thread_id": self.thread,
+                "actor_type": self.actor_type if self.actor else None,
+                "actor_id": self.actor,
+                "subject_type": self.subject_type if self.subject else None,
+                "subject_id": self.subject,
+            },
+        )
+
+
+def _option(*names: str, help: str) -> Any:
+    return typer.Option(*names, help=help, rich_help_panel=_PANEL)
+
+
+_SCOPE_OPTIONS: dict[str, tuple[Any, str | None]] = {
+    "scope_key": (_option("--scope-key", "-k", help="The scope key, as stored."), None),
+    "scope": (_option("--scope", help="conversation, actor, subject or runner."), None),
+    "runner": (_option("--runner", help="Runner id."), None),
+    "binding": (_option("--binding", help=f"Binding identity (default: {UNKNOWN_BINDING})."), None),
+    "bot": (_option("--bot", help="Bot id."), None),
+    "workspace": (_option("--workspace", help="Workspace id."), None),
+    "conversation": (_option("--conversation", help="Conversation id."), None),
+    "thread": (_option("--thread", help="Thread id."), None),
+    "actor": (_option("--actor", help="Actor id."), None),
+    "actor_type": (_option("--actor-type", help="Actor type (default: user)."), None),
+    "subject": (_option("--subject", help="Subject id."), None),
+    "subject_type": (_option("--subject-type", help="Subject type (default: unknown)."), None),
+}
+
+
+def scope_options(command: F) -> F:
+    """Give ``command`` the scope options; it receives them as ``address: ScopeAddress``."""
+    signature = inspect.signature(command, eval_str=True)
+    own = [p for name, p in signature.parameters.items() if name != "address"]
+    added = [
+        inspect.Parameter(
+            name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=default,
+            annotation=Annotated[str | None, option],
+        )
+        for name, (option, default) in _SCOPE_OPTIONS.items()
+    ]
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        fields = {name: kwargs.pop(name, None) for name in _SCOPE_OPTIONS}
+        return command(*args, address=ScopeAddress(**fields), **kwargs)
+
+    params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + added
+    wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    del wrapper.__wrapped__
+    return cast(F, wrapper)

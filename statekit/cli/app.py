@@ -1,0 +1,215 @@
+"""The ``statekit`` Typer application: state commands here, the rest in sibling modules."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+
+from statekit.backends.base import Capability
+from statekit.cli.addressing import ScopeAddress, scope_options
+from statekit.cli.options import JsonOption, KeyArgument, UrlOption, console, open_store
+from statekit.cli.runtime import ExitCode, emit_json, fail, parse_json_value, run
+from statekit.scope import normalize_state_key
+from statekit.validation import Refusal, check_scope_key, decode_value
+
+app = typer.Typer(
+    name="statekit",
+    help="Host-owned runner state: read and write it, move it between backends, check it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.command()
+@scope_options
+def get(
+    key: KeyArgument, url: UrlOption = None, as_json: JsonOption = False, *, address: ScopeAddress
+) -> None:
+    """Print a value (exit 1 when the key is absent)."""
+
+    async def work() -> tuple[bool, Any, int]:
+        async with open_store(url) as store:
+            scope_key = address.key()
+            if Capability.VERSIONS in store.backend.capabilities:
+                value, version = await store.state_get_versioned(scope_key, key)
+                return version > 0, value, version
+            value = await store.state_get(scope_key, key)
+            return value is not None, value, 0
+
+    found, value, version = run(work)
+    scope_key = address.key()
+    if as_json:
+        emit_json(
+            {
+                "scope_key": scope_key,
+                "key": normalize_state_key(key),
+                "found": found,
+                "value": value,
+                "version": version,
+            }
+        )
+    elif found:
+        console.print_json(json.dumps(value, ensure_ascii=False))
+    if not found:
+        if not as_json:
+            typer.echo(f"statekit: {key!r} not found in {scope_key}", err=True)
+        raise typer.Exit(ExitCode.NOT_FOUND_OR_REFUSED)
+
+
+@app.command("set")
+@scope_options
+def set_(
+    key: KeyArgument,
+    value: Annotated[str, typer.Argument(help="The value, as JSON text.", show_default=False)],
+    expected_version: Annotated[
+        int | None,
+        typer.Option(
+            "--expected-version",
+            min=0,
+            help="Write only if the version is this (0: only if absent).",
+        ),
+    ] = None,
+    url: UrlOption = None,
+    as_json: JsonOption = False,
+    *,
+    address: ScopeAddress,
+) -> None:
+    """Write a value through the store's validation (needs --runner; exit 1 if refused)."""
+    decoded = parse_json_value(value)
+    context = address.context()
+    scope_key = address.key()
+
+    async def work() -> tuple[bool, str | None]:
+        async with open_store(url) as store:
+            return await store.state_set(
+                scope_key,
+                key,
+                decoded,
+                context.runner_id,
+                context.binding_identity,
+                context.scope,
+                context.as_dict(),
+                expected_version=expected_version,
+            )
+
+    ok, reason = run(work)
+    if as_json:
+        emit_json(
+            {"scope_key": scope_key, "key": normalize_state_key(key), "ok": ok, "error": reason}
+        )
+    elif ok:
+        console.print(f"set {normalize_state_key(key)!r} in {scope_key}")
+    if not ok:
+        if not as_json:
+            typer.echo(f"statekit: refused: {reason}", err=True)
+        raise typer.Exit(ExitCode.NOT_FOUND_OR_REFUSED)
+
+
+@app.command()
+@scope_options
+def delete(
+    key: KeyArgument, url: UrlOption = None, as_json: JsonOption = False, *, address: ScopeAddress
+) -> None:
+    """Delete a key (exit 1 when it was absent)."""
+    scope_key = address.key()
+
+    async def work() -> bool:
+        async with open_store(url) as store:
+            return await store.state_delete(scope_key, key)
+
+    existed = run(work)
+    if as_json:
+        emit_json({"scope_key": scope_key, "key": normalize_state_key(key), "deleted": existed})
+    elif existed:
+        console.print(f"deleted {normalize_state_key(key)!r} from {scope_key}")
+    if not existed:
+        if not as_json:
+            typer.echo(f"statekit: {key!r} not found in {scope_key}", err=True)
+        raise typer.Exit(ExitCode.NOT_FOUND_OR_REFUSED)
+
+
+@app.command("list")
+@scope_options
+def list_(
+    prefix: Annotated[str | None, typer.Option("--prefix", help="Literal key prefix.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=0, max=100, help="Keys per page.")] = 100,
+    after: Annotated[str | None, typer.Option("--after", help="Start after this key.")] = None,
+    every: Annotated[bool, typer.Option("--all", help="Follow pages to the end.")] = False,
+    url: UrlOption = None,
+    as_json: JsonOption = False,
+    *,
+    address: ScopeAddress,
+) -> None:
+    """List keys in code-point order."""
+    scope_key = address.key()
+
+    async def work() -> tuple[list[str], bool]:
+        async with open_store(url) as store:
+            keys, has_more = await store.state_list(scope_key, prefix, limit, after)
+            while every and has_more and keys:
+                page, has_more = await store.state_list(scope_key, prefix, limit, keys[-1])
+                keys.extend(page)
+            return keys, has_more
+
+    keys, has_more = run(work)
+    if as_json:
+        emit_json({"scope_key": scope_key, "keys": keys, "has_more": has_more})
+        return
+    for key in keys:
+        typer.echo(key)
+    if has_more:
+        typer.echo(f"... more after {keys[-1]!r} (use --after or --all)", err=True)
+
+
+@app.command()
+@scope_options
+def snapshot(url: UrlOption = None, as_json: JsonOption = False, *, address: ScopeAddress) -> None:
+    """Print a scope's entries (--scope-key), or all four scopes of an identity (--runner ...)."""
+
+    async def work() -> dict[str, Any]:
+        async with open_store(url) as store:
+            if address.scope_key:
+                scope_key = check_scope_key_or_fail(address.scope_key)
+                stored = await store.backend.read_scopes([scope_key])
+                return decode_entries(stored.get(scope_key, {}))
+            return await store.build_snapshot_from_event(
+                address.event(), address.binding_model(), address.descriptor()
+            )
+
+    result = run(work)
+    if as_json:
+        emit_json(result)
+    else:
+        console.print_json(json.dumps(result, ensure_ascii=False))
+
+
+def decode_entries(entries: dict[str, str]) -> dict[str, Any]:
+    """Stored JSON texts decoded, skipping (with a note) any that are not valid JSON."""
+    decoded: dict[str, Any] = {}
+    for state_key, value_json in sorted(entries.items()):
+        try:
+            decoded[state_key] = decode_value(value_json)
+        except ValueError:
+            typer.echo(f"statekit: skipped {state_key!r}: stored value is not JSON", err=True)
+    return decoded
+
+
+def check_scope_key_or_fail(scope_key: str) -> str:
+    try:
+        return check_scope_key(scope_key)
+    except Refusal as refusal:
+        fail(f"invalid --scope-key: {refusal}", ExitCode.USAGE)
+
+
+def _register_more_commands() -> None:
+    from statekit.cli import bench, doctor, migrate
+
+    app.command("migrate")(migrate.migrate)
+    app.command("doctor")(doctor.doctor)
+    app.command("bench")(bench.bench)
+
+
+_register_more_commands()

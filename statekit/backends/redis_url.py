@@ -41,6 +41,7 @@ class RedisOptions:
     connect_timeout: float = 5.0
     retries: int = 3
     client_name: str | None = None
+    auto_pipeline: bool = True
 
     def retry(self) -> Retry:
         """Retries on connection errors only, with a short exponential backoff.
@@ -65,7 +66,16 @@ def mask_password(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{hosts}"))
 
 
+_BOOLEANS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+
+
 def _convert(name: str, raw: Any) -> Any:
+    if name == "auto_pipeline":
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.lower() in _BOOLEANS:
+            return _BOOLEANS[raw.lower()]
+        raise ConfigurationError(f"Invalid Redis option {name}={raw!r}")
     try:
         if name in ("pool_size", "retries"):
             value: Any = int(raw)

@@ -187,11 +187,13 @@ class RedisBackend:
         (standalone servers only: concurrent calls share pipelined round trips).
         """
         client, opts = build_client(url, options)
-        # The standalone client enforces ``timeout`` on its sockets and waits for a free
-        # pooled connection. The cluster client gets neither: redis-py's async cluster
-        # connections break under concurrent first use with a socket timeout, and its
-        # pool raises instead of waiting when full. So for a cluster the backend bounds
-        # each operation by ``timeout`` and the operations in flight by ``pool_size``.
+        # The standalone client waits for a free pooled connection and, without
+        # auto-pipelining, enforces ``timeout`` on its sockets; with it, the backend bounds
+        # each operation by ``timeout`` itself. The cluster client gets neither: redis-py's
+        # async cluster connections break under concurrent first use with a socket
+        # timeout, and its pool raises instead of waiting when full. So for a cluster the
+        # backend bounds each operation by ``timeout`` and the operations in flight by
+        # ``pool_size``.
         if isinstance(client, RedisCluster):
             return cls(
                 client,
@@ -204,6 +206,7 @@ class RedisBackend:
         return cls(
             client,
             opts.key_prefix,
+            timeout=opts.timeout if opts.auto_pipeline else None,
             auto_pipeline=opts.auto_pipeline,
             owns_client=True,
             url=url,
@@ -309,12 +312,17 @@ class RedisBackend:
         meta_key = self._keys(scope_key)[1]
         with _mapped_errors():
             if prefix:
-                fields = [
-                    field
-                    async for field, _ in self._client.hscan_iter(
-                        meta_key, match=glob_escape(prefix) + "*", count=1000
+                fields = []
+                cursor = 0
+                while True:  # each HSCAN step bounded by ``timeout``
+                    cursor, page = await self._timed(
+                        self._client.hscan(
+                            meta_key, cursor, match=glob_escape(prefix) + "*", count=1000
+                        )
                     )
-                ]
+                    fields.extend(page)
+                    if cursor == 0:
+                        break
             else:
                 fields = await self._timed(self._client.hkeys(meta_key))
         # HSCAN may return a field twice while the hash is rehashed: dedupe.

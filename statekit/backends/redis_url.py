@@ -150,6 +150,10 @@ def build_client(url: str, options: dict[str, Any]) -> tuple[Redis | RedisCluste
     if scheme in CLUSTER_SCHEMES:
         del common["socket_timeout"]  # bounded per operation by the backend instead
         return _cluster_client(rest, scheme, opts, passthrough, common), opts
+    if opts.auto_pipeline:
+        # Bounded per round trip by the backend instead: a socket timeout costs redis-py
+        # an extra task per send and a timer per reply, a good part of a pipelined call.
+        del common["socket_timeout"]
     pool = BlockingConnectionPool.from_url(
         rest, max_connections=opts.pool_size, timeout=opts.timeout, **common
     )

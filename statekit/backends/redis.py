@@ -391,10 +391,10 @@ class RedisBackend:
         context: ScopeContext,
         expected_version: int | None = None,
     ) -> int:
-        write = StateWrite(scope_key, state_key, value_json, context)
         expected = "" if expected_version is None else str(expected_version)
+        args = [expected, state_key, value_json, _context_json(context)]
         with _mapped_errors():
-            reply = await self._script(self._write, *self._write_args([write], expected))
+            reply = await self._script(self._write, list(self._keys(scope_key)), args)
         if reply[0] == -1:
             assert expected_version is not None  # the script only refuses conditional sets
             raise VersionConflictError(scope_key, state_key, expected_version, int(reply[1]))

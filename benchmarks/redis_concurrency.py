@@ -86,7 +86,7 @@ async def main(url: str, runs: int) -> None:
     }
     results: dict[tuple[str, str, int], float] = {}
     try:
-        for in_flight, total in ((1, 2000), (64, 16000)):
+        for in_flight, total in ((1, 1000), (64, 8000)):
             for kind in ("set", "get"):
                 rates: dict[str, list[float]] = {name: [] for name in ops}
                 for _ in range(runs):  # interleaved, so drift hits every variant alike

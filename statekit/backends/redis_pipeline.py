@@ -12,9 +12,12 @@ connection; each caller gets exactly its own reply or its own error.
 - ``NOSCRIPT`` (a restarted or flushed server): the registered script is loaded and the
   affected ``EVALSHA`` commands are sent once more, in one more round trip.
 - A batch holds at most ``max_batch`` commands, at most ``max_in_flight`` batches run at
-  once (one connection each), and each batch is bounded by ``timeout``. A caller whose
-  command is still queued when ``timeout`` has passed gets a timeout without it being
-  sent; a cancelled caller's queued command is dropped and does not affect the others.
+  once (one connection each), and each round trip is bounded by ``timeout``. A command
+  that has waited in the queue longer than ``timeout`` fails unsent, so no caller waits
+  much more than twice ``timeout``. A cancelled caller's queued command is dropped and
+  does not affect the others.
+- The first command while nothing is in flight is sent at once, alone: a lone caller
+  never waits for a loop iteration or a timer.
 """
 
 from __future__ import annotations
@@ -37,7 +40,10 @@ _Call = tuple[tuple[Any, ...], "asyncio.Future[Any]", float]
 
 
 class AutoPipeline:
-    """Coalesce concurrent commands on one standalone ``redis.asyncio.Redis`` client."""
+    """Coalesce concurrent commands on one standalone ``redis.asyncio.Redis`` client.
+
+    ``scripts`` are the Lua sources sent by ``EVALSHA``, so ``NOSCRIPT`` can be repaired.
+    """
 
     def __init__(
         self,
@@ -59,11 +65,6 @@ class AutoPipeline:
         self._active = 0  # workers not yet finished
         self._in_flight = 0  # round trips under way, direct or batched
         self._closed = False
-
-    @staticmethod
-    def sha(script: str) -> str:
-        """The ``EVALSHA`` digest of ``script`` (pass the script in ``scripts`` too)."""
-        return hashlib.sha1(script.encode()).hexdigest()
 
     async def execute(self, *args: Any) -> Any:
         """Send one command with the others in flight; its reply, or its error raised."""

@@ -20,20 +20,30 @@ def _prefix() -> str:
     return f"statekit-test:{uuid.uuid4().hex}:"
 
 
+# Every standalone suite runs with auto-pipelining on (the default) and off.
+PIPELINING = pytest.mark.parametrize(
+    "auto_pipeline", [True, False], ids=["auto_pipeline", "direct"], scope="class"
+)
+
+
+@PIPELINING
 class TestFakeRedisBackend(StateBackendContract):
     @pytest_asyncio.fixture
-    async def backend(self) -> AsyncIterator[RedisBackend]:
+    async def backend(self, auto_pipeline: bool) -> AsyncIterator[RedisBackend]:
         client = fakeredis.FakeAsyncRedis()
-        backend = RedisBackend(client, key_prefix=_prefix())
+        backend = RedisBackend(client, key_prefix=_prefix(), auto_pipeline=auto_pipeline)
         yield backend
         await backend.aclose()
         await client.aclose()
 
 
+@PIPELINING
 class TestRealRedisBackend(StateBackendContract):
     @pytest_asyncio.fixture
-    async def backend(self) -> AsyncIterator[RedisBackend]:
-        backend = RedisBackend.from_url(service_url("STATEKIT_REDIS_URL"), key_prefix=_prefix())
+    async def backend(self, auto_pipeline: bool) -> AsyncIterator[RedisBackend]:
+        backend = RedisBackend.from_url(
+            service_url("STATEKIT_REDIS_URL"), key_prefix=_prefix(), auto_pipeline=auto_pipeline
+        )
         yield backend
         await backend.clear()
         await backend.aclose()

@@ -262,7 +262,9 @@ def test_url_options_apply_and_keyword_arguments_win() -> None:
     from_url = RedisBackend.from_url(url)
     kwargs = _pool_kwargs(from_url)
     assert from_url._prefix == "url:"
-    assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (7.0, 3.0)
+    # Auto-pipelining (the default) bounds each operation in the backend, not the socket.
+    assert (from_url._timeout, kwargs["socket_connect_timeout"]) == (7.0, 3.0)
+    assert "socket_timeout" not in kwargs
     assert kwargs["client_name"] == "from-url"
     assert kwargs["db"] == 2
     assert from_url._client.connection_pool.max_connections == 9  # type: ignore[union-attr]
@@ -273,7 +275,7 @@ def test_url_options_apply_and_keyword_arguments_win() -> None:
     )
     kwargs = _pool_kwargs(overridden)
     assert overridden._prefix == "kw:"
-    assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (1.5, 3.0)
+    assert (overridden._timeout, kwargs["socket_connect_timeout"]) == (1.5, 3.0)
     assert kwargs["client_name"] == "kw"
     assert overridden._client.connection_pool.max_connections == 3  # type: ignore[union-attr]
     assert kwargs["retry"].get_retries() == 0  # type: ignore[attr-defined]
@@ -283,7 +285,10 @@ def test_defaults() -> None:
     backend = RedisBackend.from_url("redis://127.0.0.1:6390")
     kwargs = _pool_kwargs(backend)
     assert backend._prefix == "statekit:"
-    assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (5.0, 5.0)
+    assert (backend._timeout, kwargs["socket_connect_timeout"]) == (5.0, 5.0)
+    direct = RedisBackend.from_url("redis://127.0.0.1:6390?auto_pipeline=false&timeout=2")
+    assert _pool_kwargs(direct)["socket_timeout"] == 2.0  # the client bounds each call
+    assert direct._timeout is None
     assert backend._client.connection_pool.max_connections == 32  # type: ignore[union-attr]
 
 

@@ -15,6 +15,7 @@ are plain ``HGET`` / pipelined ``HGETALL``; writes and deletes are Lua scripts (
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import json
 from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
@@ -28,6 +29,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 
 from statekit.backends.base import Capability, ScopeContext, StateEntry, StateWrite
+from statekit.backends.redis_pipeline import AutoPipeline
 from statekit.backends.redis_url import (
     DEFAULT_KEY_PREFIX,
     build_client,
@@ -106,6 +108,13 @@ def _timestamp(micros: str) -> datetime:
     return _EPOCH + timedelta(microseconds=int(micros))
 
 
+@functools.lru_cache(maxsize=4096)
+def _context_json(context: ScopeContext) -> str:
+    """The context as stored in ``P{S}:ctx``; cached, as a runner writes with few contexts
+    and ``dataclasses.asdict`` would otherwise dominate the cost of a write."""
+    return json.dumps(context.as_dict(), separators=(",", ":"))
+
+
 @contextmanager
 def _mapped_errors() -> Iterator[None]:
     """Translate redis-py exceptions into statekit's error tree at the boundary."""
@@ -138,6 +147,7 @@ class RedisBackend:
         *,
         timeout: float | None = None,
         pool_size: int | None = None,
+        auto_pipeline: bool = True,
         owns_client: bool = False,
         url: str | None = None,
     ) -> None:
@@ -157,20 +167,33 @@ class RedisBackend:
         self._get_versioned = AsyncScript(scripts_client, _GET_VERSIONED)
         self._scripts_loaded = not self._cluster
         self._scripts_lock = asyncio.Lock()
+        self._pipeline: AutoPipeline | None = None
+        if auto_pipeline and isinstance(client, Redis):
+            # A batch is bounded by the backend's timeout, else by the client's own
+            # socket timeout (what bounds each of its direct calls too).
+            socket_timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
+            self._pipeline = AutoPipeline(
+                client,
+                timeout=timeout if timeout is not None else socket_timeout,
+                scripts=(_WRITE, _DELETE, _GET_VERSIONED),
+            )
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisBackend:
         """A backend for ``url``; cheap, no I/O (connections open on first use).
 
         Options (URL query or keyword, keywords win): ``key_prefix``, ``pool_size``,
-        ``timeout``, ``connect_timeout``, ``retries``, ``client_name``.
+        ``timeout``, ``connect_timeout``, ``retries``, ``client_name``, ``auto_pipeline``
+        (standalone servers only: concurrent calls share pipelined round trips).
         """
         client, opts = build_client(url, options)
-        # The standalone client enforces ``timeout`` on its sockets and waits for a free
-        # pooled connection. The cluster client gets neither: redis-py's async cluster
-        # connections break under concurrent first use with a socket timeout, and its
-        # pool raises instead of waiting when full. So for a cluster the backend bounds
-        # each operation by ``timeout`` and the operations in flight by ``pool_size``.
+        # The standalone client waits for a free pooled connection and, without
+        # auto-pipelining, enforces ``timeout`` on its sockets; with it, the backend bounds
+        # each operation by ``timeout`` itself. The cluster client gets neither: redis-py's
+        # async cluster connections break under concurrent first use with a socket
+        # timeout, and its pool raises instead of waiting when full. So for a cluster the
+        # backend bounds each operation by ``timeout`` and the operations in flight by
+        # ``pool_size``.
         if isinstance(client, RedisCluster):
             return cls(
                 client,
@@ -180,7 +203,14 @@ class RedisBackend:
                 owns_client=True,
                 url=url,
             )
-        return cls(client, opts.key_prefix, owns_client=True, url=url)
+        return cls(
+            client,
+            opts.key_prefix,
+            timeout=opts.timeout if opts.auto_pipeline else None,
+            auto_pipeline=opts.auto_pipeline,
+            owns_client=True,
+            url=url,
+        )
 
     def __repr__(self) -> str:
         where = self._url if self._url is not None else f"client={type(self._client).__name__}"
@@ -226,6 +256,12 @@ class RedisBackend:
                     self._scripts_loaded = True
         return await script(keys=keys, args=args)
 
+    async def _script(self, script: AsyncScript, keys: list[str], args: list[str]) -> Any:
+        """One ``EVALSHA``: auto-pipelined when enabled, else a direct call."""
+        if self._pipeline is not None:
+            return await self._pipeline.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+        return await self._timed(self._run(script, keys, args))
+
     # ---- keys ---------------------------------------------------------------------
 
     def _keys(self, scope_key: str) -> tuple[str, str, str]:
@@ -238,16 +274,18 @@ class RedisBackend:
     # ---- reads --------------------------------------------------------------------
 
     async def get(self, scope_key: str, state_key: str) -> str | None:
+        value_key = f"{self._prefix}{{{scope_key}}}"
         with _mapped_errors():
-            raw = await self._timed(self._client.hget(self._keys(scope_key)[0], state_key))
+            if self._pipeline is not None:
+                raw = await self._pipeline.execute("HGET", value_key, state_key)
+            else:
+                raw = await self._timed(self._client.hget(value_key, state_key))
         return None if raw is None else _text(raw)
 
     async def get_versioned(self, scope_key: str, state_key: str) -> tuple[str | None, int]:
         value_key, meta_key, _ = self._keys(scope_key)
         with _mapped_errors():
-            raw, meta = await self._timed(
-                self._run(self._get_versioned, [value_key, meta_key], [state_key])
-            )
+            raw, meta = await self._script(self._get_versioned, [value_key, meta_key], [state_key])
         if raw is None or meta is None:
             return None, 0
         return _text(raw), int(_text(meta).split(":", 1)[0])
@@ -274,12 +312,17 @@ class RedisBackend:
         meta_key = self._keys(scope_key)[1]
         with _mapped_errors():
             if prefix:
-                fields = [
-                    field
-                    async for field, _ in self._client.hscan_iter(
-                        meta_key, match=glob_escape(prefix) + "*", count=1000
+                fields = []
+                cursor = 0
+                while True:  # each HSCAN step bounded by ``timeout``
+                    cursor, page = await self._timed(
+                        self._client.hscan(
+                            meta_key, cursor, match=glob_escape(prefix) + "*", count=1000
+                        )
                     )
-                ]
+                    fields.extend(page)
+                    if cursor == 0:
+                        break
             else:
                 fields = await self._timed(self._client.hkeys(meta_key))
         # HSCAN may return a field twice while the hash is rehashed: dedupe.
@@ -348,10 +391,10 @@ class RedisBackend:
         context: ScopeContext,
         expected_version: int | None = None,
     ) -> int:
-        write = StateWrite(scope_key, state_key, value_json, context)
         expected = "" if expected_version is None else str(expected_version)
+        args = [expected, state_key, value_json, _context_json(context)]
         with _mapped_errors():
-            reply = await self._timed(self._run_writes([write], expected))
+            reply = await self._script(self._write, list(self._keys(scope_key)), args)
         if reply[0] == -1:
             assert expected_version is not None  # the script only refuses conditional sets
             raise VersionConflictError(scope_key, state_key, expected_version, int(reply[1]))
@@ -367,29 +410,28 @@ class RedisBackend:
             return
         with _mapped_errors():
             if not self._cluster:
-                await self._timed(self._run_writes(writes, ""))
+                await self._script(self._write, *self._write_args(writes, ""))
                 return
             by_scope: dict[str, list[StateWrite]] = {}
             for write in writes:
                 by_scope.setdefault(write.scope_key, []).append(write)
-            groups = (self._run_writes(g, "") for g in by_scope.values())
+            groups = (self._run(self._write, *self._write_args(g, "")) for g in by_scope.values())
             await self._timed(asyncio.gather(*groups))
 
-    async def _run_writes(self, writes: Sequence[StateWrite], expected: str) -> list[Any]:
+    def _write_args(
+        self, writes: Sequence[StateWrite], expected: str
+    ) -> tuple[list[str], list[str]]:
+        """KEYS and ARGV of the write script for ``writes``."""
         keys: list[str] = []
         args: list[str] = [expected]
         for write in writes:
             keys.extend(self._keys(write.scope_key))
-            context_json = json.dumps(write.context.as_dict(), separators=(",", ":"))
-            args.extend((write.state_key, write.value_json, context_json))
-        reply: list[Any] = await self._run(self._write, keys, args)
-        return reply
+            args.extend((write.state_key, write.value_json, _context_json(write.context)))
+        return keys, args
 
     async def delete(self, scope_key: str, state_key: str) -> bool:
         with _mapped_errors():
-            removed = await self._timed(
-                self._run(self._delete, list(self._keys(scope_key)), [state_key])
-            )
+            removed = await self._script(self._delete, list(self._keys(scope_key)), [state_key])
         return bool(removed)
 
     async def clear(self) -> None:
@@ -429,6 +471,8 @@ class RedisBackend:
         if self._closed:
             return
         self._closed = True
+        if self._pipeline is not None:
+            await self._pipeline.aclose()
         if self._owns_client:
             with _mapped_errors():
                 await self._client.aclose()

@@ -41,6 +41,7 @@ class RedisOptions:
     connect_timeout: float = 5.0
     retries: int = 3
     client_name: str | None = None
+    auto_pipeline: bool = True
 
     def retry(self) -> Retry:
         """Retries on connection errors only, with a short exponential backoff.
@@ -65,7 +66,16 @@ def mask_password(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{hosts}"))
 
 
+_BOOLEANS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+
+
 def _convert(name: str, raw: Any) -> Any:
+    if name == "auto_pipeline":
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.lower() in _BOOLEANS:
+            return _BOOLEANS[raw.lower()]
+        raise ConfigurationError(f"Invalid Redis option {name}={raw!r}")
     try:
         if name in ("pool_size", "retries"):
             value: Any = int(raw)
@@ -140,6 +150,10 @@ def build_client(url: str, options: dict[str, Any]) -> tuple[Redis | RedisCluste
     if scheme in CLUSTER_SCHEMES:
         del common["socket_timeout"]  # bounded per operation by the backend instead
         return _cluster_client(rest, scheme, opts, passthrough, common), opts
+    if opts.auto_pipeline:
+        # Bounded per round trip by the backend instead: a socket timeout costs redis-py
+        # an extra task per send and a timer per reply, a good part of a pipelined call.
+        del common["socket_timeout"]
     pool = BlockingConnectionPool.from_url(
         rest, max_connections=opts.pool_size, timeout=opts.timeout, **common
     )

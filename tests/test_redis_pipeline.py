@@ -1,0 +1,379 @@
+"""Auto-pipelining on Redis: concurrent calls share round trips, each keeps its own outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+import pytest_asyncio
+import redis.asyncio as aioredis
+from conftest import service_url
+from redis.asyncio.client import Pipeline
+from redis_servers import RedisServer, free_port
+
+from statekit.backends.base import ScopeContext
+from statekit.backends.redis import RedisBackend
+from statekit.backends.redis_pipeline import AutoPipeline
+from statekit.errors import (
+    BackendTimeoutError,
+    BackendUnavailableError,
+    ConfigurationError,
+    StateBackendError,
+    VersionConflictError,
+)
+
+pytestmark = pytest.mark.redis
+
+CONTEXT = ScopeContext(runner_id="r-1", binding_identity="b-1", scope="conversation")
+
+
+class RoundTrips:
+    """Counts what reaches the socket: pipeline executions (with their sizes) and direct
+    commands of the backend's client."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, backend: RedisBackend) -> None:
+        self.batches: list[int] = []
+        self.direct = 0
+        execute = Pipeline.execute
+        client_execute = backend._client.execute_command
+
+        async def counted_execute(pipe: Pipeline, raise_on_error: bool = True) -> Any:
+            self.batches.append(len(pipe.command_stack))
+            return await execute(pipe, raise_on_error=raise_on_error)
+
+        async def counted_command(*args: Any, **options: Any) -> Any:
+            self.direct += 1
+            return await client_execute(*args, **options)
+
+        monkeypatch.setattr(Pipeline, "execute", counted_execute)
+        monkeypatch.setattr(backend._client, "execute_command", counted_command)
+
+    @property
+    def total(self) -> int:
+        return len(self.batches) + self.direct
+
+    def reset(self) -> None:
+        self.batches.clear()
+        self.direct = 0
+
+
+def _prefix() -> str:
+    return f"statekit-test:pipe:{uuid.uuid4().hex}:"
+
+
+@pytest_asyncio.fixture
+async def backend() -> AsyncIterator[RedisBackend]:
+    backend = RedisBackend.from_url(service_url("STATEKIT_REDIS_URL"), key_prefix=_prefix())
+    yield backend
+    await backend.clear()
+    await backend.aclose()
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis", free_port(), "--save", "", "--appendonly", "no")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+async def _block(url: str, seconds: float) -> tuple[aioredis.Redis, asyncio.Task[Any]]:
+    """Keep the server busy for ``seconds`` (``DEBUG SLEEP``) from another client."""
+    blocker = aioredis.Redis.from_url(url, socket_timeout=30)
+    await blocker.ping()
+    sleeping = asyncio.create_task(blocker.execute_command("DEBUG", "SLEEP", str(seconds)))
+    await asyncio.sleep(0.1)  # let DEBUG SLEEP reach the server first
+    return blocker, sleeping
+
+
+# ---- coalescing -----------------------------------------------------------------------
+
+
+async def test_concurrent_calls_share_round_trips(
+    backend: RedisBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await backend.set_many([])  # nothing to send
+    for i in range(100):
+        await backend.set(f"s{i % 10}", f"k{i}", str(i), CONTEXT)
+    trips = RoundTrips(monkeypatch, backend)
+
+    values = await asyncio.gather(*(backend.get(f"s{i % 10}", f"k{i}") for i in range(100)))
+    assert values == [str(i) for i in range(100)]
+    # The first call goes out alone at once; the other 99 share at most a few batches.
+    assert trips.total <= 4
+    assert sum(trips.batches) + trips.direct == 100
+
+    trips.reset()
+    versions = await asyncio.gather(
+        *(backend.set(f"s{i % 10}", f"k{i}", str(-i), CONTEXT) for i in range(100))
+    )
+    assert versions == [2] * 100
+    assert trips.total <= 4
+    assert await backend.get_versioned("s3", "k13") == ("-13", 2)
+
+
+async def test_without_auto_pipeline_every_call_is_its_own_round_trip(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url = service_url("STATEKIT_REDIS_URL") + "?auto_pipeline=false"
+    backend = RedisBackend.from_url(url, key_prefix=_prefix())
+    try:
+        assert backend._pipeline is None
+        trips = RoundTrips(monkeypatch, backend)
+        assert await asyncio.gather(*(backend.get("s", f"k{i}") for i in range(20))) == [None] * 20
+        assert trips.batches == []
+        assert trips.direct == 20
+    finally:
+        await backend.aclose()
+
+
+async def test_a_batch_never_exceeds_its_bound(
+    backend: RedisBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await backend.set("s", "k", "1", CONTEXT)
+    trips = RoundTrips(monkeypatch, backend)
+    values = await asyncio.gather(*(backend.get("s", "k") for _ in range(1500)))
+    assert values == ["1"] * 1500
+    assert max(trips.batches) <= 512
+    assert sum(trips.batches) + trips.direct == 1500
+
+
+async def test_sustained_concurrent_load_never_stalls(backend: RedisBackend) -> None:
+    """Callers in lockstep, as under load: batches end and new calls arrive in the same
+    loop iterations, so a worker that has just finished must never strand a queued call."""
+
+    async def caller(n: int) -> None:
+        for i in range(60):
+            if i % 3 == 0:
+                assert await backend.set(f"s{n % 8}", f"k{n}", str(i), CONTEXT) == i // 3 + 1
+            else:
+                assert await backend.get(f"s{n % 8}", f"k{n}") == str(i - i % 3)
+
+    await asyncio.wait_for(asyncio.gather(*(caller(n) for n in range(64))), 60)
+
+
+class GatedClient:
+    """A stand-in client whose replies (each command's last argument) all wait for one
+    gate: opening it ends every round trip in flight in the same loop iteration, the
+    interleaving that a real server produces only now and then."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+
+    async def execute_command(self, *args: Any) -> Any:
+        await self.gate.wait()
+        await asyncio.sleep(0)  # a reply takes at least one loop iteration
+        return args[-1]
+
+    def pipeline(self, transaction: bool = True) -> GatedClient.Pipe:
+        return GatedClient.Pipe(self)
+
+    class Pipe:
+        def __init__(self, client: GatedClient) -> None:
+            self.client = client
+            self.commands: list[tuple[Any, ...]] = []
+
+        def execute_command(self, *args: Any) -> None:
+            self.commands.append(args)
+
+        async def execute(self, raise_on_error: bool = True) -> list[Any]:
+            await self.client.gate.wait()
+            await asyncio.sleep(0)
+            return [args[-1] for args in self.commands]
+
+
+async def test_calls_queued_as_every_round_trip_ends_are_still_sent() -> None:
+    client = GatedClient()
+    pipeline = AutoPipeline(cast(aioredis.Redis, client), timeout=None)
+
+    async def chained(i: int) -> Any:
+        await pipeline.execute("GET", f"a{i}")
+        return await pipeline.execute("GET", f"b{i}")
+
+    alone = asyncio.create_task(pipeline.execute("GET", "x"))  # sent at once
+    first = [asyncio.create_task(chained(i)) for i in range(10)]  # one batch
+    await asyncio.sleep(0)
+    second = [asyncio.create_task(pipeline.execute("GET", f"c{i}")) for i in range(10)]
+    await asyncio.sleep(0)
+    # All three round trips end in one iteration; the first batch's callers call again
+    # at once, before the finished workers are gone: one goes alone, nine queue.
+    client.gate.set()
+    results = await asyncio.wait_for(asyncio.gather(alone, *first, *second), 10)
+    assert results == ["x", *(f"b{i}" for i in range(10)), *(f"c{i}" for i in range(10))]
+
+
+# ---- per-call outcomes ------------------------------------------------------------------
+
+
+async def test_command_errors_stay_with_their_caller(
+    backend: RedisBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await backend.set("s", "k", "1", CONTEXT)
+    raw = aioredis.Redis.from_url(service_url("STATEKIT_REDIS_URL"))
+    wrong_type = f"{backend._prefix}{{str}}"
+    await raw.set(wrong_type, "not a hash")  # HGET on it fails with WRONGTYPE
+    trips = RoundTrips(monkeypatch, backend)
+    try:
+        calls = [
+            backend.get("s", "k"),  # sent alone: the rest queue behind it
+            *(backend.set("s", f"w{i}", str(i), CONTEXT) for i in range(20)),
+            backend.set("s", "k", "2", CONTEXT, expected_version=7),  # conflict
+            backend.get("str", "k"),  # WRONGTYPE
+            *(backend.get("s", f"w{i}") for i in range(20)),
+            backend.set("s", "k", "3", CONTEXT, expected_version=1),  # succeeds
+        ]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+    finally:
+        await raw.delete(wrong_type)
+        await raw.aclose()
+    assert trips.total <= 3
+    assert results[0] == "1"
+    assert results[1:21] == [1] * 20
+    conflict = results[21]
+    assert isinstance(conflict, VersionConflictError)
+    assert (conflict.expected, conflict.actual) == (7, 1)
+    assert isinstance(results[22], StateBackendError)
+    assert "WRONGTYPE" in str(results[22])
+    assert results[23:43] == [str(i) for i in range(20)]
+    assert results[43] == 2
+    assert await backend.get_versioned("s", "k") == ("3", 2)
+
+
+async def test_lost_scripts_are_loaded_again(own_server: RedisServer) -> None:
+    backend = RedisBackend.from_url(own_server.url, key_prefix="p:")
+    admin = aioredis.Redis.from_url(own_server.url)
+    try:
+        await backend.set("s", "k0", "1", CONTEXT)
+        await admin.script_flush()
+        results = await asyncio.gather(
+            *(backend.set("s", f"k{i}", str(i), CONTEXT) for i in range(30)),
+            *(backend.get_versioned("s", f"k{i}") for i in range(30)),
+            backend.delete("s", "k0"),
+        )
+        assert results[:30] == [2] + [1] * 29
+        assert results[30:60] == [("0", 2)] + [(str(i), 1) for i in range(1, 30)]
+        assert results[60] is True
+        await admin.script_flush()
+        assert await backend.set("s", "k", "x", CONTEXT) == 1  # alone, not batched
+    finally:
+        await admin.aclose()
+        await backend.aclose()
+
+
+# ---- faults -----------------------------------------------------------------------------
+
+
+async def test_server_killed_mid_batch_fails_every_caller_then_recovers(
+    own_server: RedisServer,
+) -> None:
+    backend = RedisBackend.from_url(
+        own_server.url, timeout=5, connect_timeout=0.5, retries=1, key_prefix="f:"
+    )
+    blocker, sleeping = await _block(own_server.url, 5)
+    try:
+        calls = [
+            asyncio.create_task(backend.get("s", f"k{i}"))
+            if i % 2
+            else asyncio.create_task(backend.set("s", f"k{i}", "1", CONTEXT))
+            for i in range(100)
+        ]
+        await asyncio.sleep(0.3)  # every call sent or queued, none answered
+        assert not any(call.done() for call in calls)
+        own_server.kill()
+        results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 10)
+        for result in results:
+            assert isinstance(result, BackendUnavailableError)
+            assert not isinstance(result, BackendTimeoutError)
+        sleeping.cancel()
+
+        own_server.start()
+        assert await backend.get("s", "k1") is None
+        versions = await asyncio.gather(
+            *(backend.set("s", f"k{i}", "2", CONTEXT) for i in range(50))
+        )
+        assert versions == [1] * 50
+    finally:
+        await blocker.aclose()
+        await backend.aclose()
+
+
+async def test_a_stalled_server_times_every_caller_out_then_recovers(
+    own_server: RedisServer,
+) -> None:
+    backend = RedisBackend.from_url(own_server.url, timeout=0.3, retries=1, key_prefix="f:")
+    await backend.set("s", "k", "1", CONTEXT)
+    blocker, sleeping = await _block(own_server.url, 1.5)
+    try:
+        results = await asyncio.wait_for(
+            asyncio.gather(*(backend.get("s", "k") for _ in range(50)), return_exceptions=True),
+            10,
+        )
+        assert all(isinstance(r, BackendTimeoutError) for r in results)
+        await sleeping
+        assert await asyncio.gather(*(backend.get("s", "k") for _ in range(50))) == ["1"] * 50
+    finally:
+        await blocker.aclose()
+        await backend.aclose()
+
+
+async def test_a_cancelled_caller_leaves_the_others_alone(own_server: RedisServer) -> None:
+    backend = RedisBackend.from_url(own_server.url, key_prefix="c:")
+    await backend.set_many([])
+    await backend.set("s", "k", "v", CONTEXT)
+    blocker, sleeping = await _block(own_server.url, 0.5)
+    try:
+        calls = [asyncio.create_task(backend.get("s", "k")) for _ in range(40)]
+        await asyncio.sleep(0.1)  # the first call and a batch are on the wire, others queued
+        for index in (0, 5, 39):  # the direct call, one in a batch, one at the end
+            calls[index].cancel()
+        writes = [asyncio.create_task(backend.set("s", f"w{i}", "1", CONTEXT)) for i in range(5)]
+        results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 10)
+        for index, result in enumerate(results):
+            if index in (0, 5, 39):
+                assert isinstance(result, asyncio.CancelledError)
+            else:
+                assert result == "v"
+        assert await asyncio.gather(*writes) == [1] * 5
+        await sleeping
+        # Nothing is stuck: later calls go through, alone and together.
+        assert await backend.get("s", "w0") == "1"
+        assert await asyncio.gather(*(backend.get("s", f"w{i}") for i in range(5))) == ["1"] * 5
+    finally:
+        await blocker.aclose()
+        await backend.aclose()
+
+
+async def test_calls_after_close_fail_with_a_typed_error(own_server: RedisServer) -> None:
+    backend = RedisBackend.from_url(own_server.url, key_prefix="x:")
+    await backend.set("s", "k", "v", CONTEXT)
+    await backend.aclose()
+    with pytest.raises(BackendUnavailableError):
+        await backend.get("s", "k")
+
+
+# ---- options ----------------------------------------------------------------------------
+
+
+def test_auto_pipeline_option_from_url_and_keyword() -> None:
+    assert RedisBackend.from_url("redis://127.0.0.1:6390/0")._pipeline is not None
+    off = RedisBackend.from_url("redis://127.0.0.1:6390/0?auto_pipeline=false")
+    assert off._pipeline is None
+    on = RedisBackend.from_url("redis://127.0.0.1:6390/0?auto_pipeline=false", auto_pipeline=True)
+    assert on._pipeline is not None
+    assert RedisBackend.from_url("redis://h:1", auto_pipeline="no")._pipeline is None
+    cluster = RedisBackend.from_url("redis+cluster://127.0.0.1:7000?auto_pipeline=true")
+    assert cluster._pipeline is None  # clusters keep one call per operation
+
+
+@pytest.mark.parametrize("value", ["maybe", "", "2"])
+def test_bad_auto_pipeline_values_are_refused(value: str) -> None:
+    with pytest.raises(ConfigurationError):
+        RedisBackend.from_url(f"redis://h:1?auto_pipeline={value}")
+    with pytest.raises(ConfigurationError):
+        RedisBackend.from_url("redis://h:1", auto_pipeline=value)

@@ -2,16 +2,30 @@
 
     python benchmarks/redis_concurrency.py [--url redis://127.0.0.1:6379/13] [--runs 3]
 
-Raw redis-py issues one call per operation (``HSET`` / ``HGET``) through its default
-connection pool; statekit runs ``StateStore.state_set`` (one ``EVALSHA`` write) and
-``state_get`` (one ``HGET``) with ``auto_pipeline`` on and off. Each figure is the median
-of ``--runs`` runs. Keys live under a unique prefix and are deleted afterwards.
+Raw redis-py issues one call per operation through its default connection pool; statekit
+runs the store's public methods with ``auto_pipeline`` on and off:
+
+========  ===========================================  ====================================
+kind      statekit                                     raw redis-py
+========  ===========================================  ====================================
+set       ``state_set`` (one ``EVALSHA`` write)        ``HSET``
+update    ``apply_update_from_event`` (same write,     ``HSET``
+          scope key and context built from the event)
+get       ``state_get`` (one ``HGET``)                 ``HGET``
+snapshot  ``build_snapshot_from_event``: 4 scopes of   the same 4 hashes: one pipeline of
+          10 keys of ~250-byte JSON objects            4 ``HGETALL``, every value decoded
+========  ===========================================  ====================================
+
+``set``, ``get`` run at 1 and 64 in flight, ``update`` and ``snapshot`` at 1. Each figure is
+the median of ``--runs`` interleaved runs. Keys live under a unique prefix and are deleted
+afterwards.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import sys
 import time
@@ -22,9 +36,26 @@ import redis.asyncio as aioredis
 
 from statekit import StateStore
 from statekit.backends.redis import RedisBackend
+from statekit.scope import VALID_STATE_SCOPES
+from statekit.testing import Identity, new_identity
 
 Op = Callable[[int], Awaitable[object]]
 SCOPES = 64
+SNAPSHOT_KEYS = 10
+KINDS = (("set", 1), ("update", 1), ("get", 1), ("snapshot", 1), ("set", 64), ("get", 64))
+
+
+def _snapshot_value(n: int) -> dict[str, object]:
+    """A JSON object of about 250 bytes, as a runner would keep (settings, a summary)."""
+    return {
+        "id": n,
+        "title": f"entry number {n}",
+        "tags": ["alpha", "beta", "gamma"],
+        "summary": "lorem ipsum dolor sit amet " * 4,
+        "score": n * 1.5,
+        "done": n % 2 == 0,
+        "owner": {"kind": "user", "id": f"user-{n:04d}"},
+    }
 
 
 async def _rate(op: Op, in_flight: int, total: int) -> float:
@@ -41,19 +72,24 @@ async def _rate(op: Op, in_flight: int, total: int) -> float:
     return per_task * in_flight / (time.perf_counter() - start)
 
 
-async def _raw_ops(url: str, prefix: str) -> tuple[aioredis.Redis, Op, Op]:
-    client = aioredis.Redis.from_url(url)
-
+def _raw_ops(client: aioredis.Redis, prefix: str, snapshot_keys: list[str]) -> dict[str, Op]:
     async def set_(i: int) -> object:
         return await client.hset(f"{prefix}raw:{{{i % SCOPES}}}", f"k{i % 100}", '{"n":1}')
 
     async def get(i: int) -> object:
         return await client.hget(f"{prefix}raw:{{{i % SCOPES}}}", f"k{i % 100}")
 
-    return client, set_, get
+    async def snapshot(i: int) -> object:
+        async with client.pipeline(transaction=False) as pipe:
+            for key in snapshot_keys:
+                pipe.hgetall(key)
+            replies = await pipe.execute()
+        return [{k.decode(): json.loads(v) for k, v in reply.items()} for reply in replies]
+
+    return {"set": set_, "update": set_, "get": get, "snapshot": snapshot}
 
 
-def _store_ops(store: StateStore) -> tuple[Op, Op]:
+def _store_ops(store: StateStore, identities: list[Identity], snapshot: Identity) -> dict[str, Op]:
     async def set_(i: int) -> object:
         return await store.state_set(
             f"conversation:v2:{i % SCOPES}",
@@ -64,39 +100,60 @@ def _store_ops(store: StateStore) -> tuple[Op, Op]:
             "conversation",
         )
 
+    async def update(i: int) -> object:
+        ident = identities[i % SCOPES]
+        return await store.apply_update_from_event(
+            ident.event, ident.binding, ident.descriptor, "conversation", f"k{i % 100}", {"n": i}
+        )
+
     async def get(i: int) -> object:
         return await store.state_get(f"conversation:v2:{i % SCOPES}", f"k{i % 100}")
 
-    return set_, get
+    async def snapshot_(i: int) -> object:
+        return await store.build_snapshot_from_event(
+            snapshot.event, snapshot.binding, snapshot.descriptor
+        )
+
+    return {"set": set_, "update": update, "get": get, "snapshot": snapshot_}
 
 
 async def main(url: str, runs: int) -> None:
     prefix = f"statekit-bench:{uuid.uuid4().hex}:"
-    raw_client, raw_set, raw_get = await _raw_ops(url, prefix)
+    raw_client = aioredis.Redis.from_url(url)
     stores = {
         flag: StateStore(
             RedisBackend.from_url(url, key_prefix=prefix, auto_pipeline=flag, pool_size=64)
         )
         for flag in (True, False)
     }
-    ops: dict[str, tuple[Op, Op]] = {
-        "raw redis-py": (raw_set, raw_get),
-        "statekit auto_pipeline=on": _store_ops(stores[True]),
-        "statekit auto_pipeline=off": _store_ops(stores[False]),
+    identities = [new_identity() for _ in range(SCOPES)]
+    snapshot = new_identity()
+    for scope in VALID_STATE_SCOPES:
+        ok = await stores[True].apply_updates_from_event(
+            snapshot.event,
+            snapshot.binding,
+            snapshot.descriptor,
+            [(scope, f"key-{n}", _snapshot_value(n)) for n in range(SNAPSHOT_KEYS)],
+        )
+        assert all(result == (True, None) for result in ok)
+    snapshot_keys = [f"{prefix}{{{snapshot.scope_key(s)}}}" for s in VALID_STATE_SCOPES]
+    ops: dict[str, dict[str, Op]] = {
+        "raw redis-py": _raw_ops(raw_client, prefix, snapshot_keys),
+        "statekit auto_pipeline=on": _store_ops(stores[True], identities, snapshot),
+        "statekit auto_pipeline=off": _store_ops(stores[False], identities, snapshot),
     }
     results: dict[tuple[str, str, int], float] = {}
     try:
-        for in_flight, total in ((1, 1000), (64, 8000)):
-            for kind in ("set", "get"):
-                rates: dict[str, list[float]] = {name: [] for name in ops}
-                for _ in range(runs):  # interleaved, so drift hits every variant alike
-                    for name, (set_op, get_op) in ops.items():
-                        op = set_op if kind == "set" else get_op
-                        rate = await _rate(op, in_flight, total)
-                        print(f"  {name} {kind} x{in_flight}: {rate:.0f}/s", file=sys.stderr)
-                        rates[name].append(rate)
-                for name in ops:
-                    results[(name, kind, in_flight)] = statistics.median(rates[name])
+        for kind, in_flight in KINDS:
+            total = 1000 if in_flight == 1 else 8000
+            rates: dict[str, list[float]] = {name: [] for name in ops}
+            for _ in range(runs):  # interleaved, so drift hits every variant alike
+                for name, variant in ops.items():
+                    rate = await _rate(variant[kind], in_flight, total)
+                    print(f"  {name} {kind} x{in_flight}: {rate:.0f}/s", file=sys.stderr)
+                    rates[name].append(rate)
+            for name in ops:
+                results[(name, kind, in_flight)] = statistics.median(rates[name])
     finally:
         await stores[True].clear_all()
         for store in stores.values():
@@ -106,10 +163,10 @@ async def main(url: str, runs: int) -> None:
             await raw_client.delete(*keys)
         await raw_client.aclose()
 
-    print(f"{'variant':30} {'op':4} {'in flight':>9} {'ops/s':>9} {'x raw':>6}")
+    print(f"{'variant':30} {'op':8} {'in flight':>9} {'ops/s':>9} {'x raw':>6}")
     for (name, kind, in_flight), rate in results.items():
         ratio = rate / results[("raw redis-py", kind, in_flight)]
-        print(f"{name:30} {kind:4} {in_flight:>9} {rate:>9.0f} {ratio:>6.2f}")
+        print(f"{name:30} {kind:8} {in_flight:>9} {rate:>9.0f} {ratio:>6.2f}")
 
 
 if __name__ == "__main__":

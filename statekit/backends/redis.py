@@ -10,12 +10,18 @@ Key layout, for a store with ``key_prefix`` ``P`` (default ``statekit:``) and a 
 Timestamps are microseconds since the epoch from the server's ``TIME``. Reads of values
 are plain ``HGET`` / pipelined ``HGETALL``; writes and deletes are Lua scripts (one
 ``EVALSHA`` each) that keep the three keys consistent atomically.
+
+A write is never sent twice: if its connection drops before the reply arrives, the
+caller gets :class:`~statekit.errors.BackendUnavailableError` and the write may or may not
+have been applied. A read in that situation is simply sent again (see
+:meth:`RedisBackend._request`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import inspect
 import json
 from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
@@ -26,10 +32,16 @@ from typing import Any, cast
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.commands.core import AsyncScript
 
 from statekit.backends.base import Capability, ScopeContext, StateEntry, StateWrite
-from statekit.backends.redis_pipeline import AutoPipeline
+from statekit.backends.redis_pipeline import (
+    AutoPipeline,
+    Command,
+    NotSent,
+    PooledConnections,
+    Send,
+    send_with_scripts,
+)
 from statekit.backends.redis_url import (
     DEFAULT_KEY_PREFIX,
     build_client,
@@ -90,6 +102,9 @@ _GET_VERSIONED = """
 return {redis.call('HGET', KEYS[1], ARGV[1]), redis.call('HGET', KEYS[2], ARGV[1])}
 """
 
+_SCRIPTS = {hashlib.sha1(s.encode()).hexdigest(): s for s in (_WRITE, _DELETE, _GET_VERSIONED)}
+_WRITE_SHA, _DELETE_SHA, _GET_VERSIONED_SHA = _SCRIPTS
+
 _GLOB_SPECIAL = frozenset("*?[]\\")
 _SCAN_BATCH = 200
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -106,6 +121,20 @@ def _text(raw: bytes | str) -> str:
 
 def _timestamp(micros: str) -> datetime:
     return _EPOCH + timedelta(microseconds=int(micros))
+
+
+def _pairs(reply: Any) -> dict[str, str]:
+    """A ``HGETALL`` reply as text: a flat list from the wire (RESP2), or the dict that
+    RESP3 and redis-py's own parsing give."""
+    if isinstance(reply, dict):
+        return {_text(k): _text(v) for k, v in reply.items()}
+    return {_text(k): _text(v) for k, v in zip(reply[::2], reply[1::2], strict=True)}
+
+
+def _resend_delay(resends: int) -> float:
+    """Backoff before sending a read again: 0.1 s doubling, at most 0.5 s, as the
+    ``ExponentialBackoff`` that :mod:`statekit.backends.redis_url` gives connections."""
+    return float(min(0.5, 0.05 * 2**resends))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -128,6 +157,13 @@ def _mapped_errors() -> Iterator[None]:
         raise StateBackendError(f"Redis error: {exc}") from exc
 
 
+def _raise_errors(replies: list[Any]) -> list[Any]:
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
+
+
 class RedisBackend:
     """``redis://``, ``rediss://``, ``unix://``, ``redis+cluster://``: state in Redis hashes.
 
@@ -136,6 +172,11 @@ class RedisBackend:
     leaves that client open, since the host may still use it. ``timeout`` (seconds) and
     ``pool_size`` make the backend itself bound each operation and the operations in
     flight; a host-owned client usually has its own socket timeout and pool instead.
+
+    Retries follow the client's ``Retry``: opening a connection is retried as it says,
+    and so is a read whose connection dropped before its reply arrived (up to as many
+    times, 0.1 s doubling backoff). A write is never sent twice, whatever the client's
+    ``Retry``: its lost reply raises :class:`~statekit.errors.BackendUnavailableError`.
     """
 
     capabilities = frozenset({Capability.VERSIONS})
@@ -159,24 +200,27 @@ class RedisBackend:
         self._url = None if url is None else mask_password(url)
         self._cluster = isinstance(client, RedisCluster)
         self._closed = False
-        # AsyncScript runs EVALSHA and loads the script on NOSCRIPT by itself; it is typed
-        # for Redis only, but RedisCluster routes EVALSHA by its first key just the same.
-        scripts_client = cast(Redis, client)
-        self._write = AsyncScript(scripts_client, _WRITE)
-        self._delete = AsyncScript(scripts_client, _DELETE)
-        self._get_versioned = AsyncScript(scripts_client, _GET_VERSIONED)
         self._scripts_loaded = not self._cluster
         self._scripts_lock = asyncio.Lock()
         self._pipeline: AutoPipeline | None = None
-        if auto_pipeline and isinstance(client, Redis):
-            # A batch is bounded by the backend's timeout, else by the client's own
-            # socket timeout (what bounds each of its direct calls too).
-            socket_timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
-            self._pipeline = AutoPipeline(
-                client,
-                timeout=timeout if timeout is not None else socket_timeout,
-                scripts=(_WRITE, _DELETE, _GET_VERSIONED),
+        self._send: Send = self._send_direct
+        self._resends = 0  # a cluster client re-sends reads itself
+        if isinstance(client, Redis):
+            retry = client.get_retry()
+            self._resends = 0 if retry is None else max(0, retry.get_retries())
+            connections = PooledConnections(client)
+            self._round_trip: Send = functools.partial(
+                send_with_scripts, connections.round_trip, _SCRIPTS
             )
+            if auto_pipeline:
+                # A batch is bounded by the backend's timeout, else by the client's own
+                # socket timeout (what bounds each of its direct calls too).
+                socket_timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
+                self._pipeline = AutoPipeline(
+                    self._round_trip,
+                    timeout=timeout if timeout is not None else socket_timeout,
+                )
+                self._send = self._pipeline.execute_many
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisBackend:
@@ -240,27 +284,86 @@ class RedisBackend:
         finally:
             self._gate.release()
 
-    async def _run(self, script: AsyncScript, keys: list[str], args: list[str]) -> Any:
-        """Run a script; on a cluster, load every script on every primary first.
+    # ---- sending commands -----------------------------------------------------------
+
+    async def _send_direct(self, commands: Sequence[Command]) -> list[Any]:
+        """One round trip of its own (no auto-pipelining)."""
+        return cast(list[Any], await self._timed(self._round_trip(commands)))
+
+    async def _request(self, commands: Sequence[Command], *, read: bool) -> list[Any]:
+        """Send ``commands`` to a standalone server in one round trip; their replies.
+
+        When the connection drops after the commands were sent, their outcome is unknown:
+        a read is then sent again, up to the client's retry count; a write never is (it
+        may have been applied: sending it again could apply it twice, or make a
+        conditional write conflict with itself), so the error reaches the caller.
+        Nothing is sent again after a timeout, nor when no connection could be opened
+        (opening one was already retried).
+        """
+        resends = 0
+        while True:
+            try:
+                return await self._send(commands)
+            except NotSent:
+                raise
+            except redis_errors.ConnectionError:
+                if not read or resends >= self._resends:
+                    raise
+            resends += 1
+            await asyncio.sleep(_resend_delay(resends))
+
+    async def _read(self, *command: Any) -> Any:
+        """One read command, sent again if its reply is lost; its reply."""
+        if self._cluster:
+            return await self._cluster_call(command, None)
+        (reply,) = await self._request((command,), read=True)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    async def _write(self, key: str, *command: Any) -> Any:
+        """One write command on ``key``'s node, never sent twice; its reply."""
+        if self._cluster:
+            return await self._cluster_call(command, key)
+        (reply,) = await self._request((command,), read=False)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    async def _cluster_call(self, command: Command, write_key: str | None) -> Any:
+        """One command on a cluster, ``EVALSHA`` included.
+
+        A read goes through the cluster client's own retries (which re-map the cluster on
+        a connection error). A write is sent to the node of ``write_key`` explicitly, which
+        makes redis-py send it once: a ``MOVED`` or ``ASK`` reply (the command did not
+        run) is still followed.
+        """
+        cluster = cast(RedisCluster, self._client)
+        await self._load_scripts()
+        options: dict[str, Any] = {}
+        if write_key is not None:
+            await cluster.initialize()  # a no-op unless a failure asked for a new map
+            options["target_nodes"] = cluster.get_node_from_key(write_key)
+        try:
+            return await self._timed(cluster.execute_command(*command, **options))
+        except redis_errors.NoScriptError:
+            # The script did not run: load it (a failover, SCRIPT FLUSH) and send once more.
+            await self._timed(cluster.script_load(_SCRIPTS[command[1]]))
+            return await self._timed(cluster.execute_command(*command, **options))
+
+    async def _load_scripts(self) -> None:
+        """Load every script on every primary of a cluster, once, up front.
 
         redis-py's cluster client misroutes EVALSHA when many calls hit NOSCRIPT at once
-        (MOVED replies, then reconnect storms), so the scripts are loaded up front, once.
-        A node that loses them later (failover, SCRIPT FLUSH) still gets them reloaded on
-        NOSCRIPT by AsyncScript.
+        (MOVED replies, then reconnect storms), so NOSCRIPT is kept for the rare node that
+        loses its scripts later (failover, SCRIPT FLUSH).
         """
         if not self._scripts_loaded:
             async with self._scripts_lock:
                 if not self._scripts_loaded:
-                    for each in (self._write, self._delete, self._get_versioned):
-                        await self._client.script_load(each.script)
+                    for script in _SCRIPTS.values():
+                        await self._timed(self._client.script_load(script))
                     self._scripts_loaded = True
-        return await script(keys=keys, args=args)
-
-    async def _script(self, script: AsyncScript, keys: list[str], args: list[str]) -> Any:
-        """One ``EVALSHA``: auto-pipelined when enabled, else a direct call."""
-        if self._pipeline is not None:
-            return await self._pipeline.execute("EVALSHA", script.sha, len(keys), *keys, *args)
-        return await self._timed(self._run(script, keys, args))
 
     # ---- keys ---------------------------------------------------------------------
 
@@ -274,18 +377,16 @@ class RedisBackend:
     # ---- reads --------------------------------------------------------------------
 
     async def get(self, scope_key: str, state_key: str) -> str | None:
-        value_key = f"{self._prefix}{{{scope_key}}}"
         with _mapped_errors():
-            if self._pipeline is not None:
-                raw = await self._pipeline.execute("HGET", value_key, state_key)
-            else:
-                raw = await self._timed(self._client.hget(value_key, state_key))
+            raw = await self._read("HGET", f"{self._prefix}{{{scope_key}}}", state_key)
         return None if raw is None else _text(raw)
 
     async def get_versioned(self, scope_key: str, state_key: str) -> tuple[str | None, int]:
         value_key, meta_key, _ = self._keys(scope_key)
         with _mapped_errors():
-            raw, meta = await self._script(self._get_versioned, [value_key, meta_key], [state_key])
+            raw, meta = await self._read(
+                "EVALSHA", _GET_VERSIONED_SHA, 2, value_key, meta_key, state_key
+            )
         if raw is None or meta is None:
             return None, 0
         return _text(raw), int(_text(meta).split(":", 1)[0])
@@ -294,15 +395,16 @@ class RedisBackend:
         unique = list(dict.fromkeys(scope_keys))
         if not unique:
             return {}
+        commands = [("HGETALL", f"{self._prefix}{{{scope_key}}}") for scope_key in unique]
         with _mapped_errors():
-            async with self._client.pipeline(transaction=False) as pipe:
-                for scope_key in unique:
-                    pipe.hgetall(self._keys(scope_key)[0])
-                replies = await self._timed(pipe.execute())
-        return {
-            scope_key: {_text(k): _text(v) for k, v in reply.items()}
-            for scope_key, reply in zip(unique, replies, strict=True)
-        }
+            if self._cluster:
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for command in commands:
+                        pipe.execute_command(*command)
+                    replies = await self._timed(pipe.execute())
+            else:
+                replies = _raise_errors(await self._request(commands, read=True))
+        return {scope_key: _pairs(reply) for scope_key, reply in zip(unique, replies, strict=True)}
 
     async def list_keys(
         self, scope_key: str, prefix: str, limit: int, after: str | None
@@ -391,10 +493,22 @@ class RedisBackend:
         context: ScopeContext,
         expected_version: int | None = None,
     ) -> int:
+        value_key, meta_key, ctx_key = self._keys(scope_key)
         expected = "" if expected_version is None else str(expected_version)
-        args = [expected, state_key, value_json, _context_json(context)]
         with _mapped_errors():
-            reply = await self._script(self._write, list(self._keys(scope_key)), args)
+            reply = await self._write(
+                value_key,
+                "EVALSHA",
+                _WRITE_SHA,
+                3,
+                value_key,
+                meta_key,
+                ctx_key,
+                expected,
+                state_key,
+                value_json,
+                _context_json(context),
+            )
         if reply[0] == -1:
             assert expected_version is not None  # the script only refuses conditional sets
             raise VersionConflictError(scope_key, state_key, expected_version, int(reply[1]))
@@ -410,41 +524,60 @@ class RedisBackend:
             return
         with _mapped_errors():
             if not self._cluster:
-                await self._script(self._write, *self._write_args(writes, ""))
+                await self._write("", *self._write_command(writes))
                 return
             by_scope: dict[str, list[StateWrite]] = {}
             for write in writes:
                 by_scope.setdefault(write.scope_key, []).append(write)
-            groups = (self._run(self._write, *self._write_args(g, "")) for g in by_scope.values())
-            await self._timed(asyncio.gather(*groups))
+            await asyncio.gather(
+                *(
+                    self._write(self._keys(scope_key)[0], *self._write_command(group))
+                    for scope_key, group in by_scope.items()
+                )
+            )
 
-    def _write_args(
-        self, writes: Sequence[StateWrite], expected: str
-    ) -> tuple[list[str], list[str]]:
-        """KEYS and ARGV of the write script for ``writes``."""
+    def _write_command(self, writes: Sequence[StateWrite]) -> Command:
+        """The ``EVALSHA`` of the write script for ``writes``, unconditional."""
         keys: list[str] = []
-        args: list[str] = [expected]
+        args: list[str] = [""]
         for write in writes:
             keys.extend(self._keys(write.scope_key))
             args.extend((write.state_key, write.value_json, _context_json(write.context)))
-        return keys, args
+        return ("EVALSHA", _WRITE_SHA, len(keys), *keys, *args)
 
     async def delete(self, scope_key: str, state_key: str) -> bool:
+        keys = self._keys(scope_key)
         with _mapped_errors():
-            removed = await self._script(self._delete, list(self._keys(scope_key)), [state_key])
+            removed = await self._write(keys[0], "EVALSHA", _DELETE_SHA, 3, *keys, state_key)
         return bool(removed)
 
     async def clear(self) -> None:
-        """``SCAN`` + ``UNLINK`` in batches of this prefix's keys only (never ``KEYS``)."""
-        batch: list[bytes | str] = []
+        """``SCAN`` + ``UNLINK`` in batches of this prefix's keys only (never ``KEYS``).
+
+        ``UNLINK`` is a write like any other: never sent twice, as a second one could
+        remove a key written again in between.
+        """
+        batch: list[str] = []
         with _mapped_errors():
             async for key in self._scan(glob_escape(self._prefix) + "{*"):
-                batch.append(key)
+                batch.append(_text(key))
                 if len(batch) >= _SCAN_BATCH:
-                    await self._timed(self._client.unlink(*batch))
+                    await self._unlink(batch)
                     batch = []
             if batch:
-                await self._timed(self._client.unlink(*batch))
+                await self._unlink(batch)
+
+    async def _unlink(self, keys: list[str]) -> None:
+        if not self._cluster:
+            await self._write("", "UNLINK", *keys)
+            return
+        # A cluster command may only name keys of one slot: one UNLINK per scope.
+        by_slot: dict[str, list[str]] = {}
+        for key in keys:
+            by_slot.setdefault(key[key.index("{") : key.index("}") + 1], []).append(key)
+        await asyncio.gather(
+            *(self._write(group[0], "UNLINK", *group) for group in by_slot.values())
+        )
 
     # ---- lifecycle ----------------------------------------------------------------
 

@@ -371,6 +371,70 @@ async def test_a_host_client_decoding_responses_works_too() -> None:
         await client.aclose()
 
 
+# ---- fairness without auto-pipelining ----------------------------------------------------
+
+
+def test_without_auto_pipeline_a_fifo_gate_sized_like_the_pool_is_in_front_of_it() -> None:
+    direct = RedisBackend.from_url(
+        "redis://127.0.0.1:6390?auto_pipeline=false&pool_size=7&timeout=3"
+    )
+    assert direct._gate is not None
+    assert (direct._gate.size, direct._gate.timeout) == (7, 3.0)
+    assert RedisBackend.from_url("redis://127.0.0.1:6390")._gate is None  # the pipeline's own
+    pool = aioredis.BlockingConnectionPool.from_url("redis://127.0.0.1:6390", max_connections=4)
+    host = RedisBackend(aioredis.Redis.from_pool(pool), auto_pipeline=False)
+    assert host._gate is not None
+    assert (host._gate.size, host._gate.timeout) == (4, pool.timeout)
+    plain = RedisBackend(aioredis.Redis.from_url("redis://127.0.0.1:6390"), auto_pipeline=False)
+    assert plain._gate is None  # a plain pool never makes a caller wait
+
+
+async def test_without_auto_pipeline_callers_get_a_connection_in_arrival_order() -> None:
+    """A caller that has just finished and calls again queues behind those waiting: with
+    one connection, a busy task cannot take it back before the others had their turn."""
+    url = service_url("STATEKIT_REDIS_URL")
+    backend = RedisBackend.from_url(url, key_prefix=_prefix(), auto_pipeline=False, pool_size=1)
+    served: list[str] = []
+
+    async def get(name: str) -> None:
+        assert await backend.get("s", "k") == "1"
+        served.append(name)
+
+    async def busy() -> None:
+        for _ in range(3):
+            await get("busy")
+
+    try:
+        await backend.set("s", "k", "1", CONTEXT)
+        first = asyncio.create_task(busy())
+        await asyncio.sleep(0)  # its first call holds the only connection
+        await asyncio.gather(first, get("a"), get("b"))
+    finally:
+        await backend.clear()
+        await backend.aclose()
+    assert served == ["busy", "a", "b", "busy", "busy"]
+
+
+async def test_without_auto_pipeline_a_caller_waits_for_a_connection_at_most_timeout() -> None:
+    url = service_url("STATEKIT_REDIS_URL")
+    backend = RedisBackend.from_url(
+        url, key_prefix=_prefix(), auto_pipeline=False, pool_size=1, timeout=0.2
+    )
+    try:
+        await backend.set("s", "k", "1", CONTEXT)
+        assert backend._gate is not None
+        await backend._gate.acquire()  # another operation holds the only connection
+        with pytest.raises(BackendTimeoutError, match=r"no Redis connection free within 0\.2 s"):
+            await asyncio.wait_for(backend.get("s", "k"), 10)
+        with pytest.raises(BackendTimeoutError):
+            await asyncio.wait_for(backend.set("s", "k", "2", CONTEXT), 10)
+        backend._gate.release()
+        assert await backend.get("s", "k") == "1"  # the write waiting in line never ran
+    finally:
+        await backend.clear()
+        await backend.aclose()
+
+
 # ---- faults ----------------------------------------------------------------------------
 
 

@@ -30,10 +30,11 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, cast
 
 from redis import exceptions as redis_errors
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 
 from statekit.backends.base import Capability, ScopeContext, StateEntry, StateWrite
+from statekit.backends.gate import FifoGate
 from statekit.backends.redis_pipeline import (
     AutoPipeline,
     Command,
@@ -169,9 +170,13 @@ class RedisBackend:
 
     Build it with :meth:`from_url` (the backend owns and closes its client), or pass a
     ``redis.asyncio.Redis`` / ``RedisCluster`` the host already owns: then :meth:`aclose`
-    leaves that client open, since the host may still use it. ``timeout`` (seconds) and
-    ``pool_size`` make the backend itself bound each operation and the operations in
-    flight; a host-owned client usually has its own socket timeout and pool instead.
+    leaves that client open, since the host may still use it. ``timeout`` (seconds) makes
+    the backend itself bound each operation; a host-owned client usually has its own
+    socket timeout instead. ``pool_size`` admits that many operations at once, first come
+    first served, each waiting at most ``pool_timeout`` seconds for its turn
+    (:class:`~statekit.errors.BackendTimeoutError`); without auto-pipelining, a client
+    whose pool is a ``BlockingConnectionPool`` gets this gate with the pool's size and
+    timeout by default, as that pool serves its waiters in no particular order.
 
     Retries follow the client's ``Retry``: opening a connection is retried as it says,
     and so is a read whose connection dropped before its reply arrived (up to as many
@@ -188,13 +193,19 @@ class RedisBackend:
         *,
         timeout: float | None = None,
         pool_size: int | None = None,
+        pool_timeout: float | None = 5.0,
         auto_pipeline: bool = True,
         owns_client: bool = False,
         url: str | None = None,
     ) -> None:
         self._client = client
         self._timeout = timeout
-        self._gate = None if pool_size is None else asyncio.Semaphore(pool_size)
+        pool = client.connection_pool if isinstance(client, Redis) else None
+        if pool_size is None and not auto_pipeline and isinstance(pool, BlockingConnectionPool):
+            pool_size, pool_timeout = pool.max_connections, pool.timeout
+        self._gate = (
+            None if pool_size is None else FifoGate(pool_size, pool_timeout, "Redis connection")
+        )
         self._prefix = validate_key_prefix(key_prefix)
         self._owns_client = owns_client
         self._url = None if url is None else mask_password(url)
@@ -231,11 +242,12 @@ class RedisBackend:
         (standalone servers only: concurrent calls share pipelined round trips).
         """
         client, opts = build_client(url, options)
-        # The standalone client waits for a free pooled connection and, without
-        # auto-pipelining, enforces ``timeout`` on its sockets; with it, the backend bounds
-        # each operation by ``timeout`` itself. The cluster client gets neither: redis-py's
-        # async cluster connections break under concurrent first use with a socket
-        # timeout, and its pool raises instead of waiting when full. So for a cluster the
+        # Without auto-pipelining, the standalone client enforces ``timeout`` on its
+        # sockets and the backend admits ``pool_size`` operations at once, in arrival
+        # order; with it, the backend bounds each operation by ``timeout`` itself and the
+        # pipeline needs only a few connections. The cluster client gets no socket
+        # timeout: redis-py's async cluster connections break under concurrent first use
+        # with one, and its pool raises instead of waiting when full. So for a cluster the
         # backend bounds each operation by ``timeout`` and the operations in flight by
         # ``pool_size``.
         if isinstance(client, RedisCluster):
@@ -244,6 +256,7 @@ class RedisBackend:
                 opts.key_prefix,
                 timeout=opts.timeout,
                 pool_size=opts.pool_size,
+                pool_timeout=opts.timeout,
                 owns_client=True,
                 url=url,
             )
@@ -251,6 +264,8 @@ class RedisBackend:
             client,
             opts.key_prefix,
             timeout=opts.timeout if opts.auto_pipeline else None,
+            pool_size=None if opts.auto_pipeline else opts.pool_size,
+            pool_timeout=opts.timeout,
             auto_pipeline=opts.auto_pipeline,
             owns_client=True,
             url=url,
@@ -261,26 +276,26 @@ class RedisBackend:
         return f"RedisBackend({where!r}, key_prefix={self._prefix!r})"
 
     async def _timed(self, awaitable: Awaitable[Any] | Any) -> Any:
-        """Await ``awaitable`` within ``timeout`` and ``pool_size`` when they are set.
+        """Await ``awaitable`` in its turn at the gate (``pool_size``), then within
+        ``timeout``, when they are set.
 
         redis-py's client types many commands as "awaitable or plain value" (the sync
         and async clients share them), hence ``Any`` at this one boundary.
         """
-        if self._timeout is None and self._gate is None:
-            return await awaitable
-        return await asyncio.wait_for(self._gated(awaitable), self._timeout)
-
-    async def _gated(self, awaitable: Awaitable[Any]) -> Any:
         if self._gate is None:
-            return await awaitable
+            if self._timeout is None:
+                return await awaitable
+            return await asyncio.wait_for(awaitable, self._timeout)
         try:
             await self._gate.acquire()
         except BaseException:
             if inspect.iscoroutine(awaitable):
-                awaitable.close()  # timed out waiting: it will never run
+                awaitable.close()  # no place in time: it will never run
             raise
         try:
-            return await awaitable
+            if self._timeout is None:
+                return await awaitable
+            return await asyncio.wait_for(awaitable, self._timeout)
         finally:
             self._gate.release()
 

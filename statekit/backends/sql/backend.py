@@ -26,6 +26,7 @@ from sqlalchemy.sql import Executable
 from sqlalchemy.util import greenlet_spawn
 
 from statekit.backends.base import Capability, ScopeContext, StateEntry, StateWrite
+from statekit.backends.gate import FifoGate
 from statekit.backends.sql.engine import build_engine
 from statekit.backends.sql.faults import TRANSLATED, translate
 from statekit.backends.sql.options import parse_url, split_options
@@ -36,7 +37,6 @@ from statekit.backends.sql.schema import (
     state_table,
 )
 from statekit.errors import (
-    BackendTimeoutError,
     ConfigurationError,
     StateBackendError,
     VersionConflictError,
@@ -119,9 +119,11 @@ class SQLBackend:
         # SQLAlchemy's async pool hands a returned connection to whichever task asks next,
         # so with more tasks than connections a waiter can starve past its timeout. A FIFO
         # gate of the pool's size in front of it serves callers in order instead.
-        self._gate = None if max_in_flight is None else asyncio.Semaphore(max_in_flight)
-        self._gate_size = max_in_flight
-        self._pool_timeout = pool_timeout
+        self._gate = (
+            None
+            if max_in_flight is None
+            else FifoGate(max_in_flight, pool_timeout, "database connection")
+        )
         self._build_statements()
 
     @classmethod
@@ -238,17 +240,8 @@ class SQLBackend:
         if self._gate is None:
             yield
             return
-        try:
-            await asyncio.wait_for(self._gate.acquire(), self._pool_timeout)
-        except asyncio.TimeoutError:
-            raise BackendTimeoutError(
-                f"no database connection free within {self._pool_timeout:g} s "
-                f"({self._gate_size} in use)"
-            ) from None
-        try:
+        async with self._gate.place():
             yield
-        finally:
-            self._gate.release()
 
     async def _prepare(self) -> None:
         if self._closed:

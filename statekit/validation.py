@@ -73,7 +73,14 @@ _UNSTORABLE_TEXT = re.compile("[\x00\ud800-\udfff]")
 def check_context(context: ScopeContext) -> ScopeContext:
     """Refuse context fields no backend can store faithfully: SQL keeps them in 255-character
     columns and PostgreSQL text cannot hold NUL, so those are refused, never truncated."""
-    for name, value in context.as_dict().items():
+    fields = context.as_dict()
+    texts = [value for value in fields.values() if value is not None]
+    # Every write checks its context: one search over all the fields, not one per field.
+    if max(map(len, texts), default=0) <= MAX_CONTEXT_FIELD_LENGTH and not _UNSTORABLE_TEXT.search(
+        "".join(texts)
+    ):
+        return context
+    for name, value in fields.items():
         if value is not None and (
             len(value) > MAX_CONTEXT_FIELD_LENGTH or _UNSTORABLE_TEXT.search(value)
         ):

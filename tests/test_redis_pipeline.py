@@ -277,6 +277,32 @@ async def test_server_killed_mid_batch_fails_every_caller_then_recovers(
         await backend.aclose()
 
 
+async def test_connections_the_server_closed_while_idle_are_opened_again_before_use(
+    own_server: RedisServer,
+) -> None:
+    """A kept connection the server closed (restart, ``CLIENT KILL``, idle ``timeout``) is
+    never sent a write: that would fail it with an unknown outcome though it never ran."""
+    backend = RedisBackend.from_url(own_server.url, key_prefix="idle:")
+    admin = aioredis.Redis.from_url(own_server.url)
+    try:
+        writes = [backend.set("s", f"k{i}", "1", CONTEXT) for i in range(30)]
+        assert await asyncio.gather(*writes) == [1] * 30  # several kept connections
+        kept = backend._connections
+        assert isinstance(kept, redis_pipeline.KeptConnections)
+        assert len(kept._opened) > 1
+        await admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        for _ in range(500):  # until the event loop has seen every one of them close
+            if not any(map(redis_pipeline._usable, kept._opened)):
+                break
+            await asyncio.sleep(0.01)
+        writes = [backend.set("s", f"k{i}", "2", CONTEXT) for i in range(30)]
+        assert await asyncio.gather(*writes) == [2] * 30
+        assert await backend.get("s", "k0") == "2"
+    finally:
+        await admin.aclose()
+        await backend.aclose()
+
+
 async def test_a_stalled_server_times_every_caller_out_then_recovers(
     own_server: RedisServer,
 ) -> None:

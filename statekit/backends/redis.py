@@ -38,6 +38,7 @@ from statekit.backends.gate import FifoGate
 from statekit.backends.redis_pipeline import (
     AutoPipeline,
     Command,
+    KeptConnections,
     NotSent,
     PooledConnections,
     Send,
@@ -216,12 +217,15 @@ class RedisBackend:
         self._pipeline: AutoPipeline | None = None
         self._send: Send = self._send_direct
         self._resends = 0  # a cluster client re-sends reads itself
+        self._connections: KeptConnections | PooledConnections | None = None
         if isinstance(client, Redis):
             retry = client.get_retry()
             self._resends = 0 if retry is None else max(0, retry.get_retries())
-            connections = PooledConnections(client)
+            self._connections = (
+                KeptConnections(client) if auto_pipeline else PooledConnections(client)
+            )
             self._round_trip: Send = functools.partial(
-                send_with_scripts, connections.round_trip, _SCRIPTS
+                send_with_scripts, self._connections.round_trip, _SCRIPTS
             )
             if auto_pipeline:
                 # A batch is bounded by the backend's timeout, else by the client's own
@@ -621,6 +625,9 @@ class RedisBackend:
         self._closed = True
         if self._pipeline is not None:
             await self._pipeline.aclose()
+        if self._connections is not None:
+            with _mapped_errors():
+                await self._connections.aclose()
         if self._owns_client:
             with _mapped_errors():
                 await self._client.aclose()

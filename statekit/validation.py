@@ -98,6 +98,11 @@ def check_limit(limit: object) -> int:
     return max(0, min(limit, MAX_LIST_LIMIT))
 
 
+# What json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")) uses,
+# built once: json.dumps builds a new encoder per call when given any option.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
 def encode_value(value: Any) -> str:
     """Serialise ``value`` to strict JSON text within the size limit, or raise :class:`Refusal`.
 
@@ -105,8 +110,9 @@ def encode_value(value: Any) -> str:
     as UTF-8 (a lone surrogate is refused). The size counted is that of the stored text.
     """
     try:
-        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-        size = len(text.encode("utf-8"))
+        text = _ENCODER.encode(value)
+        # ASCII text is its own UTF-8; any other is encoded, which also refuses surrogates.
+        size = len(text) if text.isascii() else len(text.encode("utf-8"))
     except (TypeError, ValueError, RecursionError) as exc:
         # UnicodeEncodeError is a ValueError: lone surrogates land here too.
         raise Refusal(f"Value is not JSON-serializable: {exc}") from None

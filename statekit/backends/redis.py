@@ -24,9 +24,9 @@ import functools
 import hashlib
 import inspect
 import json
-from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from datetime import datetime, timedelta, timezone
+from types import TracebackType
 from typing import Any, cast
 
 from redis import exceptions as redis_errors
@@ -146,17 +146,35 @@ def _context_json(context: ScopeContext) -> str:
     return json.dumps(context.as_dict(), separators=(",", ":"))
 
 
-@contextmanager
-def _mapped_errors() -> Iterator[None]:
-    """Translate redis-py exceptions into statekit's error tree at the boundary."""
-    try:
-        yield
-    except (redis_errors.TimeoutError, asyncio.TimeoutError) as exc:
-        raise BackendTimeoutError(f"Redis did not answer in time: {exc}") from exc
-    except (redis_errors.ConnectionError, redis_errors.ClusterDownError) as exc:
-        raise BackendUnavailableError(f"Redis is unavailable: {exc}") from exc
-    except (redis_errors.RedisError, redis_errors.RedisClusterException) as exc:
-        raise StateBackendError(f"Redis error: {exc}") from exc
+class _ErrorMapper:
+    """Translate redis-py exceptions into statekit's error tree at the boundary.
+
+    A class rather than a ``@contextmanager`` generator: it wraps every operation, and
+    entering and leaving a generator costs several times as much.
+    """
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if isinstance(exc, (redis_errors.TimeoutError, asyncio.TimeoutError)):
+            raise BackendTimeoutError(f"Redis did not answer in time: {exc}") from exc
+        if isinstance(exc, (redis_errors.ConnectionError, redis_errors.ClusterDownError)):
+            raise BackendUnavailableError(f"Redis is unavailable: {exc}") from exc
+        if isinstance(exc, (redis_errors.RedisError, redis_errors.RedisClusterException)):
+            raise StateBackendError(f"Redis error: {exc}") from exc
+
+
+_ERROR_MAPPER = _ErrorMapper()
+
+
+def _mapped_errors() -> _ErrorMapper:
+    return _ERROR_MAPPER
 
 
 def _raise_errors(replies: list[Any]) -> list[Any]:

@@ -8,6 +8,7 @@ conditional sets, batch updates, export, and typed backend errors.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -76,23 +77,60 @@ def _policy(binding: BindingLike) -> tuple[bool, Iterable[str]]:
 def _event_context(
     scope: str, event: EventLike, binding: BindingLike, descriptor: DescriptorLike
 ) -> ScopeContext:
+    """The context stored with an event's writes, checked (:class:`Refusal` if unstorable)."""
     actor = getattr(event, "actor", None)
     subject = getattr(event, "subject", None)
-    return ScopeContext.from_mapping(
+    return _context(
         descriptor.id,
         get_binding_identity(binding),
         scope,
-        {
-            "bot_id": getattr(event, "bot_id", None),
-            "workspace_id": getattr(event, "workspace_id", None),
-            "conversation_id": getattr(event, "conversation_id", None),
-            "thread_id": getattr(event, "thread_id", None),
-            "actor_type": getattr(actor, "actor_type", None),
-            "actor_id": getattr(actor, "actor_id", None),
-            "subject_type": getattr(subject, "subject_type", None),
-            "subject_id": getattr(subject, "subject_id", None),
-        },
+        (
+            getattr(event, "bot_id", None),
+            getattr(event, "workspace_id", None),
+            getattr(event, "conversation_id", None),
+            getattr(event, "thread_id", None),
+            getattr(actor, "actor_type", None),
+            getattr(actor, "actor_id", None),
+            getattr(subject, "subject_type", None),
+            getattr(subject, "subject_id", None),
+        ),
     )
+
+
+# The optional ScopeContext fields, in their order.
+_EXTRA = (
+    "bot_id",
+    "workspace_id",
+    "conversation_id",
+    "thread_id",
+    "actor_type",
+    "actor_id",
+    "subject_type",
+    "subject_id",
+)
+
+
+def _context(
+    runner_id: str, binding_identity: str, scope: str, extra: tuple[Any, ...]
+) -> ScopeContext:
+    """``ScopeContext.from_mapping`` over ``extra`` (values in ``_EXTRA`` order), checked
+    (:class:`Refusal` if unstorable).
+
+    Text ids (the usual case) map to their checked context through a cache, as a runner
+    keeps writing to the same few scopes: building and checking it is a good part of a
+    write's cost. Other values are converted and checked every time (1 and True are equal
+    cache keys, but not equal text).
+    """
+    values = (runner_id, binding_identity, scope, *extra)
+    if all(type(value) is str or value is None for value in values):
+        return _checked_context(values)
+    mapping = dict(zip(_EXTRA, extra, strict=True))
+    return check_context(ScopeContext.from_mapping(runner_id, binding_identity, scope, mapping))
+
+
+@functools.lru_cache(maxsize=4096)
+def _checked_context(values: tuple[str | None, ...]) -> ScopeContext:
+    return check_context(ScopeContext(*values))  # type: ignore[arg-type]
 
 
 class StateStore:
@@ -279,9 +317,8 @@ class StateStore:
             if context is not None and not isinstance(context, Mapping):
                 raise Refusal(f"context must be a mapping, not {type(context).__name__}")
             value_json = encode_value(value)
-            ctx = check_context(
-                ScopeContext.from_mapping(runner_id, binding_identity, scope, context)
-            )
+            extra = (None,) * len(_EXTRA) if not context else tuple(map(context.get, _EXTRA))
+            ctx = _context(runner_id, binding_identity, scope, extra)
         except Refusal as refusal:
             return self._refuse(refusal, logger)
         try:
@@ -356,10 +393,7 @@ class StateStore:
             raise Refusal(f'Missing identity for scope "{scope}"')
         value_json = encode_value(value)
         return StateWrite(
-            scope_key,
-            state_key,
-            value_json,
-            check_context(_event_context(scope, event, binding, descriptor)),
+            scope_key, state_key, value_json, _event_context(scope, event, binding, descriptor)
         )
 
     @staticmethod

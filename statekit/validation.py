@@ -75,10 +75,11 @@ def check_context(context: ScopeContext) -> ScopeContext:
     columns and PostgreSQL text cannot hold NUL, so those are refused, never truncated."""
     fields = context.as_dict()
     texts = [value for value in fields.values() if value is not None]
-    # Every write checks its context: one search over all the fields, not one per field.
-    if max(map(len, texts), default=0) <= MAX_CONTEXT_FIELD_LENGTH and not _UNSTORABLE_TEXT.search(
-        "".join(texts)
-    ):
+    # Every write checks its context: one search over all the fields, not one per field,
+    # and for ASCII text (no surrogates possible) a plain search for NUL.
+    joined = "".join(texts)
+    storable = "\x00" not in joined if joined.isascii() else _UNSTORABLE_TEXT.search(joined) is None
+    if storable and max(map(len, texts), default=0) <= MAX_CONTEXT_FIELD_LENGTH:
         return context
     for name, value in fields.items():
         if value is not None and (

@@ -16,8 +16,11 @@ snapshot  ``build_snapshot_from_event``: 4 scopes of   the same 4 hashes: one pi
           10 keys of ~250-byte JSON objects            4 ``HGETALL``, every value decoded
 ========  ===========================================  ====================================
 
-``set``, ``get`` run at 1 and 64 in flight, ``update`` and ``snapshot`` at 1. Each figure is
-the median of ``--runs`` interleaved runs. Keys live under a unique prefix and are deleted
+``set``, ``get`` run at 1 and 64 in flight, ``update`` and ``snapshot`` at 1. Within a run
+the variants take turns in small chunks of operations (100 at 1 in flight, 1024 at 64), so
+the load of a shared machine hits them alike; a run's ratio compares the variants' rates
+in that run. The figures are the medians over ``--runs`` runs: of each variant's rate,
+and of its ratio to raw redis-py. Keys live under a unique prefix and are deleted
 afterwards.
 """
 
@@ -31,6 +34,7 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import cast
 
 import redis.asyncio as aioredis
 
@@ -58,26 +62,40 @@ def _snapshot_value(n: int) -> dict[str, object]:
     }
 
 
-async def _rate(op: Op, in_flight: int, total: int) -> float:
-    """Operations per second of ``total`` calls of ``op`` with ``in_flight`` callers."""
-    per_task = total // in_flight
+async def _chunk(op: Op, in_flight: int, count: int, offset: int) -> float:
+    """Seconds taken by ``count`` calls of ``op`` with ``in_flight`` callers."""
+    per_task = count // in_flight
 
-    async def worker(offset: int) -> None:
+    async def worker(first: int) -> None:
         for i in range(per_task):
-            await op(offset + i * in_flight)
+            await op(first + i * in_flight)
 
-    await asyncio.gather(*(op(i) for i in range(in_flight)))  # connections open first
     start = time.perf_counter()
-    await asyncio.gather(*(worker(n) for n in range(in_flight)))
-    return per_task * in_flight / (time.perf_counter() - start)
+    await asyncio.gather(*(worker(offset + n) for n in range(in_flight)))
+    return time.perf_counter() - start
+
+
+async def _run(variants: dict[str, Op], in_flight: int, total: int) -> dict[str, float]:
+    """One run: ops/s of each variant over ``total`` calls, the variants taking turns."""
+    chunk = 100 if in_flight == 1 else 16 * in_flight
+    for op in variants.values():  # connections open, caches warm
+        await _chunk(op, in_flight, chunk, 0)
+    elapsed = dict.fromkeys(variants, 0.0)
+    for offset in range(0, total, chunk):
+        for name, op in variants.items():
+            elapsed[name] += await _chunk(op, in_flight, chunk, offset)
+    return {name: total / seconds for name, seconds in elapsed.items()}
 
 
 def _raw_ops(client: aioredis.Redis, prefix: str, snapshot_keys: list[str]) -> dict[str, Op]:
+    # redis-py types these "awaitable or value" (its sync and async clients share them).
     async def set_(i: int) -> object:
-        return await client.hset(f"{prefix}raw:{{{i % SCOPES}}}", f"k{i % 100}", '{"n":1}')
+        key = f"{prefix}raw:{{{i % SCOPES}}}"
+        return await cast(Awaitable[int], client.hset(key, f"k{i % 100}", '{"n":1}'))
 
     async def get(i: int) -> object:
-        return await client.hget(f"{prefix}raw:{{{i % SCOPES}}}", f"k{i % 100}")
+        key = f"{prefix}raw:{{{i % SCOPES}}}"
+        return await cast(Awaitable[object], client.hget(key, f"k{i % 100}"))
 
     async def snapshot(i: int) -> object:
         async with client.pipeline(transaction=False) as pipe:
@@ -142,18 +160,18 @@ async def main(url: str, runs: int) -> None:
         "statekit auto_pipeline=on": _store_ops(stores[True], identities, snapshot),
         "statekit auto_pipeline=off": _store_ops(stores[False], identities, snapshot),
     }
-    results: dict[tuple[str, str, int], float] = {}
+    rates: dict[tuple[str, str, int], list[float]] = {}
+    ratios: dict[tuple[str, str, int], list[float]] = {}
     try:
         for kind, in_flight in KINDS:
-            total = 1000 if in_flight == 1 else 8000
-            rates: dict[str, list[float]] = {name: [] for name in ops}
-            for _ in range(runs):  # interleaved, so drift hits every variant alike
-                for name, variant in ops.items():
-                    rate = await _rate(variant[kind], in_flight, total)
+            total = 1000 if in_flight == 1 else 8192
+            for _ in range(runs):
+                run = await _run({name: v[kind] for name, v in ops.items()}, in_flight, total)
+                for name, rate in run.items():
                     print(f"  {name} {kind} x{in_flight}: {rate:.0f}/s", file=sys.stderr)
-                    rates[name].append(rate)
-            for name in ops:
-                results[(name, kind, in_flight)] = statistics.median(rates[name])
+                    rates.setdefault((name, kind, in_flight), []).append(rate)
+                    ratio = rate / run["raw redis-py"]
+                    ratios.setdefault((name, kind, in_flight), []).append(ratio)
     finally:
         await stores[True].clear_all()
         for store in stores.values():
@@ -164,8 +182,9 @@ async def main(url: str, runs: int) -> None:
         await raw_client.aclose()
 
     print(f"{'variant':30} {'op':8} {'in flight':>9} {'ops/s':>9} {'x raw':>6}")
-    for (name, kind, in_flight), rate in results.items():
-        ratio = rate / results[("raw redis-py", kind, in_flight)]
+    for (name, kind, in_flight), values in rates.items():
+        ratio = statistics.median(ratios[(name, kind, in_flight)])
+        rate = statistics.median(values)
         print(f"{name:30} {kind:8} {in_flight:>9} {rate:>9.0f} {ratio:>6.2f}")
 
 

@@ -28,24 +28,24 @@ class Target:
 
 
 def _targets() -> tuple[Target, ...]:
+    """The benchmark issue's targets; the SQL ones are checked at 1 and at 64 in flight."""
     raw_redis, raw_pg, original = "raw redis-py", "raw asyncpg", "original"
-    targets = [
+    sql = (
+        ("postgres", "set", original, 3.0),
+        ("postgres", "snapshot", original, 3.0),
+        ("postgres", "get", original, 1.5),
+        ("postgres", "set", raw_pg, 0.6),
+        ("sqlite", "set", original, 2.0),
+        ("sqlite", "snapshot", original, 2.0),
+    )
+    return (
         Target("redis", "set", 1, raw_redis, 0.8),
         Target("redis", "get", 1, raw_redis, 0.8),
         Target("redis", "snapshot", 1, raw_redis, 0.8),
         Target("redis", "set", 64, raw_redis, 2.0),
         Target("redis", "get", 64, raw_redis, 2.0),
-    ]
-    for in_flight in (1, 64):
-        targets += [
-            Target("postgres", "set", in_flight, original, 3.0),
-            Target("postgres", "snapshot", in_flight, original, 3.0),
-            Target("postgres", "get", in_flight, original, 1.5),
-            Target("postgres", "set", in_flight, raw_pg, 0.6),
-            Target("sqlite", "set", in_flight, original, 2.0),
-            Target("sqlite", "snapshot", in_flight, original, 2.0),
-        ]
-    return tuple(targets)
+        *(Target(b, op, n, base, minimum) for b, op, base, minimum in sql for n in (1, 64)),
+    )
 
 
 TARGETS = _targets()

@@ -15,7 +15,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,7 +23,7 @@ from pathlib import Path
 from benchmarks.contenders import BackendRun, open_postgres, open_redis, open_sqlite
 from benchmarks.machine import machine_info
 from benchmarks.report import evaluate_targets, print_report, results_json
-from benchmarks.suite import FULL, QUICK, BackendResult, run_backend
+from benchmarks.suite import FULL, QUICK, BackendResult, Plan, run_backend
 from statekit import BackendURL
 
 BACKENDS = ("redis", "postgres", "sqlite")
@@ -77,26 +77,31 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     unknown = set(args.backends) - set(BACKENDS)
     if unknown:
         parser.error(f"unknown backend(s): {', '.join(sorted(unknown))}")
+    if (args.runs is not None and args.runs < 1) or (
+        args.duration is not None and args.duration <= 0
+    ):
+        parser.error("--runs must be at least 1 and --duration positive")
     return args
 
 
-async def _run_all(args: argparse.Namespace) -> AsyncIterator[BackendResult]:
+def plan_of(args: argparse.Namespace) -> Plan:
+    """The full or quick plan, with ``--runs`` and ``--duration`` applied."""
     plan = QUICK if args.quick else FULL
-    plan = dataclasses.replace(
+    return dataclasses.replace(
         plan,
         runs=args.runs or plan.runs,
         duration=args.duration or plan.duration,
-        scaling_duration=(args.duration / 2) if args.duration else plan.scaling_duration,
+        scaling_duration=args.duration / 2 if args.duration else plan.scaling_duration,
     )
-    args.plan = plan
+
+
+async def _run_all(args: argparse.Namespace, plan: Plan) -> list[BackendResult]:
+    results = []
     for name in args.backends:
         print(f"{name}: measuring", file=sys.stderr, flush=True)
         async with open_backend(name, args) as run:
-            yield await run_backend(run, plan)
-
-
-async def _collect(args: argparse.Namespace) -> list[BackendResult]:
-    return [result async for result in _run_all(args)]
+            results.append(await run_backend(run, plan))
+    return results
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -104,7 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = datetime.now(timezone.utc)
     clock = time.perf_counter()
     machine = machine_info()
-    results = asyncio.run(_collect(args))
+    plan = plan_of(args)
+    results = asyncio.run(_run_all(args, plan))
     targets = evaluate_targets(results)
     print_report(results, targets, sys.stdout)
     machine["load_average_after"] = list(os.getloadavg())
@@ -114,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
         "started_at": started.isoformat(timespec="seconds"),
         "elapsed_s": round(time.perf_counter() - clock, 1),
-        "plan": dataclasses.asdict(args.plan),
+        "plan": dataclasses.asdict(plan),
         "redis_url": str(BackendURL(args.redis_url)),
         "postgres_url": str(BackendURL(args.postgres_url)),
     }

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
 REQUIRE_SERVICES = os.environ.get("STATEKIT_REQUIRE_SERVICES") == "1"
+_SUMMARY_LINES = pytest.StashKey[list[str]]()
 
 
 def service_url(env_var: str) -> str:
@@ -40,3 +41,23 @@ def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
         yield url
     finally:
         stop_cluster(directory)
+
+
+@pytest.fixture
+def summary_line(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    """Add a line to the ``statekit`` section of the run's terminal summary.
+
+    Tests whose figures matter even when they pass (the soak's lost / phantom counts) use
+    it, so the counts are in every CI log without ``-s``.
+    """
+    return request.config.stash.setdefault(_SUMMARY_LINES, []).append
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    lines = config.stash.get(_SUMMARY_LINES, [])
+    if lines:
+        terminalreporter.section("statekit")
+        for line in lines:
+            terminalreporter.write_line(line)

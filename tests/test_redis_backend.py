@@ -63,7 +63,7 @@ async def backend() -> AsyncIterator[RedisBackend]:
 # ---- layout -------------------------------------------------------------------------
 
 
-async def test_layout_is_one_hash_per_scope_with_meta_and_context(
+async def test_layout_is_one_hash_per_scope_with_meta_context_and_index(
     backend: RedisBackend, raw: aioredis.Redis
 ) -> None:
     prefix = backend._prefix
@@ -79,8 +79,9 @@ async def test_layout_is_one_hash_per_scope_with_meta_and_context(
     created_at = datetime.fromtimestamp(int(created) / 1e6, timezone.utc)
     assert abs((created_at - before).total_seconds()) < 60  # server clock, same machine
     assert json.loads(await raw.get(value_key + ":ctx")) == CONTEXT.as_dict()
+    assert await raw.zrange(value_key + ":idx", 0, -1, withscores=True) == [("k", 0.0)]
     assert sorted(await raw.keys(glob_escape(prefix) + "*")) == sorted(
-        [value_key, value_key + ":meta", value_key + ":ctx"]
+        [value_key, value_key + ":meta", value_key + ":ctx", value_key + ":idx"]
     )
 
     other = ScopeContext(runner_id="r-2", binding_identity="b-2", scope="conversation")
@@ -92,7 +93,7 @@ async def test_layout_is_one_hash_per_scope_with_meta_and_context(
     assert json.loads(await raw.get(value_key + ":ctx")) == CONTEXT.as_dict()
 
     assert await backend.delete(scope_key, "k") is True
-    assert await raw.exists(value_key, value_key + ":meta", value_key + ":ctx") == 0
+    assert await raw.keys(glob_escape(prefix) + "*") == []
 
 
 async def test_all_keys_of_a_scope_share_one_cluster_slot(
@@ -101,7 +102,7 @@ async def test_all_keys_of_a_scope_share_one_cluster_slot(
     await backend.set("actor:v2:xyz", "k", "1", CONTEXT)
     keys = await raw.keys(glob_escape(backend._prefix) + "*")
     slots = {key_slot(key.encode()) for key in keys}
-    assert len(keys) == 3
+    assert len(keys) == 4
     assert len(slots) == 1
 
 
@@ -203,6 +204,20 @@ async def test_big_scope_lists_a_matching_prefix_exactly(backend: RedisBackend) 
     keys, has_more = await backend.list_keys("big", "hit:", 100, None)
     assert len(keys) == 50
     assert has_more is False
+
+
+async def test_listing_rebuilds_an_index_that_disagrees_with_the_scope(
+    backend: RedisBackend, raw: aioredis.Redis
+) -> None:
+    """Scopes stored before the index existed (or edited by hand) list like any other."""
+    await backend.set_many([StateWrite("s", f"k{i}", "1", CONTEXT) for i in range(5)])
+    value_key = f"{backend._prefix}{{s}}"
+    await raw.delete(value_key + ":idx")
+    assert await backend.list_keys("s", "", 100, None) == ([f"k{i}" for i in range(5)], False)
+    await raw.zrem(value_key + ":idx", "k3")
+    await raw.zadd(value_key + ":idx", {"stale": 0, "stale2": 0})
+    assert await backend.list_keys("s", "k", 2, "k1") == (["k2", "k3"], True)
+    assert await raw.zcard(value_key + ":idx") == 5
 
 
 async def test_describe_reports_the_server_version(backend: RedisBackend) -> None:
@@ -446,6 +461,33 @@ def own_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.kill()
+
+
+async def test_listing_reads_only_the_matching_range_of_the_index(
+    own_server: RedisServer,
+) -> None:
+    """A prefix range of the index, not a scan of the scope, whatever the scope's size:
+    the server's command counts (its own server, so no other client adds to them) show
+    one ``ZRANGEBYLEX`` per listing and no scan."""
+    backend = RedisBackend.from_url(own_server.url)
+    raw = aioredis.Redis.from_url(own_server.url)
+    try:
+        await backend.set_many(
+            [StateWrite("s", f"other:{i:05d}", "0", CONTEXT) for i in range(3000)]
+            + [StateWrite("s", f"hit:{i:02d}", "1", CONTEXT) for i in range(50)]
+        )
+        await backend.list_keys("s", "hit:", 100, None)  # the index checked once
+        await raw.config_resetstat()
+        assert await backend.list_keys("s", "hit:", 20, "hit:09") == (
+            [f"hit:{i:02d}" for i in range(10, 30)],
+            True,
+        )
+        stats = await raw.info("commandstats")
+        assert stats["cmdstat_zrangebylex"]["calls"] == 1
+        assert not {"cmdstat_hscan", "cmdstat_hkeys", "cmdstat_zrange"} & set(stats)
+    finally:
+        await backend.aclose()
+        await raw.aclose()
 
 
 async def test_server_down_raises_unavailable_then_the_same_backend_recovers(

@@ -2,7 +2,8 @@
 
 The memory run is short and always on. The real-server run (``slow``) drives Redis and
 PostgreSQL at the same time for ``STATEKIT_SOAK_SECONDS`` (default 60) and prints the
-operation counts and the lost / phantom / wrong counts, which must all be zero.
+operation counts and the lost / phantom / wrong counts, which must all be zero, in the
+run's terminal summary.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from conftest import service_url
@@ -22,17 +23,17 @@ from statekit.backends.redis import RedisBackend
 from statekit.backends.sql import SQLBackend
 
 
-def _assert_clean(name: str, report: SoakReport) -> None:
-    print(f"{name}: {report.summary()}")
+def _assert_clean(name: str, report: SoakReport, summary_line: Callable[[str], None]) -> None:
+    summary_line(f"soak on {name}: {report.summary()}")
     assert report.errors == [], report.errors[:5]
     assert (report.lost, report.phantom, report.wrong_value) == (0, 0, 0)
     assert sum(report.operations.values()) > 1000
     assert report.entries > 0
 
 
-async def test_soak_on_memory_loses_nothing() -> None:
+async def test_soak_on_memory_loses_nothing(summary_line: Callable[[str], None]) -> None:
     store = StateStore(MemoryBackend())
-    _assert_clean("memory", await soak(store, workers=64, seconds=1.0))
+    _assert_clean("memory", await soak(store, workers=64, seconds=1.0), summary_line)
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,9 @@ def pg_schema() -> Iterator[str]:
 @pytest.mark.slow
 @pytest.mark.redis
 @pytest.mark.postgres
-async def test_soak_on_redis_and_postgres_loses_nothing(pg_schema: str) -> None:
+async def test_soak_on_redis_and_postgres_loses_nothing(
+    pg_schema: str, summary_line: Callable[[str], None]
+) -> None:
     seconds = float(os.environ.get("STATEKIT_SOAK_SECONDS", "60"))
     redis = StateStore(
         RedisBackend.from_url(
@@ -60,5 +63,5 @@ async def test_soak_on_redis_and_postgres_loses_nothing(pg_schema: str) -> None:
         for store in (redis, postgres):
             await store.clear_all()
             await store.aclose()
-    _assert_clean("redis", reports[0])
-    _assert_clean("postgres", reports[1])
+    _assert_clean("redis", reports[0], summary_line)
+    _assert_clean("postgres", reports[1], summary_line)

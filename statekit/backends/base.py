@@ -40,7 +40,12 @@ class Capability(str, enum.Enum):
 class ScopeContext:
     """Who a scope belongs to, stored with its entries so they can be exported, migrated
     and (later) erased by identity. ``runner_id``, ``binding_identity`` and ``scope`` are
-    always set; the rest are ``None`` where the event did not carry them."""
+    always set; the rest are ``None`` where the event did not carry them.
+
+    The fields hashed into the scope key are the same for every write to a scope. The
+    others (an actor scope's ``conversation_id``, say) differ between writers, so a backend
+    may keep the context of each entry's first write (SQL, memory) or of the scope's first
+    write (Redis, one context per scope): either way one write's context, never a mix."""
 
     runner_id: str
     binding_identity: str
@@ -137,9 +142,10 @@ class StateBackend(Protocol):
         """Atomically insert or update one entry and return its new version.
 
         Concurrent first writes of one key all succeed and one of them wins. An update
-        keeps ``created_at`` and the context stored at creation. ``expected_version`` is
-        only passed to backends declaring :attr:`Capability.VERSIONS`: the write happens
-        only if the stored version equals it (0: only if absent), else
+        keeps ``created_at`` and the context stored at creation (see :class:`ScopeContext`).
+        ``expected_version`` is only passed to backends declaring
+        :attr:`Capability.VERSIONS`: the write happens only if the stored version equals
+        it (0: only if absent), else
         :class:`~statekit.errors.VersionConflictError` is raised and nothing is written.
         Backends without versions return 0.
         """

@@ -6,10 +6,13 @@ Key layout, for a store with ``key_prefix`` ``P`` (default ``statekit:``) and a 
     P{S}        hash  state_key -> value JSON            (read by get / read_scopes)
     P{S}:meta   hash  state_key -> "version:created_us:updated_us"
     P{S}:ctx    string  the scope's ScopeContext as JSON (set when the scope is created)
+    P{S}:idx    sorted set  every state_key at score 0, for listing by prefix
 
 Timestamps are microseconds since the epoch from the server's ``TIME``. Reads of values
 are plain ``HGET`` / pipelined ``HGETALL``; writes and deletes are Lua scripts (one
-``EVALSHA`` each) that keep the three keys consistent atomically.
+``EVALSHA`` each) that keep the four keys consistent atomically. The index makes a
+listing O(log n + limit) in a scope of n keys: members at one score sort by their bytes,
+and UTF-8 byte order is code-point order, the order every backend lists in.
 
 A write is never sent twice: if its connection drops before the reply arrives, the
 caller gets :class:`~statekit.errors.BackendUnavailableError` and the write may or may not
@@ -59,7 +62,7 @@ from statekit.errors import (
 
 __all__ = ["DEFAULT_KEY_PREFIX", "RedisBackend"]
 
-# KEYS: (value hash, meta hash, context key) per write. ARGV[1]: expected version or ""
+# KEYS: (value hash, meta hash, context key, index) per write. ARGV[1]: expected version or ""
 # (only with a single write); then (field, value JSON, context JSON) per write.
 # Returns the new versions, or {-1, actual} when the expected version differs.
 _WRITE = """
@@ -67,8 +70,8 @@ local t = redis.call('TIME')
 local now = t[1] .. string.format('%06d', tonumber(t[2]))
 local expected = ARGV[1]
 local versions = {}
-for i = 0, #KEYS / 3 - 1 do
-  local vkey, mkey, ckey = KEYS[3 * i + 1], KEYS[3 * i + 2], KEYS[3 * i + 3]
+for i = 0, #KEYS / 4 - 1 do
+  local vkey, mkey, ckey, ikey = KEYS[4 * i + 1], KEYS[4 * i + 2], KEYS[4 * i + 3], KEYS[4 * i + 4]
   local field = ARGV[3 * i + 2]
   local version, created = 0, now
   local meta = redis.call('HGET', mkey, field)
@@ -79,6 +82,9 @@ for i = 0, #KEYS / 3 - 1 do
   if expected ~= '' and tonumber(expected) ~= version then
     return {-1, version}
   end
+  if not meta then
+    redis.call('ZADD', ikey, 0, field)
+  end
   version = version + 1
   redis.call('HSET', vkey, field, ARGV[3 * i + 3])
   redis.call('HSET', mkey, field, version .. ':' .. created .. ':' .. now)
@@ -88,15 +94,36 @@ end
 return versions
 """
 
-# KEYS: value hash, meta hash, context key. ARGV[1]: field. An emptied scope loses its
-# context too, so a scope created again later stores the context of its new creator.
+# KEYS: value hash, meta hash, context key, index. ARGV[1]: field. An emptied scope
+# loses its context too, so a scope created again later stores its new creator's.
 _DELETE = """
 local removed = redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('DEL', KEYS[2], KEYS[3])
+  redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
 end
 return removed
+"""
+
+# KEYS: meta hash, index. ARGV: lowest and highest member (ZRANGEBYLEX syntax), count.
+# The index is rebuilt from the meta hash when their sizes differ: a scope written
+# before the index existed, or edited by hand, lists the same as any other.
+_LIST = """
+local size = redis.call('HLEN', KEYS[1])
+if redis.call('ZCARD', KEYS[2]) ~= size then
+  redis.call('DEL', KEYS[2])
+  local fields = redis.call('HKEYS', KEYS[1])
+  for i = 1, #fields, 1000 do
+    local members = {}
+    for j = i, math.min(i + 999, #fields) do
+      members[#members + 1] = 0
+      members[#members + 1] = fields[j]
+    end
+    redis.call('ZADD', KEYS[2], unpack(members))
+  end
+end
+return redis.call('ZRANGEBYLEX', KEYS[2], ARGV[1], ARGV[2], 'LIMIT', 0, ARGV[3])
 """
 
 # Value and version read together, so they always belong to the same write.
@@ -104,8 +131,10 @@ _GET_VERSIONED = """
 return {redis.call('HGET', KEYS[1], ARGV[1]), redis.call('HGET', KEYS[2], ARGV[1])}
 """
 
-_SCRIPTS = {hashlib.sha1(s.encode()).hexdigest(): s for s in (_WRITE, _DELETE, _GET_VERSIONED)}
-_WRITE_SHA, _DELETE_SHA, _GET_VERSIONED_SHA = _SCRIPTS
+_SCRIPTS = {
+    hashlib.sha1(s.encode()).hexdigest(): s for s in (_WRITE, _DELETE, _GET_VERSIONED, _LIST)
+}
+_WRITE_SHA, _DELETE_SHA, _GET_VERSIONED_SHA, _LIST_SHA = _SCRIPTS
 
 _GLOB_SPECIAL = frozenset("*?[]\\")
 _SCAN_BATCH = 200
@@ -404,9 +433,10 @@ class RedisBackend:
 
     # ---- keys ---------------------------------------------------------------------
 
-    def _keys(self, scope_key: str) -> tuple[str, str, str]:
+    def _keys(self, scope_key: str) -> tuple[str, str, str, str]:
+        """Value hash, meta hash, context and index of a scope (see the module doc)."""
         value_key = f"{self._prefix}{{{scope_key}}}"
-        return value_key, value_key + ":meta", value_key + ":ctx"
+        return value_key, value_key + ":meta", value_key + ":ctx", value_key + ":idx"
 
     def _scope_of(self, value_key: str) -> str:
         return value_key[len(self._prefix) + 1 : -1]
@@ -419,7 +449,7 @@ class RedisBackend:
         return None if raw is None else _text(raw)
 
     async def get_versioned(self, scope_key: str, state_key: str) -> tuple[str | None, int]:
-        value_key, meta_key, _ = self._keys(scope_key)
+        value_key, meta_key, _, _ = self._keys(scope_key)
         with _mapped_errors():
             raw, meta = await self._read(
                 "EVALSHA", _GET_VERSIONED_SHA, 2, value_key, meta_key, state_key
@@ -446,26 +476,20 @@ class RedisBackend:
     async def list_keys(
         self, scope_key: str, prefix: str, limit: int, after: str | None
     ) -> tuple[list[str], bool]:
-        # The meta hash has the same fields as the value hash with tiny values, so
-        # scanning it never ships 256 KiB values over the wire just to read field names.
-        meta_key = self._keys(scope_key)[1]
+        _, meta_key, _, index_key = self._keys(scope_key)
+        # Every key with the prefix sorts in [prefix, prefix + 0xFF), as no UTF-8 text
+        # holds the byte 0xFF; a cursor at or past the prefix raises the lower bound.
+        if after is not None and after >= prefix:
+            low: bytes = b"(" + after.encode()
+        else:
+            low = b"[" + prefix.encode() if prefix else b"-"
+        high = b"(" + prefix.encode() + b"\xff" if prefix else b"+"
         with _mapped_errors():
-            if prefix:
-                fields = []
-                cursor = 0
-                while True:  # each HSCAN step bounded by ``timeout``
-                    cursor, page = await self._timed(
-                        self._client.hscan(
-                            meta_key, cursor, match=glob_escape(prefix) + "*", count=1000
-                        )
-                    )
-                    fields.extend(page)
-                    if cursor == 0:
-                        break
-            else:
-                fields = await self._timed(self._client.hkeys(meta_key))
-        # HSCAN may return a field twice while the hash is rehashed: dedupe.
-        keys = sorted({k for k in map(_text, fields) if after is None or k > after})
+            # A read, though it may rebuild the index: sending it again rebuilds the same.
+            keys = await self._read(
+                "EVALSHA", _LIST_SHA, 2, meta_key, index_key, low, high, limit + 1
+            )
+        keys = [_text(k) for k in keys]
         return keys[:limit], len(keys) > limit
 
     async def iter_entries(self) -> AsyncIterator[StateEntry]:
@@ -530,17 +554,15 @@ class RedisBackend:
         context: ScopeContext,
         expected_version: int | None = None,
     ) -> int:
-        value_key, meta_key, ctx_key = self._keys(scope_key)
+        keys = self._keys(scope_key)
         expected = "" if expected_version is None else str(expected_version)
         with _mapped_errors():
             reply = await self._write(
-                value_key,
+                keys[0],
                 "EVALSHA",
                 _WRITE_SHA,
-                3,
-                value_key,
-                meta_key,
-                ctx_key,
+                4,
+                *keys,
                 expected,
                 state_key,
                 value_json,
@@ -585,7 +607,7 @@ class RedisBackend:
     async def delete(self, scope_key: str, state_key: str) -> bool:
         keys = self._keys(scope_key)
         with _mapped_errors():
-            removed = await self._write(keys[0], "EVALSHA", _DELETE_SHA, 3, *keys, state_key)
+            removed = await self._write(keys[0], "EVALSHA", _DELETE_SHA, 4, *keys, state_key)
         return bool(removed)
 
     async def clear(self) -> None:
@@ -626,7 +648,7 @@ class RedisBackend:
         if "redis_version" not in info:  # a cluster answers per node
             info = next(iter(info.values()))
         policy = str(info.get("maxmemory_policy", "unknown"))
-        layout = f"ok: hash per scope {self._prefix}{{scope_key}} (+ :meta, :ctx)"
+        layout = f"ok: hash per scope {self._prefix}{{scope_key}} (+ :meta, :ctx, :idx)"
         if policy not in ("noeviction", "unknown"):
             layout += f"; WARNING: maxmemory-policy {policy} may evict state"
         return {

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from statekit.backends.base import Capability, StateBackend, StateEntry
 from statekit.errors import UnsupportedCapabilityError
-from statekit.scope import VALID_STATE_SCOPES
+from statekit.scope import VALID_STATE_SCOPES, build_state_scope_key
 from statekit.store import StateStore, StateUpdate
 from statekit.testing.fuzz import FuzzContract
 from statekit.testing.identities import Identity, new_identity
@@ -577,6 +577,48 @@ class StateBackendContract(IsolationContract, FuzzContract):
             ident.event.subject.subject_id if ident.event.subject else None,
         )
         assert json.loads(entry.value_json) == [1]
+
+    async def test_context_keeps_the_scope_identity_whoever_writes(
+        self, store: StateStore, ident: Identity
+    ) -> None:
+        """Two conversations of one actor write to the same actor scope.
+
+        The fields hashed into the scope key agree for every entry; a field outside it (the
+        conversation, for an actor scope) comes whole from one of the writes: the entry's
+        first write on some backends, the scope's first write on others.
+        """
+        elsewhere = ident.event.model_copy(update={"conversation_id": "conv-elsewhere"})
+        assert build_state_scope_key(
+            "actor", elsewhere, ident.binding, ident.descriptor
+        ) == ident.scope_key("actor")
+        for event, key in ((ident.event, "first"), (elsewhere, "second")):
+            ok = await store.apply_update_from_event(
+                event, ident.binding, ident.descriptor, "actor", key, key
+            )
+            assert ok == (True, None)
+        entries = await _entries(store, ident.scope_key("actor"))
+        assert sorted(entries) == ["first", "second"]
+        actor = ident.event.actor
+        subject = ident.event.subject
+        assert actor is not None
+        assert subject is not None
+        for entry in entries.values():
+            ctx = entry.context
+            assert (ctx.runner_id, ctx.binding_identity, ctx.scope) == (
+                ident.runner_id,
+                ident.binding_identity,
+                "actor",
+            )
+            assert (ctx.bot_id, ctx.workspace_id, ctx.actor_type, ctx.actor_id) == (
+                "bot-1",
+                "ws-1",
+                "user",
+                actor.actor_id,
+            )
+            assert (ctx.conversation_id, ctx.subject_id) in {
+                (ident.event.conversation_id, subject.subject_id),
+                ("conv-elsewhere", subject.subject_id),
+            }
 
     @pytest.mark.parametrize(
         "context",

@@ -145,9 +145,10 @@ def build_state_scope_key(
     # Ids are text almost always: then the key is memoised, as a runner's events keep
     # naming the same few scopes. Other values (numbers, booleans, ...) could compare
     # equal while encoding differently (1, 1.0, True), so they are hashed every time.
-    if all(type(value) is str or value is None for _, value in fields[1:]):
-        return _cached_scope_key(fields)
-    return _scope_key(identity)
+    for _, value in fields[1:]:  # after the version number
+        if value is not None and type(value) is not str:
+            return _scope_key(identity)
+    return _cached_scope_key(fields)
 
 
 def _scope_key(identity: dict[str, Any]) -> str:

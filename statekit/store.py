@@ -122,10 +122,12 @@ def _context(
     cache keys, but not equal text).
     """
     values = (runner_id, binding_identity, scope, *extra)
-    if all(type(value) is str or value is None for value in values):
-        return _checked_context(values)
-    mapping = dict(zip(_EXTRA, extra, strict=True))
-    return check_context(ScopeContext.from_mapping(runner_id, binding_identity, scope, mapping))
+    for value in values:
+        if value is not None and type(value) is not str:
+            mapping = dict(zip(_EXTRA, extra, strict=True))
+            context = ScopeContext.from_mapping(runner_id, binding_identity, scope, mapping)
+            return check_context(context)
+    return _checked_context(values)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -211,7 +213,7 @@ class StateStore:
             write = self._prepare_event_write(event, binding, descriptor, scope, key, value)
         except Refusal as refusal:
             return self._refuse(refusal, logger)
-        await self._backend.set(write.scope_key, write.state_key, write.value_json, write.context)
+        await self._backend.set(*write)
         return True, None
 
     async def apply_updates_from_event(
@@ -237,7 +239,9 @@ class StateStore:
             try:
                 scope, key, value = _unpack_update(update)
                 writes.append(
-                    self._prepare_event_write(event, binding, descriptor, scope, key, value)
+                    StateWrite(
+                        *self._prepare_event_write(event, binding, descriptor, scope, key, value)
+                    )
                 )
                 results.append((True, None))
             except Refusal as refusal:
@@ -379,7 +383,9 @@ class StateStore:
         scope: str,
         key: str,
         value: Any,
-    ) -> StateWrite:
+    ) -> tuple[str, str, str, ScopeContext]:
+        """``(scope_key, state_key, value_json, context)`` of a valid update (the fields of a
+        :class:`StateWrite`, which a single update does not need), else :class:`Refusal`."""
         enabled, scopes = _policy(binding)
         if not enabled:
             raise Refusal("State is disabled by binding policy")
@@ -392,9 +398,7 @@ class StateStore:
         if not scope_key:
             raise Refusal(f'Missing identity for scope "{scope}"')
         value_json = encode_value(value)
-        return StateWrite(
-            scope_key, state_key, value_json, _event_context(scope, event, binding, descriptor)
-        )
+        return scope_key, state_key, value_json, _event_context(scope, event, binding, descriptor)
 
     @staticmethod
     def _address(scope_key: str, state_key: str) -> tuple[str, str]:

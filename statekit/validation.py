@@ -126,8 +126,10 @@ def encode_value(value: Any) -> str:
 def _check_structure(value: Any) -> None:
     """Refuse non-string object keys (``json.dumps`` would turn ``{1: "a", "1": "b"}`` into
     an object whose duplicate keys lose a value on the way back) and nesting deeper than
-    :data:`MAX_VALUE_DEPTH`. Iterative, so it cannot itself run out of stack."""
+    :data:`MAX_VALUE_DEPTH`. Iterative, so it cannot itself run out of stack; plain loops,
+    as it walks every value written."""
     stack: list[tuple[Any, int]] = [(value, 1)]
+    push = stack.append
     while stack:
         item, depth = stack.pop()
         if depth > MAX_VALUE_DEPTH:
@@ -135,18 +137,21 @@ def _check_structure(value: Any) -> None:
                 f"Value is not JSON-serializable: nested deeper than {MAX_VALUE_DEPTH} levels"
             )
         if isinstance(item, dict):
-            for key, child in item.items():
+            for key in item:
                 if not isinstance(key, str):
                     raise Refusal(
                         "Value is not JSON-serializable: object keys must be strings, "
                         f"not {type(key).__name__}"
                     )
-                if isinstance(child, (dict, list, tuple)):
-                    stack.append((child, depth + 1))
-        elif isinstance(item, (list, tuple)):
-            stack.extend(
-                (child, depth + 1) for child in item if isinstance(child, (dict, list, tuple))
-            )
+            item = item.values()
+        elif not isinstance(item, (list, tuple)):
+            continue
+        for child in item:
+            if isinstance(child, _CONTAINERS):
+                push((child, depth + 1))
+
+
+_CONTAINERS = (dict, list, tuple)
 
 
 def decode_value(value_json: str) -> Any:

@@ -171,7 +171,7 @@ def _resend_delay(resends: int) -> float:
 @functools.lru_cache(maxsize=4096)
 def _context_json(context: ScopeContext) -> str:
     """The context as stored in ``P{S}:ctx``; cached, as a runner writes with few contexts
-    and ``dataclasses.asdict`` would otherwise dominate the cost of a write."""
+    (and the store hands over the same checked context object for the same scope)."""
     return json.dumps(context.as_dict(), separators=(",", ":"))
 
 

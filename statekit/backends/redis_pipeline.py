@@ -1,12 +1,13 @@
 """How the Redis backend talks to a standalone server: round trips, and auto-pipelining.
 
-Every command statekit sends to a standalone server goes through :func:`round_trip` on a
-connection of the client's pool, never through redis-py's ``execute_command`` or its
-pipelines: their ``Retry`` sends a command again when its reply is lost, so a write the
-server had already applied would be applied twice (a version moved by two), or a
-conditional write would report a conflict with itself. Here a connection's ``Retry``
-only ever retries *opening* it, before anything is sent; whether a command whose reply
-was lost may be sent again is decided by the backend (reads may, writes never).
+The backend sends its hot commands (reads of values, every write) to a standalone server
+through :func:`round_trip`, on a connection of the client's pool (:class:`PooledConnections`)
+or kept by the auto-pipeline (:class:`KeptConnections`), never through redis-py's
+``execute_command`` or its pipelines: their ``Retry`` sends a command again when its reply
+is lost, so a write the server had already applied would be applied twice (a version moved
+by two), or a conditional write would report a conflict with itself. Here a connection's
+``Retry`` only ever retries *opening* it, before anything is sent; whether a command whose
+reply was lost may be sent again is decided by the backend (reads may, writes never).
 
 :class:`AutoPipeline` coalesces concurrent calls: a call made while nothing is in flight
 is sent at once, alone; calls made while others are in flight queue up and go together

@@ -65,9 +65,12 @@ __all__ = ["DEFAULT_KEY_PREFIX", "RedisBackend"]
 # KEYS: (value hash, meta hash, context key, index) per write. ARGV[1]: expected version or ""
 # (only with a single write); then (field, value JSON, context JSON) per write.
 # Returns the new versions, or {-1, actual} when the expected version differs.
+# The context is written (if absent) only with a new key: an existing key means the scope
+# and its context exist, and a SET per update cost about a tenth of the script.
 _WRITE = """
 local t = redis.call('TIME')
-local now = t[1] .. string.format('%06d', tonumber(t[2]))
+local us = t[2]
+local now = t[1] .. string.sub('00000', #us) .. us
 local expected = ARGV[1]
 local versions = {}
 for i = 0, #KEYS / 4 - 1 do
@@ -84,11 +87,11 @@ for i = 0, #KEYS / 4 - 1 do
   end
   if not meta then
     redis.call('ZADD', ikey, 0, field)
+    redis.call('SET', ckey, ARGV[3 * i + 4], 'NX')
   end
   version = version + 1
   redis.call('HSET', vkey, field, ARGV[3 * i + 3])
   redis.call('HSET', mkey, field, version .. ':' .. created .. ':' .. now)
-  redis.call('SET', ckey, ARGV[3 * i + 4], 'NX')
   versions[#versions + 1] = version
 end
 return versions

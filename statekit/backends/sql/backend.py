@@ -232,23 +232,36 @@ class SQLBackend:
 
     # ---- plumbing -----------------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def _guard(self) -> AsyncIterator[None]:
-        """Hold one of the gate's places (FIFO), waiting at most ``pool_timeout``."""
-        if self._gate is None:
-            yield
+    async def _enter(self) -> None:
+        """Take one of the gate's places (FIFO), waiting at most ``pool_timeout``."""
+        gate = self._gate
+        if gate is None:
+            return
+        if not gate.locked():
+            # A place is free and nobody queues for one: acquire() returns without
+            # suspending, so skip wait_for and the task it would create.
+            await gate.acquire()
             return
         try:
-            await asyncio.wait_for(self._gate.acquire(), self._pool_timeout)
+            await asyncio.wait_for(gate.acquire(), self._pool_timeout)
         except asyncio.TimeoutError:
             raise BackendTimeoutError(
                 f"no database connection free within {self._pool_timeout:g} s "
                 f"({self._gate_size} in use)"
             ) from None
+
+    def _leave(self) -> None:
+        if self._gate is not None:
+            self._gate.release()
+
+    @contextlib.asynccontextmanager
+    async def _guard(self) -> AsyncIterator[None]:
+        """Hold one of the gate's places for the block."""
+        await self._enter()
         try:
             yield
         finally:
-            self._gate.release()
+            self._leave()
 
     async def _prepare(self) -> None:
         if self._closed:
@@ -269,17 +282,19 @@ class SQLBackend:
         if not self._ready:
             await self._prepare()
         for attempt in (1, 2):
+            await self._enter()
             try:
-                async with self._guard():
-                    # One greenlet for checkout, execute and checkin, where AsyncConnection
-                    # would switch three times: the SQLAlchemy overhead of a point read halves.
-                    return await greenlet_spawn(self._run, statement, params)
+                # One greenlet for checkout, execute and checkin, where AsyncConnection
+                # would switch three times: the SQLAlchemy overhead of a point read halves.
+                return await greenlet_spawn(self._run, statement, params)
             except sa_exc.DBAPIError as exc:
                 if read and attempt == 1 and exc.connection_invalidated:
                     continue
                 raise translate(exc, what) from exc
             except TRANSLATED as exc:
                 raise translate(exc, what) from exc
+            finally:
+                self._leave()
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _run(self, statement: Executable, params: Any) -> Sequence[Any]:

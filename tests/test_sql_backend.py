@@ -277,6 +277,67 @@ async def test_queries_use_the_unique_index_on_postgres(pg_schema: str) -> None:
         await execute_pg(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
+# ---- connections ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "dialect",
+    [
+        pytest.param("sqlite", marks=pytest.mark.sqlite),
+        pytest.param("postgres", marks=pytest.mark.postgres),
+    ],
+)
+async def test_load_above_the_pool_size_reuses_connections(
+    dialect: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Queued operations take the connection of the one that ends: SQLAlchemy's pool
+    would otherwise close the overflow connections a burst returns and open new ones."""
+    if dialect == "sqlite":
+        backend = SQLBackend.from_url(sqlite_url(tmp_path), pool_size=2, max_overflow=2)
+    else:
+        schema = request.getfixturevalue("pg_schema")
+        backend = SQLBackend.from_url(postgres_url(), schema=schema, pool_size=2, max_overflow=2)
+    opened: list[object] = []
+    event.listen(backend.engine.sync_engine, "connect", lambda *_: opened.append(1))
+    try:
+        await backend.create_schema()
+
+        async def work(i: int) -> None:
+            for n in range(10):
+                await backend.set("load", f"k{i % 8}", str(n), CTX)
+                assert await backend.get("load", f"k{i % 8}") is not None
+                await backend.set_many([StateWrite("load", f"m{i}", str(n), CTX)])
+
+        await asyncio.gather(*(work(i) for i in range(64)))
+        assert len(opened) <= 4  # pool_size + max_overflow, each opened once
+        pool: Any = backend.engine.pool
+        assert pool.checkedout() == 0  # nothing is left handed over once the load ends
+        assert pool.checkedin() == 2  # and the overflow went away, as SQLAlchemy's does
+    finally:
+        await backend.clear()
+        await backend.aclose()
+
+
+@pytest.mark.sqlite
+async def test_a_connection_handed_over_never_blocks_the_engine_for_others(
+    tmp_path: Path,
+) -> None:
+    backend = SQLBackend.from_url(sqlite_url(tmp_path), pool_size=1, max_overflow=0, timeout=1)
+    try:
+        await backend.create_schema()
+        # In this order: the set holds the one connection, the describe queues first, the
+        # get second. The set's connection is handed over for the get, yet the describe
+        # (next in line, on the engine itself) gets it.
+        _, info, value = await asyncio.gather(
+            backend.set("s", "k", "1", CTX), backend.describe(), backend.get("s", "k")
+        )
+        assert info["layout"] == "ok"
+        assert value == "1"
+        assert backend.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    finally:
+        await backend.aclose()
+
+
 # ---- faults -----------------------------------------------------------------------
 
 

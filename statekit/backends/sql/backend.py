@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Table, inspect, text
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.schema import CreateSchema, CreateTable, MetaData
@@ -121,7 +121,10 @@ class SQLBackend:
         # gate of the pool's size in front of it serves callers in order instead.
         self._gate = None if max_in_flight is None else asyncio.Semaphore(max_in_flight)
         self._gate_size = max_in_flight
+        # Driver operations waiting for a place: they take the connections handed over.
+        self._queued = 0
         self._pool_timeout = pool_timeout
+        self._connections = driver.Connections(self._sync_engine, lambda: self._queued > 0)
         self._statements = Statements(self._table, engine.dialect)
         self._driver_errors = TRANSLATED + driver_errors(dialect)
 
@@ -160,7 +163,7 @@ class SQLBackend:
 
     # ---- plumbing -----------------------------------------------------------------
 
-    async def _enter(self) -> None:
+    async def _enter(self, *, driver_operation: bool = False) -> None:
         """Take one of the gate's places (FIFO), waiting at most ``pool_timeout``."""
         gate = self._gate
         if gate is None:
@@ -170,6 +173,8 @@ class SQLBackend:
             # suspending, so skip wait_for and the task it would create.
             await gate.acquire()
             return
+        queued = 1 if driver_operation else 0
+        self._queued += queued
         try:
             await asyncio.wait_for(gate.acquire(), self._pool_timeout)
         except asyncio.TimeoutError:
@@ -177,6 +182,8 @@ class SQLBackend:
                 f"no database connection free within {self._pool_timeout:g} s "
                 f"({self._gate_size} in use)"
             ) from None
+        finally:
+            self._queued -= queued
 
     def _leave(self) -> None:
         if self._gate is not None:
@@ -184,9 +191,12 @@ class SQLBackend:
 
     @contextlib.asynccontextmanager
     async def _guard(self) -> AsyncIterator[None]:
-        """Hold one of the gate's places for the block."""
+        """Hold one of the gate's places for a block that uses the engine itself."""
         await self._enter()
         try:
+            if self._connections.parked:
+                # Left by a queued operation that gave up: the block needs the pool's.
+                await greenlet_spawn(self._connections.release)
             yield
         finally:
             self._leave()
@@ -214,14 +224,14 @@ class SQLBackend:
 
     async def _on_driver(
         self,
-        run: Callable[[Engine, str, Any], Any],
+        run: Callable[[driver.Connections, str, Any], Any],
         sql: str,
         arguments: Any,
         what: str,
         *,
         read: bool,
     ) -> Any:
-        """``run(engine, sql, arguments)`` on the driver's connection, behind the gate.
+        """``run(connections, sql, arguments)`` on a driver connection, behind the gate.
 
         A read that finds its connection dead is retried once: the failure has discarded
         the pool's stale connections, so the retry runs on a fresh one. Writes are not
@@ -230,10 +240,10 @@ class SQLBackend:
         if not self._ready:
             await self._prepare()
         for attempt in (1, 2):
-            await self._enter()
+            await self._enter(driver_operation=True)
             try:
                 # One greenlet for checkout, execution and checkin.
-                return await greenlet_spawn(run, self._sync_engine, sql, arguments)
+                return await greenlet_spawn(run, self._connections, sql, arguments)
             except driver.ConnectionLost as lost:
                 if read and attempt == 1:
                     continue
@@ -492,5 +502,6 @@ class SQLBackend:
             return
         self._closed = True
         self._ready = False
+        await greenlet_spawn(self._connections.release)
         if self._owns_engine:
             await self._engine.dispose()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
@@ -59,7 +59,8 @@ class ScopeContext:
     subject_id: str | None = None
 
     def as_dict(self) -> dict[str, str | None]:
-        return asdict(self)
+        # Not dataclasses.asdict: deep-copying plain strings was half of checking an update.
+        return {name: getattr(self, name) for name in _CONTEXT_FIELDS}
 
     @classmethod
     def from_mapping(
@@ -68,11 +69,14 @@ class ScopeContext:
         """Build from the State API's ``context`` dict; unknown keys are ignored."""
         extra = extra or {}
         optional = {
-            f.name: (None if extra.get(f.name) is None else str(extra[f.name]))
-            for f in fields(cls)
-            if f.name not in ("runner_id", "binding_identity", "scope")
+            name: (None if extra.get(name) is None else str(extra[name]))
+            for name in _CONTEXT_FIELDS[3:]
         }
         return cls(runner_id=runner_id, binding_identity=binding_identity, scope=scope, **optional)
+
+
+#: ScopeContext's field names, in order: the three always set, then the optional ones.
+_CONTEXT_FIELDS = tuple(f.name for f in fields(ScopeContext))
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from sqlalchemy.ext.asyncio import create_async_engine
 from sqlsupport import postgres_url, private_schema
 
 from statekit.backends.sql import SQLBackend
@@ -25,6 +26,19 @@ class TestSQLiteFile(StateBackendContract):
         backend = SQLBackend.from_url(f"sqlite+aiosqlite:///{tmp_path / 'state.db'}")
         yield backend
         await backend.aclose()
+
+
+@pytest.mark.sqlite
+class TestSQLiteHostEngine(StateBackendContract):
+    """A host's own engine: its connections stay in sqlite3's default transaction mode."""
+
+    @pytest_asyncio.fixture
+    async def backend(self, tmp_path: Path) -> AsyncIterator[SQLBackend]:
+        engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'host.db'}")
+        backend = SQLBackend(engine)
+        yield backend
+        await backend.aclose()
+        await engine.dispose()
 
 
 @pytest.mark.sqlite

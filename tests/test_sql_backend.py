@@ -15,8 +15,8 @@ import pytest_asyncio
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import event, inspect, text
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.util import await_only
 from sqlsupport import postgres_url, private_schema
 
 from statekit.backends.base import ScopeContext, StateWrite
@@ -74,14 +74,25 @@ async def execute_pg(*statements: str) -> int:
     return rows
 
 
-def count_statements(engine: AsyncEngine) -> list[str]:
-    """Every statement sent to the server from now on (an executemany counts once)."""
+async def log_statements(backend: SQLBackend) -> list[str]:
+    """Every statement the backend's connections run from now on, as the driver reports
+    it: asyncpg's query logger (one entry per round trip, an executemany counts once) or
+    sqlite3's trace callback (every statement SQLite runs, each row of an executemany and
+    BEGIN / COMMIT included). The backend runs its statements on the driver's connection,
+    out of sight of SQLAlchemy's cursor events. Await ``asyncio.sleep(0)`` before reading:
+    asyncpg reports through the event loop."""
     seen: list[str] = []
+    postgres = backend.engine.dialect.name == "postgresql"
 
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        seen.append(statement)
+    def instrument(dbapi_connection: Any, _record: Any) -> None:
+        driver = dbapi_connection.driver_connection
+        if postgres:
+            driver.add_query_logger(lambda record: seen.append(record.query))
+        else:
+            await_only(driver.set_trace_callback(seen.append))
 
-    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    event.listen(backend.engine.sync_engine, "connect", instrument)
+    await backend.engine.dispose()  # every connection from now on is a new, logged one
     return seen
 
 
@@ -130,24 +141,34 @@ async def test_describe_reports_server_and_missing_table(tmp_path: Path) -> None
 
 async def test_each_operation_is_one_statement(backend: SQLBackend) -> None:
     await backend.create_schema()
-    seen = count_statements(backend.engine)
+    seen = await log_statements(backend)
+
+    async def count() -> int:
+        await asyncio.sleep(0)
+        return len(seen)
+
     assert await backend.set("s1", "k", '"a"', CTX) == 1
-    assert len(seen) == 1
+    assert await count() == 1  # no BEGIN / COMMIT around it either
     assert "ON CONFLICT" in seen[0]
     assert await backend.set("s1", "k", '"b"', CTX) == 2
-    assert len(seen) == 2
+    assert await count() == 2
     assert await backend.read_scopes(["s1", "s2", "s3", "s4"]) == {
         "s1": {"k": '"b"'}, "s2": {}, "s3": {}, "s4": {}
     }  # fmt: skip
-    assert len(seen) == 3
+    assert await count() == 3
     assert await backend.get("s1", "k") == '"b"'
     assert await backend.list_keys("s1", "k", 10, None) == (["k"], False)
     assert await backend.set("s1", "k", '"c"', CTX, expected_version=2) == 3
-    assert len(seen) == 6
+    assert await count() == 6
+    assert sum(1 for s in seen if s.lstrip().upper().startswith("SELECT")) == 3
     writes = [StateWrite("s2", f"k{i}", str(i), CTX) for i in range(20)]
     await backend.set_many(writes)
-    assert len(seen) == 7  # one executemany
-    assert sum(1 for s in seen if s.lstrip().upper().startswith("SELECT")) == 3
+    await count()
+    batch = [s.strip().split()[0].upper() for s in seen[6:]]
+    if backend.engine.dialect.name == "postgresql":
+        assert batch == ["INSERT"]  # one executemany: one round trip, atomic
+    else:
+        assert batch == ["BEGIN", *["INSERT"] * 20, "COMMIT"]  # one transaction
 
 
 async def test_set_many_applies_repeated_keys_in_order(backend: SQLBackend) -> None:
@@ -225,30 +246,96 @@ async def test_queries_use_the_unique_index_on_postgres(pg_schema: str) -> None:
             await conn.execute(text(f"ANALYZE {backend.table_fullname}"))
             await conn.commit()
         scope = f"conversation:v2:{7:064x}"
+        sql = backend._statements
         statements = {
-            "get": (backend._get, {"scope_key": scope, "state_key": "item:0001"}),
-            "snapshot": (backend._snapshot, {"scope_keys": [scope, f"actor:v2:{1:064x}"]}),
+            "get": (sql.get, {"scope_key": scope, "state_key": "item:0001"}),
+            "snapshot": (
+                sql.snapshot(2),
+                {"scope_key_0": scope, "scope_key_1": f"actor:v2:{1:064x}"},
+            ),
             "list": (
-                backend._lists[(">=", True)],
+                sql.lists[(">=", True)],
                 {"scope_key": scope, "low": "item:00", "high": "item:01", "limit": 11},
             ),
             "page": (
-                backend._lists[(">", True)],
+                sql.lists[(">", True)],
                 {"scope_key": scope, "low": "item:0012", "high": "item;", "limit": 101},
             ),
         }
         for name, (statement, params) in statements.items():
-            sql = statement.params(**params).compile(
-                dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}
-            )
+            # The very SQL the backend sends, with its parameters bound.
             async with backend.engine.connect() as conn:
-                plan = "\n".join(r[0] for r in await conn.execute(text(f"EXPLAIN {sql}")))
+                driver = (await conn.get_raw_connection()).driver_connection
+                assert driver is not None
+                rows = await driver.fetch(f"EXPLAIN {statement.sql}", *statement.arguments(params))
+            plan = "\n".join(row[0] for row in rows)
             assert "uq_statekit_state_scope_key_state_key" in plan, (name, plan)
             assert "Seq Scan" not in plan, (name, plan)
             assert "Sort" not in plan, (name, plan)
     finally:
         await backend.aclose()
         await execute_pg(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+# ---- connections ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "dialect",
+    [
+        pytest.param("sqlite", marks=pytest.mark.sqlite),
+        pytest.param("postgres", marks=pytest.mark.postgres),
+    ],
+)
+async def test_load_above_the_pool_size_reuses_connections(
+    dialect: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Queued operations take the connection of the one that ends: SQLAlchemy's pool
+    would otherwise close the overflow connections a burst returns and open new ones."""
+    if dialect == "sqlite":
+        backend = SQLBackend.from_url(sqlite_url(tmp_path), pool_size=2, max_overflow=2)
+    else:
+        schema = request.getfixturevalue("pg_schema")
+        backend = SQLBackend.from_url(postgres_url(), schema=schema, pool_size=2, max_overflow=2)
+    opened: list[object] = []
+    event.listen(backend.engine.sync_engine, "connect", lambda *_: opened.append(1))
+    try:
+        await backend.create_schema()
+
+        async def work(i: int) -> None:
+            for n in range(10):
+                await backend.set("load", f"k{i % 8}", str(n), CTX)
+                assert await backend.get("load", f"k{i % 8}") is not None
+                await backend.set_many([StateWrite("load", f"m{i}", str(n), CTX)])
+
+        await asyncio.gather(*(work(i) for i in range(64)))
+        assert len(opened) <= 4  # pool_size + max_overflow, each opened once
+        pool: Any = backend.engine.pool
+        assert pool.checkedout() == 0  # nothing is left handed over once the load ends
+        assert pool.checkedin() == 2  # and the overflow went away, as SQLAlchemy's does
+    finally:
+        await backend.clear()
+        await backend.aclose()
+
+
+@pytest.mark.sqlite
+async def test_a_connection_handed_over_never_blocks_the_engine_for_others(
+    tmp_path: Path,
+) -> None:
+    backend = SQLBackend.from_url(sqlite_url(tmp_path), pool_size=1, max_overflow=0, timeout=1)
+    try:
+        await backend.create_schema()
+        # In this order: the set holds the one connection, the describe queues first, the
+        # get second. The set's connection is handed over for the get, yet the describe
+        # (next in line, on the engine itself) gets it.
+        _, info, value = await asyncio.gather(
+            backend.set("s", "k", "1", CTX), backend.describe(), backend.get("s", "k")
+        )
+        assert info["layout"] == "ok"
+        assert value == "1"
+        assert backend.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    finally:
+        await backend.aclose()
 
 
 # ---- faults -----------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """A first come, first served gate in front of a connection pool.
 
-SQLAlchemy's async pool and redis-py's ``BlockingConnectionPool`` hand a returned
+redis-py's ``BlockingConnectionPool`` (like SQLAlchemy's async pool) hands a returned
 connection to whichever task asks next: a task that has just released one and asks
 again gets it back before the waiters woken for it run, so with more tasks than
 connections some waiters starve past their timeout while others are served again and

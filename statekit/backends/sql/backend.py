@@ -1,34 +1,34 @@
 """``SQLBackend``: statekit's table over SQLAlchemy Core (async), PostgreSQL or SQLite.
 
-Every single-key operation is one statement on an autocommit connection (one round trip
-on PostgreSQL): the upsert is ``INSERT ... ON CONFLICT (scope_key, state_key) DO UPDATE
-... RETURNING version``, the snapshot one ``scope_key IN (...)`` query, a listing one
-range scan of the unique index. Statements are built once per backend so SQLAlchemy's
-compiled cache and asyncpg's prepared statements are reused on the hot path.
+Every single-key operation is one statement run on its own, without a transaction (one
+round trip on PostgreSQL): the upsert is ``INSERT ... ON CONFLICT (scope_key, state_key)
+DO UPDATE ... RETURNING version``, the snapshot one ``scope_key IN (...)`` query, a
+listing one range scan of the unique index. SQLAlchemy builds the statements once per
+backend (see :mod:`.statements`) and owns the pool; single statements and batches run
+on the driver's connection (see :mod:`.driver`), the export and the DDL through
+SQLAlchemy.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Integer, Table, bindparam, delete, inspect, select, text, update
+from sqlalchemy import Table, inspect, text
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.schema import CreateSchema, CreateTable, MetaData
-from sqlalchemy.sql import Executable
 from sqlalchemy.util import greenlet_spawn
 
 from statekit.backends.base import Capability, ScopeContext, StateEntry, StateWrite
-from statekit.backends.gate import FifoGate
+from statekit.backends.sql import driver
 from statekit.backends.sql.engine import build_engine
-from statekit.backends.sql.faults import TRANSLATED, translate
+from statekit.backends.sql.faults import TRANSLATED, driver_errors, translate
 from statekit.backends.sql.options import parse_url, split_options
 from statekit.backends.sql.schema import (
     CONTEXT_COLUMNS,
@@ -36,7 +36,9 @@ from statekit.backends.sql.schema import (
     EXPECTED_COLUMNS,
     state_table,
 )
+from statekit.backends.sql.statements import EXPORT_BATCH_SIZE, DriverStatement, Statements
 from statekit.errors import (
+    BackendTimeoutError,
     ConfigurationError,
     StateBackendError,
     VersionConflictError,
@@ -45,8 +47,8 @@ from statekit.errors import (
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-#: Rows fetched per round trip by :meth:`SQLBackend.iter_entries`.
-EXPORT_BATCH_SIZE = 500
+__all__ = ["EXPORT_BATCH_SIZE", "SQLBackend", "prefix_successor"]
+
 _MAX_CODE_POINT = 0x10FFFF
 _SURROGATES = range(0xD800, 0xE000)
 
@@ -102,9 +104,7 @@ class SQLBackend:
         if dialect not in ("postgresql", "sqlite"):
             raise ConfigurationError(f"SQLBackend supports PostgreSQL and SQLite, not {dialect}")
         self._engine = engine
-        # Single statements need no transaction: autocommit saves BEGIN/COMMIT round trips.
-        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
-        self._autocommit_sync = self._autocommit.sync_engine
+        self._sync_engine = engine.sync_engine
         self._owns_engine = False
         self._dialect = dialect
         self._schema = schema
@@ -119,12 +119,14 @@ class SQLBackend:
         # SQLAlchemy's async pool hands a returned connection to whichever task asks next,
         # so with more tasks than connections a waiter can starve past its timeout. A FIFO
         # gate of the pool's size in front of it serves callers in order instead.
-        self._gate = (
-            None
-            if max_in_flight is None
-            else FifoGate(max_in_flight, pool_timeout, "database connection")
-        )
-        self._build_statements()
+        self._gate = None if max_in_flight is None else asyncio.Semaphore(max_in_flight)
+        self._gate_size = max_in_flight
+        # Driver operations waiting for a place: they take the connections handed over.
+        self._queued = 0
+        self._pool_timeout = pool_timeout
+        self._connections = driver.Connections(self._sync_engine, lambda: self._queued > 0)
+        self._statements = Statements(self._table, engine.dialect)
+        self._driver_errors = TRANSLATED + driver_errors(dialect)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
@@ -159,89 +161,45 @@ class SQLBackend:
     def table_fullname(self) -> str:
         return self._table.fullname
 
-    # ---- statements ---------------------------------------------------------------
-
-    def _build_statements(self) -> None:
-        t = self._table
-        c = t.c
-        insert = postgresql.insert(t) if self._dialect == "postgresql" else sqlite.insert(t)
-        conflict = [c.scope_key, c.state_key]
-        upsert = insert.on_conflict_do_update(
-            index_elements=conflict,
-            # created_at and the context stay as created.
-            set_={
-                "value_json": insert.excluded.value_json,
-                "updated_at": insert.excluded.updated_at,
-                "version": c.version + 1,
-            },
-        )
-        self._upsert = upsert.returning(c.version)
-        self._upsert_many = upsert
-        self._insert_new = insert.on_conflict_do_nothing(index_elements=conflict).returning(
-            c.version
-        )
-        key = (c.scope_key == bindparam("scope_key"), c.state_key == bindparam("state_key"))
-        self._update_if = (
-            update(t)
-            .where(
-                c.scope_key == bindparam("key_scope"),
-                c.state_key == bindparam("key_state"),
-                c.version == bindparam("expected"),
-            )
-            .values(
-                value_json=bindparam("new_value"),
-                updated_at=bindparam("now"),
-                version=c.version + 1,
-            )
-            .returning(c.version)
-        )
-        self._get = select(c.value_json).where(*key)
-        self._get_versioned = select(c.value_json, c.version).where(*key)
-        self._version = select(c.version).where(*key)
-        self._delete = delete(t).where(*key).returning(c.version)
-        self._snapshot = select(c.scope_key, c.state_key, c.value_json).where(
-            c.scope_key.in_(bindparam("scope_keys", expanding=True))
-        )
-        self._lists: dict[tuple[str | None, bool], Executable] = {}
-        for low in (None, ">=", ">"):
-            for bounded in (False, True):
-                query = select(c.state_key).where(c.scope_key == bindparam("scope_key"))
-                if low == ">=":
-                    query = query.where(c.state_key >= bindparam("low"))
-                elif low == ">":
-                    query = query.where(c.state_key > bindparam("low"))
-                if bounded:
-                    query = query.where(c.state_key < bindparam("high"))
-                self._lists[(low, bounded)] = query.order_by(c.state_key).limit(
-                    bindparam("limit", type_=Integer)
-                )
-        self._export = select(
-            c.scope_key,
-            c.state_key,
-            c.value_json,
-            *(c[name] for name in CONTEXT_COLUMNS),
-            c.created_at,
-            c.updated_at,
-            c.version,
-        )
-        self._export_page = (
-            select(c.id, *self._export.selected_columns)
-            .where(c.id > bindparam("last_id"))
-            .order_by(c.id)
-            .limit(EXPORT_BATCH_SIZE)
-        )
-        self._clear = delete(t)
-
     # ---- plumbing -----------------------------------------------------------------
+
+    async def _enter(self, *, driver_operation: bool = False) -> None:
+        """Take one of the gate's places (FIFO), waiting at most ``pool_timeout``."""
+        gate = self._gate
+        if gate is None:
+            return
+        if not gate.locked():
+            # A place is free and nobody queues for one: acquire() returns without
+            # suspending, so skip wait_for and the task it would create.
+            await gate.acquire()
+            return
+        queued = 1 if driver_operation else 0
+        self._queued += queued
+        try:
+            await asyncio.wait_for(gate.acquire(), self._pool_timeout)
+        except asyncio.TimeoutError:
+            raise BackendTimeoutError(
+                f"no database connection free within {self._pool_timeout:g} s "
+                f"({self._gate_size} in use)"
+            ) from None
+        finally:
+            self._queued -= queued
+
+    def _leave(self) -> None:
+        if self._gate is not None:
+            self._gate.release()
 
     @contextlib.asynccontextmanager
     async def _guard(self) -> AsyncIterator[None]:
-        """Hold one of the gate's places (FIFO), waiting at most ``pool_timeout``."""
-        if self._gate is None:
+        """Hold one of the gate's places for a block that uses the engine itself."""
+        await self._enter()
+        try:
+            if self._connections.parked:
+                # Left by a queued operation that gave up: the block needs the pool's.
+                await greenlet_spawn(self._connections.release)
             yield
-            return
-        async with self._gate.place():
-            yield
+        finally:
+            self._leave()
 
     async def _prepare(self) -> None:
         if self._closed:
@@ -251,9 +209,29 @@ class SQLBackend:
                 await self.create_schema()
 
     async def _rows(
-        self, statement: Executable, params: Any, what: str, *, read: bool = False
+        self,
+        statement: DriverStatement,
+        params: Mapping[str, Any],
+        what: str,
+        *,
+        read: bool = False,
     ) -> Sequence[Any]:
-        """Run one statement on an autocommit connection and fetch its rows.
+        """Run one statement on its own (no transaction) and fetch its rows."""
+        rows: Sequence[Any] = await self._on_driver(
+            driver.run, statement.sql, statement.arguments(params), what, read=read
+        )
+        return rows
+
+    async def _on_driver(
+        self,
+        run: Callable[[driver.Connections, str, Any], Any],
+        sql: str,
+        arguments: Any,
+        what: str,
+        *,
+        read: bool,
+    ) -> Any:
+        """``run(connections, sql, arguments)`` on a driver connection, behind the gate.
 
         A read that finds its connection dead is retried once: the failure has discarded
         the pool's stale connections, so the retry runs on a fresh one. Writes are not
@@ -262,23 +240,20 @@ class SQLBackend:
         if not self._ready:
             await self._prepare()
         for attempt in (1, 2):
+            await self._enter(driver_operation=True)
             try:
-                async with self._guard():
-                    # One greenlet for checkout, execute and checkin, where AsyncConnection
-                    # would switch three times: the SQLAlchemy overhead of a point read halves.
-                    return await greenlet_spawn(self._run, statement, params)
-            except sa_exc.DBAPIError as exc:
-                if read and attempt == 1 and exc.connection_invalidated:
+                # One greenlet for checkout, execution and checkin.
+                return await greenlet_spawn(run, self._connections, sql, arguments)
+            except driver.ConnectionLost as lost:
+                if read and attempt == 1:
                     continue
+                cause = lost.__cause__ or lost
+                raise translate(cause, what, lost=True) from cause
+            except self._driver_errors as exc:
                 raise translate(exc, what) from exc
-            except TRANSLATED as exc:
-                raise translate(exc, what) from exc
+            finally:
+                self._leave()
         raise AssertionError("unreachable")  # pragma: no cover
-
-    def _run(self, statement: Executable, params: Any) -> Sequence[Any]:
-        with self._autocommit_sync.connect() as conn:
-            result = conn.execute(statement, params)
-            return result.all() if result.returns_rows else ()
 
     async def create_schema(self) -> None:
         """Create the table (and PostgreSQL schema) if absent; safe to call repeatedly."""
@@ -304,21 +279,23 @@ class SQLBackend:
 
     async def get(self, scope_key: str, state_key: str) -> str | None:
         params = {"scope_key": scope_key, "state_key": state_key}
-        rows = await self._rows(self._get, params, "get", read=True)
+        rows = await self._rows(self._statements.get, params, "get", read=True)
         return rows[0][0] if rows else None
 
     async def get_versioned(self, scope_key: str, state_key: str) -> tuple[str | None, int]:
         params = {"scope_key": scope_key, "state_key": state_key}
-        rows = await self._rows(self._get_versioned, params, "get", read=True)
+        statement = self._statements.get_versioned
+        rows = await self._rows(statement, params, "get", read=True)
         return (rows[0][0], rows[0][1]) if rows else (None, 0)
 
     async def read_scopes(self, scope_keys: Sequence[str]) -> dict[str, dict[str, str]]:
         snapshot: dict[str, dict[str, str]] = {scope_key: {} for scope_key in scope_keys}
         if not snapshot:
             return snapshot
-        params = {"scope_keys": list(snapshot)}
+        params = {f"scope_key_{i}": scope_key for i, scope_key in enumerate(snapshot)}
+        statement = self._statements.snapshot(len(params))
         for scope_key, state_key, value_json in await self._rows(
-            self._snapshot, params, "read a snapshot", read=True
+            statement, params, "read a snapshot", read=True
         ):
             snapshot[scope_key][state_key] = value_json
         return snapshot
@@ -335,9 +312,8 @@ class SQLBackend:
         high = prefix_successor(prefix) if prefix else None
         if high is not None:
             params["high"] = high
-        rows = await self._rows(
-            self._lists[(low, high is not None)], params, "list keys", read=True
-        )
+        statement = self._statements.lists[(low, high is not None)]
+        rows = await self._rows(statement, params, "list keys", read=True)
         keys = [row[0] for row in rows]
         return keys[:limit], len(keys) > limit
 
@@ -351,7 +327,7 @@ class SQLBackend:
         try:
             async with self._guard(), self._engine.connect() as conn:
                 result = await conn.stream(
-                    self._export.execution_options(yield_per=EXPORT_BATCH_SIZE)
+                    self._statements.export.execution_options(yield_per=EXPORT_BATCH_SIZE)
                 )
                 async for row in result:
                     yield self._entry(row)
@@ -363,7 +339,12 @@ class SQLBackend:
         # uses the backend between entries: read short pages by id instead.
         last_id = 0
         while True:
-            rows = await self._rows(self._export_page, {"last_id": last_id}, "export entries")
+            try:
+                async with self._guard(), self._engine.connect() as conn:
+                    result = await conn.execute(self._statements.export_page, {"last_id": last_id})
+                    rows = result.all()
+            except TRANSLATED as exc:
+                raise translate(exc, "export entries") from exc
             for row in rows:
                 yield self._entry(row[1:])
             if len(rows) < EXPORT_BATCH_SIZE:
@@ -389,7 +370,7 @@ class SQLBackend:
 
     @staticmethod
     def _row(
-        scope_key: str, state_key: str, value_json: str, context: ScopeContext, now: datetime
+        scope_key: str, state_key: str, value_json: str, context: ScopeContext, now: Any
     ) -> dict[str, Any]:
         # Spelled out: dataclasses.asdict deep-copies and cost a tenth of a set.
         return {
@@ -419,15 +400,16 @@ class SQLBackend:
         context: ScopeContext,
         expected_version: int | None = None,
     ) -> int:
-        now = datetime.now(timezone.utc)
+        statements = self._statements
+        now = statements.timestamp(datetime.now(timezone.utc))
         if expected_version is None:
             row = self._row(scope_key, state_key, value_json, context, now)
-            rows = await self._rows(self._upsert, row, "set")
+            rows = await self._rows(statements.upsert, row, "set")
             return int(rows[0][0])
         while True:
             if expected_version == 0:
                 row = self._row(scope_key, state_key, value_json, context, now)
-                rows = await self._rows(self._insert_new, row, "set")
+                rows = await self._rows(statements.insert_new, row, "set")
             else:
                 params = {
                     "key_scope": scope_key,
@@ -436,11 +418,11 @@ class SQLBackend:
                     "new_value": value_json,
                     "now": now,
                 }
-                rows = await self._rows(self._update_if, params, "set")
+                rows = await self._rows(statements.update_if, params, "set")
             if rows:
                 return int(rows[0][0])
             key = {"scope_key": scope_key, "state_key": state_key}
-            found = await self._rows(self._version, key, "set")
+            found = await self._rows(statements.version, key, "set")
             actual = int(found[0][0]) if found else 0
             if actual != expected_version:
                 raise VersionConflictError(scope_key, state_key, expected_version, actual)
@@ -449,23 +431,22 @@ class SQLBackend:
     async def set_many(self, writes: Sequence[StateWrite]) -> None:
         if not writes:
             return
-        if not self._ready:
-            await self._prepare()
-        now = datetime.now(timezone.utc)
-        rows = [self._row(w.scope_key, w.state_key, w.value_json, w.context, now) for w in writes]
-        try:
-            async with self._guard(), self._engine.begin() as conn:
-                # executemany: the driver applies the rows in order in one transaction.
-                await conn.execute(self._upsert_many, rows)
-        except TRANSLATED as exc:
-            raise translate(exc, "set many") from exc
+        statement = self._statements.upsert_many
+        now = self._statements.timestamp(datetime.now(timezone.utc))
+        rows = [
+            statement.arguments(self._row(w.scope_key, w.state_key, w.value_json, w.context, now))
+            for w in writes
+        ]
+        # The driver applies the rows in order, in one transaction (one round trip on
+        # PostgreSQL).
+        await self._on_driver(driver.run_many, statement.sql, rows, "set many", read=False)
 
     async def delete(self, scope_key: str, state_key: str) -> bool:
         params = {"scope_key": scope_key, "state_key": state_key}
-        return bool(await self._rows(self._delete, params, "delete"))
+        return bool(await self._rows(self._statements.delete, params, "delete"))
 
     async def clear(self) -> None:
-        await self._rows(self._clear, {}, "clear")
+        await self._rows(self._statements.clear, {}, "clear")
 
     # ---- lifecycle ----------------------------------------------------------------
 
@@ -478,7 +459,7 @@ class SQLBackend:
             else "SELECT sqlite_version()"
         )
         try:
-            async with self._guard(), self._autocommit.connect() as conn:
+            async with self._guard(), self._engine.connect() as conn:
                 server_version = str((await conn.execute(text(version_query))).scalar_one())
                 layout = await conn.run_sync(self._layout)
         except TRANSLATED as exc:
@@ -521,5 +502,6 @@ class SQLBackend:
             return
         self._closed = True
         self._ready = False
+        await greenlet_spawn(self._connections.release)
         if self._owns_engine:
             await self._engine.dispose()

@@ -1,14 +1,15 @@
-"""Building an engine from options: pools and timeouts on PostgreSQL, WAL and a busy
-timeout on SQLite, one shared connection for an in-memory SQLite database."""
+"""Building an engine from options: pools and timeouts on PostgreSQL; on SQLite WAL, a
+busy timeout, driver-level autocommit, and one shared connection for an in-memory
+database."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.pool import PoolResetState, StaticPool
 
 from statekit.backends.sql.options import SQLOptions
 from statekit.errors import ConfigurationError
@@ -40,11 +41,13 @@ def _postgres_arguments(options: SQLOptions) -> dict[str, Any]:
 
 
 def _sqlite_arguments(url: URL, options: SQLOptions) -> dict[str, Any]:
+    # Returned connections are rolled back only when a transaction is open (_on_return).
     if is_memory_sqlite(url):
         # One connection, so every task sees the same database; the backend serialises
         # its use (see SQLBackend._guard).
-        return {"poolclass": StaticPool}
+        return {"poolclass": StaticPool, "pool_reset_on_return": None}
     return {
+        "pool_reset_on_return": None,
         "pool_size": options.pool_size,
         "max_overflow": options.max_overflow,
         "pool_pre_ping": options.pool_pre_ping,
@@ -63,8 +66,26 @@ def _on_sqlite_connect(busy_timeout_ms: int, wal: bool) -> Any:
                 cursor.execute("PRAGMA journal_mode = WAL")
         finally:
             cursor.close()
+        # Driver-level autocommit (SQLAlchemy's documented recipe for sqlite3): a statement
+        # run on its own commits by itself, one hand-off to aiosqlite's thread where
+        # sqlite3's implicit BEGIN would need a second one for the COMMIT. Transactions
+        # begun through SQLAlchemy say BEGIN themselves (_begin).
+        dbapi_connection.isolation_level = None
 
     return configure
+
+
+def _begin(conn: Connection) -> None:
+    # Under the AUTOCOMMIT isolation option SQLAlchemy expects no transaction at all.
+    if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+        conn.exec_driver_sql("BEGIN")
+
+
+def _on_return(dbapi_connection: Any, _record: Any, state: PoolResetState) -> None:
+    # What pool_reset_on_return="rollback" does, minus the hand-off to aiosqlite's thread
+    # when no transaction is open (the usual case in autocommit mode).
+    if state.asyncio_safe and dbapi_connection.driver_connection.in_transaction:
+        dbapi_connection.rollback()
 
 
 def build_engine(url: URL, options: SQLOptions) -> AsyncEngine:
@@ -85,4 +106,6 @@ def build_engine(url: URL, options: SQLOptions) -> AsyncEngine:
             round(options.busy_timeout * 1000), wal=not is_memory_sqlite(url)
         )
         event.listen(engine.sync_engine, "connect", listener)
+        event.listen(engine.sync_engine, "begin", _begin)
+        event.listen(engine.sync_engine, "reset", _on_return)
     return engine

@@ -1,8 +1,13 @@
-"""The one place where SQLAlchemy and driver exceptions become statekit errors."""
+"""The one place where SQLAlchemy and driver exceptions become statekit errors.
+
+Statements run through SQLAlchemy raise its wrapped exceptions; statements run on the
+driver's connection raise asyncpg's or sqlite3's own, which map the same way.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 
 from sqlalchemy import exc as sa_exc
 
@@ -15,6 +20,16 @@ TRANSLATED: tuple[type[BaseException], ...] = (
     asyncio.TimeoutError,
     ConnectionError,
 )
+
+
+def driver_errors(dialect_name: str) -> tuple[type[BaseException], ...]:
+    """What a driver raises for a database failure (as opposed to a bug in the caller)."""
+    if dialect_name == "postgresql":
+        import asyncpg
+
+        return (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+    return (sqlite3.Error,)
+
 
 # PostgreSQL SQLSTATEs: 57014 query_canceled (statement_timeout), 55P03 lock_not_available.
 _TIMEOUT_STATES = frozenset({"57014", "55P03"})
@@ -35,35 +50,51 @@ def _is_timeout(error: BaseException) -> bool:
         return True
     orig = getattr(error, "orig", None)
     if orig is None:
-        return False
-    if isinstance(orig, (asyncio.TimeoutError, TimeoutError)) or isinstance(
+        orig = error  # a driver's own exception
+    elif isinstance(orig, (asyncio.TimeoutError, TimeoutError)) or isinstance(
         orig.__cause__, (asyncio.TimeoutError, TimeoutError)
     ):
         return True
     # SQLite: the busy timeout expired while another connection held the write lock.
-    return _sqlstate(orig) in _TIMEOUT_STATES or "database is locked" in str(orig)
+    return _sqlstate(orig) in _TIMEOUT_STATES or (
+        isinstance(orig, sqlite3.OperationalError) and "database is locked" in str(orig)
+    )
 
 
 def _is_unavailable(error: BaseException) -> bool:
     if isinstance(error, OSError):
         return True
-    if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
-        return True
-    if isinstance(error, (sa_exc.OperationalError, sa_exc.InterfaceError)):
-        return True
-    if isinstance(error, sa_exc.DBAPIError) and error.orig is not None:
-        state = _sqlstate(error.orig)
-        if state is not None and (state.startswith("08") or state in _UNAVAILABLE_STATES):
+    if isinstance(error, sa_exc.DBAPIError):
+        if error.connection_invalidated:
             return True
-        return isinstance(error.orig.__cause__, OSError)
-    return False
+        if isinstance(error, (sa_exc.OperationalError, sa_exc.InterfaceError)):
+            return True
+        if error.orig is None:
+            return False
+        return _driver_unavailable(error.orig) or isinstance(error.orig.__cause__, OSError)
+    return _driver_unavailable(error)
 
 
-def translate(error: BaseException, what: str) -> StateBackendError:
-    """The statekit error for a failure during ``what`` (raise it ``from error``)."""
+def _driver_unavailable(error: BaseException) -> bool:
+    # sqlite3's and asyncpg's classes that SQLAlchemy wraps as OperationalError or
+    # InterfaceError, then PostgreSQL's connection SQLSTATEs.
+    if isinstance(error, (sqlite3.OperationalError, sqlite3.InterfaceError)):
+        return True
+    if type(error).__module__.startswith("asyncpg"):
+        import asyncpg
+
+        if isinstance(error, asyncpg.InterfaceError):
+            return True
+    state = _sqlstate(error)
+    return state is not None and (state.startswith("08") or state in _UNAVAILABLE_STATES)
+
+
+def translate(error: BaseException, what: str, *, lost: bool = False) -> StateBackendError:
+    """The statekit error for a failure during ``what`` (raise it ``from error``);
+    ``lost``: the connection died during it."""
     detail = f"SQL backend failed to {what}: {type(error).__name__}: {error}".splitlines()[0]
     if _is_timeout(error):
         return BackendTimeoutError(detail)
-    if _is_unavailable(error):
+    if lost or _is_unavailable(error):
         return BackendUnavailableError(detail)
     return StateBackendError(detail)

@@ -1,0 +1,133 @@
+"""Statements on the driver's own connection, checked out of SQLAlchemy's pool.
+
+The pool stays SQLAlchemy's (its size, timeout, pre-ping, recycling and invalidation
+apply as for any other use of the engine), with one addition: while operations queue
+for a connection, one that ends hands its connection straight to the next (see
+:class:`Connections`). The execution skips SQLAlchemy's ``Connection``: asyncpg runs the
+SQL as a prepared statement from its own cache, in one round trip, and aiosqlite runs it
+with one hand-off to its worker thread instead of four (cursor, execute, fetch, close).
+SQLAlchemy's cursor-execution events therefore do not see these statements. Call these
+functions inside ``greenlet_spawn``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.util import await_only
+
+# aiosqlite's messages for a connection that is gone (SQLAlchemy maps them the same way).
+_CLOSED_MESSAGES = ("no active connection", "connection closed")
+
+
+class ConnectionLost(Exception):
+    """The connection died during the statement (its cause says how); the pool has
+    discarded it together with every connection opened before the failure."""
+
+
+class Connections:
+    """Where an operation gets its connection: from the pool, or straight from the
+    operation that just ended when others are queued for one (``queued()``).
+
+    SQLAlchemy's pool keeps ``pool_size`` idle connections and closes any other that is
+    returned. Replies arrive in bursts, so under a load above ``pool_size`` a burst of
+    returns would close the overflow connections that the queued operations then open
+    again: a new connection every few operations. Handing a connection over skips the
+    pool's checkin and checkout (and its pre-ping: the connection has just worked).
+    """
+
+    def __init__(self, engine: Engine, queued: Callable[[], bool]) -> None:
+        self.engine = engine
+        self._queued = queued
+        self._parked: list[PoolProxiedConnection] = []
+
+    @property
+    def parked(self) -> bool:
+        """Whether a handed-over connection waits for an operation."""
+        return bool(self._parked)
+
+    def take(self) -> PoolProxiedConnection:
+        if self._parked:
+            return self._parked.pop()
+        return self.engine.pool.connect()
+
+    def give_back(self, fairy: PoolProxiedConnection) -> None:
+        if self._queued() and fairy.is_valid:
+            self._parked.append(fairy)
+            return
+        fairy.close()
+        self.release()
+
+    def release(self) -> None:
+        """Return every handed-over connection nobody took to the pool."""
+        while self._parked:
+            self._parked.pop().close()
+
+
+def run(connections: Connections, sql: str, arguments: Sequence[Any]) -> Sequence[Any]:
+    """Run one statement on its own and return its rows (possibly none).
+
+    No transaction: asyncpg runs it outside one; sqlite3 runs it in autocommit mode or,
+    on a connection in sqlite3's legacy transaction mode (a host's engine), commits the
+    transaction the write opened.
+    """
+    with _checked_out(connections) as driver:
+        if connections.engine.dialect.name == "postgresql":
+            return await_only(driver.fetch(sql, *arguments))
+        rows: Sequence[Any] = await_only(driver.execute_fetchall(sql, arguments))
+        if driver.in_transaction:
+            await_only(driver.commit())
+        return rows
+
+
+def run_many(connections: Connections, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    """Run one statement once per row, in order, all or nothing."""
+    with _checked_out(connections) as driver:
+        if connections.engine.dialect.name == "postgresql":
+            # Atomic (asyncpg wraps it in an implicit transaction) and one round trip.
+            await_only(driver.executemany(sql, rows))
+            return
+        if not driver.in_transaction:
+            await_only(driver.execute_fetchall("BEGIN", ()))
+        try:
+            await_only(driver.executemany(sql, rows))
+            await_only(driver.commit())
+        except Exception:
+            await_only(driver.rollback())
+            raise
+
+
+@contextlib.contextmanager
+def _checked_out(connections: Connections) -> Iterator[Any]:
+    """asyncpg's or aiosqlite's connection of a pooled connection, for one use."""
+    engine = connections.engine
+    fairy = connections.take()
+    try:
+        yield fairy.driver_connection
+    except Exception as error:
+        if _is_lost(engine, fairy.dbapi_connection, error):
+            # As SQLAlchemy does on a disconnect: drop this connection, and have the pool
+            # replace every older one on checkout (they likely died together).
+            engine.pool._invalidate(fairy, error)
+            fairy.close()
+            connections.release()
+            raise ConnectionLost(str(error)) from error
+        fairy.close()
+        raise
+    except BaseException as error:
+        # Cancelled mid-statement: the connection's state is unknown, never reuse it.
+        fairy.invalidate(error)
+        fairy.close()
+        raise
+    connections.give_back(fairy)
+
+
+def _is_lost(engine: Engine, dbapi_connection: Any, error: Exception) -> bool:
+    if isinstance(error, ValueError) and str(error).lower() in _CLOSED_MESSAGES:
+        return True
+    # asyncpg: whether the connection is closed; aiosqlite: sqlite3's closed-database errors.
+    return bool(engine.dialect.is_disconnect(error, dbapi_connection, None))  # type: ignore[arg-type]

@@ -1,0 +1,181 @@
+"""The backend's statements: SQLAlchemy Core, compiled once per backend to driver SQL.
+
+SQLAlchemy writes every statement (quoting, schema, each dialect's upsert syntax); the
+single-statement operations then run that SQL text on the driver's own connection, so
+the hot path pays neither SQLAlchemy's per-execution work nor, on SQLite, one worker
+thread round trip per cursor call. Parameters are named here and passed by position.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import (
+    BigInteger,
+    Integer,
+    Table,
+    bindparam,
+    delete,
+    literal_column,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
+
+from statekit.backends.sql.schema import CONTEXT_COLUMNS
+
+#: Rows fetched per round trip by :meth:`SQLBackend.iter_entries`.
+EXPORT_BATCH_SIZE = 500
+#: Snapshot statements for up to this many scope keys are compiled once and kept.
+_KEPT_SNAPSHOT_SIZES = 16
+
+#: The columns a new row gets, in the order the upsert's parameters are built.
+ROW_COLUMNS = (
+    "scope_key",
+    "state_key",
+    "value_json",
+    *CONTEXT_COLUMNS,
+    "created_at",
+    "updated_at",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DriverStatement:
+    """SQL text in the driver's paramstyle and the names of its parameters, in order.
+
+    ``defaults`` holds the values SQLAlchemy fixed itself (SQLite's ``OFFSET 0`` after a
+    bound ``LIMIT``); every other parameter must be given.
+    """
+
+    sql: str
+    names: tuple[str, ...]
+    defaults: Mapping[str, Any]
+
+    def arguments(self, params: Mapping[str, Any]) -> list[Any]:
+        if not self.defaults:
+            return [params[name] for name in self.names]
+        return [params[name] if name in params else self.defaults[name] for name in self.names]
+
+
+def _compile(
+    statement: ClauseElement, dialect: Dialect, keys: Sequence[str] = ()
+) -> DriverStatement:
+    compiled = cast(SQLCompiler, statement.compile(dialect=dialect, column_keys=list(keys)))
+    names = tuple(compiled.positiontup or ())
+    defaults = {
+        name: compiled.binds[name].effective_value
+        for name in names
+        if name not in keys and not compiled.binds[name].required
+    }
+    return DriverStatement(str(compiled), names, defaults)
+
+
+class Statements:
+    """Every statement of one backend: driver SQL for the operations that run on the
+    driver's connection, Core selects for the export (which runs through SQLAlchemy for
+    its type processing and server-side cursor)."""
+
+    def __init__(self, table: Table, dialect: Dialect) -> None:
+        self._table = table
+        self._dialect = dialect
+        c = table.c
+        insert = postgresql.insert(table) if dialect.name == "postgresql" else sqlite.insert(table)
+        conflict = [c.scope_key, c.state_key]
+        # A literal increment, so the statements have no parameter beyond the row's.
+        bumped = c.version + literal_column("1", BigInteger)
+        upsert = insert.on_conflict_do_update(
+            index_elements=conflict,
+            # created_at and the context stay as created.
+            set_={
+                "value_json": insert.excluded.value_json,
+                "updated_at": insert.excluded.updated_at,
+                "version": bumped,
+            },
+        )
+        self.upsert = _compile(upsert.returning(c.version), dialect, ROW_COLUMNS)
+        self.upsert_many = _compile(upsert, dialect, ROW_COLUMNS)
+        self.insert_new = _compile(
+            insert.on_conflict_do_nothing(index_elements=conflict).returning(c.version),
+            dialect,
+            ROW_COLUMNS,
+        )
+        self.update_if = _compile(
+            update(table)
+            .where(
+                c.scope_key == bindparam("key_scope"),
+                c.state_key == bindparam("key_state"),
+                c.version == bindparam("expected"),
+            )
+            .values(value_json=bindparam("new_value"), updated_at=bindparam("now"), version=bumped)
+            .returning(c.version),
+            dialect,
+        )
+        key = (c.scope_key == bindparam("scope_key"), c.state_key == bindparam("state_key"))
+        self.get = _compile(select(c.value_json).where(*key), dialect)
+        self.get_versioned = _compile(select(c.value_json, c.version).where(*key), dialect)
+        self.version = _compile(select(c.version).where(*key), dialect)
+        self.delete = _compile(delete(table).where(*key).returning(c.version), dialect)
+        self.clear = _compile(delete(table), dialect)
+        self.lists = {shape: _compile(_listing(table, *shape), dialect) for shape in _LIST_SHAPES}
+        self._snapshots: dict[int, DriverStatement] = {}
+        timestamp = c.created_at.type.dialect_impl(dialect).bind_processor(dialect)
+        self._timestamp: Callable[[datetime], Any] | None = timestamp
+
+        self.export = select(
+            c.scope_key,
+            c.state_key,
+            c.value_json,
+            *(c[name] for name in CONTEXT_COLUMNS),
+            c.created_at,
+            c.updated_at,
+            c.version,
+        )
+        self.export_page = (
+            select(c.id, *self.export.selected_columns)
+            .where(c.id > bindparam("last_id"))
+            .order_by(c.id)
+            .limit(EXPORT_BATCH_SIZE)
+        )
+
+    def snapshot(self, size: int) -> DriverStatement:
+        """``SELECT ... WHERE scope_key IN (...)`` for ``size`` scope keys ``scope_key_<i>``."""
+        kept = self._snapshots.get(size)
+        if kept is not None:
+            return kept
+        c = self._table.c
+        keys = [bindparam(f"scope_key_{i}", type_=c.scope_key.type) for i in range(size)]
+        statement = _compile(
+            select(c.scope_key, c.state_key, c.value_json).where(c.scope_key.in_(keys)),
+            self._dialect,
+        )
+        if size <= _KEPT_SNAPSHOT_SIZES:
+            self._snapshots[size] = statement
+        return statement
+
+    def timestamp(self, moment: datetime) -> Any:
+        """``moment`` as the driver takes it: SQLite stores SQLAlchemy's naive UTC text."""
+        return moment if self._timestamp is None else self._timestamp(moment)
+
+
+#: Listing shapes: the lower bound on ``state_key`` (none, ``>=`` a prefix, ``>`` a
+#: cursor) and whether an upper bound (the prefix's successor) applies.
+_LIST_SHAPES = [(low, bounded) for low in (None, ">=", ">") for bounded in (False, True)]
+
+
+def _listing(table: Table, low: str | None, bounded: bool) -> ClauseElement:
+    c = table.c
+    query = select(c.state_key).where(c.scope_key == bindparam("scope_key"))
+    if low == ">=":
+        query = query.where(c.state_key >= bindparam("low"))
+    elif low == ">":
+        query = query.where(c.state_key > bindparam("low"))
+    if bounded:
+        query = query.where(c.state_key < bindparam("high"))
+    return query.order_by(c.state_key).limit(bindparam("limit", type_=Integer))

@@ -138,7 +138,7 @@ class SQLBackend:
             table_name=opts.table_name,
             schema=opts.schema_,
             create_schema=opts.create_schema,
-            max_in_flight=opts.pool_size + opts.max_overflow,
+            max_in_flight=sum(opts.pool(parsed.get_backend_name())),
             pool_timeout=opts.timeout,
         )
         backend._owns_engine = True

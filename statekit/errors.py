@@ -57,7 +57,11 @@ class StateBackendError(StatekitError):
 
 
 class BackendUnavailableError(StateBackendError):
-    """The server cannot be reached; retry later, the client reconnects by itself."""
+    """The server cannot be reached; retry later, the client reconnects by itself.
+
+    Raised by a write whose connection dropped before its reply arrived, the write may
+    have been applied (once): writes are never sent twice.
+    """
 
 
 class BackendTimeoutError(BackendUnavailableError):

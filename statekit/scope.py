@@ -8,6 +8,7 @@ quotes, unicode): no separator can be forged.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from typing import Any, Protocol
@@ -140,9 +141,25 @@ def build_state_scope_key(
     identity = scope_identity(scope, event, binding, descriptor)
     if identity is None:
         return None
+    fields = tuple(identity.items())
+    # Ids are text almost always: then the key is memoised, as a runner's events keep
+    # naming the same few scopes. Other values (numbers, booleans, ...) could compare
+    # equal while encoding differently (1, 1.0, True), so they are hashed every time.
+    for _, value in fields[1:]:  # after the version number
+        if value is not None and type(value) is not str:
+            return _scope_key(identity)
+    return _cached_scope_key(fields)
+
+
+def _scope_key(identity: dict[str, Any]) -> str:
     canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     digest = hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
-    return f"{scope}:v{SCOPE_KEY_VERSION}:{digest}"
+    return f"{identity['scope']}:v{SCOPE_KEY_VERSION}:{digest}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_scope_key(fields: tuple[tuple[str, Any], ...]) -> str:
+    return _scope_key(dict(fields))
 
 
 def build_state_scope_keys(

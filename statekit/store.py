@@ -8,6 +8,7 @@ conditional sets, batch updates, export, and typed backend errors.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -76,23 +77,62 @@ def _policy(binding: BindingLike) -> tuple[bool, Iterable[str]]:
 def _event_context(
     scope: str, event: EventLike, binding: BindingLike, descriptor: DescriptorLike
 ) -> ScopeContext:
+    """The context stored with an event's writes, checked (:class:`Refusal` if unstorable)."""
     actor = getattr(event, "actor", None)
     subject = getattr(event, "subject", None)
-    return ScopeContext.from_mapping(
+    return _context(
         descriptor.id,
         get_binding_identity(binding),
         scope,
-        {
-            "bot_id": getattr(event, "bot_id", None),
-            "workspace_id": getattr(event, "workspace_id", None),
-            "conversation_id": getattr(event, "conversation_id", None),
-            "thread_id": getattr(event, "thread_id", None),
-            "actor_type": getattr(actor, "actor_type", None),
-            "actor_id": getattr(actor, "actor_id", None),
-            "subject_type": getattr(subject, "subject_type", None),
-            "subject_id": getattr(subject, "subject_id", None),
-        },
+        (
+            getattr(event, "bot_id", None),
+            getattr(event, "workspace_id", None),
+            getattr(event, "conversation_id", None),
+            getattr(event, "thread_id", None),
+            getattr(actor, "actor_type", None),
+            getattr(actor, "actor_id", None),
+            getattr(subject, "subject_type", None),
+            getattr(subject, "subject_id", None),
+        ),
     )
+
+
+# The optional ScopeContext fields, in their order.
+_EXTRA = (
+    "bot_id",
+    "workspace_id",
+    "conversation_id",
+    "thread_id",
+    "actor_type",
+    "actor_id",
+    "subject_type",
+    "subject_id",
+)
+
+
+def _context(
+    runner_id: str, binding_identity: str, scope: str, extra: tuple[Any, ...]
+) -> ScopeContext:
+    """``ScopeContext.from_mapping`` over ``extra`` (values in ``_EXTRA`` order), checked
+    (:class:`Refusal` if unstorable).
+
+    Text ids (the usual case) map to their checked context through a cache, as a runner
+    keeps writing to the same few scopes: building and checking it is a good part of a
+    write's cost. Other values are converted and checked every time (1 and True are equal
+    cache keys, but not equal text).
+    """
+    values = (runner_id, binding_identity, scope, *extra)
+    for value in values:
+        if value is not None and type(value) is not str:
+            mapping = dict(zip(_EXTRA, extra, strict=True))
+            context = ScopeContext.from_mapping(runner_id, binding_identity, scope, mapping)
+            return check_context(context)
+    return _checked_context(values)
+
+
+@functools.lru_cache(maxsize=4096)
+def _checked_context(values: tuple[str | None, ...]) -> ScopeContext:
+    return check_context(ScopeContext(*values))  # type: ignore[arg-type]
 
 
 class StateStore:
@@ -173,7 +213,7 @@ class StateStore:
             write = self._prepare_event_write(event, binding, descriptor, scope, key, value)
         except Refusal as refusal:
             return self._refuse(refusal, logger)
-        await self._backend.set(write.scope_key, write.state_key, write.value_json, write.context)
+        await self._backend.set(*write)
         return True, None
 
     async def apply_updates_from_event(
@@ -199,7 +239,9 @@ class StateStore:
             try:
                 scope, key, value = _unpack_update(update)
                 writes.append(
-                    self._prepare_event_write(event, binding, descriptor, scope, key, value)
+                    StateWrite(
+                        *self._prepare_event_write(event, binding, descriptor, scope, key, value)
+                    )
                 )
                 results.append((True, None))
             except Refusal as refusal:
@@ -279,9 +321,8 @@ class StateStore:
             if context is not None and not isinstance(context, Mapping):
                 raise Refusal(f"context must be a mapping, not {type(context).__name__}")
             value_json = encode_value(value)
-            ctx = check_context(
-                ScopeContext.from_mapping(runner_id, binding_identity, scope, context)
-            )
+            extra = (None,) * len(_EXTRA) if not context else tuple(map(context.get, _EXTRA))
+            ctx = _context(runner_id, binding_identity, scope, extra)
         except Refusal as refusal:
             return self._refuse(refusal, logger)
         try:
@@ -342,7 +383,9 @@ class StateStore:
         scope: str,
         key: str,
         value: Any,
-    ) -> StateWrite:
+    ) -> tuple[str, str, str, ScopeContext]:
+        """``(scope_key, state_key, value_json, context)`` of a valid update (the fields of a
+        :class:`StateWrite`, which a single update does not need), else :class:`Refusal`."""
         enabled, scopes = _policy(binding)
         if not enabled:
             raise Refusal("State is disabled by binding policy")
@@ -355,12 +398,7 @@ class StateStore:
         if not scope_key:
             raise Refusal(f'Missing identity for scope "{scope}"')
         value_json = encode_value(value)
-        return StateWrite(
-            scope_key,
-            state_key,
-            value_json,
-            check_context(_event_context(scope, event, binding, descriptor)),
-        )
+        return scope_key, state_key, value_json, _event_context(scope, event, binding, descriptor)
 
     @staticmethod
     def _address(scope_key: str, state_key: str) -> tuple[str, str]:

@@ -73,7 +73,15 @@ _UNSTORABLE_TEXT = re.compile("[\x00\ud800-\udfff]")
 def check_context(context: ScopeContext) -> ScopeContext:
     """Refuse context fields no backend can store faithfully: SQL keeps them in 255-character
     columns and PostgreSQL text cannot hold NUL, so those are refused, never truncated."""
-    for name, value in context.as_dict().items():
+    fields = context.as_dict()
+    texts = [value for value in fields.values() if value is not None]
+    # Every write checks its context: one search over all the fields, not one per field,
+    # and for ASCII text (no surrogates possible) a plain search for NUL.
+    joined = "".join(texts)
+    storable = "\x00" not in joined if joined.isascii() else _UNSTORABLE_TEXT.search(joined) is None
+    if storable and max(map(len, texts), default=0) <= MAX_CONTEXT_FIELD_LENGTH:
+        return context
+    for name, value in fields.items():
         if value is not None and (
             len(value) > MAX_CONTEXT_FIELD_LENGTH or _UNSTORABLE_TEXT.search(value)
         ):
@@ -91,6 +99,11 @@ def check_limit(limit: object) -> int:
     return max(0, min(limit, MAX_LIST_LIMIT))
 
 
+# What json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")) uses,
+# built once: json.dumps builds a new encoder per call when given any option.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
 def encode_value(value: Any) -> str:
     """Serialise ``value`` to strict JSON text within the size limit, or raise :class:`Refusal`.
 
@@ -98,8 +111,9 @@ def encode_value(value: Any) -> str:
     as UTF-8 (a lone surrogate is refused). The size counted is that of the stored text.
     """
     try:
-        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-        size = len(text.encode("utf-8"))
+        text = _ENCODER.encode(value)
+        # ASCII text is its own UTF-8; any other is encoded, which also refuses surrogates.
+        size = len(text) if text.isascii() else len(text.encode("utf-8"))
     except (TypeError, ValueError, RecursionError) as exc:
         # UnicodeEncodeError is a ValueError: lone surrogates land here too.
         raise Refusal(f"Value is not JSON-serializable: {exc}") from None
@@ -112,8 +126,10 @@ def encode_value(value: Any) -> str:
 def _check_structure(value: Any) -> None:
     """Refuse non-string object keys (``json.dumps`` would turn ``{1: "a", "1": "b"}`` into
     an object whose duplicate keys lose a value on the way back) and nesting deeper than
-    :data:`MAX_VALUE_DEPTH`. Iterative, so it cannot itself run out of stack."""
+    :data:`MAX_VALUE_DEPTH`. Iterative, so it cannot itself run out of stack; plain loops,
+    as it walks every value written."""
     stack: list[tuple[Any, int]] = [(value, 1)]
+    push = stack.append
     while stack:
         item, depth = stack.pop()
         if depth > MAX_VALUE_DEPTH:
@@ -121,18 +137,21 @@ def _check_structure(value: Any) -> None:
                 f"Value is not JSON-serializable: nested deeper than {MAX_VALUE_DEPTH} levels"
             )
         if isinstance(item, dict):
-            for key, child in item.items():
+            for key in item:
                 if not isinstance(key, str):
                     raise Refusal(
                         "Value is not JSON-serializable: object keys must be strings, "
                         f"not {type(key).__name__}"
                     )
-                if isinstance(child, (dict, list, tuple)):
-                    stack.append((child, depth + 1))
-        elif isinstance(item, (list, tuple)):
-            stack.extend(
-                (child, depth + 1) for child in item if isinstance(child, (dict, list, tuple))
-            )
+            item = item.values()
+        elif not isinstance(item, (list, tuple)):
+            continue
+        for child in item:
+            if isinstance(child, _CONTAINERS):
+                push((child, depth + 1))
+
+
+_CONTAINERS = (dict, list, tuple)
 
 
 def decode_value(value_json: str) -> Any:

@@ -63,7 +63,7 @@ async def backend() -> AsyncIterator[RedisBackend]:
 # ---- layout -------------------------------------------------------------------------
 
 
-async def test_layout_is_one_hash_per_scope_with_meta_and_context(
+async def test_layout_is_one_hash_per_scope_with_meta_context_and_index(
     backend: RedisBackend, raw: aioredis.Redis
 ) -> None:
     prefix = backend._prefix
@@ -79,8 +79,9 @@ async def test_layout_is_one_hash_per_scope_with_meta_and_context(
     created_at = datetime.fromtimestamp(int(created) / 1e6, timezone.utc)
     assert abs((created_at - before).total_seconds()) < 60  # server clock, same machine
     assert json.loads(await raw.get(value_key + ":ctx")) == CONTEXT.as_dict()
+    assert await raw.zrange(value_key + ":idx", 0, -1, withscores=True) == [("k", 0.0)]
     assert sorted(await raw.keys(glob_escape(prefix) + "*")) == sorted(
-        [value_key, value_key + ":meta", value_key + ":ctx"]
+        [value_key, value_key + ":meta", value_key + ":ctx", value_key + ":idx"]
     )
 
     other = ScopeContext(runner_id="r-2", binding_identity="b-2", scope="conversation")
@@ -92,7 +93,7 @@ async def test_layout_is_one_hash_per_scope_with_meta_and_context(
     assert json.loads(await raw.get(value_key + ":ctx")) == CONTEXT.as_dict()
 
     assert await backend.delete(scope_key, "k") is True
-    assert await raw.exists(value_key, value_key + ":meta", value_key + ":ctx") == 0
+    assert await raw.keys(glob_escape(prefix) + "*") == []
 
 
 async def test_all_keys_of_a_scope_share_one_cluster_slot(
@@ -101,7 +102,7 @@ async def test_all_keys_of_a_scope_share_one_cluster_slot(
     await backend.set("actor:v2:xyz", "k", "1", CONTEXT)
     keys = await raw.keys(glob_escape(backend._prefix) + "*")
     slots = {key_slot(key.encode()) for key in keys}
-    assert len(keys) == 3
+    assert len(keys) == 4
     assert len(slots) == 1
 
 
@@ -203,6 +204,20 @@ async def test_big_scope_lists_a_matching_prefix_exactly(backend: RedisBackend) 
     keys, has_more = await backend.list_keys("big", "hit:", 100, None)
     assert len(keys) == 50
     assert has_more is False
+
+
+async def test_listing_rebuilds_an_index_that_disagrees_with_the_scope(
+    backend: RedisBackend, raw: aioredis.Redis
+) -> None:
+    """Scopes stored before the index existed (or edited by hand) list like any other."""
+    await backend.set_many([StateWrite("s", f"k{i}", "1", CONTEXT) for i in range(5)])
+    value_key = f"{backend._prefix}{{s}}"
+    await raw.delete(value_key + ":idx")
+    assert await backend.list_keys("s", "", 100, None) == ([f"k{i}" for i in range(5)], False)
+    await raw.zrem(value_key + ":idx", "k3")
+    await raw.zadd(value_key + ":idx", {"stale": 0, "stale2": 0})
+    assert await backend.list_keys("s", "k", 2, "k1") == (["k2", "k3"], True)
+    assert await raw.zcard(value_key + ":idx") == 5
 
 
 async def test_describe_reports_the_server_version(backend: RedisBackend) -> None:
@@ -371,6 +386,70 @@ async def test_a_host_client_decoding_responses_works_too() -> None:
         await client.aclose()
 
 
+# ---- fairness without auto-pipelining ----------------------------------------------------
+
+
+def test_without_auto_pipeline_a_fifo_gate_sized_like_the_pool_is_in_front_of_it() -> None:
+    direct = RedisBackend.from_url(
+        "redis://127.0.0.1:6390?auto_pipeline=false&pool_size=7&timeout=3"
+    )
+    assert direct._gate is not None
+    assert (direct._gate.size, direct._gate.timeout) == (7, 3.0)
+    assert RedisBackend.from_url("redis://127.0.0.1:6390")._gate is None  # the pipeline's own
+    pool = aioredis.BlockingConnectionPool.from_url("redis://127.0.0.1:6390", max_connections=4)
+    host = RedisBackend(aioredis.Redis.from_pool(pool), auto_pipeline=False)
+    assert host._gate is not None
+    assert (host._gate.size, host._gate.timeout) == (4, pool.timeout)
+    plain = RedisBackend(aioredis.Redis.from_url("redis://127.0.0.1:6390"), auto_pipeline=False)
+    assert plain._gate is None  # a plain pool never makes a caller wait
+
+
+async def test_without_auto_pipeline_callers_get_a_connection_in_arrival_order() -> None:
+    """A caller that has just finished and calls again queues behind those waiting: with
+    one connection, a busy task cannot take it back before the others had their turn."""
+    url = service_url("STATEKIT_REDIS_URL")
+    backend = RedisBackend.from_url(url, key_prefix=_prefix(), auto_pipeline=False, pool_size=1)
+    served: list[str] = []
+
+    async def get(name: str) -> None:
+        assert await backend.get("s", "k") == "1"
+        served.append(name)
+
+    async def busy() -> None:
+        for _ in range(3):
+            await get("busy")
+
+    try:
+        await backend.set("s", "k", "1", CONTEXT)
+        first = asyncio.create_task(busy())
+        await asyncio.sleep(0)  # its first call holds the only connection
+        await asyncio.gather(first, get("a"), get("b"))
+    finally:
+        await backend.clear()
+        await backend.aclose()
+    assert served == ["busy", "a", "b", "busy", "busy"]
+
+
+async def test_without_auto_pipeline_a_caller_waits_for_a_connection_at_most_timeout() -> None:
+    url = service_url("STATEKIT_REDIS_URL")
+    backend = RedisBackend.from_url(
+        url, key_prefix=_prefix(), auto_pipeline=False, pool_size=1, timeout=0.2
+    )
+    try:
+        await backend.set("s", "k", "1", CONTEXT)
+        assert backend._gate is not None
+        await backend._gate.acquire()  # another operation holds the only connection
+        with pytest.raises(BackendTimeoutError, match=r"no Redis connection free within 0\.2 s"):
+            await asyncio.wait_for(backend.get("s", "k"), 10)
+        with pytest.raises(BackendTimeoutError):
+            await asyncio.wait_for(backend.set("s", "k", "2", CONTEXT), 10)
+        backend._gate.release()
+        assert await backend.get("s", "k") == "1"  # the write waiting in line never ran
+    finally:
+        await backend.clear()
+        await backend.aclose()
+
+
 # ---- faults ----------------------------------------------------------------------------
 
 
@@ -382,6 +461,33 @@ def own_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.kill()
+
+
+async def test_listing_reads_only_the_matching_range_of_the_index(
+    own_server: RedisServer,
+) -> None:
+    """A prefix range of the index, not a scan of the scope, whatever the scope's size:
+    the server's command counts (its own server, so no other client adds to them) show
+    one ``ZRANGEBYLEX`` per listing and no scan."""
+    backend = RedisBackend.from_url(own_server.url)
+    raw = aioredis.Redis.from_url(own_server.url)
+    try:
+        await backend.set_many(
+            [StateWrite("s", f"other:{i:05d}", "0", CONTEXT) for i in range(3000)]
+            + [StateWrite("s", f"hit:{i:02d}", "1", CONTEXT) for i in range(50)]
+        )
+        await backend.list_keys("s", "hit:", 100, None)  # the index checked once
+        await raw.config_resetstat()
+        assert await backend.list_keys("s", "hit:", 20, "hit:09") == (
+            [f"hit:{i:02d}" for i in range(10, 30)],
+            True,
+        )
+        stats = await raw.info("commandstats")
+        assert stats["cmdstat_zrangebylex"]["calls"] == 1
+        assert not {"cmdstat_hscan", "cmdstat_hkeys", "cmdstat_zrange"} & set(stats)
+    finally:
+        await backend.aclose()
+        await raw.aclose()
 
 
 async def test_server_down_raises_unavailable_then_the_same_backend_recovers(

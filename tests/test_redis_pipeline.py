@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 from conftest import service_url
-from redis.asyncio.client import Pipeline
 from redis_servers import RedisServer, free_port
 
+from statekit.backends import redis_pipeline
 from statekit.backends.base import ScopeContext
 from statekit.backends.redis import RedisBackend
 from statekit.backends.redis_pipeline import AutoPipeline
@@ -32,33 +32,24 @@ CONTEXT = ScopeContext(runner_id="r-1", binding_identity="b-1", scope="conversat
 
 
 class RoundTrips:
-    """Counts what reaches the socket: pipeline executions (with their sizes) and direct
-    commands of the backend's client."""
+    """Counts what reaches the socket: every round trip, with how many commands it sent."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, backend: RedisBackend) -> None:
-        self.batches: list[int] = []
-        self.direct = 0
-        execute = Pipeline.execute
-        client_execute = backend._client.execute_command
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.sizes: list[int] = []
+        send = redis_pipeline.round_trip
 
-        async def counted_execute(pipe: Pipeline, raise_on_error: bool = True) -> Any:
-            self.batches.append(len(pipe.command_stack))
-            return await execute(pipe, raise_on_error=raise_on_error)
+        async def counted(connection: Any, commands: Sequence[Any]) -> list[Any]:
+            self.sizes.append(len(commands))
+            return await send(connection, commands)
 
-        async def counted_command(*args: Any, **options: Any) -> Any:
-            self.direct += 1
-            return await client_execute(*args, **options)
-
-        monkeypatch.setattr(Pipeline, "execute", counted_execute)
-        monkeypatch.setattr(backend._client, "execute_command", counted_command)
+        monkeypatch.setattr(redis_pipeline, "round_trip", counted)
 
     @property
     def total(self) -> int:
-        return len(self.batches) + self.direct
+        return len(self.sizes)
 
     def reset(self) -> None:
-        self.batches.clear()
-        self.direct = 0
+        self.sizes.clear()
 
 
 def _prefix() -> str:
@@ -101,13 +92,13 @@ async def test_concurrent_calls_share_round_trips(
     await backend.set_many([])  # nothing to send
     for i in range(100):
         await backend.set(f"s{i % 10}", f"k{i}", str(i), CONTEXT)
-    trips = RoundTrips(monkeypatch, backend)
+    trips = RoundTrips(monkeypatch)
 
     values = await asyncio.gather(*(backend.get(f"s{i % 10}", f"k{i}") for i in range(100)))
     assert values == [str(i) for i in range(100)]
     # The first call goes out alone at once; the other 99 share at most a few batches.
     assert trips.total <= 4
-    assert sum(trips.batches) + trips.direct == 100
+    assert sum(trips.sizes) == 100
 
     trips.reset()
     versions = await asyncio.gather(
@@ -125,10 +116,9 @@ async def test_without_auto_pipeline_every_call_is_its_own_round_trip(
     backend = RedisBackend.from_url(url, key_prefix=_prefix())
     try:
         assert backend._pipeline is None
-        trips = RoundTrips(monkeypatch, backend)
+        trips = RoundTrips(monkeypatch)
         assert await asyncio.gather(*(backend.get("s", f"k{i}") for i in range(20))) == [None] * 20
-        assert trips.batches == []
-        assert trips.direct == 20
+        assert trips.sizes == [1] * 20
     finally:
         await backend.aclose()
 
@@ -137,11 +127,11 @@ async def test_a_batch_never_exceeds_its_bound(
     backend: RedisBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await backend.set("s", "k", "1", CONTEXT)
-    trips = RoundTrips(monkeypatch, backend)
+    trips = RoundTrips(monkeypatch)
     values = await asyncio.gather(*(backend.get("s", "k") for _ in range(1500)))
     assert values == ["1"] * 1500
-    assert max(trips.batches) <= 512
-    assert sum(trips.batches) + trips.direct == 1500
+    assert max(trips.sizes) <= 512
+    assert sum(trips.sizes) == 1500
 
 
 async def test_sustained_concurrent_load_never_stalls(backend: RedisBackend) -> None:
@@ -158,39 +148,23 @@ async def test_sustained_concurrent_load_never_stalls(backend: RedisBackend) -> 
     await asyncio.wait_for(asyncio.gather(*(caller(n) for n in range(64))), 60)
 
 
-class GatedClient:
-    """A stand-in client whose replies (each command's last argument) all wait for one
-    gate: opening it ends every round trip in flight in the same loop iteration, the
-    interleaving that a real server produces only now and then."""
+class GatedServer:
+    """A stand-in for the round trips, whose replies (each command's last argument) all
+    wait for one gate: opening it ends every round trip in flight in the same loop
+    iteration, the interleaving that a real server produces only now and then."""
 
     def __init__(self) -> None:
         self.gate = asyncio.Event()
 
-    async def execute_command(self, *args: Any) -> Any:
+    async def send(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         await self.gate.wait()
         await asyncio.sleep(0)  # a reply takes at least one loop iteration
-        return args[-1]
-
-    def pipeline(self, transaction: bool = True) -> GatedClient.Pipe:
-        return GatedClient.Pipe(self)
-
-    class Pipe:
-        def __init__(self, client: GatedClient) -> None:
-            self.client = client
-            self.commands: list[tuple[Any, ...]] = []
-
-        def execute_command(self, *args: Any) -> None:
-            self.commands.append(args)
-
-        async def execute(self, raise_on_error: bool = True) -> list[Any]:
-            await self.client.gate.wait()
-            await asyncio.sleep(0)
-            return [args[-1] for args in self.commands]
+        return [command[-1] for command in commands]
 
 
 async def test_calls_queued_as_every_round_trip_ends_are_still_sent() -> None:
-    client = GatedClient()
-    pipeline = AutoPipeline(cast(aioredis.Redis, client), timeout=None)
+    server = GatedServer()
+    pipeline = AutoPipeline(server.send, timeout=None)
 
     async def chained(i: int) -> Any:
         await pipeline.execute("GET", f"a{i}")
@@ -203,7 +177,7 @@ async def test_calls_queued_as_every_round_trip_ends_are_still_sent() -> None:
     await asyncio.sleep(0)
     # All three round trips end in one iteration; the first batch's callers call again
     # at once, before the finished workers are gone: one goes alone, nine queue.
-    client.gate.set()
+    server.gate.set()
     results = await asyncio.wait_for(asyncio.gather(alone, *first, *second), 10)
     assert results == ["x", *(f"b{i}" for i in range(10)), *(f"c{i}" for i in range(10))]
 
@@ -218,7 +192,7 @@ async def test_command_errors_stay_with_their_caller(
     raw = aioredis.Redis.from_url(service_url("STATEKIT_REDIS_URL"))
     wrong_type = f"{backend._prefix}{{str}}"
     await raw.set(wrong_type, "not a hash")  # HGET on it fails with WRONGTYPE
-    trips = RoundTrips(monkeypatch, backend)
+    trips = RoundTrips(monkeypatch)
     try:
         calls = [
             backend.get("s", "k"),  # sent alone: the rest queue behind it
@@ -300,6 +274,32 @@ async def test_server_killed_mid_batch_fails_every_caller_then_recovers(
         assert versions == [1] * 50
     finally:
         await blocker.aclose()
+        await backend.aclose()
+
+
+async def test_connections_the_server_closed_while_idle_are_opened_again_before_use(
+    own_server: RedisServer,
+) -> None:
+    """A kept connection the server closed (restart, ``CLIENT KILL``, idle ``timeout``) is
+    never sent a write: that would fail it with an unknown outcome though it never ran."""
+    backend = RedisBackend.from_url(own_server.url, key_prefix="idle:")
+    admin = aioredis.Redis.from_url(own_server.url)
+    try:
+        writes = [backend.set("s", f"k{i}", "1", CONTEXT) for i in range(30)]
+        assert await asyncio.gather(*writes) == [1] * 30  # several kept connections
+        kept = backend._connections
+        assert isinstance(kept, redis_pipeline.KeptConnections)
+        assert len(kept._opened) > 1
+        await admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        for _ in range(500):  # until the event loop has seen every one of them close
+            if not any(map(redis_pipeline._usable, kept._opened)):
+                break
+            await asyncio.sleep(0.01)
+        writes = [backend.set("s", f"k{i}", "2", CONTEXT) for i in range(30)]
+        assert await asyncio.gather(*writes) == [2] * 30
+        assert await backend.get("s", "k0") == "2"
+    finally:
+        await admin.aclose()
         await backend.aclose()
 
 

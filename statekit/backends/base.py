@@ -19,6 +19,7 @@ import enum
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
+from operator import attrgetter
 from typing import Any, Protocol, runtime_checkable
 
 
@@ -59,24 +60,28 @@ class ScopeContext:
     subject_id: str | None = None
 
     def as_dict(self) -> dict[str, str | None]:
-        # Not dataclasses.asdict: deep-copying plain strings was half of checking an update.
-        return {name: getattr(self, name) for name in _CONTEXT_FIELDS}
+        # Not dataclasses.asdict: its deep copy made this a good part of a write's cost.
+        return dict(zip(_CONTEXT_FIELDS, _context_values(self), strict=True))
 
     @classmethod
     def from_mapping(
         cls, runner_id: str, binding_identity: str, scope: str, extra: Mapping[str, Any] | None
     ) -> ScopeContext:
         """Build from the State API's ``context`` dict; unknown keys are ignored."""
-        extra = extra or {}
+        if not extra:
+            return cls(runner_id, binding_identity, scope)
         optional = {
             name: (None if extra.get(name) is None else str(extra[name]))
-            for name in _CONTEXT_FIELDS[3:]
+            for name in _OPTIONAL_CONTEXT_FIELDS
         }
         return cls(runner_id=runner_id, binding_identity=binding_identity, scope=scope, **optional)
 
 
-#: ScopeContext's field names, in order: the three always set, then the optional ones.
 _CONTEXT_FIELDS = tuple(f.name for f in fields(ScopeContext))
+_OPTIONAL_CONTEXT_FIELDS = tuple(
+    name for name in _CONTEXT_FIELDS if name not in ("runner_id", "binding_identity", "scope")
+)
+_context_values = attrgetter(*_CONTEXT_FIELDS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,64 +1,232 @@
-"""Auto-pipelining: commands issued concurrently share one round trip.
+"""How the Redis backend talks to a standalone server: round trips, and auto-pipelining.
 
-One command per round trip leaves a busy event loop spending most of its time on
-connection checkout, syscalls and wake-ups rather than on Redis. :class:`AutoPipeline`
-queues the commands issued while earlier ones are in flight (or in the same event-loop
-iteration) and sends them together as one non-transactional redis-py pipeline on one
-connection; each caller gets exactly its own reply or its own error.
+The backend sends its hot commands (reads of values, every write) to a standalone server
+through :func:`round_trip`, on a connection of the client's pool (:class:`PooledConnections`)
+or kept by the auto-pipeline (:class:`KeptConnections`), never through redis-py's
+``execute_command`` or its pipelines: their ``Retry`` sends a command again when its reply
+is lost, so a write the server had already applied would be applied twice (a version moved
+by two), or a conditional write would report a conflict with itself. Here a connection's
+``Retry`` only ever retries *opening* it, before anything is sent; whether a command whose
+reply was lost may be sent again is decided by the backend (reads may, writes never).
 
-- A command error (a ``WRONGTYPE``, a script error) reaches only its own caller: the
-  pipeline runs with ``raise_on_error=False`` and replies are handed out one by one.
-- A connection error or a timeout fails every caller of that batch with that error.
-- ``NOSCRIPT`` (a restarted or flushed server): the registered script is loaded and the
-  affected ``EVALSHA`` commands are sent once more, in one more round trip.
-- A batch holds at most ``max_batch`` commands, at most ``max_in_flight`` batches run at
-  once (one connection each), and each round trip is bounded by ``timeout``. A command
-  that has waited in the queue longer than ``timeout`` fails unsent, so no caller waits
-  much more than twice ``timeout``. A cancelled caller's queued command is dropped and
-  does not affect the others.
-- The first command while nothing is in flight is sent at once, alone: a lone caller
-  never waits for a loop iteration or a timer.
+:class:`AutoPipeline` coalesces concurrent calls: a call made while nothing is in flight
+is sent at once, alone; calls made while others are in flight queue up and go together
+in one round trip (one write of all their commands, their replies read in order).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import inspect
 import sys
 from collections import deque
-from collections.abc import Awaitable, Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, cast
 
 from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
-__all__ = ["AutoPipeline"]
+__all__ = [
+    "AutoPipeline",
+    "Command",
+    "KeptConnections",
+    "NotSent",
+    "PooledConnections",
+    "Send",
+    "round_trip",
+    "send_with_scripts",
+]
 
-# A queued command: its arguments, the caller's future, and when it was queued.
-_Call = tuple[tuple[Any, ...], "asyncio.Future[Any]", float]
+#: One Redis command: its name and arguments, as sent.
+Command = tuple[Any, ...]
+#: Sends commands in one round trip; their replies in order, an error reply in its place.
+Send = Callable[[Sequence[Command]], Awaitable[list[Any]]]
+
+
+def _hiredis_packer() -> Callable[[Command], bytes] | None:
+    try:
+        from hiredis import pack_command
+    except ImportError:  # pragma: no cover - redis-py packs in Python without hiredis
+        return None
+    return cast(Callable[[Command], bytes], pack_command)
+
+
+_hiredis_pack = _hiredis_packer()
+
+# A queued call: its commands, the caller's future, and when it was queued.
+_Call = tuple[Sequence[Command], "asyncio.Future[list[Any]]", float]
+
+# redis-py before 5.3 requires a command name here; later versions warn when given one.
+_NAMED_CHECKOUT = (
+    inspect.signature(ConnectionPool.get_connection).parameters["command_name"].default
+    is inspect.Parameter.empty
+)
+
+
+class NotSent(RedisConnectionError):
+    """No connection could be opened (its own ``Retry`` included): nothing was sent, so
+    there is nothing whose outcome is unknown."""
+
+
+async def round_trip(connection: AbstractConnection, commands: Sequence[Command]) -> list[Any]:
+    """Send ``commands`` in one write and read their replies, in order.
+
+    A command's error reply (``WRONGTYPE``, ``NOSCRIPT``, ...) is returned in its place,
+    the connection staying in step. Any other failure (a lost connection, a timeout, a
+    cancellation) leaves the connection's state unknown: it is closed, then the error
+    raised; the connection reconnects on its next use.
+    """
+    try:
+        await connection.send_packed_command(_pack(connection, commands), check_health=False)
+        replies: list[Any] = []
+        for _ in commands:
+            try:
+                replies.append(await connection.read_response())
+            except ResponseError as error:
+                replies.append(error)
+        return replies
+    except BaseException:
+        await connection.disconnect(nowait=True)
+        raise
+
+
+def _pack(connection: AbstractConnection, commands: Sequence[Command]) -> bytes | list[bytes]:
+    """The commands in the wire format; by hiredis (in C, about 8x faster than redis-py's
+    Python packer on a write) when the connection encodes text as strict UTF-8 anyway."""
+    encoder = connection.encoder
+    if (
+        _hiredis_pack is not None
+        and encoder.encoding in ("utf-8", "utf8")
+        and encoder.encoding_errors == "strict"
+    ):
+        return b"".join([_hiredis_pack(command) for command in commands])
+    return connection.pack_commands(commands)
+
+
+def _usable(connection: AbstractConnection) -> bool:
+    """Connected, and not closed by the server since its last use (a restart, ``CLIENT
+    KILL``, an idle ``timeout``): what the event loop has already seen on the socket, so
+    telling costs no round trip and no loop iteration (redis-py's pool check costs one)."""
+    reader = connection._reader
+    if reader is None or reader.at_eof():
+        return False
+    return not isinstance(reader, asyncio.StreamReader) or reader.exception() is None
+
+
+class KeptConnections:
+    """Round trips on connections of the auto-pipeline's own, kept between round trips.
+
+    Opened with the client's connection settings (address, database, credentials, TLS,
+    ``Retry`` for connecting) but outside its pool: the auto-pipeline makes at most
+    ``max_in_flight + 1`` round trips at once, so it keeps that many connections at most,
+    and taking one costs neither a pool checkout nor a liveness round trip. A connection
+    the server has closed meanwhile is opened again before anything is sent on it.
+    """
+
+    def __init__(self, client: Redis) -> None:
+        self._pool = client.connection_pool
+        self._idle: list[AbstractConnection] = []
+        self._opened: list[AbstractConnection] = []
+
+    async def round_trip(self, commands: Sequence[Command]) -> list[Any]:
+        if self._idle:
+            connection = self._idle.pop()
+        else:
+            connection = self._pool.connection_class(**self._pool.connection_kwargs)
+            self._opened.append(connection)
+        try:
+            if not _usable(connection):
+                await self._reconnect(connection)
+            return await round_trip(connection, commands)
+        finally:
+            self._idle.append(connection)
+
+    @staticmethod
+    async def _reconnect(connection: AbstractConnection) -> None:
+        await connection.disconnect()
+        try:
+            await connection.connect()  # type: ignore[no-untyped-call]
+        except RedisConnectionError as exc:
+            raise NotSent(str(exc)) from exc
+        except BaseException:
+            # Cancelled or timed out half way (before AUTH or SELECT, say): never leave
+            # it looking usable.
+            await connection.disconnect(nowait=True)
+            raise
+
+    async def aclose(self) -> None:
+        for connection in self._opened:
+            await connection.disconnect()
+
+
+class PooledConnections:
+    """Round trips on connections checked out of a standalone client's pool."""
+
+    def __init__(self, client: Redis) -> None:
+        self._pool = client.connection_pool
+
+    async def round_trip(self, commands: Sequence[Command]) -> list[Any]:
+        try:
+            if _NAMED_CHECKOUT:  # pragma: no cover - redis-py < 5.3
+                connection = await self._pool.get_connection("_")  # type: ignore[no-untyped-call]
+            else:
+                connection = await self._pool.get_connection()  # type: ignore[no-untyped-call]
+        except RedisConnectionError as exc:
+            raise NotSent(str(exc)) from exc
+        try:
+            return await round_trip(connection, commands)
+        finally:
+            await self._pool.release(connection)
+
+    async def aclose(self) -> None:
+        """Nothing of its own to close: the connections belong to the client's pool."""
+
+
+async def send_with_scripts(
+    send: Send, scripts: Mapping[str, str], commands: Sequence[Command]
+) -> list[Any]:
+    """``send(commands)``; an ``EVALSHA`` of one of ``scripts`` (by SHA1) that the server
+    does not know (``NOSCRIPT``: a restarted server, ``SCRIPT FLUSH``) is sent once more
+    after ``SCRIPT LOAD``, in one more round trip. Safe for writes: a ``NOSCRIPT`` reply
+    means the script did not run."""
+    replies = await send(commands)
+    missing = [
+        i
+        for i, reply in enumerate(replies)
+        if isinstance(reply, NoScriptError) and str(commands[i][1]) in scripts
+    ]
+    if missing:
+        shas = dict.fromkeys(str(commands[i][1]) for i in missing)
+        loads: list[Command] = [("SCRIPT", "LOAD", scripts[sha]) for sha in shas]
+        again = await send([*loads, *(commands[i] for i in missing)])
+        for i, reply in zip(missing, again[len(loads) :], strict=True):
+            replies[i] = reply
+    return replies
 
 
 class AutoPipeline:
-    """Coalesce concurrent commands on one standalone ``redis.asyncio.Redis`` client.
+    """Coalesce concurrent calls into shared round trips made by ``send``.
 
-    ``scripts`` are the Lua sources sent by ``EVALSHA``, so ``NOSCRIPT`` can be repaired.
+    A failed round trip fails every call in it with the same error and is never sent
+    again here: a caller whose command may be repeated safely (a read) sends it again
+    itself. ``timeout`` bounds each round trip, and the time a call may wait in the
+    queue before it is sent.
     """
 
     def __init__(
         self,
-        client: Redis,
+        send: Send,
         *,
         timeout: float | None,
-        scripts: Iterable[str] = (),
         max_batch: int = 512,
         max_in_flight: int = 2,
     ) -> None:
-        self._client = client
+        self._send_commands = send
         self._timeout = timeout
         self._max_batch = max_batch
         self._max_in_flight = max_in_flight
-        self._scripts = {hashlib.sha1(s.encode()).hexdigest(): s for s in scripts}
         self._queue: deque[_Call] = deque()
         self._workers: set[asyncio.Task[None]] = set()
         self._starting = 0  # workers created that have not yet taken their first batch
@@ -66,15 +234,26 @@ class AutoPipeline:
         self._in_flight = 0  # round trips under way, direct or batched
         self._closed = False
 
-    async def execute(self, *args: Any) -> Any:
+    async def execute(self, *command: Any) -> Any:
         """Send one command with the others in flight; its reply, or its error raised."""
+        (reply,) = await self.execute_many((command,))
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    async def execute_many(self, commands: Sequence[Command]) -> list[Any]:
+        """Send ``commands`` together, in one round trip with the others in flight.
+
+        Their replies in order, a command's error reply in its place; a lost connection
+        or a timeout is raised.
+        """
         if self._closed:
             raise RedisConnectionError("the pipeline is closed")
         if self._in_flight == 0 and not self._queue:
-            return await self._direct(args)
+            return await self._direct(commands)
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self._queue.append((args, future, loop.time()))
+        future: asyncio.Future[list[Any]] = loop.create_future()
+        self._queue.append((commands, future, loop.time()))
         # A starting worker takes the whole queue; a busy one looks again when done.
         if self._starting == 0 and self._active < self._max_in_flight:
             self._starting += 1
@@ -85,31 +264,45 @@ class AutoPipeline:
         # A cancelled caller cancels its future: a worker skips or ignores a done future.
         return await future
 
-    async def _direct(self, args: tuple[Any, ...]) -> Any:
+    async def _direct(self, commands: Sequence[Command]) -> list[Any]:
         """Nothing in flight: send at once, alone, rather than wait a loop iteration;
         the calls made meanwhile queue up behind it."""
         self._in_flight += 1
         try:
-            try:
-                command: Awaitable[Any] = self._client.execute_command(*args)  # type: ignore[no-untyped-call]
-                return await self._bounded(command)
-            except NoScriptError:
-                if args[0] != "EVALSHA" or args[1] not in self._scripts:
-                    raise
-                (reply,) = await self._reload_and_retry([args])
-                if isinstance(reply, Exception):
-                    raise reply from None
-                return reply
+            return await self._bounded(self._send_commands(commands))
         finally:
             self._in_flight -= 1
 
-    async def _bounded(self, awaitable: Awaitable[Any]) -> Any:
+    async def _bounded(self, awaitable: Awaitable[list[Any]]) -> list[Any]:
+        """``awaitable`` within ``timeout``, else ``asyncio.TimeoutError``.
+
+        One timer per round trip, so it is kept lean: ``asyncio.timeout`` costs about three
+        times as much (its own object, rescheduling, state checks).
+        """
         if self._timeout is None:
             return await awaitable
-        if sys.version_info >= (3, 11):  # no extra task, unlike wait_for before 3.12
-            async with asyncio.timeout(self._timeout):
-                return await awaitable
-        return await asyncio.wait_for(awaitable, self._timeout)
+        if sys.version_info < (3, 11):  # pragma: no cover - no Task.uncancel before 3.11
+            return await asyncio.wait_for(awaitable, self._timeout)
+        task = asyncio.current_task()
+        assert task is not None
+        cancelling = task.cancelling()
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            task.cancel()
+
+        timer = asyncio.get_running_loop().call_later(self._timeout, expire)
+        try:
+            return await awaitable
+        except asyncio.CancelledError:
+            # Ours, unless the task was also cancelled from outside meanwhile.
+            if expired and task.uncancel() <= cancelling:
+                raise asyncio.TimeoutError("no reply within the timeout") from None
+            raise
+        finally:
+            timer.cancel()
 
     @staticmethod
     def _now() -> float:
@@ -132,11 +325,12 @@ class AutoPipeline:
             self._active -= 1
 
     def _take(self) -> list[_Call]:
-        """Up to ``max_batch`` queued calls; expired ones fail here, unsent."""
+        """Calls of up to ``max_batch`` commands in all; expired ones fail here, unsent."""
         batch: list[_Call] = []
+        size = 0
         # Calls queued before this are past their timeout: they fail without being sent.
         expired = -1.0 if self._timeout is None else self._now() - self._timeout
-        while self._queue and len(batch) < self._max_batch:
+        while self._queue and (not batch or size + len(self._queue[0][0]) <= self._max_batch):
             call = self._queue.popleft()
             future = call[1]
             if future.done():
@@ -145,16 +339,13 @@ class AutoPipeline:
                 future.set_exception(asyncio.TimeoutError("queued past the timeout"))
                 continue
             batch.append(call)
+            size += len(call[0])
         return batch
 
     async def _send(self, batch: list[_Call]) -> None:
+        commands = [command for call in batch for command in call[0]]
         try:
-            replies = await self._round_trip([args for args, _, _ in batch])
-            retry = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
-            if retry:
-                again = await self._reload_and_retry([batch[i][0] for i in retry])
-                for i, reply in zip(retry, again, strict=True):
-                    replies[i] = reply
+            replies = await self._bounded(self._send_commands(commands))
         except Exception as exc:  # the connection failed or timed out: the whole batch
             for _, future, _ in batch:
                 if not future.done():
@@ -165,26 +356,12 @@ class AutoPipeline:
                 if not future.done():
                     future.set_exception(RedisConnectionError("the pipeline was closed"))
             raise
-        for (_, future, _), reply in zip(batch, replies, strict=True):
+        start = 0
+        for call_commands, future, _ in batch:
+            end = start + len(call_commands)
             if not future.done():
-                if isinstance(reply, Exception):
-                    future.set_exception(reply)
-                else:
-                    future.set_result(reply)
-
-    async def _round_trip(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        pipe = self._client.pipeline(transaction=False)
-        for args in commands:
-            pipe.execute_command(*args)
-        replies: list[Any] = await self._bounded(pipe.execute(raise_on_error=False))
-        return replies
-
-    async def _reload_and_retry(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        """Load the scripts ``commands`` miss, then send them once more, in one trip."""
-        shas = dict.fromkeys(str(args[1]) for args in commands)
-        loads = [("SCRIPT LOAD", self._scripts[sha]) for sha in shas if sha in self._scripts]
-        replies = await self._round_trip([*loads, *commands])
-        return replies[len(loads) :]
+                future.set_result(replies[start:end])
+            start = end
 
     async def aclose(self) -> None:
         """Stop the workers; callers still waiting get a connection error."""

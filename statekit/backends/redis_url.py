@@ -46,8 +46,10 @@ class RedisOptions:
     def retry(self) -> Retry:
         """Retries on connection errors only, with a short exponential backoff.
 
-        Timeouts are deliberately not retried: a caller must see ``BackendTimeoutError``
-        within ``timeout``, and a timed-out write may already have been applied.
+        The backend sends its commands itself on the pool's connections, so this governs
+        opening a connection and how many times a read is sent again after a lost reply;
+        a write is never sent again (it may have been applied). Timeouts are deliberately
+        not retried: a caller must see ``BackendTimeoutError`` within ``timeout``.
         """
         return Retry(
             ExponentialBackoff(cap=0.5, base=0.05),

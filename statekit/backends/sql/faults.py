@@ -25,7 +25,7 @@ TRANSLATED: tuple[type[BaseException], ...] = (
 def driver_errors(dialect_name: str) -> tuple[type[BaseException], ...]:
     """What a driver raises for a database failure (as opposed to a bug in the caller)."""
     if dialect_name == "postgresql":
-        import asyncpg  # type: ignore[import-untyped]
+        import asyncpg
 
         return (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
     return (sqlite3.Error,)

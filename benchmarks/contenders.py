@@ -1,0 +1,141 @@
+"""Opening every contender of one backend on its server, and removing all they wrote.
+
+Each opener yields a :class:`BackendRun`: statekit built through its public API with its
+default options, plus the baselines, each in storage of its own on the same server. Redis
+keys live under a unique prefix and are deleted afterwards; PostgreSQL tables live in a
+schema created for the run and dropped afterwards; SQLite uses a file in a fresh directory
+(under ``--sqlite-dir`` if given) that is removed afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from benchmarks.original import OriginalContender
+from benchmarks.raw_asyncpg import RawAsyncpgContender
+from benchmarks.raw_redis import RawRedisContender
+from benchmarks.workload import Contender, StatekitContender
+from statekit import StateStore, connect
+from statekit.backends.sql import SQLOptions
+
+SQL_DEFAULTS = SQLOptions.model_validate({})
+#: statekit's default SQL pool (pool_size + max_overflow): the baselines get as many.
+SQL_POOL = SQL_DEFAULTS.pool_size + SQL_DEFAULTS.max_overflow
+
+
+@dataclass
+class BackendRun:
+    """The contenders of one backend. ``statekit`` are the figures under test (the first
+    with default options), ``baselines`` what they are compared with; ``point_only``
+    statekit variants are timed for set and get only."""
+
+    name: str
+    server: str
+    where: str
+    statekit: list[Contender]
+    baselines: list[Contender]
+    point_only: list[Contender] = field(default_factory=list)
+
+    @property
+    def everyone(self) -> list[Contender]:
+        return [*self.statekit, *self.point_only, *self.baselines]
+
+
+async def _server_version(store: StateStore) -> str:
+    return (await store.backend.describe())["server_version"]
+
+
+@contextlib.asynccontextmanager
+async def open_redis(url: str) -> AsyncIterator[BackendRun]:
+    prefix = f"statekit-bench-{uuid.uuid4().hex[:12]}"
+    store = connect(url, key_prefix=f"{prefix}:")
+    # The same keys without auto-pipelining, with a pool large enough that 64 callers
+    # measure the direct path rather than waits for a connection.
+    direct = connect(url, key_prefix=f"{prefix}:", auto_pipeline=False, pool_size=64)
+    opened: list[Contender] = [
+        StatekitContender(store),
+        StatekitContender(direct, "statekit, auto_pipeline off"),
+        RawRedisContender(url, key_prefix=f"{prefix}-raw:"),
+    ]
+    try:
+        yield BackendRun(
+            name="redis",
+            server=f"Redis {await _server_version(store)}",
+            where=repr(store.backend),
+            statekit=opened[:1],
+            point_only=opened[1:2],
+            baselines=opened[2:],
+        )
+    finally:
+        for contender in opened:
+            await contender.aclose()
+
+
+@contextlib.asynccontextmanager
+async def open_postgres(url: str) -> AsyncIterator[BackendRun]:
+    schema = f"statekit_bench_{uuid.uuid4().hex[:12]}"
+    admin = create_async_engine(url)  # creates and drops the run's schema
+    opened: list[Contender] = []
+    try:
+        async with admin.begin() as conn:
+            await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        store = connect(url, schema=schema)
+        opened.append(StatekitContender(store))
+        original_engine = create_async_engine(
+            url, pool_size=SQL_DEFAULTS.pool_size, max_overflow=SQL_DEFAULTS.max_overflow
+        )
+        opened.append(await OriginalContender.open(original_engine, schema))
+        raw = await RawAsyncpgContender.open(url, schema, SQL_POOL)
+        opened.append(raw)
+        async with admin.begin() as conn:
+            await conn.run_sync(raw.table.metadata.create_all)
+        yield BackendRun(
+            name="postgres",
+            server=f"PostgreSQL {await _server_version(store)}",
+            where=repr(store.backend),
+            statekit=opened[:1],
+            baselines=opened[1:],
+        )
+    finally:
+        for contender in opened:
+            await contender.aclose()
+        async with admin.begin() as conn:
+            await conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        await admin.dispose()
+
+
+@contextlib.asynccontextmanager
+async def open_sqlite(parent: str | None = None) -> AsyncIterator[BackendRun]:
+    """SQLite in a new directory under ``parent`` (default: the system's temporary one)."""
+    directory = Path(tempfile.mkdtemp(prefix="statekit-bench-", dir=parent))
+    database = directory / "bench.db"
+    url = f"sqlite+aiosqlite:///{database.resolve()}"
+    opened: list[Contender] = []
+    try:
+        store = connect(url)
+        opened.append(StatekitContender(store))
+        await _server_version(store)  # creates the file in WAL mode, as statekit sets it up
+        original_engine = create_async_engine(
+            url, pool_size=SQL_DEFAULTS.pool_size, max_overflow=SQL_DEFAULTS.max_overflow
+        )
+        opened.append(await OriginalContender.open(original_engine, None))
+        yield BackendRun(
+            name="sqlite",
+            server=f"SQLite {await _server_version(store)}",
+            where=str(database),
+            statekit=opened[:1],
+            baselines=opened[1:],
+        )
+    finally:
+        for contender in opened:
+            await contender.aclose()
+        shutil.rmtree(directory, ignore_errors=True)

@@ -1,0 +1,292 @@
+"""The original SQL-only store's algorithm, re-implemented as the baseline statekit replaces.
+
+This reproduces ``PersistentStateStore`` from ``shared/seed/persistent_state_store.txt``
+(the class statekit generalises), method by method, through SQLAlchemy's async engine:
+
+- ``apply_update_from_event``: policy checks, ``json.dumps``, then in one transaction
+  ``SELECT id`` of the entry, followed by an ``UPDATE`` by id or an ``INSERT`` of the row
+  with its context: two statements and a ``BEGIN``/``COMMIT`` per set;
+- ``build_snapshot_from_event``: one ``SELECT state_key, value_json`` per enabled scope;
+- ``state_get``: one ``SELECT value_json``;
+- ``state_list``: ``state_key LIKE 'prefix%'`` (unescaped), ``ORDER BY``, ``LIMIT + 1``.
+
+It uses statekit's scope-key helpers, which are the seed's (same v2 key format). The
+seed does not show its table model; :func:`original_table` gives it the seed's columns, a
+database-default collation and an index on ``(scope_key, state_key)``, the index its
+queries need, so the baseline is never slowed down by a missing index.
+"""
+
+from __future__ import annotations
+
+import json
+import typing
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    select,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from benchmarks.workload import Identity
+from statekit import (
+    VALID_STATE_SCOPES,
+    build_state_scope_key,
+    get_binding_identity,
+    normalize_state_key,
+)
+
+MAX_VALUE_JSON_BYTES = 256 * 1024
+_CONTEXT = (
+    "bot_id",
+    "workspace_id",
+    "conversation_id",
+    "thread_id",
+    "actor_type",
+    "actor_id",
+    "subject_type",
+    "subject_id",
+)
+
+
+def original_table(metadata: MetaData, name: str, schema: str | None = None) -> Table:
+    """The original ``agent_runner_state`` columns (no ``version``), naive UTC timestamps."""
+    return Table(
+        name,
+        metadata,
+        Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True),
+        Column("runner_id", String(255), nullable=False),
+        Column("binding_identity", String(255), nullable=False),
+        Column("scope", String(32), nullable=False),
+        Column("scope_key", String(255), nullable=False),
+        Column("state_key", String(255), nullable=False),
+        Column("value_json", Text(), nullable=False),
+        *(Column(field, String(255)) for field in _CONTEXT),
+        Column("created_at", DateTime(), nullable=False),
+        Column("updated_at", DateTime(), nullable=False),
+        Index(f"ix_{name}_scope_key_state_key", "scope_key", "state_key"),
+        schema=schema,
+    )
+
+
+class OriginalStore:
+    """The seed's ``PersistentStateStore`` (the four methods the benchmark times)."""
+
+    def __init__(self, db_engine: AsyncEngine, table: Table) -> None:
+        self._db_engine = db_engine
+        self._t = table
+
+    def _check_scope_enabled(self, scope: str, binding: Any) -> bool:
+        state_policy = binding.state_policy
+        if not state_policy.enable_state:
+            return False
+        return scope in state_policy.state_scopes
+
+    def _validate_json_value(self, value: Any) -> tuple[str | None, str | None]:
+        try:
+            json_str = json.dumps(value, ensure_ascii=False)
+        except (TypeError, ValueError) as e:
+            return None, f"Value is not JSON-serializable: {e}"
+        json_bytes = len(json_str.encode("utf-8"))
+        if json_bytes > MAX_VALUE_JSON_BYTES:
+            return None, f"Value size {json_bytes} bytes exceeds limit {MAX_VALUE_JSON_BYTES} bytes"
+        return json_str, None
+
+    async def build_snapshot_from_event(
+        self, event: Any, binding: Any, descriptor: Any
+    ) -> dict[str, dict[str, Any]]:
+        snapshot: dict[str, dict[str, Any]] = {s: {} for s in VALID_STATE_SCOPES}
+        if not binding.state_policy.enable_state:
+            return snapshot
+        t = self._t
+        async with self._db_engine.connect() as conn:
+            for scope in VALID_STATE_SCOPES:
+                if not self._check_scope_enabled(scope, binding):
+                    continue
+                scope_key = build_state_scope_key(scope, event, binding, descriptor)
+                if not scope_key:
+                    continue
+                result = await conn.execute(
+                    select(t.c.state_key, t.c.value_json).where(t.c.scope_key == scope_key)
+                )
+                for row in result.fetchall():
+                    if row.value_json:
+                        try:  # noqa: SIM105 (as the seed wrote it)
+                            snapshot[scope][row.state_key] = json.loads(row.value_json)
+                        except json.JSONDecodeError:
+                            pass
+        if self._check_scope_enabled("conversation", binding) and event.conversation_id:  # noqa: SIM102
+            if "external.conversation_id" not in snapshot["conversation"]:
+                snapshot["conversation"]["external.conversation_id"] = event.conversation_id
+        return snapshot
+
+    async def apply_update_from_event(
+        self, event: Any, binding: Any, descriptor: Any, scope: str, key: str, value: Any
+    ) -> tuple[bool, str | None]:
+        if not binding.state_policy.enable_state:
+            return False, "State is disabled by binding policy"
+        if scope not in VALID_STATE_SCOPES:
+            return False, f"Invalid scope: {scope}"
+        if not self._check_scope_enabled(scope, binding):
+            return False, f'Scope "{scope}" not enabled by binding policy'
+        key = normalize_state_key(key)
+        scope_key = build_state_scope_key(scope, event, binding, descriptor)
+        if not scope_key:
+            return False, f'Missing identity for scope "{scope}"'
+        value_json, error = self._validate_json_value(value)
+        if error:
+            return False, error
+        binding_identity = get_binding_identity(binding)
+        t = self._t
+        async with self._db_engine.begin() as conn:
+            result = await conn.execute(
+                select(t.c.id).where(t.c.scope_key == scope_key).where(t.c.state_key == key)
+            )
+            existing = result.first()
+            now = datetime.utcnow()
+            if existing:
+                await conn.execute(
+                    update(t)
+                    .where(t.c.id == existing.id)
+                    .values(value_json=value_json, updated_at=now)
+                )
+            else:
+                await conn.execute(
+                    sqlalchemy.insert(t).values(
+                        runner_id=descriptor.id,
+                        binding_identity=binding_identity,
+                        scope=scope,
+                        scope_key=scope_key,
+                        state_key=key,
+                        value_json=value_json,
+                        bot_id=event.bot_id,
+                        workspace_id=event.workspace_id,
+                        conversation_id=event.conversation_id,
+                        thread_id=event.thread_id,
+                        actor_type=event.actor.actor_type if event.actor else None,
+                        actor_id=event.actor.actor_id if event.actor else None,
+                        subject_type=event.subject.subject_type if event.subject else None,
+                        subject_id=event.subject.subject_id if event.subject else None,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+        return True, None
+
+    async def state_get(self, scope_key: str, state_key: str) -> typing.Any:
+        state_key = normalize_state_key(state_key)
+        t = self._t
+        async with self._db_engine.connect() as conn:
+            result = await conn.execute(
+                select(t.c.value_json)
+                .where(t.c.scope_key == scope_key)
+                .where(t.c.state_key == state_key)
+            )
+            row = result.first()
+            if not row or not row.value_json:
+                return None
+            try:
+                return json.loads(row.value_json)
+            except json.JSONDecodeError:
+                return None
+
+    async def state_list(
+        self, scope_key: str, prefix: str | None = None, limit: int = 100
+    ) -> tuple[list[str], bool]:
+        limit = min(limit, 100)
+        t = self._t
+        async with self._db_engine.connect() as conn:
+            query = (
+                select(t.c.state_key)
+                .where(t.c.scope_key == scope_key)
+                .order_by(t.c.state_key)
+                .limit(limit + 1)
+            )
+            if prefix:
+                prefix = normalize_state_key(prefix)
+                query = query.where(t.c.state_key.like(f"{prefix}%"))
+            result = await conn.execute(query)
+            rows = result.fetchall()
+            keys = [row.state_key for row in rows[:limit]]
+            return keys, len(rows) > limit
+
+
+class OriginalContender:
+    """The original store on its own table, behind the benchmark's contender interface."""
+
+    label = "original"
+
+    def __init__(self, engine: AsyncEngine, table: Table) -> None:
+        self._engine = engine
+        self._table = table
+        self.store = OriginalStore(engine, table)
+
+    @classmethod
+    async def open(cls, engine: AsyncEngine, schema: str | None) -> OriginalContender:
+        """Create the original's table (in ``schema`` on PostgreSQL) on ``engine``."""
+        table = original_table(MetaData(), "original_state", schema)
+        async with engine.begin() as conn:
+            await conn.run_sync(table.metadata.create_all)
+        return cls(engine, table)
+
+    async def fill(self, who: Identity, scope: str, entries: Mapping[str, Any]) -> None:
+        # Bulk insert for setting up large scopes: not part of the original's algorithm.
+        now = datetime.utcnow()
+        event = who.event
+        context = {
+            "bot_id": event.bot_id,
+            "workspace_id": event.workspace_id,
+            "conversation_id": event.conversation_id,
+            "thread_id": event.thread_id,
+            "actor_type": event.actor.actor_type if event.actor else None,
+            "actor_id": event.actor.actor_id if event.actor else None,
+            "subject_type": event.subject.subject_type if event.subject else None,
+            "subject_id": event.subject.subject_id if event.subject else None,
+        }
+        rows = [
+            {
+                "runner_id": who.runner.id,
+                "binding_identity": get_binding_identity(who.binding),
+                "scope": scope,
+                "scope_key": who.scope_keys[scope],
+                "state_key": key,
+                "value_json": json.dumps(value, ensure_ascii=False),
+                **context,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for key, value in entries.items()
+        ]
+        async with self._engine.begin() as conn:
+            await conn.execute(sqlalchemy.insert(self._table), rows)
+
+    async def set(self, who: Identity, scope: str, key: str, value: Any) -> None:
+        ok, error = await self.store.apply_update_from_event(
+            who.event, who.binding, who.runner, scope, key, value
+        )
+        if not ok:
+            raise RuntimeError(f"set refused: {error}")
+
+    async def get(self, who: Identity, scope: str, key: str) -> Any:
+        return await self.store.state_get(who.scope_keys[scope], key)
+
+    async def snapshot(self, who: Identity) -> dict[str, dict[str, Any]]:
+        return await self.store.build_snapshot_from_event(who.event, who.binding, who.runner)
+
+    async def list(self, who: Identity, scope: str, prefix: str) -> tuple[list[str], bool]:
+        return await self.store.state_list(who.scope_keys[scope], prefix)
+
+    async def aclose(self) -> None:
+        await self._engine.dispose()  # its table goes with the benchmark's schema or file

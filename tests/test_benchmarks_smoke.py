@@ -1,0 +1,104 @@
+"""The benchmark harness runs end to end at tiny sizes and records every figure.
+
+Timed runs stay out of the test suite; this only proves ``python -m benchmarks.run`` still
+works against the real servers and writes a complete results document.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import service_url
+
+from benchmarks.run import main
+from benchmarks.suite import OPS, QUICK
+
+BASELINES = {
+    "redis": {"raw redis-py"},
+    "postgres": {"original", "raw asyncpg"},
+    "sqlite": {"original"},
+}
+STATEKIT = {
+    "redis": {"statekit", "statekit, auto_pipeline off"},
+    "postgres": {"statekit"},
+    "sqlite": {"statekit"},
+}
+
+
+def _quick_run(tmp_path: Path, backend: str, *options: str) -> dict[str, Any]:
+    out = tmp_path / "results.json"
+    assert main(["--quick", "--backends", backend, "--out", str(out), *options]) == 0
+    document: dict[str, Any] = json.loads(out.read_text())
+    return document
+
+
+def _assert_positive(mapping: dict[str, Any], *names: str) -> None:
+    for name in names:
+        value = mapping[name]
+        assert isinstance(value, (int, float)), (name, value)
+        assert value > 0, (name, value)
+
+
+def _assert_comparison(comparison: dict[str, Any], backend: str) -> None:
+    figures = comparison["figures"]
+    assert BASELINES[backend] <= set(figures)
+    for figure in figures.values():
+        _assert_positive(figure, "ops_per_s", "p50_ms", "p99_ms")
+        assert figure["runs"]
+        for run in figure["runs"]:
+            _assert_positive(run, "ops", "seconds", "ops_per_s", "p50_ms", "p99_ms")
+    subjects = set(figures) - BASELINES[backend]
+    assert subjects
+    assert subjects <= STATEKIT[backend]
+    pairs = {(r["statekit"], r["baseline"]) for r in comparison["ratios"]}
+    assert pairs == {(s, b) for s in subjects for b in BASELINES[backend]}
+    for ratio in comparison["ratios"]:
+        _assert_positive(ratio, "ops_per_s", "p50_ms", "p99_ms")
+
+
+def _assert_complete(document: dict[str, Any], backend: str) -> None:
+    assert set(document["backends"]) == {backend}
+    result = document["backends"][backend]
+    assert result["server"]
+    measured = {(c["op"], c["in_flight"]) for c in result["main"]}
+    assert measured == {(op, n) for op in OPS for n in QUICK.in_flight}
+    for comparison in result["main"] + result["scaling"]:
+        _assert_comparison(comparison, backend)
+    grown = {(c["op"], c["scope_size"]) for c in result["scaling"] if c["scope_size"]}
+    assert grown == {(op, n) for op in ("snapshot", "list") for n in QUICK.scope_sizes}
+    concurrency = {c["in_flight"] for c in result["scaling"] if c["scope_size"] is None}
+    assert concurrency == set(QUICK.concurrency)
+    machine = document["machine"]
+    assert machine["cpu_count"] > 0
+    assert machine["python"]
+    assert machine["libraries"]["statekit"]
+    assert document["targets"], "every backend has targets at 1 in flight"
+    for target in document["targets"]:
+        assert target["backend"] == backend
+        _assert_positive(target, "minimum", "reached")
+
+
+@pytest.mark.sqlite
+def test_quick_run_on_sqlite_records_every_figure_and_removes_its_database(
+    tmp_path: Path,
+) -> None:
+    databases = tmp_path / "databases"
+    databases.mkdir()
+    document = _quick_run(tmp_path, "sqlite", "--sqlite-dir", str(databases))
+    _assert_complete(document, "sqlite")
+    assert list(databases.iterdir()) == []
+
+
+@pytest.mark.redis
+def test_quick_run_on_redis_records_every_figure(tmp_path: Path) -> None:
+    url = service_url("STATEKIT_REDIS_URL")
+    _assert_complete(_quick_run(tmp_path, "redis", "--redis-url", url), "redis")
+
+
+@pytest.mark.postgres
+def test_quick_run_on_postgres_records_every_figure(tmp_path: Path) -> None:
+    url = service_url("STATEKIT_POSTGRES_URL")
+    _assert_complete(_quick_run(tmp_path, "postgres", "--postgres-url", url), "postgres")

@@ -25,10 +25,11 @@ DRIVERS = {
 }
 
 
-#: ``(pool_size, max_overflow)`` when not given. PostgreSQL's connections are server
-#: processes; SQLite's are threads of this process, and beyond a few they add nothing
-#: but contention for the GIL (one writer at a time, rows built under the GIL).
-DEFAULT_POOLS = {"postgresql": (10, 10), "sqlite": (4, 0)}
+#: ``(pool_size, max_overflow)`` of SQLite files when not given (PostgreSQL: the field
+#: defaults). PostgreSQL's connections are server processes; SQLite's are threads of this
+#: process, and beyond a few they add nothing but contention for the GIL (one writer at a
+#: time, rows built under the GIL).
+SQLITE_POOL = (4, 0)
 
 
 class SQLOptions(BaseModel):
@@ -39,8 +40,8 @@ class SQLOptions(BaseModel):
     table_name: str = Field(DEFAULT_TABLE_NAME, min_length=1, max_length=63)
     schema_: str | None = Field(None, alias="schema", min_length=1, max_length=63)
     create_schema: bool = True
-    pool_size: int | None = Field(None, ge=1)
-    max_overflow: int | None = Field(None, ge=0)
+    pool_size: int = Field(10, ge=1)
+    max_overflow: int = Field(10, ge=0)
     pool_pre_ping: bool = False
     timeout: float = Field(5.0, gt=0)
     connect_timeout: float = Field(5.0, gt=0)
@@ -48,11 +49,15 @@ class SQLOptions(BaseModel):
     application_name: str = Field("statekit", max_length=63)
 
     def pool(self, backend_name: str) -> tuple[int, int]:
-        """``pool_size`` and ``max_overflow``, the engine's defaults for those not given."""
-        size, overflow = DEFAULT_POOLS[backend_name]
+        """``pool_size`` and ``max_overflow`` for this engine: SQLite's defaults for those
+        not given on a SQLite URL."""
+        if backend_name != "sqlite":
+            return self.pool_size, self.max_overflow
+        size, overflow = SQLITE_POOL
+        given = self.model_fields_set
         return (
-            size if self.pool_size is None else self.pool_size,
-            overflow if self.max_overflow is None else self.max_overflow,
+            self.pool_size if "pool_size" in given else size,
+            self.max_overflow if "max_overflow" in given else overflow,
         )
 
 

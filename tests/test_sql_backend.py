@@ -536,6 +536,15 @@ def test_keyword_options_win_over_url_query(tmp_path: Path) -> None:
     assert "table_name" not in str(backend.engine.url)  # statekit options never reach the driver
 
 
+def test_pool_defaults_fit_each_engine(tmp_path: Path) -> None:
+    pg: Any = SQLBackend.from_url("postgresql+asyncpg://u@localhost/db").engine.pool
+    assert (pg.size(), pg._max_overflow) == (10, 10)
+    sqlite: Any = SQLBackend.from_url(sqlite_url(tmp_path)).engine.pool
+    assert (sqlite.size(), sqlite._max_overflow) == (4, 0)
+    given: Any = SQLBackend.from_url(sqlite_url(tmp_path), max_overflow=2).engine.pool
+    assert (given.size(), given._max_overflow) == (4, 2)
+
+
 @pytest.mark.postgres
 def test_postgres_options_and_password_masking() -> None:
     url = "postgresql+asyncpg://alice:s3cret@db.example:5432/app?schema=tenant&timeout=2"

@@ -26,6 +26,7 @@ from sqlalchemy.schema import CreateSchema, CreateTable, MetaData
 from sqlalchemy.util import greenlet_spawn
 
 from statekit.backends.base import Capability, ScopeContext, StateEntry, StateWrite
+from statekit.backends.gate import FifoGate
 from statekit.backends.sql import driver
 from statekit.backends.sql.engine import build_engine
 from statekit.backends.sql.faults import TRANSLATED, driver_errors, translate
@@ -38,7 +39,6 @@ from statekit.backends.sql.schema import (
 )
 from statekit.backends.sql.statements import EXPORT_BATCH_SIZE, DriverStatement, Statements
 from statekit.errors import (
-    BackendTimeoutError,
     ConfigurationError,
     StateBackendError,
     VersionConflictError,
@@ -119,11 +119,13 @@ class SQLBackend:
         # SQLAlchemy's async pool hands a returned connection to whichever task asks next,
         # so with more tasks than connections a waiter can starve past its timeout. A FIFO
         # gate of the pool's size in front of it serves callers in order instead.
-        self._gate = None if max_in_flight is None else asyncio.Semaphore(max_in_flight)
-        self._gate_size = max_in_flight
+        self._gate = (
+            None
+            if max_in_flight is None
+            else FifoGate(max_in_flight, pool_timeout, "database connection")
+        )
         # Driver operations waiting for a place: they take the connections handed over.
         self._queued = 0
-        self._pool_timeout = pool_timeout
         self._connections = driver.Connections(self._sync_engine, lambda: self._queued > 0)
         self._statements = Statements(self._table, engine.dialect)
         self._driver_errors = TRANSLATED + driver_errors(dialect)
@@ -138,7 +140,7 @@ class SQLBackend:
             table_name=opts.table_name,
             schema=opts.schema_,
             create_schema=opts.create_schema,
-            max_in_flight=opts.pool_size + opts.max_overflow,
+            max_in_flight=sum(opts.pool(parsed.get_backend_name())),
             pool_timeout=opts.timeout,
         )
         backend._owns_engine = True
@@ -165,25 +167,17 @@ class SQLBackend:
 
     async def _enter(self, *, driver_operation: bool = False) -> None:
         """Take one of the gate's places (FIFO), waiting at most ``pool_timeout``."""
-        gate = self._gate
-        if gate is None:
+        if self._gate is None:
             return
-        if not gate.locked():
-            # A place is free and nobody queues for one: acquire() returns without
-            # suspending, so skip wait_for and the task it would create.
-            await gate.acquire()
+        if not driver_operation:
+            await self._gate.acquire()
             return
-        queued = 1 if driver_operation else 0
-        self._queued += queued
+        # Counted while it waits (a free place is taken without suspending).
+        self._queued += 1
         try:
-            await asyncio.wait_for(gate.acquire(), self._pool_timeout)
-        except asyncio.TimeoutError:
-            raise BackendTimeoutError(
-                f"no database connection free within {self._pool_timeout:g} s "
-                f"({self._gate_size} in use)"
-            ) from None
+            await self._gate.acquire()
         finally:
-            self._queued -= queued
+            self._queued -= 1
 
     def _leave(self) -> None:
         if self._gate is not None:

@@ -23,9 +23,10 @@ def is_memory_sqlite(url: URL) -> bool:
 
 
 def _postgres_arguments(options: SQLOptions) -> dict[str, Any]:
+    pool_size, max_overflow = options.pool("postgresql")
     return {
-        "pool_size": options.pool_size,
-        "max_overflow": options.max_overflow,
+        "pool_size": pool_size,
+        "max_overflow": max_overflow,
         "pool_pre_ping": options.pool_pre_ping,
         "pool_timeout": options.timeout,
         "connect_args": {
@@ -46,10 +47,11 @@ def _sqlite_arguments(url: URL, options: SQLOptions) -> dict[str, Any]:
         # One connection, so every task sees the same database; the backend serialises
         # its use (see SQLBackend._guard).
         return {"poolclass": StaticPool, "pool_reset_on_return": None}
+    pool_size, max_overflow = options.pool("sqlite")
     return {
         "pool_reset_on_return": None,
-        "pool_size": options.pool_size,
-        "max_overflow": options.max_overflow,
+        "pool_size": pool_size,
+        "max_overflow": max_overflow,
         "pool_pre_ping": options.pool_pre_ping,
         "pool_timeout": options.timeout,
     }

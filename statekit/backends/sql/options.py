@@ -25,6 +25,13 @@ DRIVERS = {
 }
 
 
+#: ``(pool_size, max_overflow)`` of SQLite files when not given (PostgreSQL: the field
+#: defaults). PostgreSQL's connections are server processes; SQLite's are threads of this
+#: process, and beyond a few they add nothing but contention for the GIL (one writer at a
+#: time, rows built under the GIL).
+SQLITE_POOL = (4, 0)
+
+
 class SQLOptions(BaseModel):
     """Validated options; see the README's "SQL backend" section for each one."""
 
@@ -40,6 +47,18 @@ class SQLOptions(BaseModel):
     connect_timeout: float = Field(5.0, gt=0)
     busy_timeout: float = Field(5.0, ge=0)
     application_name: str = Field("statekit", max_length=63)
+
+    def pool(self, backend_name: str) -> tuple[int, int]:
+        """``pool_size`` and ``max_overflow`` for this engine: SQLite's defaults for those
+        not given on a SQLite URL."""
+        if backend_name != "sqlite":
+            return self.pool_size, self.max_overflow
+        size, overflow = SQLITE_POOL
+        given = self.model_fields_set
+        return (
+            self.pool_size if "pool_size" in given else size,
+            self.max_overflow if "max_overflow" in given else overflow,
+        )
 
 
 def parse_url(url: str | URL) -> URL:

@@ -35,7 +35,7 @@ EXPORT_BATCH_SIZE = 500
 #: Snapshot statements for up to this many scope keys are compiled once and kept.
 _KEPT_SNAPSHOT_SIZES = 16
 
-#: The columns a new row gets, in the order the upsert's parameters are built.
+#: The columns an inserted row is given (id and version take their defaults).
 ROW_COLUMNS = (
     "scope_key",
     "state_key",

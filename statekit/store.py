@@ -17,6 +17,7 @@ from types import TracebackType
 from typing import Any, cast
 
 from statekit.backends.base import (
+    OPTIONAL_CONTEXT_FIELDS,
     Capability,
     ScopeContext,
     StateBackend,
@@ -97,24 +98,14 @@ def _event_context(
     )
 
 
-# The optional ScopeContext fields, in their order.
-_EXTRA = (
-    "bot_id",
-    "workspace_id",
-    "conversation_id",
-    "thread_id",
-    "actor_type",
-    "actor_id",
-    "subject_type",
-    "subject_id",
-)
+_NO_EXTRA: tuple[None, ...] = (None,) * len(OPTIONAL_CONTEXT_FIELDS)
 
 
 def _context(
     runner_id: str, binding_identity: str, scope: str, extra: tuple[Any, ...]
 ) -> ScopeContext:
-    """``ScopeContext.from_mapping`` over ``extra`` (values in ``_EXTRA`` order), checked
-    (:class:`Refusal` if unstorable).
+    """``ScopeContext.from_mapping`` over ``extra`` (values in ``OPTIONAL_CONTEXT_FIELDS``
+    order), checked (:class:`Refusal` if unstorable).
 
     Text ids (the usual case) map to their checked context through a cache, as a runner
     keeps writing to the same few scopes: building and checking it is a good part of a
@@ -124,7 +115,7 @@ def _context(
     values = (runner_id, binding_identity, scope, *extra)
     for value in values:
         if value is not None and type(value) is not str:
-            mapping = dict(zip(_EXTRA, extra, strict=True))
+            mapping = dict(zip(OPTIONAL_CONTEXT_FIELDS, extra, strict=True))
             context = ScopeContext.from_mapping(runner_id, binding_identity, scope, mapping)
             return check_context(context)
     return _checked_context(values)
@@ -321,7 +312,11 @@ class StateStore:
             if context is not None and not isinstance(context, Mapping):
                 raise Refusal(f"context must be a mapping, not {type(context).__name__}")
             value_json = encode_value(value)
-            extra = (None,) * len(_EXTRA) if not context else tuple(map(context.get, _EXTRA))
+            extra = (
+                (None,) * len(OPTIONAL_CONTEXT_FIELDS)
+                if not context
+                else tuple(map(context.get, OPTIONAL_CONTEXT_FIELDS))
+            )
             ctx = _context(runner_id, binding_identity, scope, extra)
         except Refusal as refusal:
             return self._refuse(refusal, logger)

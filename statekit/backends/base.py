@@ -72,13 +72,14 @@ class ScopeContext:
             return cls(runner_id, binding_identity, scope)
         optional = {
             name: (None if extra.get(name) is None else str(extra[name]))
-            for name in _OPTIONAL_CONTEXT_FIELDS
+            for name in OPTIONAL_CONTEXT_FIELDS
         }
         return cls(runner_id=runner_id, binding_identity=binding_identity, scope=scope, **optional)
 
 
 _CONTEXT_FIELDS = tuple(f.name for f in fields(ScopeContext))
-_OPTIONAL_CONTEXT_FIELDS = tuple(
+#: The ScopeContext fields a caller may leave out, in their order.
+OPTIONAL_CONTEXT_FIELDS = tuple(
     name for name in _CONTEXT_FIELDS if name not in ("runner_id", "binding_identity", "scope")
 )
 _context_values = attrgetter(*_CONTEXT_FIELDS)

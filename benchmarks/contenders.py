@@ -51,7 +51,7 @@ class BackendRun:
 
 
 async def _server_version(store: StateStore) -> str:
-    return (await store.backend.describe())["server_version"]
+    return (await store.describe()).server_version
 
 
 @contextlib.asynccontextmanager

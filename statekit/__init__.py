@@ -1,6 +1,7 @@
 """statekit: host-owned state of agent runners, over Redis, PostgreSQL, SQLite or memory."""
 
 from statekit.backends.base import (
+    BackendInfo,
     Capability,
     ScopeContext,
     StateBackend,
@@ -54,6 +55,7 @@ __all__ = [
     "ActorContext",
     "AgentBinding",
     "AgentEventEnvelope",
+    "BackendInfo",
     "BackendTimeoutError",
     "BackendURL",
     "BackendUnavailableError",

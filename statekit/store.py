@@ -18,6 +18,7 @@ from typing import Any, cast
 
 from statekit.backends.base import (
     OPTIONAL_CONTEXT_FIELDS,
+    BackendInfo,
     Capability,
     ScopeContext,
     StateBackend,
@@ -363,6 +364,10 @@ class StateStore:
     def export(self) -> AsyncIterator[StateEntry]:
         """Every stored entry with its context and timestamps (for migration and backups)."""
         return self._backend.iter_entries()
+
+    async def describe(self) -> BackendInfo:
+        """What the backend is and whether its layout is ready (one round trip, read-only)."""
+        return await self._backend.describe()
 
     async def clear_all(self) -> None:
         """Remove every entry of this store (its key prefix or table), nothing else."""

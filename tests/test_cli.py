@@ -13,7 +13,14 @@ from typing import Any, ClassVar
 import pytest
 from typer.testing import CliRunner
 
-from statekit import MemoryBackend, ScopeContext, StateEntry, build_state_scope_key, connect
+from statekit import (
+    BackendInfo,
+    MemoryBackend,
+    ScopeContext,
+    StateEntry,
+    build_state_scope_key,
+    connect,
+)
 from statekit.backends import registry
 from statekit.cli.app import app
 from statekit.cli.runtime import ExitCode
@@ -45,7 +52,7 @@ class Down(MemoryBackend):
     def from_url(cls, url: str, **options: Any) -> Down:
         return cls()
 
-    async def describe(self) -> dict[str, str]:
+    async def describe(self) -> BackendInfo:
         raise BackendUnavailableError("connection refused by down://")
 
     async def get(self, scope_key: str, state_key: str) -> str | None:
@@ -66,7 +73,7 @@ class Hangs(Down):
     def from_url(cls, url: str, **options: Any) -> Hangs:
         return cls()
 
-    async def describe(self) -> dict[str, str]:
+    async def describe(self) -> BackendInfo:
         await asyncio.sleep(3600)
         raise AssertionError("unreachable")
 

@@ -222,22 +222,22 @@ async def test_listing_rebuilds_an_index_that_disagrees_with_the_scope(
 
 async def test_describe_reports_the_server_version(backend: RedisBackend) -> None:
     info = await backend.describe()
-    assert info["backend"] == "redis"
-    assert info["server_version"].split(".")[0].isdigit()
-    assert backend._prefix in info["layout"]
-    assert info["key_prefix"] == backend._prefix
+    assert info.backend == "redis"
+    assert info.server_version.split(".")[0].isdigit()
+    assert info.layout_ok
+    assert info.namespace == backend._prefix
 
 
 async def test_describe_warns_when_the_server_may_evict_state(own_server: RedisServer) -> None:
     backend = RedisBackend.from_url(own_server.url)
     try:
-        assert "WARNING" not in (await backend.describe())["layout"]  # noeviction default
+        assert (await backend.describe()).warnings == ()  # noeviction default
         admin = aioredis.Redis.from_url(own_server.url)
         await admin.config_set("maxmemory-policy", "allkeys-lru")
         await admin.aclose()
         info = await backend.describe()
-        assert info["maxmemory_policy"] == "allkeys-lru"
-        assert "WARNING" in info["layout"]
+        assert info.layout_ok
+        assert info.warnings == ("maxmemory-policy allkeys-lru may evict state",)
     finally:
         await backend.aclose()
 
@@ -247,8 +247,8 @@ async def test_cluster_describe_and_batches_across_slots(redis_cluster_url: str)
     backend = RedisBackend.from_url(redis_cluster_url, key_prefix=_prefix("cluster"))
     try:
         info = await backend.describe()
-        assert info["backend"] == "redis-cluster"
-        assert info["server_version"].split(".")[0].isdigit()
+        assert info.backend == "redis-cluster"
+        assert info.server_version.split(".")[0].isdigit()
         scopes = [f"scope-{i}" for i in range(20)]  # spread over the three masters
         assert len({key_slot(f"{{{s}}}".encode()) for s in scopes}) == 20
         await backend.set_many([StateWrite(s, "k", f'"{s}"', CONTEXT) for s in scopes])

@@ -102,7 +102,7 @@ async def log_statements(backend: SQLBackend) -> list[str]:
 async def test_create_schema_builds_the_expected_table(backend: SQLBackend) -> None:
     await backend.create_schema()
     await backend.create_schema()  # idempotent
-    assert (await backend.describe())["layout"] == "ok"
+    assert (await backend.describe()).layout == "ok"
 
     def layout(conn: Any) -> dict[str, Any]:
         insp = inspect(conn)
@@ -129,9 +129,10 @@ async def test_describe_reports_server_and_missing_table(tmp_path: Path) -> None
     backend = SQLBackend.from_url(sqlite_url(tmp_path), create_schema=False)
     try:
         info = await backend.describe()
-        assert info["backend"] == "sqlite"
-        assert info["server_version"].count(".") == 2
-        assert info["layout"] == "missing table statekit_state"
+        assert info.backend == "sqlite"
+        assert info.server_version.count(".") == 2
+        assert info.layout == "missing table statekit_state"
+        assert not info.layout_ok
     finally:
         await backend.aclose()
 
@@ -331,7 +332,7 @@ async def test_a_connection_handed_over_never_blocks_the_engine_for_others(
         _, info, value = await asyncio.gather(
             backend.set("s", "k", "1", CTX), backend.describe(), backend.get("s", "k")
         )
-        assert info["layout"] == "ok"
+        assert info.layout == "ok"
         assert value == "1"
         assert backend.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
     finally:
@@ -625,7 +626,7 @@ async def test_existing_table_is_used_after_the_documented_migration(
         backend.engine, table_name="agent_runner_state", schema=backend.table.schema,
         create_schema=False,
     )  # fmt: skip
-    assert "missing columns: version" in (await existing.describe())["layout"]
+    assert "missing columns: version" in (await existing.describe()).layout
     # The migration the README documents.
     async with backend.engine.begin() as conn:
         await conn.execute(
@@ -641,7 +642,7 @@ async def test_existing_table_is_used_after_the_documented_migration(
             await conn.execute(
                 text(f'ALTER TABLE {table} ALTER COLUMN state_key TYPE VARCHAR(255) COLLATE "C"')
             )
-    assert (await existing.describe())["layout"] == "ok"
+    assert (await existing.describe()).layout == "ok"
     assert await existing.get_versioned("s", "old") == ('"v"', 1)
     assert await existing.set("s", "old", '"w"', CTX) == 2
     assert await existing.set("s", "new", '"n"', CTX) == 1

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from operator import attrgetter
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 
 class Capability(str, enum.Enum):
@@ -61,7 +61,7 @@ class ScopeContext:
 
     def as_dict(self) -> dict[str, str | None]:
         # Not dataclasses.asdict: its deep copy made this a good part of a write's cost.
-        return dict(zip(_CONTEXT_FIELDS, _context_values(self), strict=True))
+        return dict(zip(CONTEXT_FIELDS, _context_values(self), strict=True))
 
     @classmethod
     def from_mapping(
@@ -77,12 +77,50 @@ class ScopeContext:
         return cls(runner_id=runner_id, binding_identity=binding_identity, scope=scope, **optional)
 
 
-_CONTEXT_FIELDS = tuple(f.name for f in fields(ScopeContext))
+#: Every ScopeContext field, in order: the one spelling of the context's columns/keys.
+CONTEXT_FIELDS = tuple(f.name for f in fields(ScopeContext))
 #: The ScopeContext fields a caller may leave out, in their order.
 OPTIONAL_CONTEXT_FIELDS = tuple(
-    name for name in _CONTEXT_FIELDS if name not in ("runner_id", "binding_identity", "scope")
+    name for name in CONTEXT_FIELDS if name not in ("runner_id", "binding_identity", "scope")
 )
-_context_values = attrgetter(*_CONTEXT_FIELDS)
+_context_values = attrgetter(*CONTEXT_FIELDS)
+
+
+@dataclass(frozen=True, slots=True)
+class BackendInfo:
+    """What :meth:`StateBackend.describe` reports: the same fields on every backend.
+
+    ``layout`` is ``"ok"`` when the storage is ready to use (keys or table as statekit
+    writes them), else what is wrong (``"missing table statekit_state"``): a store whose
+    layout is not ok is not healthy. ``warnings`` name settings that endanger state while
+    the layout is ok (a Redis eviction policy that may drop keys).
+    """
+
+    #: The engine: ``memory``, ``redis``, ``redis-cluster``, ``postgresql``, ``sqlite``...
+    backend: str
+    #: The server's own version text (``"n/a"`` for an in-process backend).
+    server_version: str
+    layout: str
+    #: Where this store's data lives: a Redis key prefix, a SQL table's full name.
+    namespace: str
+    #: The backend's URL with any password masked, when it was built from one.
+    url: str | None = None
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def layout_ok(self) -> bool:
+        return self.layout == "ok"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-ready dict (``warnings`` as a list)."""
+        return {
+            "backend": self.backend,
+            "server_version": self.server_version,
+            "layout": self.layout,
+            "namespace": self.namespace,
+            "url": self.url,
+            "warnings": list(self.warnings),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +151,6 @@ class StateEntry:
     version: int
 
 
-@runtime_checkable
 class StateBackend(Protocol):
     """What a storage engine implements to serve a :class:`statekit.StateStore`."""
 
@@ -180,9 +217,10 @@ class StateBackend(Protocol):
         """Remove every entry this backend owns (its prefix or table), nothing else."""
         ...
 
-    async def describe(self) -> dict[str, str]:
-        """A round trip to the server reporting ``backend``, ``server_version`` and
-        ``layout`` (schema or key layout status); raises when the server is unreachable."""
+    async def describe(self) -> BackendInfo:
+        """A round trip to the server reporting what it is and whether the layout (schema
+        or keys) is ready; raises a :class:`~statekit.errors.StateBackendError` when the
+        server is unreachable. Never changes anything."""
         ...
 
     async def aclose(self) -> None:
@@ -190,7 +228,6 @@ class StateBackend(Protocol):
         ...
 
 
-@runtime_checkable
 class VersionedBackend(StateBackend, Protocol):
     """A backend that declares :attr:`Capability.VERSIONS`."""
 

@@ -13,7 +13,13 @@ from datetime import datetime, timezone
 from itertools import islice, takewhile
 from typing import Any
 
-from statekit.backends.base import Capability, ScopeContext, StateEntry, StateWrite
+from statekit.backends.base import (
+    BackendInfo,
+    Capability,
+    ScopeContext,
+    StateEntry,
+    StateWrite,
+)
 from statekit.errors import ConfigurationError, VersionConflictError
 
 
@@ -104,8 +110,8 @@ class MemoryBackend:
     async def clear(self) -> None:
         self._scopes.clear()
 
-    async def describe(self) -> dict[str, str]:
-        return {"backend": "memory", "server_version": "n/a", "layout": "ok"}
+    async def describe(self) -> BackendInfo:
+        return BackendInfo("memory", "n/a", "ok", namespace="process memory", url="memory://")
 
     async def aclose(self) -> None:
         return None

@@ -36,7 +36,13 @@ from redis import exceptions as redis_errors
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 
-from statekit.backends.base import Capability, ScopeContext, StateEntry, StateWrite
+from statekit.backends.base import (
+    BackendInfo,
+    Capability,
+    ScopeContext,
+    StateEntry,
+    StateWrite,
+)
 from statekit.backends.gate import FifoGate
 from statekit.backends.redis_pipeline import (
     AutoPipeline,
@@ -643,24 +649,25 @@ class RedisBackend:
 
     # ---- lifecycle ----------------------------------------------------------------
 
-    async def describe(self) -> dict[str, str]:
-        """Server version and layout, plus the eviction policy: any policy but
-        ``noeviction`` lets Redis silently drop state under memory pressure."""
+    async def describe(self) -> BackendInfo:
+        """Server version and layout, plus a warning for the eviction policy: any policy
+        but ``noeviction`` lets Redis silently drop state under memory pressure."""
         with _mapped_errors():
             info: dict[str, Any] = await self._timed(self._client.info())
         if "redis_version" not in info:  # a cluster answers per node
             info = next(iter(info.values()))
         policy = str(info.get("maxmemory_policy", "unknown"))
-        layout = f"ok: hash per scope {self._prefix}{{scope_key}} (+ :meta, :ctx, :idx)"
+        warnings: tuple[str, ...] = ()
         if policy not in ("noeviction", "unknown"):
-            layout += f"; WARNING: maxmemory-policy {policy} may evict state"
-        return {
-            "backend": "redis-cluster" if self._cluster else "redis",
-            "server_version": str(info.get("redis_version", "unknown")),
-            "layout": layout,
-            "key_prefix": self._prefix,
-            "maxmemory_policy": policy,
-        }
+            warnings = (f"maxmemory-policy {policy} may evict state",)
+        return BackendInfo(
+            backend="redis-cluster" if self._cluster else "redis",
+            server_version=str(info.get("redis_version", "unknown")),
+            layout="ok",
+            namespace=self._prefix,
+            url=self._url,
+            warnings=warnings,
+        )
 
     async def aclose(self) -> None:
         if self._closed:

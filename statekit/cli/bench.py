@@ -100,9 +100,9 @@ def bench(
 
     async def work() -> dict[str, Any]:
         async with connect(url) as store:
-            info = await store.backend.describe()
+            info = await store.describe()
             results = await bench_store(store, ops, concurrency)
-            results["backend"] = info.get("backend", "")
+            results["backend"] = info.backend
             return results
 
     results = run(work)

@@ -23,7 +23,7 @@ PINGS = 5
 
 
 async def _probe(store: StateStore) -> dict[str, Any]:
-    info: dict[str, Any] = dict(await store.backend.describe())
+    info: dict[str, Any] = (await store.describe()).as_dict()
     scope_key = f"runner:doctor:{uuid.uuid4().hex}"
     samples = []
     for _ in range(PINGS):
@@ -68,11 +68,10 @@ def doctor(
         emit_json(report)
     elif report["healthy"]:
         table = Table(show_header=False, box=None)
-        for name in ("url", "backend", "server_version", "layout", "latency_ms"):
+        for name in ("url", "backend", "server_version", "layout", "namespace", "latency_ms"):
             table.add_row(name, str(report.get(name, "")))
-        for name, value in sorted(report.items()):
-            if name not in {"url", "backend", "server_version", "layout", "latency_ms", "healthy"}:
-                table.add_row(name, str(value))
+        for warning in report.get("warnings", []):
+            table.add_row("WARNING", warning)
         console.print(table)
         console.print("healthy")
     if not report["healthy"]:

@@ -25,7 +25,13 @@ from sqlalchemy.pool import StaticPool
 from sqlalchemy.schema import CreateSchema, CreateTable, MetaData
 from sqlalchemy.util import greenlet_spawn
 
-from statekit.backends.base import Capability, ScopeContext, StateEntry, StateWrite
+from statekit.backends.base import (
+    BackendInfo,
+    Capability,
+    ScopeContext,
+    StateEntry,
+    StateWrite,
+)
 from statekit.backends.gate import FifoGate
 from statekit.backends.sql import driver
 from statekit.backends.sql.engine import build_engine
@@ -444,7 +450,7 @@ class SQLBackend:
 
     # ---- lifecycle ----------------------------------------------------------------
 
-    async def describe(self) -> dict[str, str]:
+    async def describe(self) -> BackendInfo:
         if self._closed:
             raise StateBackendError("SQL backend is closed")
         version_query = (
@@ -458,13 +464,13 @@ class SQLBackend:
                 layout = await conn.run_sync(self._layout)
         except TRANSLATED as exc:
             raise translate(exc, "describe") from exc
-        return {
-            "backend": self._dialect,
-            "server_version": server_version,
-            "layout": layout,
-            "table": self.table_fullname,
-            "url": self._engine.url.render_as_string(hide_password=True),
-        }
+        return BackendInfo(
+            backend=self._dialect,
+            server_version=server_version,
+            layout=layout,
+            namespace=self.table_fullname,
+            url=self._engine.url.render_as_string(hide_password=True),
+        )
 
     def _layout(self, conn: Connection) -> str:
         """``ok``, or what is missing from the table."""

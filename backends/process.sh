@@ -25,6 +25,20 @@ read_pid() {
     [[ "$pid" =~ ^[1-9][0-9]*$ ]] && echo "$pid" || true
 }
 
+# bounded SECONDS CMD...: CMD, killed after SECONDS where coreutils' timeout exists.
+bounded() {
+    local seconds="$1"
+    shift
+    if command -v timeout >/dev/null; then timeout "$seconds" "$@"; else "$@"; fi
+}
+
+# detached CMD...: CMD in the background in a session of its own where setsid exists (so
+# no terminal signal of the caller reaches it), else immune to hangups; sets DETACHED_PID.
+detached() {
+    if command -v setsid >/dev/null; then setsid "$@" & else nohup "$@" & fi
+    DETACHED_PID=$!
+}
+
 # log_size LOG: its size in bytes (0 when it does not exist yet).
 log_size() {
     if [[ -f "$1" ]]; then wc -c <"$1" | tr -d ' '; else echo 0; fi

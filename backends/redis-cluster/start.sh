@@ -102,7 +102,7 @@ for port in "${ports[@]}"; do
     echo "$port" >>"$dir/ports"
 done
 
-if ! timeout 60 redis-cli --cluster create "${ports[@]/#/127.0.0.1:}" --cluster-replicas 0 \
+if ! bounded 60 redis-cli --cluster create "${ports[@]/#/127.0.0.1:}" --cluster-replicas 0 \
     --cluster-yes >"$dir/create.log" 2>&1; then
     abort "$dir/create.log" 0 "redis-cli --cluster create failed"
 fi
@@ -118,7 +118,7 @@ done
 # cluster_state:ok on each node is not enough: a client that reads the slot map while the
 # nodes still gossip gets MOVED replies. Wait until every node agrees on the slots.
 for attempt in $(seq 1 200); do
-    check="$(timeout 10 redis-cli --cluster check "127.0.0.1:${ports[0]}" 2>/dev/null || true)"
+    check="$(bounded 10 redis-cli --cluster check "127.0.0.1:${ports[0]}" 2>/dev/null || true)"
     [[ "$check" == *"All nodes agree about slots configuration"* ]] && break
     ((attempt < 200)) || abort /dev/null 0 "cluster nodes do not agree on slots"
     sleep 0.05

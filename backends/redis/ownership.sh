@@ -27,25 +27,22 @@ redis_is_ours() {
 
 # redis-cli on loopback, bounded: a port held by something that is not Redis never hangs.
 rcli() {
-    if command -v timeout >/dev/null; then
-        timeout 5 redis-cli -h 127.0.0.1 "$@" 2>/dev/null || true
-    else
-        redis-cli -h 127.0.0.1 "$@" 2>/dev/null || true
-    fi
+    bounded 5 redis-cli -h 127.0.0.1 "$@" 2>/dev/null || true
 }
 
-# redis_launch PORT DIR ARGS...: run redis-server detached (own session, not daemonized, so
-# its pid is known at once), with DIR/redis.pid and DIR/redis.log. Sets LAUNCHED_PID.
+# redis_launch PORT DIR ARGS...: run redis-server detached, not daemonized (so its pid is
+# known at once, and whether it exited), with DIR/redis.pid and DIR/redis.log. Sets
+# LAUNCHED_PID.
 redis_launch() {
     local port="$1" dir="$2"
     shift 2
     rm -f "$dir/redis.pid"
     # stdout/stderr to the log: early errors (a bad config) land there, and a caller
     # reading this script's output through a pipe is not kept waiting by the server.
-    setsid redis-server "$@" --port "$port" --dir "$dir" --daemonize no \
+    detached redis-server "$@" --port "$port" --dir "$dir" --daemonize no \
         --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" \
-        </dev/null >>"$dir/redis.log" 2>&1 &
-    LAUNCHED_PID=$!
+        </dev/null >>"$dir/redis.log" 2>&1
+    LAUNCHED_PID="$DETACHED_PID"
 }
 
 # redis_await_own PID PORT TIMEOUT_S: 0 once the server answering PING on PORT is PID

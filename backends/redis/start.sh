@@ -18,7 +18,8 @@ usage: start.sh [--port PORT] [--dir DIR] [PORT [DIR]] [-- REDIS-SERVER-ARGS...]
   DIR   data directory: the AOF, redis.pid, redis.port, redis.log
         (default: $STATEKIT_REDIS_DIR, else ./redis-data)
 Runs in the background; stop it with stop.sh --dir DIR. Starting it again on the same
-DIR and PORT while it runs prints its URL again.
+DIR and PORT while it runs prints its URL again. It waits up to
+$STATEKIT_REDIS_START_TIMEOUT seconds (default 60) for the server to load its AOF.
 EOF
 }
 

@@ -42,8 +42,7 @@ while (($#)); do
     -*) usage_error "unknown option '$1'" ;;
     *)
         if [[ "$1" =~ ^[0-9]+$ ]]; then
-            ((10#$1 >= 1 && 10#$1 <= 55535)) || usage_error "port '$1' is out of range (1-55535: its bus port is PORT + 10000)"
-            ports+=("$((10#$1))")
+            ports+=("$1")
         elif ((${#ports[@]} == 0)) && [[ "${dir_given:-}" != 1 ]]; then
             dir="$1"
         else
@@ -55,6 +54,11 @@ while (($#)); do
     esac
 done
 ((${#ports[@]})) || read -r -a ports <<<"${STATEKIT_CLUSTER_PORTS:-7000 7001 7002}"
+for port in "${ports[@]}"; do
+    # PORT + 10000 is its cluster bus port, which must be a port too.
+    [[ "$port" =~ ^[1-9][0-9]{0,4}$ ]] && ((port <= 55535)) ||
+        usage_error "port '$port' is not a port number from 1 to 55535"
+done
 ((${#ports[@]} >= 3)) || usage_error "need at least 3 ports, got ${#ports[@]}: ${ports[*]}"
 [[ "$(printf '%s\n' "${ports[@]}" | sort | uniq -d)" == "" ]] || usage_error "ports repeat: ${ports[*]}"
 

@@ -1,42 +1,95 @@
 #!/usr/bin/env bash
 # Start a throwaway PostgreSQL for statekit without Docker, then run init.sql.
 #
-#   backends/postgres/start.sh [PORT] [DIR]     (defaults: 55432, a new temp dir)
-#
-# Trust authentication, listening on 127.0.0.1 only. Prints the statekit URL; stop it with
-#   pg_ctl -D DIR/data stop     (the exact command is printed too)
+# Trust authentication, listening on 127.0.0.1 only. Prints the statekit URL on stdout only
+# once the server of DIR answers on PORT as itself (its data_directory is DIR/data); any
+# failure (the port already taken, DIR's server running on another port) exits non-zero
+# with the reason and the log's last lines on stderr, and prints nothing to connect to.
 set -euo pipefail
 
-port="${1:-55432}"
-dir="${2:-$(mktemp -d -t statekit-pg.XXXXXX)}"
 here="$(cd "$(dirname "$0")" && pwd)"
+# shellcheck source=ownership.sh
+source "$here/ownership.sh"
 
-bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)"
-if [[ -z "$bin" || ! -x "$bin/initdb" ]]; then
-    bin="$(dirname "$(command -v initdb || true)")"
-fi
-[[ -x "$bin/initdb" ]] || { echo "initdb not found (install PostgreSQL)" >&2; exit 1; }
-
-run() {
-    # initdb and postgres refuse to run as root: use the postgres user when we are root.
-    if [[ "$(id -u)" == 0 ]]; then
-        chown -R postgres "$dir"
-        su postgres -s /bin/bash -c "$(printf '%q ' "$@")"
-    else
-        "$@"
-    fi
+usage() {
+    cat <<'EOF_USAGE'
+usage: start.sh [--port PORT] [--dir DIR] [PORT [DIR]]
+  PORT  loopback port (default: 55432)
+  DIR   holds the data directory DIR/data and DIR/postgres.log (default: a new temporary
+        directory, printed on stderr)
+Stop it with stop.sh --dir DIR. Starting it again on the same DIR and PORT while it runs
+prints its URL again.
+EOF_USAGE
 }
 
+usage_error() {
+    echo "start.sh: error: $1" >&2
+    usage >&2
+    exit 2
+}
+
+port=55432
+dir=""
+positional=()
+while (($#)); do
+    case "$1" in
+    -h | --help) usage; exit 0 ;;
+    --port) (($# >= 2)) || usage_error "--port needs a value"; port="$2"; shift 2 ;;
+    --dir) (($# >= 2)) || usage_error "--dir needs a value"; dir="$2"; shift 2 ;;
+    -*) usage_error "unknown option '$1'" ;;
+    *) positional+=("$1"); shift ;;
+    esac
+done
+((${#positional[@]} <= 2)) || usage_error "too many arguments: ${positional[*]}"
+((${#positional[@]} >= 1)) && port="${positional[0]}"
+if ((${#positional[@]} == 2)); then
+    [[ ! "${positional[1]}" =~ ^[0-9]+$ ]] ||
+        usage_error "DIR '${positional[1]}' looks like a port; use --dir ./${positional[1]} for a directory of that name"
+    dir="${positional[1]}"
+fi
+[[ "$port" =~ ^[1-9][0-9]{0,4}$ ]] && ((port <= 65535)) || usage_error "PORT '$port' is not a port number"
+
+pg_find_bin
+[[ -n "$dir" ]] || dir="$(mktemp -d -t statekit-pg.XXXXXX)"
 mkdir -p "$dir"
-if [[ ! -f "$dir/data/PG_VERSION" ]]; then
-    run "$bin/initdb" -D "$dir/data" -U postgres --auth=trust --encoding=UTF8 --locale=C.UTF-8 >"$dir/initdb.log"
+dir="$(cd "$dir" && pwd -P)"
+data="$dir/data"
+log="$dir/postgres.log"
+
+if [[ ! -f "$data/PG_VERSION" ]]; then
+    pg_run "$dir" "$PG_BIN/initdb" -D "$data" -U postgres --auth=trust --encoding=UTF8 \
+        --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 ||
+        fail_with_log "$dir/initdb.log" 0 "initdb failed in $data"
 fi
-if ! run "$bin/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
-    run "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w \
-        -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$dir" start >/dev/null
+
+if running="$(postgres_running "$data")"; then
+    [[ "${running#* }" == "$port" ]] ||
+        fail_with_log /dev/null 0 "the server of $dir already runs on port ${running#* } (pid ${running%% *}); stop it first: $here/stop.sh --dir $dir"
+    echo "already running (pid ${running%% *})" >&2
+else
+    offset="$(log_size "$log")"
+    if ! pg_run "$dir" "$PG_BIN/pg_ctl" -D "$data" -l "$log" -w -t 60 \
+        -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$dir" \
+        start >/dev/null 2>&1; then
+        reason="postgres did not start on port $port"
+        if tail -c "+$((offset + 1))" "$log" 2>/dev/null | grep -q 'Address already in use'; then
+            reason="port $port is already in use by another process; nothing was started"
+        fi
+        fail_with_log "$log" "$offset" "$reason"
+    fi
+    running="$(postgres_running "$data")" ||
+        fail_with_log "$log" "$offset" "postgres started but $data/postmaster.pid names no live server"
 fi
-run "$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -q -v ON_ERROR_STOP=1 \
+
+# The server on 127.0.0.1:PORT must be this one, not one that had the port already.
+served="$("$PG_BIN/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -XAtq \
+    -c 'SHOW data_directory' 2>/dev/null || true)"
+[[ "$served" == "$data" ]] ||
+    fail_with_log /dev/null 0 "127.0.0.1:$port is not served by the server of $data (data_directory: '${served:-no answer}')"
+
+PGOPTIONS="-c client_min_messages=warning" \
+    "$PG_BIN/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -Xq -v ON_ERROR_STOP=1 \
     -f "$here/init.sql" >/dev/null
 
 echo "postgresql+asyncpg://postgres@127.0.0.1:$port/statekit"
-echo "stop: $bin/pg_ctl -D $dir/data stop" >&2
+echo "postgres pid ${running%% *} on port $port (data: $data); stop: $here/stop.sh --dir $dir" >&2

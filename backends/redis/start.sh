@@ -1,30 +1,100 @@
 #!/usr/bin/env bash
 # Run redis-server with backends/redis/redis.conf (AOF on) without Docker.
 #
-#   start.sh [PORT] [DIR] [extra redis-server arguments...]
-#
-# PORT defaults to $STATEKIT_REDIS_PORT or 6380, DIR (data: the AOF lives here) to
-# $STATEKIT_REDIS_DIR or ./redis-data. Runs daemonized with DIR/redis.pid and
-# DIR/redis.log, and returns once the server answers PING.
+# Prints the server's URL on stdout only once the server this script started answers PING
+# as itself (INFO process_id is the pid it started) with the AOF on. Any failure (the port
+# already taken by another server, a bad argument, a config error) exits non-zero with the
+# reason and the log's last lines on stderr, and prints nothing to connect to.
 set -euo pipefail
 
-CONF="$(cd "$(dirname "$0")" && pwd)/redis.conf"
-PORT="${1:-${STATEKIT_REDIS_PORT:-6380}}"
-DIR="${2:-${STATEKIT_REDIS_DIR:-./redis-data}}"
-shift $(( $# < 2 ? $# : 2 ))
+here="$(cd "$(dirname "$0")" && pwd)"
+# shellcheck source=ownership.sh
+source "$here/ownership.sh"
 
-mkdir -p "$DIR"
-DIR="$(cd "$DIR" && pwd)"
-redis-server "$CONF" --port "$PORT" --dir "$DIR" \
-    --daemonize yes --pidfile "$DIR/redis.pid" --logfile "$DIR/redis.log" "$@"
+usage() {
+    cat <<'EOF'
+usage: start.sh [--port PORT] [--dir DIR] [PORT [DIR]] [-- REDIS-SERVER-ARGS...]
+  PORT  loopback port (default: $STATEKIT_REDIS_PORT, else 6380)
+  DIR   data directory: the AOF, redis.pid, redis.port, redis.log
+        (default: $STATEKIT_REDIS_DIR, else ./redis-data)
+Runs in the background; stop it with stop.sh --dir DIR. Starting it again on the same
+DIR and PORT while it runs prints its URL again. It waits up to
+$STATEKIT_REDIS_START_TIMEOUT seconds (default 60) for the server to load its AOF.
+EOF
+}
 
-for _ in $(seq 1 200); do
-    # A server replaying a large AOF answers LOADING until it is done.
-    if [ "$(redis-cli -h 127.0.0.1 -p "$PORT" ping 2>/dev/null)" = "PONG" ]; then
-        echo "redis://127.0.0.1:$PORT/0"
-        exit 0
-    fi
-    sleep 0.05
+usage_error() {
+    echo "start.sh: error: $1" >&2
+    usage >&2
+    exit 2
+}
+
+port="${STATEKIT_REDIS_PORT:-6380}"
+dir="${STATEKIT_REDIS_DIR:-./redis-data}"
+positional=()
+extra=()
+while (($#)); do
+    case "$1" in
+    -h | --help) usage; exit 0 ;;
+    --port) (($# >= 2)) || usage_error "--port needs a value"; port="$2"; shift 2 ;;
+    --dir) (($# >= 2)) || usage_error "--dir needs a value"; dir="$2"; shift 2 ;;
+    --) shift; extra=("$@"); break ;;
+    -*) usage_error "unknown option '$1'" ;;
+    *) positional+=("$1"); shift ;;
+    esac
 done
-echo "redis-server did not answer on port $PORT; see $DIR/redis.log" >&2
-exit 1
+((${#positional[@]} <= 2)) || usage_error "too many arguments: ${positional[*]}"
+((${#positional[@]} >= 1)) && port="${positional[0]}"
+if ((${#positional[@]} == 2)); then
+    # `start.sh 6380 6381` is a second port, not a directory named 6381.
+    [[ ! "${positional[1]}" =~ ^[0-9]+$ ]] ||
+        usage_error "DIR '${positional[1]}' looks like a port; use --dir ./${positional[1]} for a directory of that name"
+    dir="${positional[1]}"
+fi
+[[ "$port" =~ ^[1-9][0-9]{0,4}$ ]] && ((port <= 65535)) || usage_error "PORT '$port' is not a port number"
+
+# The AOF setting this server must end up with: redis.conf's, unless overridden.
+appendonly=yes
+for ((i = 0; i < ${#extra[@]}; i++)); do
+    [[ "${extra[i]}" == "--appendonly" ]] && ((i + 1 < ${#extra[@]})) && appendonly="${extra[i + 1]}"
+done
+
+mkdir -p "$dir"
+dir="$(cd "$dir" && pwd -P)"
+log="$dir/redis.log"
+url="redis://127.0.0.1:$port/0"
+
+running="$(read_pid "$dir/redis.pid")"
+recorded_port="$(cat "$dir/redis.port" 2>/dev/null || true)"
+if [[ -n "$running" && -n "$recorded_port" ]] && redis_is_ours "$running" "$recorded_port" "$dir"; then
+    [[ "$recorded_port" == "$port" ]] ||
+        fail_with_log /dev/null 0 "the server of $dir already runs on port $recorded_port (pid $running); stop it first: $here/stop.sh --dir $dir"
+    redis_await_own "$running" "$port" 10 ||
+        fail_with_log "$log" 0 "the server of $dir (pid $running) runs but does not answer on port $port"
+    echo "already running (pid $running)" >&2
+    echo "$url"
+    exit 0
+fi
+
+offset="$(log_size "$log")"
+echo "$port" >"$dir/redis.port"
+redis_launch "$port" "$dir" "$here/redis.conf" ${extra[@]+"${extra[@]}"}
+pid="$LAUNCHED_PID"
+
+status=0
+redis_await_own "$pid" "$port" "${STATEKIT_REDIS_START_TIMEOUT:-60}" || status=$?
+if ((status == 1)); then
+    fail_with_log "$log" "$offset" "$(why_exited "$log" "$offset" "$port")"
+elif ((status != 0)); then
+    redis_stop "$pid" "$port" "$dir" || true
+    fail_with_log "$log" "$offset" "redis-server (pid $pid) did not answer on port $port in time; stopped it"
+fi
+
+actual="$(rcli -p "$port" config get appendonly | sed -n 2p)"
+if [[ "$actual" != "$appendonly" ]]; then
+    redis_stop "$pid" "$port" "$dir" || true
+    fail_with_log "$log" "$offset" "redis-server on port $port has appendonly '$actual', not '$appendonly'; stopped it"
+fi
+
+echo "$url"
+echo "started redis-server pid $pid on port $port (data: $dir); stop: $here/stop.sh --dir $dir" >&2

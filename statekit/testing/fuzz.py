@@ -310,37 +310,81 @@ class _Model:
         return self.data[scope_key].get(stored, ("", 0))[1]
 
 
-def _check_value_result(result: tuple[bool, str | None], kind: str) -> None:
+Result = tuple[bool, str | None]
+_KEY_REFUSAL = re.compile(r"State key .+", re.DOTALL)
+_SCOPE_KEY_REFUSAL = re.compile(r"Scope key must be .+", re.DOTALL)
+
+
+def _exactly(message: str) -> re.Pattern[str]:
+    return re.compile(re.escape(message), re.DOTALL)
+
+
+def _check_outcome(result: Result, reasons: list[re.Pattern[str]], kind: str) -> bool:
+    """Check ``result`` against the model's prediction; ``True`` if the call was refused.
+
+    ``reasons`` holds every rule the call's arguments break, each found on its own (a value
+    of kind INVALID adds the value rule): the store may report any one of them, in whatever
+    order it checks. With no reason the call must succeed, except that a value of kind
+    EITHER may be refused as a value.
+    """
     ok, message = result
-    if ok:
-        assert kind != INVALID, "an invalid value was accepted"
-        assert message is None
-    else:
-        assert kind != VALID, f"a valid value was refused: {message}"
+    if kind == INVALID:
+        reasons = [*reasons, _VALUE_REFUSAL]
+    if reasons:
+        assert ok is False, f"accepted despite {[r.pattern for r in reasons]}"
+        assert message is not None
+        assert any(r.fullmatch(message) for r in reasons), (
+            f"{message!r} is none of the refusals {[r.pattern for r in reasons]}"
+        )
+        return True
+    if not ok and kind == EITHER:
         assert message is not None
         assert _VALUE_REFUSAL.fullmatch(message), message
+        return True
+    return False
 
 
-def _event_refusal(model: _Model, scope: Any, key: Any) -> str | None:
-    """The refusal ``apply_update_from_event`` owes before looking at the value."""
+def _event_refusals(model: _Model, scope: Any, key: Any) -> list[re.Pattern[str]]:
+    """What ``apply_update_from_event`` may refuse ``(scope, key)`` for, one rule at a time."""
+    reasons = []
     if scope not in VALID_STATE_SCOPES:
-        return f"Invalid scope: {scope}"
+        reasons.append(_exactly(f"Invalid scope: {scope}"))
     if scope not in model.enabled:
-        return f'Scope "{scope}" not enabled by binding policy'
+        reasons.append(_exactly(f'Scope "{scope}" not enabled by binding policy'))
     if stored_key(key) is None:
-        return "State key"
-    if scope not in model.scope_keys:
-        return f'Missing identity for scope "{scope}"'
-    return None
+        reasons.append(_KEY_REFUSAL)
+    if scope in VALID_STATE_SCOPES and scope not in model.scope_keys:
+        reasons.append(_exactly(f'Missing identity for scope "{scope}"'))
+    return reasons
 
 
-def _check_refusal(result: tuple[bool, str | None], expected: str) -> None:
-    ok, message = result
-    assert ok is False
-    assert message is not None
-    assert message == expected or (expected == "State key" and message.startswith(expected)), (
-        f"{message!r} is not the refusal {expected!r}"
+def _version_ok(expected_version: Any) -> bool:
+    return expected_version is None or (
+        type(expected_version) is int and 0 <= expected_version < 2**63
     )
+
+
+def _set_refusals(model: _Model, op: Set) -> list[re.Pattern[str]]:
+    """What ``state_set`` may refuse ``op`` for (apart from its value), one rule at a time."""
+    reasons = []
+    if not model.known(model.target(op.target)):
+        reasons.append(_SCOPE_KEY_REFUSAL)
+    if stored_key(op.key) is None:
+        reasons.append(_KEY_REFUSAL)
+    if op.scope not in VALID_STATE_SCOPES:
+        reasons.append(_exactly(f"Invalid scope: {op.scope}"))
+    if not isinstance(op.runner_id, str):
+        reasons.append(_exactly("runner_id and binding_identity must be strings"))
+    if not _version_ok(op.expected_version):
+        reasons.append(
+            _exactly(
+                "expected_version must be an integer from 0 to 2**63 - 1, "
+                f"not {op.expected_version!r}"
+            )
+        )
+    if op.context is not None and not isinstance(op.context, Mapping):
+        reasons.append(_exactly(f"context must be a mapping, not {type(op.context).__name__}"))
+    return reasons
 
 
 class FuzzContract:
@@ -432,8 +476,7 @@ async def _run(store: StateStore, model: _Model, op: Any) -> None:
         )
     elif isinstance(op, GetVersioned):
         if not model.versioned:
-            with pytest.raises(UnsupportedCapabilityError):
-                await store.state_get_versioned(model.target(op.target), op.key)
+            await _check_unversioned_read(store, model, op)
             return
         value, version = await store.state_get_versioned(model.target(op.target), op.key)
         expected = model.value(model.target(op.target), op.key)
@@ -460,12 +503,8 @@ async def _run(store: StateStore, model: _Model, op: Any) -> None:
             op.key,
             op.value[0],
         )
-        refusal = _event_refusal(model, op.scope, op.key)
-        if refusal is not None:
-            _check_refusal(result, refusal)
-            return
-        _check_value_result(result, op.value[1])
-        if result[0]:
+        if not _check_outcome(result, _event_refusals(model, op.scope, op.key), op.value[1]):
+            assert result == (True, None)
             model.write(model.scope_keys[op.scope], str(stored_key(op.key)), op.value[0])
     elif isinstance(op, ApplyMany):
         await _run_apply_many(store, model, op)
@@ -488,46 +527,42 @@ async def _run(store: StateStore, model: _Model, op: Any) -> None:
         )
 
 
+async def _check_unversioned_read(store: StateStore, model: _Model, op: GetVersioned) -> None:
+    """Without versions the read raises; bad arguments may give the empty answer instead."""
+    scope_key = model.target(op.target)
+    try:
+        answer = await store.state_get_versioned(scope_key, op.key)
+    except UnsupportedCapabilityError:
+        return
+    assert not model.known(scope_key) or stored_key(op.key) is None, "versions without VERSIONS"
+    assert answer == (None, 0)
+
+
 async def _run_set(store: StateStore, model: _Model, op: Set) -> None:
+    """Refused (for one of the reasons its arguments give), a version conflict, or written."""
     scope_key = model.target(op.target)
     args = (scope_key, op.key, op.value[0], op.runner_id, "binding", op.scope, op.context)
-    if op.expected_version is not None and not model.versioned:
-        with pytest.raises(UnsupportedCapabilityError):
-            await store.state_set(*args, expected_version=op.expected_version)
-        return
-    result = await store.state_set(*args, expected_version=op.expected_version)
     ev = op.expected_version
-    if not model.known(scope_key):
-        assert result[0] is False
-        assert str(result[1]).startswith("Scope key must be")
-    elif stored_key(op.key) is None:
-        _check_refusal(result, "State key")
-    elif op.scope not in VALID_STATE_SCOPES:
-        _check_refusal(result, f"Invalid scope: {op.scope}")
-    elif not isinstance(op.runner_id, str):
-        _check_refusal(result, "runner_id and binding_identity must be strings")
-    elif ev is not None and (
-        isinstance(ev, bool) or not isinstance(ev, int) or not 0 <= ev < 2**63
-    ):
-        _check_refusal(
-            result, f"expected_version must be an integer from 0 to 2**63 - 1, not {ev!r}"
-        )
-    elif op.context is not None and not isinstance(op.context, Mapping):
-        _check_refusal(result, f"context must be a mapping, not {type(op.context).__name__}")
-    else:
-        ok, message = result
-        key = str(stored_key(op.key))
-        actual = model.version(scope_key, key)
-        if not ok and str(message).startswith("Version conflict"):
-            assert ev is not None
-            assert ev != actual
-            assert op.value[1] != INVALID, "a conflict was reported before the value check"
-            assert message == f"Version conflict on {key!r}: expected version {ev}, found {actual}"
+    reasons = _set_refusals(model, op)
+    if ev is not None and not model.versioned:
+        try:
+            result = await store.state_set(*args, expected_version=ev)
+        except UnsupportedCapabilityError:
             return
-        _check_value_result(result, op.value[1])
-        if ok:
-            assert ev is None or ev == actual, "a stale expected_version was accepted"
-            model.write(scope_key, key, op.value[0])
+        # A store may refuse bad arguments before it looks at the capability; never write.
+        assert _check_outcome(result, reasons, op.value[1]), "a version call was accepted"
+        return
+    result = await store.state_set(*args, expected_version=ev)
+    if _check_outcome(result, reasons, op.value[1]):
+        return
+    key = str(stored_key(op.key))
+    actual = model.version(scope_key, key)
+    if ev is not None and ev != actual:
+        expected = f"Version conflict on {key!r}: expected version {ev}, found {actual}"
+        assert result == (False, expected)
+        return
+    assert result == (True, None)
+    model.write(scope_key, key, op.value[0])
 
 
 async def _run_list(store: StateStore, model: _Model, op: List) -> None:
@@ -561,26 +596,22 @@ async def _run_apply_many(store: StateStore, model: _Model, op: ApplyMany) -> No
     assert len(results) == len(op.updates)
     for (form, update, kind), result in zip(op.updates, results, strict=True):
         if form == "bad":
-            _check_refusal(
-                result, "Update must be a StateUpdate, a (scope, key, value) tuple or a mapping"
-            )
+            shape = "Update must be a StateUpdate, a (scope, key, value) tuple or a mapping"
+            assert _check_outcome(result, [_exactly(shape)], kind)
             continue
         if form == "mapping":
-            missing = next((f for f in ("scope", "key", "value") if f not in update), None)
-            if missing is not None:
-                _check_refusal(result, f"Update is missing {missing!r}")
+            missing = [f for f in ("scope", "key", "value") if f not in update]
+            if missing:
+                reasons = [_exactly(f"Update is missing {f!r}") for f in missing]
+                assert _check_outcome(result, reasons, kind)
                 continue
             scope, key, value = update["scope"], update["key"], update["value"]
         elif form == "update":
             scope, key, value = update.scope, update.key, update.value
         else:
             scope, key, value = update
-        refusal = _event_refusal(model, scope, key)
-        if refusal is not None:
-            _check_refusal(result, refusal)
-            continue
-        _check_value_result(result, kind)
-        if result[0]:
+        if not _check_outcome(result, _event_refusals(model, scope, key), kind):
+            assert result == (True, None)
             model.write(model.scope_keys[scope], str(stored_key(key)), value)
 
 

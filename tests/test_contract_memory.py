@@ -26,7 +26,7 @@ class _UnversionedMemoryBackend(MemoryBackend):
 
 
 class TestBackendWithoutCapabilities(StateBackendContract):
-    """The suite skips declared-only tests and checks the store refuses them clearly."""
+    """The suite skips the tests of undeclared capabilities (their refusal: test_refusals)."""
 
     @pytest_asyncio.fixture
     async def backend(self) -> AsyncIterator[MemoryBackend]:

@@ -20,6 +20,7 @@ from statekit.errors import UnsupportedCapabilityError
 from statekit.testing import Identity, new_identity
 from statekit.testing.fuzz import check_calls
 from statekit.testing.hostile import hostile_sweep
+from statekit.testing.identities import put
 from statekit.validation import MAX_STATE_KEY_LENGTH, MAX_VALUE_JSON_BYTES
 
 pytestmark = pytest.mark.memory
@@ -73,21 +74,13 @@ def ident() -> Identity:
     return new_identity()
 
 
-async def _set(
-    store: StateStore, ident: Identity, key: Any, value: Any, scope: str = "conversation"
-) -> tuple[bool, str | None]:
-    return await store.state_set(
-        ident.scope_key(scope), key, value, ident.runner_id, ident.binding_identity, scope
-    )
-
-
 # ---- values -----------------------------------------------------------------------------
 
 
 async def test_value_one_byte_over_the_limit_is_refused_and_not_written(
     store: StateStore, backend: RecordingBackend, ident: Identity
 ) -> None:
-    ok, error = await _set(store, ident, "big", "x" * (MAX_VALUE_JSON_BYTES - 1))
+    ok, error = await put(store, ident, "big", "x" * (MAX_VALUE_JSON_BYTES - 1))
     assert not ok
     limit = MAX_VALUE_JSON_BYTES
     assert error == f"Value size {limit + 1} bytes exceeds limit {limit} bytes"
@@ -101,8 +94,8 @@ async def test_size_limit_counts_utf8_bytes(
 ) -> None:
     # "é" is two bytes: (MAX - 2) / 2 of them fill the limit exactly, one more exceeds it.
     fits = "é" * ((MAX_VALUE_JSON_BYTES - 2) // 2)
-    assert await _set(store, ident, "fits", fits) == (True, None)
-    ok, error = await _set(store, ident, "over", fits + "é")
+    assert await put(store, ident, "fits", fits) == (True, None)
+    ok, error = await put(store, ident, "over", fits + "é")
     assert not ok
     assert error is not None
     assert "exceeds limit" in error
@@ -139,8 +132,8 @@ async def test_size_limit_counts_utf8_bytes(
 async def test_refused_value_writes_nothing(
     store: StateStore, backend: RecordingBackend, ident: Identity, value: Any
 ) -> None:
-    assert await _set(store, ident, "k", "before") == (True, None)
-    ok, error = await _set(store, ident, "k", value)
+    assert await put(store, ident, "k", "before") == (True, None)
+    ok, error = await put(store, ident, "k", value)
     assert not ok
     assert error is not None
     assert error.startswith("Value is not JSON-serializable: ")
@@ -153,7 +146,7 @@ async def test_circular_value_is_refused(
 ) -> None:
     loop: list[Any] = []
     loop.append(loop)
-    ok, error = await _set(store, ident, "k", loop)
+    ok, error = await put(store, ident, "k", loop)
     assert not ok
     assert error is not None
     assert error.startswith("Value is not JSON-serializable")
@@ -183,7 +176,7 @@ async def test_circular_value_is_refused(
 async def test_invalid_key_is_refused_everywhere(
     store: StateStore, backend: RecordingBackend, ident: Identity, key: Any
 ) -> None:
-    ok, error = await _set(store, ident, key, 1)
+    ok, error = await put(store, ident, key, 1)
     assert not ok
     assert error is not None
     assert error.startswith("State key")
@@ -237,7 +230,7 @@ async def test_scope_outside_policy_is_refused_and_not_snapshotted(
     assert ok == (False, 'Scope "subject" not enabled by binding policy')
     assert backend.writes == []
     # Written through the State API, subject state exists but the policy hides it.
-    await _set(store, ident, "k", 1, scope="subject")
+    await put(store, ident, "k", 1, scope="subject")
     snapshot = await store.build_snapshot_from_event(ident.event, ident.binding, ident.descriptor)
     assert snapshot["subject"] == {}
     assert snapshot["runner"] == {}

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+pytest_plugins = ("pytester",)  # runs the shipped suite as a third party would
 _SUMMARY_LINES = pytest.StashKey[list[str]]()
 
 

@@ -1,4 +1,4 @@
-"""``statekit.testing`` names the extra to install when its test tools are missing."""
+"""``statekit.testing`` as a backend author meets it: the extra it needs, and a first run."""
 
 from __future__ import annotations
 
@@ -39,3 +39,37 @@ def test_every_missing_tool_is_named_at_once(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setitem(sys.modules, "hypothesis", None)
     with pytest.raises(ImportError, match=r"needs pytest-asyncio, hypothesis: pip install"):
         importlib.import_module("statekit.testing")
+
+
+THIRD_PARTY_TEST = """
+import pytest_asyncio
+
+from statekit import MemoryBackend
+from statekit.testing import StateBackendContract
+
+
+class DictBackend(MemoryBackend):
+    \"\"\"Stands for a third-party backend.\"\"\"
+
+
+class TestDictBackend(StateBackendContract):
+    @pytest_asyncio.fixture
+    async def backend(self):
+        backend = DictBackend()
+        yield backend
+        await backend.clear()
+        await backend.aclose()
+"""
+
+
+@pytest.mark.slow
+def test_a_third_party_backend_passes_the_suite_with_default_pytest_settings(
+    pytester: pytest.Pytester,
+) -> None:
+    # No asyncio_mode setting: pytest-asyncio's default (strict) mode, as in a new project.
+    pytester.makepyfile(test_dict_backend=THIRD_PARTY_TEST)
+    result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed", 0) == 0, result.stdout.str()
+    assert outcomes.get("error", 0) == 0, result.stdout.str()
+    assert outcomes["passed"] > 50

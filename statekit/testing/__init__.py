@@ -21,7 +21,8 @@ scope key) and :class:`FuzzContract` (hostile input against a model) are part of
 The suite holds what a backend can get wrong; refusals the store makes before any
 backend call are statekit's own tests. It needs pytest, pytest-asyncio and hypothesis:
 ``pip install 'statekit[testing]'`` (importing this package without them raises an
-:class:`ImportError` that says so).
+:class:`ImportError` that says so). The suite runs under pytest-asyncio's default strict
+mode as well as ``asyncio_mode = "auto"``: no setting is needed.
 """
 
 import importlib.util

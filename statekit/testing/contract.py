@@ -30,6 +30,8 @@ from statekit.testing.writes import WritesContract
 from statekit.validation import MAX_STATE_KEY_LENGTH, MAX_VALUE_JSON_BYTES
 
 
+# Marked, so the suite runs under pytest-asyncio's default strict mode as well as "auto".
+@pytest.mark.asyncio
 class StateBackendContract(
     ListingContract, WritesContract, VersionsContract, IsolationContract, FuzzContract
 ):

@@ -20,6 +20,7 @@ from pathlib import Path
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from benchmarks.matrix import DATABASE_FILE, SQLITE
 from benchmarks.original import OriginalContender
 from benchmarks.raw_asyncpg import RawAsyncpgContender
 from benchmarks.raw_redis import RawRedisContender
@@ -117,8 +118,8 @@ async def open_postgres(url: str) -> AsyncIterator[BackendRun]:
 async def open_sqlite(parent: str | None = None) -> AsyncIterator[BackendRun]:
     """SQLite in a new directory under ``parent`` (default: the system's temporary one)."""
     directory = Path(tempfile.mkdtemp(prefix="statekit-bench-", dir=parent))
-    database = directory / "bench.db"
-    url = f"sqlite+aiosqlite:///{database.resolve()}"
+    database = directory / DATABASE_FILE
+    url = SQLITE.url_in(directory)
     opened: list[Contender] = []
     try:
         store = connect(url)

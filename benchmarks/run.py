@@ -15,45 +15,51 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timezone
 from pathlib import Path
 
 from benchmarks.contenders import BackendRun, open_postgres, open_redis, open_sqlite
 from benchmarks.machine import machine_info
+from benchmarks.matrix import BENCHMARKED, MATRIX, Target
 from benchmarks.report import evaluate_targets, print_report, results_json
 from benchmarks.suite import FULL, QUICK, BackendResult, Plan, run_backend
 from statekit import BackendURL
 
-BACKENDS = ("redis", "postgres", "sqlite")
+BACKENDS = tuple(target.name for target in BENCHMARKED)
 RESULTS_DIR = Path(__file__).parent / "results"
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/13"
-DEFAULT_POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+#: The openers of the benchmarked targets that live on a server, given its URL.
+SERVER_OPENERS: dict[str, Callable[[str], AbstractAsyncContextManager[BackendRun]]] = {
+    "redis": open_redis,
+    "postgres": open_postgres,
+}
+
+
+def _served() -> list[Target]:
+    return [target for target in BENCHMARKED if target.env_var is not None]
 
 
 def add_server_options(parser: argparse.ArgumentParser) -> None:
-    """Where the servers are: ``--redis-url``, ``--postgres-url``, ``--sqlite-dir``."""
-    parser.add_argument(
-        "--redis-url",
-        default=os.environ.get("STATEKIT_REDIS_URL", DEFAULT_REDIS_URL),
-        help=f"default: $STATEKIT_REDIS_URL, else {DEFAULT_REDIS_URL}",
-    )
-    parser.add_argument(
-        "--postgres-url",
-        default=os.environ.get("STATEKIT_POSTGRES_URL", DEFAULT_POSTGRES_URL),
-        help=f"default: $STATEKIT_POSTGRES_URL, else {DEFAULT_POSTGRES_URL}",
-    )
+    """Where the servers are: ``--<target>-url`` per served target, and ``--sqlite-dir``."""
+    for target in _served():
+        parser.add_argument(
+            f"--{target.name}-url",
+            default=target.url_from_env(),
+            help=f"default: ${target.env_var}, else {target.default_url}",
+        )
     parser.add_argument("--sqlite-dir", help="where the SQLite file goes (default: a temp dir)")
 
 
 def open_backend(name: str, args: argparse.Namespace) -> AbstractAsyncContextManager[BackendRun]:
     """The contenders of backend ``name`` on the servers named by ``args``."""
-    if name == "redis":
-        return open_redis(args.redis_url)
-    if name == "postgres":
-        return open_postgres(args.postgres_url)
+    if MATRIX[name].env_var is not None:
+        return SERVER_OPENERS[name](getattr(args, _url_option(name)))
     return open_sqlite(args.sqlite_dir)
+
+
+def _url_option(name: str) -> str:
+    return f"{name.replace('-', '_')}_url"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -61,7 +67,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--backends",
         default=",".join(BACKENDS),
-        help="comma-separated subset of redis,postgres,sqlite (default: all)",
+        help=f"comma-separated subset of {','.join(BACKENDS)} (default: all)",
     )
     parser.add_argument(
         "--runs", type=int, help=f"timed runs per figure, median kept ({FULL.runs})"
@@ -121,8 +127,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "started_at": started.isoformat(timespec="seconds"),
         "elapsed_s": round(time.perf_counter() - clock, 1),
         "plan": dataclasses.asdict(plan),
-        "redis_url": str(BackendURL(args.redis_url)),
-        "postgres_url": str(BackendURL(args.postgres_url)),
+        **{
+            _url_option(t.name): str(BackendURL(getattr(args, _url_option(t.name))))
+            for t in _served()
+        },
     }
     out = args.out or RESULTS_DIR / f"{started:%Y%m%dT%H%M%SZ}-{socket.gethostname()}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,29 +1,26 @@
-"""Shared test plumbing: where the real servers are, and what to do when one is missing."""
+"""Shared test plumbing: servers started for the session, and the run's summary lines.
+
+Where the real servers are (``service_url``) and the backend matrix's pytest side live in
+``services.py``.
+"""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 
 import pytest
 
-REQUIRE_SERVICES = os.environ.get("STATEKIT_REQUIRE_SERVICES") == "1"
+pytest_plugins = ("pytester",)  # runs the shipped suite as a third party would
 _SUMMARY_LINES = pytest.StashKey[list[str]]()
 
 
-def service_url(env_var: str) -> str:
-    """The URL of a real server from ``env_var``.
+@pytest.fixture(scope="session")
+def session_schema() -> Iterator[str]:
+    """A PostgreSQL schema of this session's own, dropped with everything in it at the end
+    (skipped, or failed under ``STATEKIT_REQUIRE_SERVICES=1``, without a server)."""
+    from sqlsupport import private_schema
 
-    Without it the calling test is skipped, unless ``STATEKIT_REQUIRE_SERVICES=1`` (CI),
-    where a missing server is a failure: CI must never pass by skipping real backends.
-    """
-    url = os.environ.get(env_var)
-    if url:
-        return url
-    message = f"{env_var} is not set"
-    if REQUIRE_SERVICES:
-        pytest.fail(f"{message} and STATEKIT_REQUIRE_SERVICES=1", pytrace=False)
-    pytest.skip(message)
+    yield from private_schema()
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ import asyncio
 import uuid
 from collections.abc import Iterator
 
-from conftest import service_url
+from services import service_url
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 

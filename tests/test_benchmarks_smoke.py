@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import service_url
+from services import service_url
 
 from benchmarks.run import main
 from benchmarks.suite import OPS, QUICK

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 import fakeredis
 import pytest
-from conftest import service_url
+from services import service_url
 from typer.testing import CliRunner
 
 from statekit import ConfigurationError, connect

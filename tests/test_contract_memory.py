@@ -4,19 +4,22 @@ from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
+from services import on, open_target
 
+from benchmarks.matrix import MEMORY
 from statekit import MemoryBackend
+from statekit.backends.base import StateBackend
 from statekit.testing import StateBackendContract
 
 pytestmark = pytest.mark.memory
 
 
+@on(MEMORY)
 class TestMemoryBackend(StateBackendContract):
     @pytest_asyncio.fixture
-    async def backend(self) -> AsyncIterator[MemoryBackend]:
-        backend = MemoryBackend()
-        yield backend
-        await backend.aclose()
+    async def backend(self, request: pytest.FixtureRequest) -> AsyncIterator[StateBackend]:
+        async with open_target(MEMORY, request) as backend:
+            yield backend
 
 
 class _UnversionedMemoryBackend(MemoryBackend):
@@ -26,7 +29,7 @@ class _UnversionedMemoryBackend(MemoryBackend):
 
 
 class TestBackendWithoutCapabilities(StateBackendContract):
-    """The suite skips declared-only tests and checks the store refuses them clearly."""
+    """The suite skips the tests of undeclared capabilities (their refusal: test_refusals)."""
 
     @pytest_asyncio.fixture
     async def backend(self) -> AsyncIterator[MemoryBackend]:

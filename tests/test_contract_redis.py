@@ -1,4 +1,4 @@
-"""The contract suite on Redis: fakeredis (always), the real server and a local cluster."""
+"""The contract suite on Redis: fakeredis (always), and the matrix's real server and cluster."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from collections.abc import AsyncIterator
 import fakeredis
 import pytest
 import pytest_asyncio
-from conftest import service_url
+from services import on, open_target
 
+from benchmarks.matrix import REDIS, REDIS_CLUSTER
+from statekit.backends.base import StateBackend
 from statekit.backends.redis import RedisBackend
 from statekit.testing import StateBackendContract
 
@@ -38,22 +40,19 @@ class TestFakeRedisBackend(StateBackendContract):
 
 
 @PIPELINING
+@on(REDIS)
 class TestRealRedisBackend(StateBackendContract):
     @pytest_asyncio.fixture
-    async def backend(self, auto_pipeline: bool) -> AsyncIterator[RedisBackend]:
-        backend = RedisBackend.from_url(
-            service_url("STATEKIT_REDIS_URL"), key_prefix=_prefix(), auto_pipeline=auto_pipeline
-        )
-        yield backend
-        await backend.clear()
-        await backend.aclose()
+    async def backend(
+        self, request: pytest.FixtureRequest, auto_pipeline: bool
+    ) -> AsyncIterator[StateBackend]:
+        async with open_target(REDIS, request, auto_pipeline=auto_pipeline) as backend:
+            yield backend
 
 
-@pytest.mark.slow
+@on(REDIS_CLUSTER)
 class TestRedisClusterBackend(StateBackendContract):
     @pytest_asyncio.fixture
-    async def backend(self, redis_cluster_url: str) -> AsyncIterator[RedisBackend]:
-        backend = RedisBackend.from_url(redis_cluster_url, key_prefix=_prefix())
-        yield backend
-        await backend.clear()
-        await backend.aclose()
+    async def backend(self, request: pytest.FixtureRequest) -> AsyncIterator[StateBackend]:
+        async with open_target(REDIS_CLUSTER, request) as backend:
+            yield backend

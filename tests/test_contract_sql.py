@@ -2,30 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from services import on, open_target
 from sqlalchemy.ext.asyncio import create_async_engine
-from sqlsupport import postgres_url, private_schema
 
+from benchmarks.matrix import POSTGRES, SQLITE, SQLITE_MEMORY
+from statekit.backends.base import StateBackend
 from statekit.backends.sql import SQLBackend
 from statekit.testing import StateBackendContract
 
 
-@pytest.fixture(scope="module")
-def pg_schema() -> Iterator[str]:
-    yield from private_schema()
-
-
-@pytest.mark.sqlite
+@on(SQLITE)
 class TestSQLiteFile(StateBackendContract):
     @pytest_asyncio.fixture
-    async def backend(self, tmp_path: Path) -> AsyncIterator[SQLBackend]:
-        backend = SQLBackend.from_url(f"sqlite+aiosqlite:///{tmp_path / 'state.db'}")
-        yield backend
-        await backend.aclose()
+    async def backend(self, request: pytest.FixtureRequest) -> AsyncIterator[StateBackend]:
+        async with open_target(SQLITE, request) as backend:
+            yield backend
 
 
 @pytest.mark.sqlite
@@ -41,20 +37,17 @@ class TestSQLiteHostEngine(StateBackendContract):
         await engine.dispose()
 
 
-@pytest.mark.sqlite
+@on(SQLITE_MEMORY)
 class TestSQLiteMemory(StateBackendContract):
     @pytest_asyncio.fixture
-    async def backend(self) -> AsyncIterator[SQLBackend]:
-        backend = SQLBackend.from_url("sqlite+aiosqlite:///:memory:")
-        yield backend
-        await backend.aclose()
+    async def backend(self, request: pytest.FixtureRequest) -> AsyncIterator[StateBackend]:
+        async with open_target(SQLITE_MEMORY, request) as backend:
+            yield backend
 
 
-@pytest.mark.postgres
+@on(POSTGRES)
 class TestPostgres(StateBackendContract):
     @pytest_asyncio.fixture
-    async def backend(self, pg_schema: str) -> AsyncIterator[SQLBackend]:
-        backend = SQLBackend.from_url(postgres_url(), schema=pg_schema)
-        yield backend
-        await backend.clear()
-        await backend.aclose()
+    async def backend(self, request: pytest.FixtureRequest) -> AsyncIterator[StateBackend]:
+        async with open_target(POSTGRES, request) as backend:
+            yield backend

@@ -15,9 +15,9 @@ import fakeredis
 import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
-from conftest import service_url
 from redis.crc import key_slot
 from redis_servers import REDIS_START, RedisServer, free_port, ping
+from services import service_url
 
 from statekit.backends.base import ScopeContext, StateWrite
 from statekit.backends.redis import RedisBackend, glob_escape

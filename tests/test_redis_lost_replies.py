@@ -19,11 +19,11 @@ from urllib.parse import urlsplit
 import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
-from conftest import service_url
 from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from services import service_url
 
 from statekit.backends.base import ScopeContext, StateWrite
 from statekit.backends.redis import RedisBackend

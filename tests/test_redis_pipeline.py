@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
-from conftest import service_url
 from redis_servers import RedisServer, free_port
+from services import service_url
 
 from statekit.backends import redis_pipeline
 from statekit.backends.base import ScopeContext

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
-from conftest import service_url
+from services import service_url
 from soak_workload import SoakReport, soak
 from sqlsupport import postgres_url, private_schema
 

@@ -15,14 +15,31 @@ fixture that yields a fresh, empty backend (and closes it afterwards)::
             await backend.aclose()
 
 Tests of optional features run only where the backend declares the matching
-:class:`statekit.Capability`; pytest-asyncio and hypothesis must be installed.
-:class:`IsolationContract` (no call reaches outside its scope key) and
-:class:`FuzzContract` (hostile input against a model) are part of it.
+:class:`statekit.Capability`. :class:`IsolationContract` (no call reaches outside its
+scope key) and :class:`FuzzContract` (hostile input against a model) are part of it.
+
+The suite holds what a backend can get wrong; refusals the store makes before any
+backend call are statekit's own tests. It needs pytest, pytest-asyncio and hypothesis:
+``pip install 'statekit[testing]'`` (importing this package without them raises an
+:class:`ImportError` that says so). The suite runs under pytest-asyncio's default strict
+mode as well as ``asyncio_mode = "auto"``: no setting is needed.
 """
 
-from statekit.testing.contract import StateBackendContract
-from statekit.testing.fuzz import FuzzContract
-from statekit.testing.identities import Identity, new_identity
-from statekit.testing.isolation import IsolationContract
+import importlib.util
+
+# Module name -> distribution name, checked before the suite's modules import them.
+_NEEDED = {"pytest": "pytest", "pytest_asyncio": "pytest-asyncio", "hypothesis": "hypothesis"}
+_missing = [module for module in _NEEDED if importlib.util.find_spec(module) is None]
+if _missing:
+    raise ImportError(
+        f"statekit.testing needs {', '.join(_NEEDED[m] for m in _missing)}: "
+        "pip install 'statekit[testing]'",
+        name=_missing[0],
+    )
+
+from statekit.testing.contract import StateBackendContract  # noqa: E402
+from statekit.testing.fuzz import FuzzContract  # noqa: E402
+from statekit.testing.identities import Identity, new_identity  # noqa: E402
+from statekit.testing.isolation import IsolationContract  # noqa: E402
 
 __all__ = ["FuzzContract", "Identity", "IsolationContract", "StateBackendContract", "new_identity"]

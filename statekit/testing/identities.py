@@ -1,10 +1,11 @@
 """Events, bindings and descriptors for tests, unique per call so that suites running on
-a shared server never see each other's scopes."""
+a shared server never see each other's scopes; and the two calls most tests make."""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from statekit.models import (
     ActorContext,
@@ -15,6 +16,10 @@ from statekit.models import (
     SubjectContext,
 )
 from statekit.scope import VALID_STATE_SCOPES, build_state_scope_key
+
+if TYPE_CHECKING:
+    from statekit.backends.base import StateEntry
+    from statekit.store import StateStore
 
 
 @dataclass
@@ -73,3 +78,17 @@ def new_identity(
         descriptor=RunnerDescriptor(id=f"runner-{tag}"),
         scopes=scopes,
     )
+
+
+async def put(
+    store: StateStore, ident: Identity, key: Any, value: Any, scope: str = "conversation"
+) -> tuple[bool, str | None]:
+    """``state_set`` of one value in ``ident``'s ``scope``, as its runner and binding."""
+    return await store.state_set(
+        ident.scope_key(scope), key, value, ident.runner_id, ident.binding_identity, scope
+    )
+
+
+async def scope_entries(store: StateStore, scope_key: str) -> dict[str, StateEntry]:
+    """The exported entries of one scope, by state key."""
+    return {e.state_key: e async for e in store.export() if e.scope_key == scope_key}

@@ -56,7 +56,8 @@ OTHER_LANGUAGES = {"toml", "sql", "text", "yaml", "json", "ini"}
 REDIS_URL = "redis://localhost:6379/0"
 POSTGRES_URL = "postgresql+asyncpg://postgres:statekit@localhost:5432/statekit"
 DOC_PREFIX = "myapp:"
-SERVER_URL = re.compile(r"\b(?:rediss?|unix|redis\+\w+|rediss\+\w+|postgres\w*(?:\+\w+)?)://\S*")
+# A URL that could reach a server on this machine (a name like `cache:6379` resolves nowhere).
+LOCAL_URL = re.compile(r"\b[\w+]+://(?:[^/@\s]*@)?(?:localhost|127\.|\[::1\]|/)[^\s'\"]*")
 FENCE = re.compile(r"^(?P<indent>\s*)```(?P<lang>[\w+-]*)\s*$")
 SKIP = re.compile(r"^\s*<!--\s*not run\b:?(?P<reason>.*?)-->\s*$")
 TIMEOUT = 180
@@ -126,11 +127,9 @@ def test_example_runs(block: Block, tmp_path: Path) -> None:
     if block.skip_reason is not None:
         assert block.skip_reason, f"{block.id}: '<!-- not run: ... -->' needs a reason"
         pytest.skip(f"not run: {block.skip_reason}")
-    urls = set(SERVER_URL.findall(block.text))
-    foreign = {url for url in urls if not url.startswith((REDIS_URL, POSTGRES_URL))}
-    assert not foreign, (
-        f"{block.id}: examples reach servers only through {REDIS_URL} / {POSTGRES_URL}"
-    )
+    local = {url for url in LOCAL_URL.findall(block.text) if not url.startswith("sqlite")}
+    foreign = {url for url in local if not url.startswith((REDIS_URL, POSTGRES_URL))}
+    assert not foreign, f"{block.id}: name local servers only as {REDIS_URL} or {POSTGRES_URL}"
     env = {name: value for name, value in os.environ.items() if not name.startswith("STATEKIT_")}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     text = block.text

@@ -92,6 +92,8 @@ def parse_blocks(page: Path) -> Iterator[Block]:
         while index < len(lines) and lines[index].strip() != "```":
             body.append(lines[index][indent:])
             index += 1
+        if index == len(lines):
+            raise ValueError(f"{page.name}:{start + 1}: the fence opened here is never closed")
         skip = SKIP.match(lines[start - 1]) if start else None
         reason = skip["reason"].strip() if skip else None
         yield Block(page, start + 1, match["lang"], "\n".join(body) + "\n", reason)

@@ -249,3 +249,27 @@ async def _drop_schema(url: str, schema: str) -> None:
         await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     finally:
         await connection.close()
+
+
+def test_the_error_tree_drawn_in_errors_py_is_the_real_one() -> None:
+    import statekit.errors as errors
+
+    drawn: dict[str, str] = {}
+    parents: list[tuple[int, str]] = []  # (column of the name, name) along the current path
+    for line in (errors.__doc__ or "").splitlines():
+        match = re.match(r"^(?P<lead>[\s│├└─]*)(?P<name>[A-Z]\w+Error)\b", line)
+        if not match:
+            continue
+        column, name = len(match["lead"]), match["name"]
+        while parents and parents[-1][0] >= column:
+            parents.pop()
+        if parents:
+            drawn[name] = parents[-1][1]
+        parents.append((column, name))
+    real = {
+        name: next(base.__name__ for base in cls.__bases__ if issubclass(base, errors.StatekitError))
+        for name, cls in vars(errors).items()
+        if isinstance(cls, type) and issubclass(cls, errors.StatekitError)
+        if cls is not errors.StatekitError
+    }
+    assert drawn == real

@@ -267,7 +267,7 @@ def test_the_error_tree_drawn_in_errors_py_is_the_real_one() -> None:
             drawn[name] = parents[-1][1]
         parents.append((column, name))
     real = {
-        name: next(base.__name__ for base in cls.__bases__ if issubclass(base, errors.StatekitError))
+        name: next(b.__name__ for b in cls.__bases__ if issubclass(b, errors.StatekitError))
         for name, cls in vars(errors).items()
         if isinstance(cls, type) and issubclass(cls, errors.StatekitError)
         if cls is not errors.StatekitError

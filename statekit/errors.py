@@ -8,8 +8,8 @@ Backends translate every driver exception at their boundary into one of these, w
     ├── UnsupportedCapabilityError the backend did not declare the capability a call needs
     ├── VersionConflictError       a conditional set lost: someone else wrote first
     └── StateBackendError          the backend failed while doing an operation
-        ├── BackendUnavailableError   the server cannot be reached (refused, reset, DNS)
-        └── BackendTimeoutError       the server did not answer within the timeout
+        └── BackendUnavailableError   the server cannot be reached (refused, reset, DNS)
+            └── BackendTimeoutError   the server did not answer within the timeout
 
 Refused *input* (a bad key, a value that is not JSON, a value over the size limit) is not
 an exception on the seed-compatible methods: they return ``(False, message)`` or an empty

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from operator import attrgetter, itemgetter
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -28,6 +29,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
+from statekit.backends.base import ScopeContext
 from statekit.backends.sql.schema import CONTEXT_COLUMNS
 
 #: Rows fetched per round trip by :meth:`SQLBackend.iter_entries`.
@@ -44,6 +46,25 @@ ROW_COLUMNS = (
     "created_at",
     "updated_at",
 )
+_context_values = attrgetter(*CONTEXT_COLUMNS)
+_MAX_CODE_POINT = 0x10FFFF
+_SURROGATES = range(0xD800, 0xE000)
+
+
+def prefix_successor(prefix: str) -> str | None:
+    """The smallest string greater than every string starting with ``prefix``.
+
+    ``None`` when there is none (the prefix is all maximum code points), so
+    ``prefix <= key < successor`` selects exactly the keys with that prefix.
+    """
+    chars = list(prefix)
+    while chars:
+        point = ord(chars.pop()) + 1
+        if point in _SURROGATES:
+            point = _SURROGATES.stop  # keys never hold surrogates; skip them
+        if point <= _MAX_CODE_POINT:
+            return "".join(chars) + chr(point)
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +127,11 @@ class Statements:
             dialect,
             ROW_COLUMNS,
         )
+        # The three row statements take the same parameters (all given), in one order.
+        row_statements = (self.upsert, self.upsert_many, self.insert_new)
+        if any(s.names != self.upsert.names or s.defaults for s in row_statements):
+            raise AssertionError("the row statements differ in their parameters")
+        self._row_order = itemgetter(*(ROW_COLUMNS.index(name) for name in self.upsert.names))
         self.update_if = _compile(
             update(table)
             .where(
@@ -158,6 +184,15 @@ class Statements:
         if size <= _KEPT_SNAPSHOT_SIZES:
             self._snapshots[size] = statement
         return statement
+
+    def row(
+        self, scope_key: str, state_key: str, value_json: str, context: ScopeContext, now: Any
+    ) -> tuple[Any, ...]:
+        """The arguments of :attr:`upsert`, :attr:`upsert_many` and :attr:`insert_new` for
+        one row (built by position: a dict per row cost a noticeable part of a set)."""
+        values = (scope_key, state_key, value_json, *_context_values(context), now, now)
+        row: tuple[Any, ...] = self._row_order(values)
+        return row
 
     def timestamp(self, moment: datetime) -> Any:
         """``moment`` as the driver takes it: SQLite stores SQLAlchemy's naive UTC text."""

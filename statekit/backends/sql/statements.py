@@ -107,6 +107,36 @@ class Statements:
         self._table = table
         self._dialect = dialect
         c = table.c
+        self._writes(table, dialect)
+        key = (c.scope_key == bindparam("scope_key"), c.state_key == bindparam("state_key"))
+        self.get = _compile(select(c.value_json).where(*key), dialect)
+        self.get_versioned = _compile(select(c.value_json, c.version).where(*key), dialect)
+        self.version = _compile(select(c.version).where(*key), dialect)
+        self.delete = _compile(delete(table).where(*key).returning(c.version), dialect)
+        self.clear = _compile(delete(table), dialect)
+        self.lists = {shape: _compile(_listing(table, *shape), dialect) for shape in _LIST_SHAPES}
+        self._snapshots: dict[int, DriverStatement] = {}
+        timestamp = c.created_at.type.dialect_impl(dialect).bind_processor(dialect)
+        self._timestamp: Callable[[datetime], Any] | None = timestamp
+        self.export = select(
+            c.scope_key,
+            c.state_key,
+            c.value_json,
+            *(c[name] for name in CONTEXT_COLUMNS),
+            c.created_at,
+            c.updated_at,
+            c.version,
+        )
+        self.export_page = (
+            select(c.id, *self.export.selected_columns)
+            .where(c.id > bindparam("last_id"))
+            .order_by(c.id)
+            .limit(EXPORT_BATCH_SIZE)
+        )
+
+    def _writes(self, table: Table, dialect: Dialect) -> None:
+        """The upserts, the insert of a new key and the conditional update."""
+        c = table.c
         insert = postgresql.insert(table) if dialect.name == "postgresql" else sqlite.insert(table)
         conflict = [c.scope_key, c.state_key]
         # A literal increment, so the statements have no parameter beyond the row's.
@@ -142,32 +172,6 @@ class Statements:
             .values(value_json=bindparam("new_value"), updated_at=bindparam("now"), version=bumped)
             .returning(c.version),
             dialect,
-        )
-        key = (c.scope_key == bindparam("scope_key"), c.state_key == bindparam("state_key"))
-        self.get = _compile(select(c.value_json).where(*key), dialect)
-        self.get_versioned = _compile(select(c.value_json, c.version).where(*key), dialect)
-        self.version = _compile(select(c.version).where(*key), dialect)
-        self.delete = _compile(delete(table).where(*key).returning(c.version), dialect)
-        self.clear = _compile(delete(table), dialect)
-        self.lists = {shape: _compile(_listing(table, *shape), dialect) for shape in _LIST_SHAPES}
-        self._snapshots: dict[int, DriverStatement] = {}
-        timestamp = c.created_at.type.dialect_impl(dialect).bind_processor(dialect)
-        self._timestamp: Callable[[datetime], Any] | None = timestamp
-
-        self.export = select(
-            c.scope_key,
-            c.state_key,
-            c.value_json,
-            *(c[name] for name in CONTEXT_COLUMNS),
-            c.created_at,
-            c.updated_at,
-            c.version,
-        )
-        self.export_page = (
-            select(c.id, *self.export.selected_columns)
-            .where(c.id > bindparam("last_id"))
-            .order_by(c.id)
-            .limit(EXPORT_BATCH_SIZE)
         )
 
     def snapshot(self, size: int) -> DriverStatement:

@@ -19,12 +19,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 #: The embedded default: an SQLite file in the working directory, no server needed.
 DEFAULT_URL = "sqlite+aiosqlite:///./statekit.db"
 
-#: The settings that are backend options (the rest, ``url``, picks the backend).
-OPTION_FIELDS = ("key_prefix", "table_name", "pool_size", "timeout", "connect_timeout")
-
 
 class StatekitSettings(BaseSettings):
-    """statekit's settings; every field is read from ``STATEKIT_<FIELD>``."""
+    """statekit's settings; every field is read from ``STATEKIT_<FIELD>``.
+
+    Every field but ``url`` is a backend option: a new one is added here and named in the
+    ``settings_options`` of the backend classes that take it.
+    """
 
     model_config = SettingsConfigDict(
         env_prefix="STATEKIT_",
@@ -41,7 +42,9 @@ class StatekitSettings(BaseSettings):
     connect_timeout: float | None = Field(None, gt=0, description="Seconds to connect.")
 
     def backend_options(self) -> dict[str, Any]:
-        """The options that were set (``None`` ones are left to the backend)."""
+        """The backend options that were set (``None`` ones are left to the backend)."""
         return {
-            name: getattr(self, name) for name in OPTION_FIELDS if getattr(self, name) is not None
+            name: value
+            for name in type(self).model_fields
+            if name != "url" and (value := getattr(self, name)) is not None
         }

@@ -4,7 +4,8 @@ A URL is how a user names a backend (``redis://:secret@cache:6379/0``,
 ``sqlite+aiosqlite:///./statekit.db``). It travels through settings, error messages, the
 command line and logs, so the value object that carries it masks the password in
 ``str`` and ``repr``; only :meth:`BackendURL.unmasked` gives the real text, for the
-backend that needs it.
+code that hands it to a driver. :func:`mask_password` is the one masker: backends built
+over a host's client or engine show their URL through it too.
 """
 
 from __future__ import annotations
@@ -21,15 +22,21 @@ class BackendURL:
     """An immutable, parsed backend URL: ``scheme``, ``query`` and a masked text form."""
 
     __slots__ = ("_query", "_scheme", "_url")
+    _url: str
+    _scheme: str
+    _query: dict[str, str]
 
     def __init__(self, url: str | BackendURL) -> None:
         if isinstance(url, BackendURL):
-            url = url.unmasked()
+            self._url, self._scheme, self._query = url._url, url._scheme, url._query
+            return
         if not isinstance(url, str):
             raise ConfigurationError(f"A backend URL must be a string, not {type(url).__name__}")
         scheme, sep, _ = url.partition("://")
         if not sep or not scheme:
-            raise ConfigurationError(f"Not a backend URL (expected 'scheme://...'): {_mask(url)!r}")
+            raise ConfigurationError(
+                f"Not a backend URL (expected 'scheme://...'): {mask_password(url)!r}"
+            )
         query_text = url.partition("#")[0].partition("?")[2]
         query = dict(parse_qsl(query_text, keep_blank_values=True))
         self._url = url
@@ -51,10 +58,10 @@ class BackendURL:
         return self._url
 
     def __str__(self) -> str:
-        return _mask(self._url)
+        return mask_password(self._url)
 
     def __repr__(self) -> str:
-        return f"BackendURL({_mask(self._url)!r})"
+        return f"BackendURL({mask_password(self._url)!r})"
 
     def __eq__(self, other: Any) -> bool:
         return isinstance(other, BackendURL) and other._url == self._url
@@ -63,8 +70,12 @@ class BackendURL:
         return hash(self._url)
 
 
-def _mask(url: str) -> str:
-    """``url`` with the password part of its user info replaced by ``***``."""
+def mask_password(url: str) -> str:
+    """``url`` with the password part of its user info replaced by ``***``.
+
+    The last ``@`` of the authority ends the user info, so an unencoded ``@`` in a
+    password is hidden too; a URL without a password (or not a URL) is returned as is.
+    """
     scheme, sep, rest = url.partition("://")
     if not sep:
         return url
@@ -74,7 +85,6 @@ def _mask(url: str) -> str:
         if index != -1:
             authority_end = min(authority_end, index)
     authority, tail = rest[:authority_end], rest[authority_end:]
-    # The last "@" ends the user info: an unencoded "@" in a password stays hidden too.
     userinfo, at, hosts = authority.rpartition("@")
     if not at or ":" not in userinfo:
         return url
@@ -82,4 +92,4 @@ def _mask(url: str) -> str:
     return f"{scheme}{sep}{user}:{MASK}@{hosts}{tail}"
 
 
-__all__ = ["BackendURL"]
+__all__ = ["MASK", "BackendURL", "mask_password"]

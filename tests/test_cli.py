@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from statekit import (
     BackendInfo,
+    BackendURL,
     MemoryBackend,
     ScopeContext,
     StateEntry,
@@ -40,8 +41,8 @@ class NamedMemory(MemoryBackend):
     stores: ClassVar[dict[str, NamedMemory]] = {}
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> NamedMemory:
-        name = url.split("://", 1)[1]
+    def from_url(cls, url: str | BackendURL, **options: Any) -> NamedMemory:
+        name = str(url).split("://", 1)[1]
         return cls.stores.setdefault(name, cls())
 
 
@@ -49,7 +50,7 @@ class Down(MemoryBackend):
     """``down://``: a server that refuses every connection."""
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> Down:
+    def from_url(cls, url: str | BackendURL, **options: Any) -> Down:
         return cls()
 
     async def describe(self) -> BackendInfo:
@@ -70,7 +71,7 @@ class Hangs(Down):
     """``hangs://``: a server that never answers."""
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> Hangs:
+    def from_url(cls, url: str | BackendURL, **options: Any) -> Hangs:
         return cls()
 
     async def describe(self) -> BackendInfo:
@@ -82,7 +83,8 @@ class Hangs(Down):
 def test_schemes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     NamedMemory.stores = {}
     for scheme, cls in (("namedmem", "NamedMemory"), ("down", "Down"), ("hangs", "Hangs")):
-        monkeypatch.setitem(registry.BUILTIN_BACKENDS, scheme, f"{__name__}:{cls}")
+        entry = registry.Registration(f"{__name__}:{cls}")
+        monkeypatch.setitem(registry.BUILTIN_BACKENDS, scheme, entry)
     monkeypatch.delenv("STATEKIT_URL", raising=False)
     monkeypatch.chdir(tmp_path)  # no stray ./statekit.db or .env
 

@@ -14,7 +14,7 @@ import pytest
 from services import service_url
 from typer.testing import CliRunner
 
-from statekit import ConfigurationError, connect
+from statekit import BackendURL, ConfigurationError, connect
 from statekit.backends import registry
 from statekit.backends.redis import RedisBackend
 from statekit.backends.sql import SQLBackend
@@ -33,8 +33,8 @@ class FakeRedisBackend(RedisBackend):
     servers: ClassVar[dict[str, fakeredis.FakeServer]] = {}
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> RedisBackend:
-        name = url.split("://", 1)[1]
+    def from_url(cls, url: str | BackendURL, **options: Any) -> RedisBackend:
+        name = str(url).split("://", 1)[1]
         server = cls.servers.setdefault(name, fakeredis.FakeServer())
         client = fakeredis.FakeAsyncRedis(server=server)
         return RedisBackend(client, options.get("key_prefix", "statekit-test:"))
@@ -43,7 +43,8 @@ class FakeRedisBackend(RedisBackend):
 @pytest.fixture(autouse=True)
 def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     FakeRedisBackend.servers = {}
-    monkeypatch.setitem(registry.BUILTIN_BACKENDS, "fakeredis", f"{__name__}:FakeRedisBackend")
+    entry = registry.Registration(f"{__name__}:FakeRedisBackend")
+    monkeypatch.setitem(registry.BUILTIN_BACKENDS, "fakeredis", entry)
     for name in ("URL", "KEY_PREFIX", "TABLE_NAME", "POOL_SIZE", "TIMEOUT", "CONNECT_TIMEOUT"):
         monkeypatch.delenv(f"STATEKIT_{name}", raising=False)
     monkeypatch.chdir(tmp_path)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
 import textwrap
+from importlib.metadata import metadata
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from hypothesis import strategies as st
 import statekit
 from statekit import BackendURL, ConfigurationError, MemoryBackend, StatekitSettings, connect
 from statekit.backends import registry
+from statekit.backends.sql import SQLBackend
 from statekit.connection import load_settings
 from statekit.settings import DEFAULT_URL
 
@@ -28,12 +31,12 @@ class Recorder:
     capabilities: frozenset[Any] = frozenset()
     settings_options = frozenset({"timeout", "key_prefix"})
 
-    def __init__(self, url: str, options: dict[str, Any]) -> None:
+    def __init__(self, url: BackendURL, options: dict[str, Any]) -> None:
         self.url = url
         self.options = options
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> Recorder:
+    def from_url(cls, url: BackendURL, **options: Any) -> Recorder:
         return cls(url, options)
 
     async def aclose(self) -> None:
@@ -42,7 +45,9 @@ class Recorder:
 
 @pytest.fixture
 def recorder_scheme(monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setitem(registry.BUILTIN_BACKENDS, "recorder", f"{__name__}:Recorder")
+    monkeypatch.setitem(
+        registry.BUILTIN_BACKENDS, "recorder", registry.Registration(f"{__name__}:Recorder")
+    )
     return "recorder"
 
 
@@ -123,15 +128,79 @@ def test_unknown_scheme_lists_the_known_ones() -> None:
         "unix",
         "redis+cluster",
         "rediss+cluster",
+        "redis+sentinel",
+        "rediss+sentinel",
         "postgresql+asyncpg",
+        "postgresql",
+        "postgres",
         "sqlite+aiosqlite",
+        "sqlite",
     ):
         assert f"{scheme}://" in message
 
 
-def test_registry_maps_every_driver_scheme_to_an_extra() -> None:
-    assert set(registry.DRIVER_EXTRAS) == set(registry.BUILTIN_BACKENDS) - {"memory"}
-    assert set(registry.DRIVER_EXTRAS.values()) == {"redis", "postgres", "sqlite"}
+def test_registry_maps_every_driver_scheme_to_an_installable_extra() -> None:
+    extras = {scheme: entry.extra for scheme, entry in registry.BUILTIN_BACKENDS.items()}
+    assert extras.pop("memory") is None
+    assert set(extras.values()) == {"redis", "postgres", "sqlite"}
+    declared = set(metadata("statekit").get_all("Provides-Extra") or ())
+    assert set(extras.values()) <= declared
+
+
+@pytest.mark.parametrize(
+    ("scheme", "target", "extra"),
+    [
+        ("redis+sentinel", "statekit.backends.redis:RedisBackend", "redis"),
+        ("rediss+sentinel", "statekit.backends.redis:RedisBackend", "redis"),
+        ("postgresql", "statekit.backends.sql:SQLBackend", "postgres"),
+        ("postgres", "statekit.backends.sql:SQLBackend", "postgres"),
+        ("sqlite", "statekit.backends.sql:SQLBackend", "sqlite"),
+    ],
+)
+def test_scheme_is_registered(scheme: str, target: str, extra: str) -> None:
+    assert registry.BUILTIN_BACKENDS[scheme] == registry.Registration(target, extra)
+    registration, factory = registry.resolve(scheme.upper())
+    assert registration.target == target
+    module, _, name = target.partition(":")
+    assert factory is getattr(importlib.import_module(module), name)
+
+
+@pytest.mark.parametrize(
+    ("url", "driver"),
+    [
+        ("postgresql://u:pw@localhost/db", "postgresql+asyncpg"),
+        ("postgres://u:pw@localhost/db", "postgresql+asyncpg"),
+        ("postgresql+asyncpg://u:pw@localhost/db", "postgresql+asyncpg"),
+        ("sqlite://", "sqlite+aiosqlite"),
+        ("sqlite:///./state.db", "sqlite+aiosqlite"),
+    ],
+)
+async def test_plain_sql_schemes_open_the_async_drivers(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch, url: str, driver: str
+) -> None:
+    async with connect(url) as store:
+        assert isinstance(store.backend, SQLBackend)
+        assert store.backend.engine.url.drivername == driver
+    monkeypatch.setenv("STATEKIT_URL", url)
+    monkeypatch.setenv("STATEKIT_TABLE_NAME", "from_env")
+    async with connect() as store:
+        assert isinstance(store.backend, SQLBackend)
+        assert store.backend.engine.url.drivername == driver
+        assert store.backend.table_fullname == "from_env"  # its settings_options apply
+
+
+def test_the_parsed_url_is_handed_to_the_backend(recorder_scheme: str) -> None:
+    backend = built_with(connect("recorder://user:pw@h/0?x=1"))
+    assert isinstance(backend.url, BackendURL)
+    assert backend.url.unmasked() == "recorder://user:pw@h/0?x=1"
+    assert BackendURL(backend.url) == backend.url  # a BackendURL is taken as it is
+
+
+@pytest.mark.parametrize("url", ["memory://", BackendURL("memory://")])
+def test_memory_backend_takes_a_url_as_text_or_parsed(url: str | BackendURL) -> None:
+    assert isinstance(MemoryBackend.from_url(url), MemoryBackend)
+    with pytest.raises(ConfigurationError, match="memory://"):
+        MemoryBackend.from_url(BackendURL("redis://h/0"))
 
 
 def test_importing_statekit_imports_no_driver() -> None:
@@ -163,7 +232,8 @@ def test_memory_backend_takes_no_options() -> None:
 def test_a_backend_module_that_does_not_exist_is_reported(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setitem(registry.BUILTIN_BACKENDS, "ghost", "statekit_ghost_module:Ghost")
+    ghost = registry.Registration("statekit_ghost_module:Ghost")
+    monkeypatch.setitem(registry.BUILTIN_BACKENDS, "ghost", ghost)
     with pytest.raises(ConfigurationError, match=r"'statekit_ghost_module'.*not installed"):
         connect("ghost://x")
 
@@ -173,8 +243,8 @@ def test_a_missing_driver_inside_a_backend_names_the_extra(
 ) -> None:
     (tmp_path / "needs_driver_backend.py").write_text("import statekit_absent_driver\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setitem(registry.BUILTIN_BACKENDS, "needy", "needs_driver_backend:B")
-    monkeypatch.setitem(registry.DRIVER_EXTRAS, "needy", "redis")
+    needy = registry.Registration("needs_driver_backend:B", "redis")
+    monkeypatch.setitem(registry.BUILTIN_BACKENDS, "needy", needy)
     with pytest.raises(ConfigurationError) as caught:
         connect("needy://x")
     assert "'statekit_absent_driver'" in str(caught.value)
@@ -190,7 +260,9 @@ ENTRY_POINT_SCRIPT = textwrap.dedent(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         store = statekit.connect("tiny://anywhere?x=1", flavour="mint")
-        result["tiny"] = [type(store.backend).__name__, store.backend.url, store.backend.options]
+        backend = store.backend
+        result["tiny"] = [type(backend).__name__, str(backend.url), backend.options]
+        result["parsed"] = type(backend.url).__name__
         result["memory"] = type(statekit.connect("memory://").backend).__name__
         result["warnings"] = [str(w.message) for w in caught]
     try:
@@ -241,6 +313,7 @@ def test_installed_package_adds_a_scheme_but_cannot_take_a_built_in_one(tmp_path
         "tiny://anywhere?x=1",
         {"timeout": 7.0, "flavour": "mint"},
     ]
+    assert result["parsed"] == "BackendURL"
     assert result["memory"] == "MemoryBackend"  # built-ins win
     assert any("memory://" in w and "built-in" in w for w in result["warnings"])
     assert "tiny://" in result["unknown"]
@@ -269,7 +342,7 @@ def test_settings_precedence_keyword_env_dotenv_default(
 
     store = connect(timeout=1, key_prefix="kw:")
     assert built_with(store).options == {"timeout": 1, "key_prefix": "kw:"}
-    assert built_with(store).url == "recorder://from-env"
+    assert built_with(store).url == BackendURL("recorder://from-env")
 
 
 def test_url_query_beats_settings_and_keyword_beats_url(
@@ -291,18 +364,47 @@ def test_each_backend_gets_only_the_settings_it_takes(
     monkeypatch.setenv("STATEKIT_TIMEOUT", "2")
     assert built_with(connect("recorder://h")).options == {"timeout": 2.0}
     assert isinstance(connect("memory://").backend, MemoryBackend)  # takes none
-    assert registry.SETTINGS_OPTIONS["statekit.backends.redis:RedisBackend"] == {
-        "key_prefix",
-        "pool_size",
-        "timeout",
-        "connect_timeout",
-    }
-    assert registry.SETTINGS_OPTIONS["statekit.backends.sql:SQLBackend"] == {
-        "table_name",
-        "pool_size",
-        "timeout",
-        "connect_timeout",
-    }
+
+
+def _redis_backend() -> Any:
+    from statekit.backends.redis import RedisBackend
+
+    return RedisBackend
+
+
+# RedisBackend declares its settings in the Redis package's own change; until then this
+# expectation is known to fail (and the marker turns itself off once it holds).
+_REDIS_PENDING = pytest.mark.xfail(
+    not hasattr(_redis_backend(), "settings_options"),
+    reason="RedisBackend.settings_options comes with the Redis package",
+    strict=True,
+)
+
+
+@pytest.mark.parametrize(
+    ("scheme", "expected"),
+    [
+        ("memory", set()),
+        ("sqlite", {"table_name", "pool_size", "timeout", "connect_timeout"}),
+        pytest.param(
+            "redis", {"key_prefix", "pool_size", "timeout", "connect_timeout"}, marks=_REDIS_PENDING
+        ),
+    ],
+)
+def test_every_built_in_class_declares_the_settings_it_takes(
+    scheme: str, expected: set[str]
+) -> None:
+    _, factory = registry.resolve(scheme)
+    assert "settings_options" in vars(factory)  # its own declaration, read like a plugin's
+    assert factory.settings_options == expected
+    assert expected <= set(StatekitSettings.model_fields) - {"url"}
+
+
+def test_every_setting_but_the_url_is_a_backend_option(clean_env: Path) -> None:
+    values = {"key_prefix": "p:", "table_name": "t", "pool_size": 2, "timeout": 1.5}
+    settings = StatekitSettings(url="memory://", connect_timeout=0.5, **values)
+    assert settings.backend_options() == {**values, "connect_timeout": 0.5}
+    assert set(settings.backend_options()) == set(StatekitSettings.model_fields) - {"url"}
 
 
 def test_invalid_setting_names_the_variable(
@@ -319,5 +421,5 @@ def test_explicit_settings_object_skips_the_environment(
     monkeypatch.setenv("STATEKIT_TIMEOUT", "2")
     settings = StatekitSettings(url="recorder://explicit", timeout=5, _env_file=None)
     store = connect(settings=settings)
-    assert built_with(store).url == "recorder://explicit"
+    assert built_with(store).url == BackendURL("recorder://explicit")
     assert built_with(store).options == {"timeout": 5.0}

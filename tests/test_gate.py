@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -10,12 +12,22 @@ from statekit.backends.gate import FifoGate
 from statekit.errors import BackendTimeoutError
 
 
+@contextlib.asynccontextmanager
+async def one_place(gate: FifoGate) -> AsyncIterator[None]:
+    """One place of ``gate`` for the block, as the backends take it."""
+    await gate.acquire()
+    try:
+        yield
+    finally:
+        gate.release()
+
+
 async def test_waiters_are_served_in_arrival_order() -> None:
     gate = FifoGate(1, None, "connection")
     served: list[str] = []
 
     async def use(name: str) -> None:
-        async with gate.place():
+        async with one_place(gate):
             served.append(name)
             await asyncio.sleep(0)
 
@@ -37,12 +49,12 @@ async def test_a_caller_that_just_released_queues_behind_the_waiters() -> None:
 
     async def greedy() -> None:
         for _ in range(3):
-            async with gate.place():
+            async with one_place(gate):
                 served.append("greedy")
                 await queued.wait()
 
     async def once(name: str) -> None:
-        async with gate.place():
+        async with one_place(gate):
             served.append(name)
 
     first = asyncio.create_task(greedy())
@@ -61,7 +73,7 @@ async def test_at_most_size_holders_at_once() -> None:
 
     async def use() -> None:
         nonlocal holding, most
-        async with gate.place():
+        async with one_place(gate):
             holding += 1
             most = max(most, holding)
             await asyncio.sleep(0)

@@ -7,20 +7,28 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from importlib.metadata import requires
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
+import sqlalchemy
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import event, inspect, text
+from packaging.requirements import Requirement
+from sqlalchemy import MetaData, create_engine, event, inspect, text
 from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import Pool
 from sqlalchemy.util import await_only
 from sqlsupport import postgres_url, private_schema
 
-from statekit.backends.base import ScopeContext, StateWrite
-from statekit.backends.sql import EXPORT_BATCH_SIZE, SQLBackend, prefix_successor
+import statekit.backends.sql.backend as sql_backend_module
+from statekit import BackendURL
+from statekit.backends.base import CONTEXT_FIELDS, ScopeContext, StateWrite
+from statekit.backends.sql import EXPORT_BATCH_SIZE, SQLBackend, prefix_successor, state_table
+from statekit.backends.sql.driver import discard_with_older
+from statekit.backends.sql.statements import ROW_COLUMNS, Statements
 from statekit.errors import (
     BackendTimeoutError,
     BackendUnavailableError,
@@ -650,6 +658,105 @@ async def test_existing_table_is_used_after_the_documented_migration(
     assert entries["old"].created_at.year == 2024
     assert entries["old"].context.runner_id == "r"  # the context of creation is kept
     await existing.aclose()
+
+
+@pytest.mark.sqlite
+async def test_host_engine_handed_over_with_owns_client_is_disposed(tmp_path: Path) -> None:
+    engine = create_async_engine(sqlite_url(tmp_path))
+    backend = SQLBackend(engine, owns_client=True)
+    await backend.set("s", "k", "1", CTX)
+    assert engine.pool.checkedin() == 1  # type: ignore[attr-defined]
+    await backend.aclose()
+    assert engine.pool.checkedin() == 0  # type: ignore[attr-defined]
+
+
+@pytest.mark.sqlite
+async def test_pool_size_admits_that_many_operations_and_pool_timeout_bounds_the_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = create_async_engine(sqlite_url(tmp_path))
+    backend = SQLBackend(engine, pool_size=1, pool_timeout=0.2, owns_client=True)
+    try:
+        await backend.create_schema()
+        # describe() holds the one place while it waits for a lock held elsewhere...
+        lock = asyncio.Lock()
+        await lock.acquire()
+
+        async def slow_layout(*_: Any) -> tuple[str, str]:
+            async with lock:
+                return "v", "ok"
+
+        monkeypatch.setattr(sql_backend_module, "server_and_layout", slow_layout)
+        holder = asyncio.create_task(backend.describe())
+        await asyncio.sleep(0.05)
+        # ... so the next operation waits its turn, at most pool_timeout seconds.
+        with pytest.raises(BackendTimeoutError, match="no database connection free"):
+            await backend.get("s", "k")
+        lock.release()
+        assert (await holder).layout == "ok"
+        assert await backend.get("s", "k") is None  # the place is free again
+    finally:
+        await backend.aclose()
+
+
+def test_repr_masks_the_password_of_a_host_engine() -> None:
+    engine = create_async_engine("postgresql+asyncpg://alice:p%40ss@db.example/app")
+    backend = SQLBackend(engine)
+    assert repr(backend) == (
+        "SQLBackend(url='postgresql+asyncpg://alice:***@db.example/app', table='statekit_state')"
+    )
+
+
+def test_from_url_takes_the_url_as_text_or_parsed(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path) + "?table_name=parsed"
+    assert SQLBackend.from_url(BackendURL(url)).table_fullname == "parsed"
+    assert SQLBackend.from_url(url).table_fullname == "parsed"
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "sqlite"])
+def test_row_arguments_follow_the_statement_parameters(dialect: str) -> None:
+    url = "postgresql+asyncpg://u@h/db" if dialect == "postgresql" else "sqlite+aiosqlite://"
+    statements = Statements(state_table(MetaData()), create_async_engine(url).dialect)
+    context = ScopeContext(*(f"c{i}" for i in range(len(CONTEXT_FIELDS))))
+    row = statements.row("sk", "k", "v", context, "now")
+    named = {
+        **context.as_dict(),
+        **{"scope_key": "sk", "state_key": "k", "value_json": "v"},
+        **{"created_at": "now", "updated_at": "now"},
+    }
+    assert set(named) == set(ROW_COLUMNS)
+    for statement in (statements.upsert, statements.upsert_many, statements.insert_new):
+        assert list(row) == statement.arguments(named)
+
+
+def test_the_private_pool_api_is_there_in_the_pinned_sqlalchemy(tmp_path: Path) -> None:
+    """``driver.discard_with_older`` calls ``Pool._invalidate``, private to SQLAlchemy: an
+    upgrade that drops or changes it fails here, not in production."""
+    pins = {Requirement(r).specifier for r in requires("statekit") or () if "sqlalchemy" in r}
+    assert pins, "pyproject.toml pins no SQLAlchemy version"
+    for pin in pins:
+        assert pin.contains(sqlalchemy.__version__), (pin, sqlalchemy.__version__)
+    assert callable(getattr(Pool, "_invalidate", None)), (
+        "driver.discard_with_older needs Pool._invalidate, gone in SQLAlchemy "
+        + sqlalchemy.__version__
+    )
+    engine = create_engine(f"sqlite:///{tmp_path / 'pool.db'}", pool_size=2)
+    try:
+        older = engine.pool.connect()
+        older_dbapi = older.dbapi_connection
+        lost = engine.pool.connect()
+        older.close()  # back in the pool, opened before the loss
+        discard_with_older(engine.pool, lost, ConnectionError("lost"))
+        assert not lost.is_valid, "driver.discard_with_older left the lost connection valid"
+        lost.close()
+        again = engine.pool.connect()
+        # The older connection is replaced on checkout, as after a disconnect.
+        assert again.dbapi_connection is not older_dbapi, (
+            "driver.discard_with_older no longer has the pool replace older connections"
+        )
+        again.close()
+    finally:
+        engine.dispose()
 
 
 def test_bare_dialect_urls_use_the_async_drivers() -> None:

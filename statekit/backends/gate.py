@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator
 
 from statekit.errors import BackendTimeoutError
 
@@ -33,15 +32,6 @@ class FifoGate:
         self._what = what
         self._free = size
         self._waiters: deque[asyncio.Future[None]] = deque()
-
-    @contextlib.asynccontextmanager
-    async def place(self) -> AsyncIterator[None]:
-        """Hold one place for the ``async with`` block."""
-        await self.acquire()
-        try:
-            yield
-        finally:
-            self.release()
 
     async def acquire(self) -> None:
         """Take a place, queueing behind every earlier waiter while none is free."""

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
 from itertools import islice, takewhile
-from typing import Any
+from typing import Any, ClassVar
 
 from statekit.backends.base import (
     BackendInfo,
@@ -21,22 +21,26 @@ from statekit.backends.base import (
     StateWrite,
 )
 from statekit.errors import ConfigurationError, VersionConflictError
+from statekit.url import BackendURL
 
 
 class MemoryBackend:
     """``memory://``: a dict of scopes, each a dict of entries."""
 
     capabilities = frozenset({Capability.VERSIONS})
+    #: No setting applies to process memory.
+    settings_options: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self) -> None:
         self._scopes: dict[str, dict[str, StateEntry]] = {}
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> MemoryBackend:
+    def from_url(cls, url: str | BackendURL, **options: Any) -> MemoryBackend:
         """A new, empty store for ``memory://``: each call gets its own, nothing is shared."""
-        if not url.lower().startswith("memory://"):
+        parsed = BackendURL(url)
+        if parsed.scheme != "memory":
             raise ConfigurationError("A memory backend URL is 'memory://'")
-        if options or "?" in url:
+        if options or "?" in parsed.unmasked():
             raise ConfigurationError("The memory backend takes no options")
         return cls()
 

@@ -1,9 +1,12 @@
 """The one place that maps a URL scheme to a backend class.
 
-Entries are ``"module:Class"`` strings imported only when a URL with that scheme is
-opened, so ``import statekit`` never imports redis-py, SQLAlchemy or a database driver.
-Third-party packages add schemes through the ``statekit.backends`` entry-point group
-(name = scheme, value = ``"module:Class"``, the class having ``from_url``).
+:data:`BUILTIN_BACKENDS` is the whole table: scheme -> :class:`Registration` (a
+``"module:Class"`` string and the pip extra that installs its driver). Classes are
+imported only when a URL with their scheme is opened, so ``import statekit`` never
+imports redis-py, SQLAlchemy or a database driver. Third-party packages add schemes
+through the ``statekit.backends`` entry-point group (name = scheme, value =
+``"module:Class"``); every class, built-in or not, provides what :class:`BackendFactory`
+describes and is read the same way.
 
 Built-in schemes win over entry points: an installed package cannot silently take over
 ``redis://`` or ``postgresql+asyncpg://``; such an entry point is ignored with a warning.
@@ -15,7 +18,7 @@ import importlib
 import warnings
 from collections.abc import Mapping
 from importlib.metadata import entry_points
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from statekit.backends.base import StateBackend
 from statekit.errors import ConfigurationError
@@ -23,50 +26,55 @@ from statekit.url import BackendURL
 
 ENTRY_POINT_GROUP = "statekit.backends"
 
+
+class Registration(NamedTuple):
+    """What a scheme opens: ``target`` is ``"module:Class"``; ``extra`` is the pip extra
+    that installs the driver (``None``: nothing to install, or a third party's)."""
+
+    target: str
+    extra: str | None = None
+
+
 _REDIS = "statekit.backends.redis:RedisBackend"
 _SQL = "statekit.backends.sql:SQLBackend"
 
-#: scheme -> "module:Class" of the built-in backends.
-BUILTIN_BACKENDS: dict[str, str] = {
-    "memory": "statekit.backends.memory:MemoryBackend",
-    "redis": _REDIS,
-    "rediss": _REDIS,
-    "unix": _REDIS,
-    "redis+cluster": _REDIS,
-    "rediss+cluster": _REDIS,
-    "postgresql+asyncpg": _SQL,
-    "sqlite+aiosqlite": _SQL,
-}
-
-#: scheme -> the pip extra that installs its driver.
-DRIVER_EXTRAS: dict[str, str] = {
-    "redis": "redis",
-    "rediss": "redis",
-    "unix": "redis",
-    "redis+cluster": "redis",
-    "rediss+cluster": "redis",
-    "postgresql+asyncpg": "postgres",
-    "sqlite+aiosqlite": "sqlite",
-}
-
-#: Which settings (see :class:`statekit.settings.StatekitSettings`) each built-in class
-#: takes. A third-party class declares its own in a ``settings_options`` attribute.
-SETTINGS_OPTIONS: dict[str, frozenset[str]] = {
-    "statekit.backends.memory:MemoryBackend": frozenset(),
-    _REDIS: frozenset({"key_prefix", "pool_size", "timeout", "connect_timeout"}),
-    _SQL: frozenset({"table_name", "pool_size", "timeout", "connect_timeout"}),
+#: scheme -> the built-in backend and its extra. ``postgresql://``, ``postgres://`` and
+#: ``sqlite://`` mean the async drivers (asyncpg, aiosqlite), the only ones supported.
+BUILTIN_BACKENDS: dict[str, Registration] = {
+    "memory": Registration("statekit.backends.memory:MemoryBackend"),
+    "redis": Registration(_REDIS, "redis"),
+    "rediss": Registration(_REDIS, "redis"),
+    "unix": Registration(_REDIS, "redis"),
+    "redis+cluster": Registration(_REDIS, "redis"),
+    "rediss+cluster": Registration(_REDIS, "redis"),
+    "redis+sentinel": Registration(_REDIS, "redis"),
+    "rediss+sentinel": Registration(_REDIS, "redis"),
+    "postgresql+asyncpg": Registration(_SQL, "postgres"),
+    "postgresql": Registration(_SQL, "postgres"),
+    "postgres": Registration(_SQL, "postgres"),
+    "sqlite+aiosqlite": Registration(_SQL, "sqlite"),
+    "sqlite": Registration(_SQL, "sqlite"),
 }
 
 
 class BackendFactory(Protocol):
-    """What a registered class provides: cheap construction from a URL, no I/O."""
+    """What a registered class provides.
 
-    def from_url(self, url: str, **options: Any) -> StateBackend: ...
+    ``settings_options`` names the settings (fields of
+    :class:`statekit.settings.StatekitSettings`) the class takes from the environment;
+    a class without the attribute takes none. ``from_url`` builds a backend cheaply,
+    without I/O, from the parsed URL (``url.unmasked()`` is the text for the driver;
+    ``str(url)`` is safe to show).
+    """
+
+    settings_options: frozenset[str]
+
+    def from_url(self, url: BackendURL, **options: Any) -> StateBackend: ...
 
 
-def plugin_backends() -> dict[str, str]:
+def plugin_backends() -> dict[str, Registration]:
     """Schemes registered by installed packages under ``statekit.backends``."""
-    found: dict[str, str] = {}
+    found: dict[str, Registration] = {}
     for entry in entry_points(group=ENTRY_POINT_GROUP):
         scheme = entry.name.lower()
         if scheme in BUILTIN_BACKENDS:
@@ -77,27 +85,27 @@ def plugin_backends() -> dict[str, str]:
                 stacklevel=2,
             )
             continue
-        found[scheme] = entry.value
+        found[scheme] = Registration(entry.value)
     return found
 
 
-def known_backends() -> dict[str, str]:
+def known_backends() -> dict[str, Registration]:
     """Every scheme that can be opened: built-ins, then installed plugins."""
     return {**plugin_backends(), **BUILTIN_BACKENDS}
 
 
-def resolve(scheme: str) -> tuple[str, BackendFactory]:
-    """``("module:Class", class)`` for ``scheme``; imports the backend module now.
+def resolve(scheme: str) -> tuple[Registration, BackendFactory]:
+    """The registration for ``scheme`` and its class; imports the backend module now.
 
     Raises :class:`ConfigurationError` for an unknown scheme (listing the known ones) and
     for a missing driver (naming the extra to install).
     """
     backends = known_backends()
-    target = backends.get(scheme.lower())
-    if target is None:
+    registration = backends.get(scheme.lower())
+    if registration is None:
         known = ", ".join(f"{name}://" for name in sorted(backends))
         raise ConfigurationError(f"Unknown backend scheme {scheme!r}; known schemes: {known}")
-    return target, _load(scheme, target)
+    return registration, _load(scheme, registration)
 
 
 def open_backend(
@@ -110,10 +118,9 @@ def open_backend(
     set them already, so ``keyword > URL query > settings``.
     """
     parsed = BackendURL(url)
-    target, factory = resolve(parsed.scheme)
-    accepted = SETTINGS_OPTIONS.get(target)
-    if accepted is None:
-        accepted = frozenset(getattr(factory, "settings_options", ()))
+    registration, factory = resolve(parsed.scheme)
+    # The one way every class is read; a class that declares nothing takes nothing.
+    accepted = frozenset(getattr(factory, "settings_options", ()))
     query = parsed.query
     merged = {
         name: value
@@ -122,18 +129,19 @@ def open_backend(
     }
     merged.update(options)
     try:
-        return factory.from_url(parsed.unmasked(), **merged)
+        return factory.from_url(parsed, **merged)
     except ModuleNotFoundError as exc:
         # Some drivers are imported only when the engine or client is built.
-        raise _missing_driver(parsed.scheme, target, exc) from exc
+        raise _missing_driver(parsed.scheme, registration, exc) from exc
 
 
-def _load(scheme: str, target: str) -> BackendFactory:
+def _load(scheme: str, registration: Registration) -> BackendFactory:
+    target = registration.target
     module_name, _, attribute = target.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        raise _missing_driver(scheme, target, exc) from exc
+        raise _missing_driver(scheme, registration, exc) from exc
     try:
         factory: BackendFactory = getattr(module, attribute)
     except AttributeError as exc:
@@ -143,17 +151,18 @@ def _load(scheme: str, target: str) -> BackendFactory:
     return factory
 
 
-def _missing_driver(scheme: str, target: str, exc: ModuleNotFoundError) -> ConfigurationError:
-    module_name = target.partition(":")[0]
+def _missing_driver(
+    scheme: str, registration: Registration, exc: ModuleNotFoundError
+) -> ConfigurationError:
+    module_name = registration.target.partition(":")[0]
     missing = exc.name or "a module"
     if missing == module_name or module_name.startswith(f"{missing}."):
         return ConfigurationError(
             f"Backend module {module_name!r} for {scheme}:// is not installed"
         )
-    extra = DRIVER_EXTRAS.get(scheme.lower())
     hint = (
-        f"install it with: pip install 'statekit[{extra}]'"
-        if extra
+        f"install it with: pip install 'statekit[{registration.extra}]'"
+        if registration.extra
         else "install the package that provides this backend"
     )
     return ConfigurationError(

@@ -3,10 +3,10 @@
 Importing this module imports SQLAlchemy; ``import statekit`` alone never does.
 """
 
-from statekit.backends.sql.backend import SQLBackend, prefix_successor
+from statekit.backends.sql.backend import SQLBackend
 from statekit.backends.sql.options import SQLOptions
 from statekit.backends.sql.schema import DEFAULT_TABLE_NAME, metadata, state_table
-from statekit.backends.sql.statements import EXPORT_BATCH_SIZE
+from statekit.backends.sql.statements import EXPORT_BATCH_SIZE, prefix_successor
 
 __all__ = [
     "DEFAULT_TABLE_NAME",

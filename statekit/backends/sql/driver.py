@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy.engine import Engine
-from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.pool import Pool, PoolProxiedConnection
 from sqlalchemy.util import await_only
 
 # aiosqlite's messages for a connection that is gone (SQLAlchemy maps them the same way).
@@ -110,9 +110,7 @@ def _checked_out(connections: Connections) -> Iterator[Any]:
         yield fairy.driver_connection
     except Exception as error:
         if _is_lost(engine, fairy.dbapi_connection, error):
-            # As SQLAlchemy does on a disconnect: drop this connection, and have the pool
-            # replace every older one on checkout (they likely died together).
-            engine.pool._invalidate(fairy, error)
+            discard_with_older(engine.pool, fairy, error)
             fairy.close()
             connections.release()
             raise ConnectionLost(str(error)) from error
@@ -124,6 +122,16 @@ def _checked_out(connections: Connections) -> Iterator[Any]:
         fairy.close()
         raise
     connections.give_back(fairy)
+
+
+def discard_with_older(pool: Pool, fairy: PoolProxiedConnection, error: Exception) -> None:
+    """Drop ``fairy``'s connection and have ``pool`` replace every connection opened before
+    it on checkout: what SQLAlchemy does itself on a disconnect (they likely died together).
+
+    The one use of a private SQLAlchemy API (``Pool._invalidate``, SQLAlchemy 2.0 and 2.1);
+    ``tests/test_sql_backend.py`` pins it to the versions ``pyproject.toml`` allows.
+    """
+    pool._invalidate(fairy, error)
 
 
 def _is_lost(engine: Engine, dbapi_connection: Any, error: Exception) -> bool:

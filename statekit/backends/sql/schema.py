@@ -27,22 +27,16 @@ from sqlalchemy import (
     text,
 )
 
+from statekit.backends.base import CONTEXT_FIELDS, OPTIONAL_CONTEXT_FIELDS
+
 DEFAULT_TABLE_NAME = "statekit_state"
 
 #: The context columns, in :class:`statekit.backends.base.ScopeContext` order.
-CONTEXT_COLUMNS = (
-    "runner_id",
-    "binding_identity",
-    "scope",
-    "bot_id",
-    "workspace_id",
-    "conversation_id",
-    "thread_id",
-    "actor_type",
-    "actor_id",
-    "subject_type",
-    "subject_id",
-)
+CONTEXT_COLUMNS = CONTEXT_FIELDS
+#: The context columns every row has (the rest are ``NULL`` where the event had none).
+REQUIRED_CONTEXT_COLUMNS = tuple(n for n in CONTEXT_COLUMNS if n not in OPTIONAL_CONTEXT_FIELDS)
+# The original store's width for the scope's name; every other context column has 255.
+_CONTEXT_WIDTHS = {"scope": 32}
 
 
 def _id_type() -> BigInteger:
@@ -53,6 +47,12 @@ def _id_type() -> BigInteger:
 def _key_type() -> String:
     # Code-point order on PostgreSQL whatever the database's default collation is.
     return String(255).with_variant(String(255, collation="C"), "postgresql")
+
+
+def _context_columns(names: tuple[str, ...], *, nullable: bool) -> list[Column[str]]:
+    return [
+        Column(name, String(_CONTEXT_WIDTHS.get(name, 255)), nullable=nullable) for name in names
+    ]
 
 
 def state_table(
@@ -67,13 +67,11 @@ def state_table(
         table_name,
         metadata,
         Column("id", _id_type(), primary_key=True, autoincrement=True),
-        Column("runner_id", String(255), nullable=False),
-        Column("binding_identity", String(255), nullable=False),
-        Column("scope", String(32), nullable=False),
+        *_context_columns(REQUIRED_CONTEXT_COLUMNS, nullable=False),
         Column("scope_key", String(255), nullable=False),
         Column("state_key", _key_type(), nullable=False),
         Column("value_json", Text(), nullable=False),
-        *(Column(name, String(255), nullable=True) for name in CONTEXT_COLUMNS[3:]),
+        *_context_columns(OPTIONAL_CONTEXT_FIELDS, nullable=True),
         Column("created_at", DateTime(timezone=True), nullable=False),
         Column("updated_at", DateTime(timezone=True), nullable=False),
         Column("version", BigInteger(), nullable=False, server_default=text("1")),
@@ -86,15 +84,5 @@ def state_table(
 metadata = MetaData()
 state_table(metadata)
 
-#: Column names ``describe`` checks for.
-EXPECTED_COLUMNS = (
-    "id",
-    *CONTEXT_COLUMNS[:3],
-    "scope_key",
-    "state_key",
-    "value_json",
-    *CONTEXT_COLUMNS[3:],
-    "created_at",
-    "updated_at",
-    "version",
-)
+#: Column names ``describe`` checks for: every column of the table, in its order.
+EXPECTED_COLUMNS = tuple(column.name for column in state_table(MetaData()).columns)

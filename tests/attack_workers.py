@@ -26,6 +26,7 @@ import time
 from typing import Any
 
 import statekit
+import statekit.backends.sql  # imported before the first job, as the interpreter starts
 from statekit import (
     ActorContext,
     AgentBinding,

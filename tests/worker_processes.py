@@ -40,8 +40,10 @@ class Worker:
         self.process.stdin.write(line.encode() + b"\n")
 
     def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            self.process.kill()
+        """SIGKILL, unless it has already exited (once reaped, its pid may be reused)."""
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.kill()
 
 
 async def spawn(mode: str, count: int) -> list[Worker]:

@@ -10,7 +10,14 @@ cancelled at random points (see ``cancellation_storm.py``). Afterwards:
 - the store still works: one more acknowledged write per key is exactly what is read;
 - the backend's connections stayed within its pool while the storm ran, and are all
   gone once the store is closed;
-- no task is left running, and none was destroyed pending.
+- no task is left running, none was destroyed pending, and the event loop reported no
+  error that nobody handled.
+
+That last promise is checked last, so that the others are asserted even where it is
+known to break (issue 12 item 11): SQLite calls cancelled twice leave SQLAlchemy's
+connection-terminate tasks pending, and on PostgreSQL cancelled calls leave asyncpg
+errors that nobody retrieves. Those cases are expected failures of that check only
+(``raises=``): any other failed assertion still fails them.
 """
 
 from __future__ import annotations
@@ -42,9 +49,13 @@ STEPS = 50  # per lane: LANES * STEPS calls per storm
 REDIS_POOL = 8
 PG_POOL, PG_OVERFLOW = 4, 4
 SQLITE_POOL = 4
-#: Extra connections tolerated above the pool while calls are being cancelled (one being
-#: closed while its replacement opens).
+#: Extra Redis connections tolerated above the pool while calls are being cancelled (one
+#: being closed while its replacement opens). PostgreSQL gets none: the server never saw
+#: more than the pool's connections at once.
 MARGIN = 2
+#: SQLite's are counted as threads, and a cancelled call's connection is discarded: its
+#: thread ends only once the close has run there, while a new connection has its own.
+SQLITE_CLOSING = 4
 
 
 @dataclass
@@ -132,7 +143,7 @@ async def target(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
         counter = _thread_counter()
         url = f"sqlite+aiosqlite:///{tmp_path / 'storm.db'}"
         store = statekit.connect(url, pool_size=SQLITE_POOL)
-        made = Target(store, counter, SQLITE_POOL + MARGIN)
+        made = Target(store, counter, SQLITE_POOL + SQLITE_CLOSING)
     elif name.startswith("redis"):
         made, clean = _redis_target(auto_pipeline=name == "redis-auto_pipeline")
     else:

@@ -4,8 +4,8 @@ In each of ``ROUNDS`` rounds, ``WRITERS`` worker processes (``attack_workers.py 
 write to one SQLite file at once: single keys, and every third write a batch of two keys
 through ``apply_updates_from_event``. A writer prints ``ack <n>`` once write ``n`` has
 returned; the parent records those lines and SIGKILLs each writer at a random moment
-(mid-statement, mid-transaction, mid-commit: wherever it happens to be). The next round
-opens the file as the killed writers left it.
+after its first acknowledgement (mid-statement, mid-transaction, mid-commit: wherever it
+happens to be). The next round opens the file as the killed writers left it.
 
 Afterwards ``PRAGMA integrity_check`` says ``ok``, and each writer's keys hold exactly
 the state after its last acknowledged write, or after the one write it may have had in
@@ -32,24 +32,22 @@ pytestmark = [pytest.mark.sqlite, pytest.mark.slow]
 
 ROUNDS = 3
 WRITERS = 3
-#: Each writer is killed this many seconds (uniformly drawn) after the round starts.
-KILL_AFTER = (0.15, 0.8)
+#: Each writer is killed this many seconds (uniformly drawn) after its first write.
+KILL_AFTER = (0.05, 0.6)
 READY_BOUND = 30.0
 
 
-async def _acknowledged(worker: Worker) -> int:
-    """The last write ``worker`` acknowledged, read until its output ends (it was killed)."""
+async def _acknowledged(worker: Worker, kill_after: float) -> int:
+    """The last write ``worker`` acknowledged before it was killed, ``kill_after`` seconds
+    after its first acknowledgement (so that every writer gets some writes done)."""
     last = 0
     while line := await worker.read_line():
         if not line.startswith("ack "):
             pytest.fail(f"writer failed: {worker.lines[-3:]}")
+        if last == 0:
+            asyncio.get_running_loop().call_later(kill_after, worker.kill)
         last = int(line.split()[1])
     return last
-
-
-async def _kill_later(worker: Worker, delay: float) -> None:
-    await asyncio.sleep(delay)
-    worker.kill()
 
 
 async def _round(
@@ -70,10 +68,9 @@ async def _round(
         ]
         await open_job(workers, configs, READY_BOUND)
         release(workers)
-        kills = [_kill_later(worker, rng.uniform(*KILL_AFTER)) for worker in workers]
-        *_, last = await asyncio.wait_for(
-            asyncio.gather(*kills, asyncio.gather(*(_acknowledged(w) for w in workers))),
-            KILL_AFTER[1] + 10,
+        last = await asyncio.wait_for(
+            asyncio.gather(*(_acknowledged(w, rng.uniform(*KILL_AFTER)) for w in workers)),
+            KILL_AFTER[1] + 30,
         )
     finally:
         await kill_all(workers)

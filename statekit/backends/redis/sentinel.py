@@ -1,0 +1,103 @@
+"""Redis Sentinel: ``redis+sentinel://[user:pass@]host:26379,host2:26379/mymaster/0``.
+
+The hosts are Sentinels, the path names the monitored service (``mymaster``) and the
+database (default 0); ``rediss+sentinel://`` speaks TLS to the Sentinels and the data
+nodes. The URL's user and password are the data nodes' (``requirepass`` / ACL of the
+primary); Sentinels with a password of their own take the ``sentinel_password`` keyword
+option (never in the URL, which is shown in messages).
+
+Commands go to the primary the Sentinels name, exactly as to a standalone server
+(auto-pipelining, reads sent again after a lost reply, writes never). A connection that
+finds its server closed or demoted (after a failover the old primary's clients are
+disconnected, and it answers ``READONLY`` until then) asks the Sentinels again when it
+reconnects, so the same backend follows the new primary; scripts are loaded there on
+their first ``NOSCRIPT``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+
+from statekit.backends.redis.options import RedisConfig
+from statekit.backends.redis.transport import StandaloneTransport
+from statekit.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+__all__ = ["SentinelTransport"]
+
+
+class SentinelTransport(StandaloneTransport):
+    """The Sentinels' current primary, reached as a standalone server.
+
+    The primary's pool (redis-py's ``SentinelConnectionPool``) raises instead of waiting
+    when full, so the gate of ``pool_size`` places is always in front of it.
+    """
+
+    kind = "redis-sentinel"
+    extra_options = frozenset({"sentinel_password"})
+
+    @classmethod
+    def from_config(cls, config: RedisConfig) -> Self:
+        """A transport over a new Sentinel-managed client (no I/O until first use)."""
+        username, password, sentinels = config.nodes()
+        service, db = _service_and_db(config)
+        opts = config.options
+        tls: dict[str, Any] = config.tls_kwargs()
+        if tls and config.scheme != "rediss+sentinel":
+            raise ConfigurationError(f"ssl_* options need rediss+sentinel://, not {config.url}")
+        if config.scheme == "rediss+sentinel":
+            tls["ssl"] = True
+        common = opts.connection_kwargs()
+        if opts.auto_pipeline:
+            del common["socket_timeout"]  # each round trip is bounded by the backend
+        sentinel_kwargs = {
+            "socket_timeout": opts.timeout,
+            "socket_connect_timeout": opts.connect_timeout,
+            "retry": opts.retry(),
+            "password": opts.sentinel_password,
+            **tls,
+        }
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            sentinels,
+            sentinel_kwargs=sentinel_kwargs,
+            username=username,
+            password=password,
+            db=db,
+            **tls,
+            **common,
+        )
+        client = sentinel.master_for(service, max_connections=opts.pool_size)
+        return cls(
+            client,
+            timeout=opts.timeout if opts.auto_pipeline else None,
+            pool_size=opts.pool_size,
+            pool_timeout=opts.timeout,
+            auto_pipeline=opts.auto_pipeline,
+            owns_client=True,
+        )
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        pool = self.client.connection_pool
+        if self.owns_client and isinstance(pool, SentinelConnectionPool):
+            # The clients of the Sentinels themselves, opened to ask for the primary.
+            for sentinel in pool.sentinel_manager.sentinels:
+                await sentinel.aclose()
+
+
+def _service_and_db(config: RedisConfig) -> tuple[str, int]:
+    """The service name and database from the URL's path (``/mymaster/0``)."""
+    path = config.path()
+    if not path or not path[0] or len(path) > 2:
+        raise ConfigurationError(
+            f"A Sentinel URL names its service: redis+sentinel://host:26379/mymaster/0, "
+            f"not {config.url}"
+        )
+    db = path[1] if len(path) == 2 else config.passthrough.get("db", "0")
+    if not db.isdigit():
+        raise ConfigurationError(f"Bad Redis database {db!r} in {config.url}")
+    return path[0], int(db)

@@ -179,9 +179,14 @@ class KeptConnections:
             await connection.disconnect(nowait=True)
             raise
 
-    async def aclose(self) -> None:
+    async def disconnect(self) -> None:
+        """Close every connection, in use or not: each opens again on its next use (a
+        round trip under way on one fails with a connection error)."""
         for connection in self._opened:
             await connection.disconnect()
+
+    async def aclose(self) -> None:
+        await self.disconnect()
 
 
 class PooledConnections:
@@ -199,6 +204,11 @@ class PooledConnections:
             return await round_trip(connection, commands)
         finally:
             await self._pool.release(connection)
+
+    async def disconnect(self) -> None:
+        """Close every connection of the pool, in use or not (see
+        :meth:`KeptConnections.disconnect`)."""
+        await self._pool.disconnect(inuse_connections=True)
 
     async def aclose(self) -> None:
         """Nothing of its own to close: the connections belong to the client's pool."""

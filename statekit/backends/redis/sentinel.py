@@ -7,27 +7,38 @@ primary); Sentinels with a password of their own take the ``sentinel_password`` 
 option (never in the URL, which is shown in messages).
 
 Commands go to the primary the Sentinels name, exactly as to a standalone server
-(auto-pipelining, reads sent again after a lost reply, writes never). A connection that
-finds its server closed or demoted (after a failover the old primary's clients are
-disconnected, and it answers ``READONLY`` until then) asks the Sentinels again when it
-reconnects, so the same backend follows the new primary; scripts are loaded there on
-their first ``NOSCRIPT``.
+(auto-pipelining, reads sent again after a lost reply, writes never); scripts are loaded
+on a new primary at their first ``NOSCRIPT``. A connection opened (or opened again)
+asks the Sentinels where the primary is. After a failover the old primary keeps its
+clients, and accepts their writes, until the Sentinels reconfigure it as a replica (about
+ten seconds later, and those writes are then lost), so while the backend is in use it
+also asks the Sentinels once a second and, when the primary has moved, closes all its
+connections: each opens again to the new primary.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
 from statekit.backends.redis.options import RedisConfig
+from statekit.backends.redis.pipeline import Command
 from statekit.backends.redis.transport import StandaloneTransport
 from statekit.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-__all__ = ["SentinelTransport"]
+__all__ = ["WATCH_INTERVAL", "SentinelTransport"]
+
+#: Seconds between two questions to the Sentinels about where the primary is.
+WATCH_INTERVAL = 1.0
 
 
 class SentinelTransport(StandaloneTransport):
@@ -39,6 +50,20 @@ class SentinelTransport(StandaloneTransport):
 
     kind = "redis-sentinel"
     extra_options = frozenset({"sentinel_password"})
+
+    def __init__(self, client: Redis, **options: Any) -> None:
+        super().__init__(client, **options)
+        self._watcher: asyncio.Task[None] | None = None
+        send = self._send
+
+        async def first_send(commands: Sequence[Command]) -> list[Any]:
+            # The watcher needs the running loop: it starts with the first command, and
+            # later commands are sent without this detour.
+            self._send = send
+            self._watcher = asyncio.get_running_loop().create_task(self._watch())
+            return await send(commands)
+
+        self._send = first_send
 
     @classmethod
     def from_config(cls, config: RedisConfig) -> Self:
@@ -80,7 +105,29 @@ class SentinelTransport(StandaloneTransport):
             owns_client=True,
         )
 
+    async def _watch(self) -> None:
+        """Every :data:`WATCH_INTERVAL` seconds, ask the Sentinels for the primary; once
+        it has moved, close every connection (kept, pooled, in use) so that each opens
+        again to the new one. A Sentinel that does not answer changes nothing."""
+        pool = self.client.connection_pool
+        assert isinstance(pool, SentinelConnectionPool)
+        primary = None
+        while True:
+            try:
+                address = await pool.sentinel_manager.discover_master(pool.service_name)
+            except (redis_errors.RedisError, OSError):
+                address = primary
+            if primary is not None and address != primary:
+                await self.connections.disconnect()
+                await pool.disconnect(inuse_connections=True)
+            primary = address
+            await asyncio.sleep(WATCH_INTERVAL)
+
     async def aclose(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
         await super().aclose()
         pool = self.client.connection_pool
         if self.owns_client and isinstance(pool, SentinelConnectionPool):

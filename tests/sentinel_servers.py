@@ -136,6 +136,20 @@ class SentinelServers:
         assert self.primary_port() != old
         return new
 
+    def wait_replicated(self, seconds: float = 10) -> float:
+        """Until the replica has received everything the primary has applied so far (its
+        replication offset reached the primary's); how long that took, in seconds."""
+        primary = self.primary_port()
+        target = int(_info(primary, "replication")["master_repl_offset"])
+        replica = self.replica_port()
+        start = time.monotonic()
+
+        def caught_up() -> bool:
+            return int(_info(replica, "replication").get("slave_repl_offset", -1)) >= target
+
+        _wait("the replica to catch up", caught_up, seconds)
+        return time.monotonic() - start
+
     def role(self, port: int) -> str:
         return _info(port, "replication").get("role", "")
 

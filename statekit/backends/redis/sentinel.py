@@ -51,8 +51,24 @@ class SentinelTransport(StandaloneTransport):
     kind = "redis-sentinel"
     extra_options = frozenset({"sentinel_password"})
 
-    def __init__(self, client: Redis, **options: Any) -> None:
-        super().__init__(client, **options)
+    def __init__(
+        self,
+        client: Redis,
+        *,
+        timeout: float | None = None,
+        pool_size: int | None = None,
+        pool_timeout: float | None = 5.0,
+        auto_pipeline: bool = True,
+        owns_client: bool = False,
+    ) -> None:
+        super().__init__(
+            client,
+            timeout=timeout,
+            pool_size=pool_size,
+            pool_timeout=pool_timeout,
+            auto_pipeline=auto_pipeline,
+            owns_client=owns_client,
+        )
         self._watcher: asyncio.Task[None] | None = None
         send = self._send
 

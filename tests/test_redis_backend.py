@@ -25,6 +25,7 @@ from statekit.errors import (
     BackendTimeoutError,
     BackendUnavailableError,
     ConfigurationError,
+    StateBackendError,
     VersionConflictError,
 )
 
@@ -466,6 +467,34 @@ def own_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.kill()
+
+
+async def test_a_primary_without_enough_replicas_refuses_writes_with_a_typed_error(
+    own_server: RedisServer,
+) -> None:
+    """``min-replicas-to-write`` (what narrows an unplanned failover's loss, see
+    docs/backends/sentinel.md): a write the primary refuses raises and writes nothing."""
+    backend = RedisBackend.from_url(own_server.url, key_prefix="m:")
+    admin = aioredis.Redis.from_url(own_server.url)
+    try:
+        await backend.set("s", "k", "1", CONTEXT)
+        await admin.config_set("min-replicas-to-write", 1)  # and no replica at all
+        for call in (
+            backend.set("s", "k", "2", CONTEXT),
+            backend.set("s", "new", "2", CONTEXT),
+            backend.set_many([StateWrite("s", "k", "3", CONTEXT)]),
+            backend.delete("s", "k"),
+        ):
+            with pytest.raises(StateBackendError, match="NOREPLICAS") as info:
+                await call
+            assert not isinstance(info.value, BackendUnavailableError)
+        assert await backend.get_versioned("s", "k") == ("1", 1)  # reads still answer
+        assert await backend.get("s", "new") is None
+        await admin.config_set("min-replicas-to-write", 0)
+        assert await backend.set("s", "k", "4", CONTEXT) == 2
+    finally:
+        await admin.aclose()
+        await backend.aclose()
 
 
 async def test_listing_reads_only_the_matching_range_of_the_index(

@@ -167,14 +167,18 @@ async def test_calls_queued_as_every_round_trip_ends_are_still_sent() -> None:
     server = GatedServer()
     pipeline = AutoPipeline(server.send, timeout=None)
 
-    async def chained(i: int) -> Any:
-        await pipeline.execute("GET", f"a{i}")
-        return await pipeline.execute("GET", f"b{i}")
+    async def execute(*command: Any) -> Any:
+        (reply,) = await pipeline.execute_many((command,))
+        return reply
 
-    alone = asyncio.create_task(pipeline.execute("GET", "x"))  # sent at once
+    async def chained(i: int) -> Any:
+        await execute("GET", f"a{i}")
+        return await execute("GET", f"b{i}")
+
+    alone = asyncio.create_task(execute("GET", "x"))  # sent at once
     first = [asyncio.create_task(chained(i)) for i in range(10)]  # one batch
     await asyncio.sleep(0)
-    second = [asyncio.create_task(pipeline.execute("GET", f"c{i}")) for i in range(10)]
+    second = [asyncio.create_task(execute("GET", f"c{i}")) for i in range(10)]
     await asyncio.sleep(0)
     # All three round trips end in one iteration; the first batch's callers call again
     # at once, before the finished workers are gone: one goes alone, nine queue.

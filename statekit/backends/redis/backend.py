@@ -28,7 +28,12 @@ from statekit.backends.redis.options import DEFAULT_KEY_PREFIX, parse_url, valid
 from statekit.backends.redis.pipeline import Command
 from statekit.backends.redis.scripts import DELETE_SHA, GET_VERSIONED_SHA, LIST_SHA, WRITE_SHA
 from statekit.backends.redis.sentinel import SentinelTransport
-from statekit.backends.redis.transport import MAPPED_ERRORS, StandaloneTransport, Transport
+from statekit.backends.redis.transport import (
+    MAPPED_ERRORS,
+    SCAN_BATCH,
+    StandaloneTransport,
+    Transport,
+)
 from statekit.errors import ConfigurationError, VersionConflictError
 from statekit.url import BackendURL
 
@@ -49,7 +54,6 @@ _TRANSPORTS: dict[str, type[Transport]] = {
 }
 
 _GLOB_SPECIAL = frozenset("*?[]\\")
-_SCAN_BATCH = 200
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
@@ -252,7 +256,7 @@ class RedisBackend:
         with MAPPED_ERRORS:
             async for raw in self._transport.scan(glob_escape(self._prefix) + "{*}"):
                 batch.append(_text(raw))
-                if len(batch) >= _SCAN_BATCH:
+                if len(batch) >= SCAN_BATCH:
                     for entry in await self._read_entries(batch):
                         yield entry
                     batch = []
@@ -355,7 +359,7 @@ class RedisBackend:
         with MAPPED_ERRORS:
             async for key in self._transport.scan(glob_escape(self._prefix) + "{*"):
                 batch.append(_text(key))
-                if len(batch) >= _SCAN_BATCH:
+                if len(batch) >= SCAN_BATCH:
                     await self._unlink(batch)
                     batch = []
             if batch:

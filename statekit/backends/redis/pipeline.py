@@ -264,13 +264,6 @@ class AutoPipeline:
         self._in_flight = 0  # round trips under way, direct or batched
         self._closed = False
 
-    async def execute(self, *command: Any) -> Any:
-        """Send one command with the others in flight; its reply, or its error raised."""
-        (reply,) = await self.execute_many((command,))
-        if isinstance(reply, Exception):
-            raise reply
-        return reply
-
     async def execute_many(self, commands: Sequence[Command]) -> list[Any]:
         """Send ``commands`` together, in one round trip with the others in flight.
 

@@ -55,7 +55,8 @@ if TYPE_CHECKING:
 __all__ = ["MAPPED_ERRORS", "Limits", "StandaloneTransport", "Transport"]
 
 T = TypeVar("T")
-_SCAN_BATCH = 200
+#: Keys asked of each ``SCAN`` step, and read back per batch by ``iter_entries``.
+SCAN_BATCH = 200
 
 
 def raise_errors(replies: list[Any]) -> list[Any]:
@@ -189,7 +190,7 @@ class Transport(ABC):
 
     async def scan(self, pattern: str) -> AsyncIterator[bytes | str]:
         """``SCAN MATCH pattern`` (every primary of a cluster), each step bounded."""
-        keys = aiter(self.client.scan_iter(match=pattern, count=_SCAN_BATCH))
+        keys = aiter(self.client.scan_iter(match=pattern, count=SCAN_BATCH))
         while (key := await self.limits.run(anext(keys, None))) is not None:
             yield key
 

@@ -17,7 +17,7 @@ from sentinel_servers import SERVICE, SentinelServers
 
 from statekit.backends.base import ScopeContext, StateWrite
 from statekit.backends.redis import RedisBackend
-from statekit.backends.redis.sentinel import SentinelTransport
+from statekit.backends.redis.sentinel import WATCH_INTERVAL, SentinelTransport
 from statekit.errors import BackendTimeoutError, BackendUnavailableError, ConfigurationError
 
 pytestmark = pytest.mark.redis
@@ -218,8 +218,11 @@ async def test_after_a_planned_failover_the_same_backend_serves_every_acknowledg
             await asyncio.sleep(0.1)
         stop.set()
         await reading
-        # Every connection has moved: concurrent writes (over several connections) all
-        # land on the new primary, none on the old one (which would lose them).
+        # One write reached the new primary over a connection opened since the switch;
+        # within one more check of the Sentinels every connection has moved: concurrent
+        # writes (over several connections) all land on the new primary, none on the old
+        # one (which would lose them).
+        await asyncio.sleep(2 * WATCH_INTERVAL)
         await asyncio.gather(*(backend.set("after", f"k{i}", "1", CONTEXT) for i in range(30)))
         assert len(await raw_nodes[new].hgetall("f:{after}")) == 30
         assert await raw_nodes[old].hgetall("f:{after}") == {}
@@ -235,5 +238,26 @@ async def test_after_a_planned_failover_the_same_backend_serves_every_acknowledg
         assert outcomes  # the reader ran throughout
         assert set(outcomes) <= {"1", BackendUnavailableError, BackendTimeoutError}
         assert outcomes[-1] == "1"
+    finally:
+        await backend.aclose()
+
+
+async def test_a_connection_left_on_another_node_is_closed_at_the_next_check(
+    sentinel: SentinelServers, raw_nodes: dict[int, aioredis.Redis]
+) -> None:
+    """A connection that finished connecting to the old primary after the backend saw the
+    switch (it asked the Sentinels just before) is closed by the next check too."""
+    backend = RedisBackend.from_url(sentinel.url(), key_prefix="w:")
+    try:
+        await backend.set("s", "k", "1", CONTEXT)  # one kept connection, to the primary
+        transport = backend._transport
+        assert isinstance(transport, SentinelTransport)
+        (connection,) = transport.connections._opened  # type: ignore[union-attr]
+        await connection.disconnect()
+        await connection.connect_to(("127.0.0.1", sentinel.replica_port()))  # type: ignore[attr-defined]
+        await asyncio.sleep(2 * WATCH_INTERVAL)
+        assert await backend.set("s", "k", "2", CONTEXT) == 2  # not READONLY from the replica
+        assert (connection.host, connection.port) == ("127.0.0.1", sentinel.primary_port())
+        assert await raw_nodes[sentinel.primary_port()].hget("w:{s}", "k") == "2"
     finally:
         await backend.aclose()

@@ -179,11 +179,15 @@ class KeptConnections:
             await connection.disconnect(nowait=True)
             raise
 
-    async def disconnect(self) -> None:
-        """Close every connection, in use or not: each opens again on its next use (a
-        round trip under way on one fails with a connection error)."""
+    async def disconnect(
+        self, unless: Callable[[AbstractConnection], bool] = lambda connection: False
+    ) -> None:
+        """Close every connection, in use or not, but those ``unless`` keeps: each opens
+        again on its next use (a round trip under way on one fails with a connection
+        error)."""
         for connection in self._opened:
-            await connection.disconnect()
+            if not unless(connection):
+                await connection.disconnect()
 
     async def aclose(self) -> None:
         await self.disconnect()

@@ -20,15 +20,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection, Connection
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
 from statekit.backends.redis.options import RedisConfig
-from statekit.backends.redis.pipeline import Command
+from statekit.backends.redis.pipeline import Command, KeptConnections, usable
 from statekit.backends.redis.transport import StandaloneTransport
 from statekit.errors import ConfigurationError
 
@@ -136,6 +138,9 @@ class SentinelTransport(StandaloneTransport):
             if primary is not None and address != primary:
                 await self.connections.disconnect()
                 await pool.disconnect(inuse_connections=True)
+            elif address is not None and isinstance(self.connections, KeptConnections):
+                # One that was still connecting to the old primary as it moved.
+                await self.connections.disconnect(unless=functools.partial(_idle_or_at, address))
             primary = address
             await asyncio.sleep(WATCH_INTERVAL)
 
@@ -150,6 +155,13 @@ class SentinelTransport(StandaloneTransport):
             # The clients of the Sentinels themselves, opened to ask for the primary.
             for sentinel in pool.sentinel_manager.sentinels:
                 await sentinel.aclose()
+
+
+def _idle_or_at(address: tuple[str, int], connection: AbstractConnection) -> bool:
+    """``connection`` is closed, or connected to ``address``."""
+    if not usable(connection) or not isinstance(connection, Connection):
+        return True
+    return (connection.host, connection.port) == address
 
 
 def _service_and_db(config: RedisConfig) -> tuple[str, int]:

@@ -278,37 +278,32 @@ class StandaloneTransport(Transport):
         """One round trip of its own (no auto-pipelining)."""
         return cast(list[Any], await self.limits.run(self._round_trip(commands)))
 
-    async def _request(self, commands: Sequence[Command], *, read: bool) -> list[Any]:
-        """Send ``commands`` in one round trip; their replies, error replies in place.
+    async def read_many(self, commands: Sequence[Command]) -> list[Any]:
+        """Send ``commands`` in one round trip; their replies (an error reply raised).
 
-        When the connection drops after the commands were sent, a read is sent again,
-        up to the client's retry count; a write never is. Nothing is sent again after a
-        timeout, nor when no connection could be opened (opening one was already
-        retried).
+        When the connection drops after the commands were sent, they are sent again, up
+        to the client's retry count. Nothing is sent again after a timeout, nor when no
+        connection could be opened (opening one was already retried).
         """
         resends = 0
         while True:
             try:
-                return await self._send(commands)
+                return raise_errors(await self._send(commands))
             except NotSent:
                 raise
             except redis_errors.ConnectionError:
-                if not read or resends >= self._resends:
+                if resends >= self._resends:
                     raise
             resends += 1
             await asyncio.sleep(resend_delay(resends))
 
     async def read(self, command: Command) -> Any:
-        (reply,) = await self._request((command,), read=True)
-        if isinstance(reply, Exception):
-            raise reply
+        (reply,) = await self.read_many((command,))
         return reply
 
-    async def read_many(self, commands: Sequence[Command]) -> list[Any]:
-        return raise_errors(await self._request(commands, read=True))
-
     async def write(self, key: str, command: Command) -> Any:
-        (reply,) = await self._request((command,), read=False)
+        # Sent once: a lost reply leaves the outcome unknown, so its error is raised.
+        (reply,) = await self._send((command,))
         if isinstance(reply, Exception):
             raise reply
         return reply

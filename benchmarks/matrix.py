@@ -77,6 +77,9 @@ REDIS = Target(
 REDIS_CLUSTER = Target(
     "redis-cluster", "redis", server="redis_cluster_url", private="key_prefix", slow=True
 )
+REDIS_SENTINEL = Target(
+    "redis-sentinel", "redis", server="redis_sentinel_url", private="key_prefix", slow=True
+)
 POSTGRES = Target(
     "postgres",
     "postgres",
@@ -89,7 +92,10 @@ SQLITE_MEMORY = Target("sqlite-memory", "sqlite", url="sqlite+aiosqlite:///:memo
 
 #: Every target, by name.
 MATRIX: Mapping[str, Target] = MappingProxyType(
-    {t.name: t for t in (MEMORY, REDIS, REDIS_CLUSTER, POSTGRES, SQLITE, SQLITE_MEMORY)}
+    {
+        t.name: t
+        for t in (MEMORY, REDIS, REDIS_CLUSTER, REDIS_SENTINEL, POSTGRES, SQLITE, SQLITE_MEMORY)
+    }
 )
 #: The targets the benchmark runner measures (each has an opener in ``contenders``).
 BENCHMARKED: tuple[Target, ...] = (REDIS, POSTGRES, SQLITE)

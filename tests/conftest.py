@@ -40,6 +40,19 @@ def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
         stop_cluster(directory)
 
 
+@pytest.fixture(scope="session")
+def redis_sentinel_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A primary, its replica and a Sentinel of this session's own (free loopback ports)."""
+    from sentinel_servers import SentinelServers
+
+    servers = SentinelServers(tmp_path_factory.mktemp("redis-sentinel"))
+    try:
+        servers.start()
+        yield servers.url(db=0)
+    finally:
+        servers.stop()
+
+
 @pytest.fixture
 def summary_line(request: pytest.FixtureRequest) -> Callable[[str], None]:
     """Add a line to the ``statekit`` section of the run's terminal summary.

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from attack_workers import identity
-from conftest import service_url
+from services import service_url
 from sqlsupport import postgres_url, private_schema
 from worker_processes import Worker, deadline, open_job, release, results, spawn, stop
 

@@ -35,8 +35,8 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from cancellation_storm import StormReport, storm
-from conftest import service_url
 from redis.asyncio import Redis
+from services import service_url
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlsupport import postgres_url, private_schema

@@ -366,29 +366,12 @@ def test_each_backend_gets_only_the_settings_it_takes(
     assert isinstance(connect("memory://").backend, MemoryBackend)  # takes none
 
 
-def _redis_backend() -> Any:
-    from statekit.backends.redis import RedisBackend
-
-    return RedisBackend
-
-
-# RedisBackend declares its settings in the Redis package's own change; until then this
-# expectation is known to fail (and the marker turns itself off once it holds).
-_REDIS_PENDING = pytest.mark.xfail(
-    not hasattr(_redis_backend(), "settings_options"),
-    reason="RedisBackend.settings_options comes with the Redis package",
-    strict=True,
-)
-
-
 @pytest.mark.parametrize(
     ("scheme", "expected"),
     [
         ("memory", set()),
         ("sqlite", {"table_name", "pool_size", "timeout", "connect_timeout"}),
-        pytest.param(
-            "redis", {"key_prefix", "pool_size", "timeout", "connect_timeout"}, marks=_REDIS_PENDING
-        ),
+        ("redis", {"key_prefix", "pool_size", "timeout", "connect_timeout"}),
     ],
 )
 def test_every_built_in_class_declares_the_settings_it_takes(

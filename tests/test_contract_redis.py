@@ -1,4 +1,5 @@
-"""The contract suite on Redis: fakeredis (always), and the matrix's real server and cluster."""
+"""The contract suite on Redis: fakeredis (always), the real server, a local cluster and a
+primary with a replica behind a Sentinel."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 import pytest_asyncio
 from services import on, open_target
 
-from benchmarks.matrix import REDIS, REDIS_CLUSTER
+from benchmarks.matrix import REDIS, REDIS_CLUSTER, REDIS_SENTINEL
 from statekit.backends.base import StateBackend
 from statekit.backends.redis import RedisBackend
 from statekit.testing import StateBackendContract
@@ -55,4 +56,15 @@ class TestRedisClusterBackend(StateBackendContract):
     @pytest_asyncio.fixture
     async def backend(self, request: pytest.FixtureRequest) -> AsyncIterator[StateBackend]:
         async with open_target(REDIS_CLUSTER, request) as backend:
+            yield backend
+
+
+@PIPELINING
+@on(REDIS_SENTINEL)
+class TestRedisSentinelBackend(StateBackendContract):
+    @pytest_asyncio.fixture
+    async def backend(
+        self, request: pytest.FixtureRequest, auto_pipeline: bool
+    ) -> AsyncIterator[StateBackend]:
+        async with open_target(REDIS_SENTINEL, request, auto_pipeline=auto_pipeline) as backend:
             yield backend

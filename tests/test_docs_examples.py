@@ -25,9 +25,11 @@ conventions the pages follow:
 
 Servers: examples name them by the URLs ``docker compose up`` serves,
 ``redis://localhost:6379/0`` and
-``postgresql+asyncpg://postgres:statekit@localhost:5432/statekit``. Here those texts are
-rewritten to ``STATEKIT_REDIS_URL`` (database 13 in CI) and ``STATEKIT_POSTGRES_URL``, so
-examples never touch real data: a Redis example gets a private key prefix (as
+``postgresql+asyncpg://postgres:statekit@localhost:5432/statekit``, and a Sentinel as
+``redis+sentinel://127.0.0.1:26379/mymaster/0``. Here those texts are rewritten to
+``STATEKIT_REDIS_URL`` (database 13 in CI), ``STATEKIT_POSTGRES_URL`` and the Sentinel this
+test session starts on free ports (fixture ``redis_sentinel_url``), so examples never
+touch real data: a Redis example gets a private key prefix (as
 ``STATEKIT_KEY_PREFIX``, and in place of the prefix ``myapp:`` the pages use), a
 PostgreSQL one a private schema (``?schema=...`` on its URL), both removed afterwards.
 Without the variable such a block is skipped, or fails under
@@ -55,6 +57,7 @@ RUN_LANGUAGES = {"python", "sh", "bash", "console"}
 OTHER_LANGUAGES = {"toml", "sql", "text", "yaml", "json", "ini"}
 REDIS_URL = "redis://localhost:6379/0"
 POSTGRES_URL = "postgresql+asyncpg://postgres:statekit@localhost:5432/statekit"
+SENTINEL_URL = "redis+sentinel://127.0.0.1:26379/mymaster/0"
 DOC_PREFIX = "myapp:"
 # A URL that could reach a server on this machine (a name like `cache:6379` resolves nowhere).
 LOCAL_URL = re.compile(r"\b[\w+]+://(?:[^/@\s]*@)?(?:localhost|127\.|\[::1\]|/)[^\s'\"]*")
@@ -106,6 +109,8 @@ EXAMPLES = [block for block in BLOCKS if block.lang in RUN_LANGUAGES]
 
 def _param(block: Block) -> object:
     marks = [pytest.mark.redis] if REDIS_URL in block.text else []
+    if SENTINEL_URL in block.text:
+        marks = [pytest.mark.redis, pytest.mark.slow]
     marks += [pytest.mark.postgres] if POSTGRES_URL in block.text else []
     return pytest.param(block, id=block.id, marks=marks)
 
@@ -125,13 +130,14 @@ def test_every_block_names_a_known_language(block: Block) -> None:
 
 
 @pytest.mark.parametrize("block", [_param(block) for block in EXAMPLES])
-def test_example_runs(block: Block, tmp_path: Path) -> None:
+def test_example_runs(block: Block, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     if block.skip_reason is not None:
         assert block.skip_reason, f"{block.id}: '<!-- not run: ... -->' needs a reason"
         pytest.skip(f"not run: {block.skip_reason}")
     local = {url for url in LOCAL_URL.findall(block.text) if not url.startswith("sqlite")}
-    foreign = {url for url in local if not url.startswith((REDIS_URL, POSTGRES_URL))}
-    assert not foreign, f"{block.id}: name local servers only as {REDIS_URL} or {POSTGRES_URL}"
+    known = (REDIS_URL, POSTGRES_URL, SENTINEL_URL)
+    foreign = {url for url in local if not url.startswith(known)}
+    assert not foreign, f"{block.id}: name local servers only as one of {known}"
     env = {name: value for name, value in os.environ.items() if not name.startswith("STATEKIT_")}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     text = block.text
@@ -143,6 +149,9 @@ def test_example_runs(block: Block, tmp_path: Path) -> None:
         text = text.replace(REDIS_URL, redis_url).replace(DOC_PREFIX, prefix)
         env["STATEKIT_KEY_PREFIX"] = prefix
         cleanups.append(lambda: _drop_redis_prefix(redis_url, prefix))
+    if SENTINEL_URL in text:
+        # The session's own primary, replica and Sentinel: nothing else uses them.
+        text = text.replace(SENTINEL_URL, request.getfixturevalue("redis_sentinel_url"))
     if POSTGRES_URL in text:
         assert "schema=" not in text, f"{block.id}: the runner chooses the schema"
         postgres_url = service_url("STATEKIT_POSTGRES_URL")

@@ -25,6 +25,7 @@ from statekit.errors import (
     BackendTimeoutError,
     BackendUnavailableError,
     ConfigurationError,
+    StateBackendError,
     VersionConflictError,
 )
 
@@ -266,7 +267,7 @@ async def test_cluster_describe_and_batches_across_slots(redis_cluster_url: str)
 
 
 def _pool_kwargs(backend: RedisBackend) -> dict[str, object]:
-    return dict(backend._client.connection_pool.connection_kwargs)  # type: ignore[union-attr]
+    return dict(backend._transport.client.connection_pool.connection_kwargs)  # type: ignore[union-attr]
 
 
 def test_url_options_apply_and_keyword_arguments_win() -> None:
@@ -278,11 +279,11 @@ def test_url_options_apply_and_keyword_arguments_win() -> None:
     kwargs = _pool_kwargs(from_url)
     assert from_url._prefix == "url:"
     # Auto-pipelining (the default) bounds each operation in the backend, not the socket.
-    assert (from_url._timeout, kwargs["socket_connect_timeout"]) == (7.0, 3.0)
+    assert (from_url._transport.limits.timeout, kwargs["socket_connect_timeout"]) == (7.0, 3.0)
     assert "socket_timeout" not in kwargs
     assert kwargs["client_name"] == "from-url"
     assert kwargs["db"] == 2
-    assert from_url._client.connection_pool.max_connections == 9  # type: ignore[union-attr]
+    assert from_url._transport.client.connection_pool.max_connections == 9  # type: ignore[union-attr]
     assert kwargs["retry"].get_retries() == 4  # type: ignore[attr-defined]
 
     overridden = RedisBackend.from_url(
@@ -290,9 +291,9 @@ def test_url_options_apply_and_keyword_arguments_win() -> None:
     )
     kwargs = _pool_kwargs(overridden)
     assert overridden._prefix == "kw:"
-    assert (overridden._timeout, kwargs["socket_connect_timeout"]) == (1.5, 3.0)
+    assert (overridden._transport.limits.timeout, kwargs["socket_connect_timeout"]) == (1.5, 3.0)
     assert kwargs["client_name"] == "kw"
-    assert overridden._client.connection_pool.max_connections == 3  # type: ignore[union-attr]
+    assert overridden._transport.client.connection_pool.max_connections == 3  # type: ignore[union-attr]
     assert kwargs["retry"].get_retries() == 0  # type: ignore[attr-defined]
 
 
@@ -300,11 +301,11 @@ def test_defaults() -> None:
     backend = RedisBackend.from_url("redis://127.0.0.1:6390")
     kwargs = _pool_kwargs(backend)
     assert backend._prefix == "statekit:"
-    assert (backend._timeout, kwargs["socket_connect_timeout"]) == (5.0, 5.0)
+    assert (backend._transport.limits.timeout, kwargs["socket_connect_timeout"]) == (5.0, 5.0)
     direct = RedisBackend.from_url("redis://127.0.0.1:6390?auto_pipeline=false&timeout=2")
     assert _pool_kwargs(direct)["socket_timeout"] == 2.0  # the client bounds each call
-    assert direct._timeout is None
-    assert backend._client.connection_pool.max_connections == 32  # type: ignore[union-attr]
+    assert direct._transport.limits.timeout is None
+    assert backend._transport.client.connection_pool.max_connections == 32  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(
@@ -345,12 +346,12 @@ def test_cluster_and_unix_urls_build_the_right_clients() -> None:
     cluster = RedisBackend.from_url(
         "rediss+cluster://u:p@127.0.0.1:7000,[::1]:7001?timeout=2&pool_size=4"
     )
-    assert isinstance(cluster._client, RedisCluster)
-    assert [(n.host, n.port) for n in cluster._client.startup_nodes] == [
+    assert isinstance(cluster._transport.client, RedisCluster)
+    assert [(n.host, n.port) for n in cluster._transport.client.startup_nodes] == [
         ("127.0.0.1", 7000),
         ("::1", 7001),
     ]
-    assert cluster._timeout == 2.0
+    assert cluster._transport.limits.timeout == 2.0
     unix = RedisBackend.from_url("unix:///tmp/redis.sock?db=3&key_prefix=u:")
     assert _pool_kwargs(unix)["path"] == "/tmp/redis.sock"
     assert _pool_kwargs(unix)["db"] == 3
@@ -368,6 +369,27 @@ async def test_a_host_owned_client_is_not_closed() -> None:
         assert await client.ping() is True
     finally:
         await client.aclose()
+
+
+@pytest.mark.parametrize("owns_client", [True, False])
+async def test_a_host_client_is_closed_on_aclose_only_when_handed_over(owns_client: bool) -> None:
+    name = f"statekit-owns-{uuid.uuid4().hex[:8]}"
+    url = service_url("STATEKIT_REDIS_URL")
+    client = aioredis.Redis.from_url(url, client_name=name)
+    admin = aioredis.Redis.from_url(url)
+    try:
+        backend = RedisBackend(
+            client, key_prefix=_prefix(), auto_pipeline=False, owns_client=owns_client
+        )
+        await backend.set("s", "k", "1", CONTEXT)
+        await backend.clear()
+        await backend.aclose()
+        clients = await admin.client_list()
+        still_open = [c for c in clients if c.get("name") == name]
+        assert bool(still_open) is not owns_client
+    finally:
+        await client.aclose()
+        await admin.aclose()
 
 
 async def test_a_host_client_decoding_responses_works_too() -> None:
@@ -393,15 +415,19 @@ def test_without_auto_pipeline_a_fifo_gate_sized_like_the_pool_is_in_front_of_it
     direct = RedisBackend.from_url(
         "redis://127.0.0.1:6390?auto_pipeline=false&pool_size=7&timeout=3"
     )
-    assert direct._gate is not None
-    assert (direct._gate.size, direct._gate.timeout) == (7, 3.0)
-    assert RedisBackend.from_url("redis://127.0.0.1:6390")._gate is None  # the pipeline's own
+    gate = direct._transport.limits.gate
+    assert gate is not None
+    assert (gate.size, gate.timeout) == (7, 3.0)
+    assert (
+        RedisBackend.from_url("redis://127.0.0.1:6390")._transport.limits.gate is None
+    )  # the pipeline's own
     pool = aioredis.BlockingConnectionPool.from_url("redis://127.0.0.1:6390", max_connections=4)
     host = RedisBackend(aioredis.Redis.from_pool(pool), auto_pipeline=False)
-    assert host._gate is not None
-    assert (host._gate.size, host._gate.timeout) == (4, pool.timeout)
+    gate = host._transport.limits.gate
+    assert gate is not None
+    assert (gate.size, gate.timeout) == (4, pool.timeout)
     plain = RedisBackend(aioredis.Redis.from_url("redis://127.0.0.1:6390"), auto_pipeline=False)
-    assert plain._gate is None  # a plain pool never makes a caller wait
+    assert plain._transport.limits.gate is None  # a plain pool never makes a caller wait
 
 
 async def test_without_auto_pipeline_callers_get_a_connection_in_arrival_order() -> None:
@@ -437,13 +463,14 @@ async def test_without_auto_pipeline_a_caller_waits_for_a_connection_at_most_tim
     )
     try:
         await backend.set("s", "k", "1", CONTEXT)
-        assert backend._gate is not None
-        await backend._gate.acquire()  # another operation holds the only connection
+        gate = backend._transport.limits.gate
+        assert gate is not None
+        await gate.acquire()  # another operation holds the only connection
         with pytest.raises(BackendTimeoutError, match=r"no Redis connection free within 0\.2 s"):
             await asyncio.wait_for(backend.get("s", "k"), 10)
         with pytest.raises(BackendTimeoutError):
             await asyncio.wait_for(backend.set("s", "k", "2", CONTEXT), 10)
-        backend._gate.release()
+        gate.release()
         assert await backend.get("s", "k") == "1"  # the write waiting in line never ran
     finally:
         await backend.clear()
@@ -461,6 +488,34 @@ def own_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.kill()
+
+
+async def test_a_primary_without_enough_replicas_refuses_writes_with_a_typed_error(
+    own_server: RedisServer,
+) -> None:
+    """``min-replicas-to-write`` (what narrows an unplanned failover's loss, see
+    docs/backends/sentinel.md): a write the primary refuses raises and writes nothing."""
+    backend = RedisBackend.from_url(own_server.url, key_prefix="m:")
+    admin = aioredis.Redis.from_url(own_server.url)
+    try:
+        await backend.set("s", "k", "1", CONTEXT)
+        await admin.config_set("min-replicas-to-write", 1)  # and no replica at all
+        for call in (
+            backend.set("s", "k", "2", CONTEXT),
+            backend.set("s", "new", "2", CONTEXT),
+            backend.set_many([StateWrite("s", "k", "3", CONTEXT)]),
+            backend.delete("s", "k"),
+        ):
+            with pytest.raises(StateBackendError, match="NOREPLICAS") as info:
+                await call
+            assert not isinstance(info.value, BackendUnavailableError)
+        assert await backend.get_versioned("s", "k") == ("1", 1)  # reads still answer
+        assert await backend.get("s", "new") is None
+        await admin.config_set("min-replicas-to-write", 0)
+        assert await backend.set("s", "k", "4", CONTEXT) == 2
+    finally:
+        await admin.aclose()
+        await backend.aclose()
 
 
 async def test_listing_reads_only_the_matching_range_of_the_index(

@@ -14,10 +14,11 @@ import redis.asyncio as aioredis
 from redis_servers import RedisServer, free_port
 from services import service_url
 
-from statekit.backends import redis_pipeline
 from statekit.backends.base import ScopeContext
 from statekit.backends.redis import RedisBackend
-from statekit.backends.redis_pipeline import AutoPipeline
+from statekit.backends.redis import pipeline as redis_pipeline
+from statekit.backends.redis.pipeline import AutoPipeline
+from statekit.backends.redis.transport import StandaloneTransport
 from statekit.errors import (
     BackendTimeoutError,
     BackendUnavailableError,
@@ -115,7 +116,7 @@ async def test_without_auto_pipeline_every_call_is_its_own_round_trip(
     url = service_url("STATEKIT_REDIS_URL") + "?auto_pipeline=false"
     backend = RedisBackend.from_url(url, key_prefix=_prefix())
     try:
-        assert backend._pipeline is None
+        assert backend._transport.pipeline is None
         trips = RoundTrips(monkeypatch)
         assert await asyncio.gather(*(backend.get("s", f"k{i}") for i in range(20))) == [None] * 20
         assert trips.sizes == [1] * 20
@@ -166,14 +167,18 @@ async def test_calls_queued_as_every_round_trip_ends_are_still_sent() -> None:
     server = GatedServer()
     pipeline = AutoPipeline(server.send, timeout=None)
 
-    async def chained(i: int) -> Any:
-        await pipeline.execute("GET", f"a{i}")
-        return await pipeline.execute("GET", f"b{i}")
+    async def execute(*command: Any) -> Any:
+        (reply,) = await pipeline.execute_many((command,))
+        return reply
 
-    alone = asyncio.create_task(pipeline.execute("GET", "x"))  # sent at once
+    async def chained(i: int) -> Any:
+        await execute("GET", f"a{i}")
+        return await execute("GET", f"b{i}")
+
+    alone = asyncio.create_task(execute("GET", "x"))  # sent at once
     first = [asyncio.create_task(chained(i)) for i in range(10)]  # one batch
     await asyncio.sleep(0)
-    second = [asyncio.create_task(pipeline.execute("GET", f"c{i}")) for i in range(10)]
+    second = [asyncio.create_task(execute("GET", f"c{i}")) for i in range(10)]
     await asyncio.sleep(0)
     # All three round trips end in one iteration; the first batch's callers call again
     # at once, before the finished workers are gone: one goes alone, nine queue.
@@ -287,12 +292,13 @@ async def test_connections_the_server_closed_while_idle_are_opened_again_before_
     try:
         writes = [backend.set("s", f"k{i}", "1", CONTEXT) for i in range(30)]
         assert await asyncio.gather(*writes) == [1] * 30  # several kept connections
-        kept = backend._connections
+        assert isinstance(backend._transport, StandaloneTransport)
+        kept = backend._transport.connections
         assert isinstance(kept, redis_pipeline.KeptConnections)
         assert len(kept._opened) > 1
         await admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
         for _ in range(500):  # until the event loop has seen every one of them close
-            if not any(map(redis_pipeline._usable, kept._opened)):
+            if not any(map(redis_pipeline.usable, kept._opened)):
                 break
             await asyncio.sleep(0.01)
         writes = [backend.set("s", f"k{i}", "2", CONTEXT) for i in range(30)]
@@ -361,14 +367,15 @@ async def test_calls_after_close_fail_with_a_typed_error(own_server: RedisServer
 
 
 def test_auto_pipeline_option_from_url_and_keyword() -> None:
-    assert RedisBackend.from_url("redis://127.0.0.1:6390/0")._pipeline is not None
+    assert RedisBackend.from_url("redis://127.0.0.1:6390/0")._transport.pipeline is not None
     off = RedisBackend.from_url("redis://127.0.0.1:6390/0?auto_pipeline=false")
-    assert off._pipeline is None
+    assert off._transport.pipeline is None
     on = RedisBackend.from_url("redis://127.0.0.1:6390/0?auto_pipeline=false", auto_pipeline=True)
-    assert on._pipeline is not None
-    assert RedisBackend.from_url("redis://h:1", auto_pipeline="no")._pipeline is None
+    assert on._transport.pipeline is not None
+    assert RedisBackend.from_url("redis://h:1", auto_pipeline="no")._transport.pipeline is None
     cluster = RedisBackend.from_url("redis+cluster://127.0.0.1:7000?auto_pipeline=true")
-    assert cluster._pipeline is None  # clusters keep one call per operation
+    # Clusters keep one call per operation.
+    assert getattr(cluster._transport, "pipeline", "none") == "none"
 
 
 @pytest.mark.parametrize("value", ["maybe", "", "2"])

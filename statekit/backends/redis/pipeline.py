@@ -1,17 +1,22 @@
-"""How the Redis backend talks to a standalone server: round trips, and auto-pipelining.
+"""How commands reach one server (standalone or a Sentinel's primary): round trips, and
+auto-pipelining.
 
-The backend sends its hot commands (reads of values, every write) to a standalone server
-through :func:`round_trip`, on a connection of the client's pool (:class:`PooledConnections`)
-or kept by the auto-pipeline (:class:`KeptConnections`), never through redis-py's
-``execute_command`` or its pipelines: their ``Retry`` sends a command again when its reply
-is lost, so a write the server had already applied would be applied twice (a version moved
-by two), or a conditional write would report a conflict with itself. Here a connection's
-``Retry`` only ever retries *opening* it, before anything is sent; whether a command whose
-reply was lost may be sent again is decided by the backend (reads may, writes never).
+The standalone transport sends its commands through :func:`round_trip`, on a connection
+of the client's pool (:class:`PooledConnections`) or kept by the auto-pipeline
+(:class:`KeptConnections`), never through redis-py's ``execute_command`` or its
+pipelines: their ``Retry`` sends a command again when its reply is lost, so a write the
+server had already applied would be applied twice (a version moved by two), or a
+conditional write would report a conflict with itself. Here a connection's ``Retry`` only
+ever retries *opening* it, before anything is sent; whether a command whose reply was
+lost may be sent again is decided by the transport (reads may, writes never).
 
 :class:`AutoPipeline` coalesces concurrent calls: a call made while nothing is in flight
 is sent at once, alone; calls made while others are in flight queue up and go together
 in one round trip (one write of all their commands, their replies read in order).
+
+redis-py's private API is used in two places only, each one named function with a test
+pinned to the supported redis-py versions: :func:`usable` (``Connection._reader``) and
+:func:`checkout_needs_a_command_name` (the signature of ``get_connection``).
 """
 
 from __future__ import annotations
@@ -35,8 +40,11 @@ __all__ = [
     "NotSent",
     "PooledConnections",
     "Send",
+    "check_out",
+    "checkout_needs_a_command_name",
     "round_trip",
     "send_with_scripts",
+    "usable",
 ]
 
 #: One Redis command: its name and arguments, as sent.
@@ -58,11 +66,23 @@ _hiredis_pack = _hiredis_packer()
 # A queued call: its commands, the caller's future, and when it was queued.
 _Call = tuple[Sequence[Command], "asyncio.Future[list[Any]]", float]
 
-# redis-py before 5.3 requires a command name here; later versions warn when given one.
-_NAMED_CHECKOUT = (
-    inspect.signature(ConnectionPool.get_connection).parameters["command_name"].default
-    is inspect.Parameter.empty
-)
+
+def checkout_needs_a_command_name() -> bool:
+    """Whether ``ConnectionPool.get_connection`` requires a command name: redis-py before
+    5.3 does; later versions warn when given one (a probe of its signature, checked by a
+    test against the supported redis-py versions)."""
+    parameter = inspect.signature(ConnectionPool.get_connection).parameters.get("command_name")
+    return parameter is not None and parameter.default is inspect.Parameter.empty
+
+
+_NAMED_CHECKOUT = checkout_needs_a_command_name()
+
+
+async def check_out(pool: ConnectionPool) -> AbstractConnection:
+    """A connected connection from ``pool``, called as this redis-py version wants."""
+    if _NAMED_CHECKOUT:  # pragma: no cover - redis-py < 5.3
+        return await pool.get_connection("_")  # type: ignore[no-untyped-call,no-any-return]
+    return await pool.get_connection()  # type: ignore[no-untyped-call,no-any-return]
 
 
 class NotSent(RedisConnectionError):
@@ -105,10 +125,13 @@ def _pack(connection: AbstractConnection, commands: Sequence[Command]) -> bytes 
     return connection.pack_commands(commands)
 
 
-def _usable(connection: AbstractConnection) -> bool:
+def usable(connection: AbstractConnection) -> bool:
     """Connected, and not closed by the server since its last use (a restart, ``CLIENT
     KILL``, an idle ``timeout``): what the event loop has already seen on the socket, so
-    telling costs no round trip and no loop iteration (redis-py's pool check costs one)."""
+    telling costs no round trip and no loop iteration (redis-py's pool check costs one).
+
+    Reads redis-py's private ``Connection._reader`` (its ``asyncio.StreamReader``): the
+    one place that does, checked by a test against the supported redis-py versions."""
     reader = connection._reader
     if reader is None or reader.at_eof():
         return False
@@ -137,7 +160,7 @@ class KeptConnections:
             connection = self._pool.connection_class(**self._pool.connection_kwargs)
             self._opened.append(connection)
         try:
-            if not _usable(connection):
+            if not usable(connection):
                 await self._reconnect(connection)
             return await round_trip(connection, commands)
         finally:
@@ -156,9 +179,18 @@ class KeptConnections:
             await connection.disconnect(nowait=True)
             raise
 
-    async def aclose(self) -> None:
+    async def disconnect(
+        self, unless: Callable[[AbstractConnection], bool] = lambda connection: False
+    ) -> None:
+        """Close every connection, in use or not, but those ``unless`` keeps: each opens
+        again on its next use (a round trip under way on one fails with a connection
+        error)."""
         for connection in self._opened:
-            await connection.disconnect()
+            if not unless(connection):
+                await connection.disconnect()
+
+    async def aclose(self) -> None:
+        await self.disconnect()
 
 
 class PooledConnections:
@@ -169,16 +201,18 @@ class PooledConnections:
 
     async def round_trip(self, commands: Sequence[Command]) -> list[Any]:
         try:
-            if _NAMED_CHECKOUT:  # pragma: no cover - redis-py < 5.3
-                connection = await self._pool.get_connection("_")  # type: ignore[no-untyped-call]
-            else:
-                connection = await self._pool.get_connection()  # type: ignore[no-untyped-call]
+            connection = await check_out(self._pool)
         except RedisConnectionError as exc:
             raise NotSent(str(exc)) from exc
         try:
             return await round_trip(connection, commands)
         finally:
             await self._pool.release(connection)
+
+    async def disconnect(self) -> None:
+        """Close every connection of the pool, in use or not (see
+        :meth:`KeptConnections.disconnect`)."""
+        await self._pool.disconnect(inuse_connections=True)
 
     async def aclose(self) -> None:
         """Nothing of its own to close: the connections belong to the client's pool."""
@@ -233,13 +267,6 @@ class AutoPipeline:
         self._active = 0  # workers not yet finished
         self._in_flight = 0  # round trips under way, direct or batched
         self._closed = False
-
-    async def execute(self, *command: Any) -> Any:
-        """Send one command with the others in flight; its reply, or its error raised."""
-        (reply,) = await self.execute_many((command,))
-        if isinstance(reply, Exception):
-            raise reply
-        return reply
 
     async def execute_many(self, commands: Sequence[Command]) -> list[Any]:
         """Send ``commands`` together, in one round trip with the others in flight.

@@ -1,0 +1,31 @@
+"""Redis backend: one hash per scope, every write one server-side script call.
+
+Key layout, for a store with ``key_prefix`` ``P`` (default ``statekit:``) and a scope key
+``S``; the braces make ``S`` the cluster hash tag, so all keys of a scope share one slot::
+
+    P{S}        hash  state_key -> value JSON            (read by get / read_scopes)
+    P{S}:meta   hash  state_key -> "version:created_us:updated_us"
+    P{S}:ctx    string  the scope's ScopeContext as JSON (set when the scope is created)
+    P{S}:idx    sorted set  every state_key at score 0, for listing by prefix
+
+Timestamps are microseconds since the epoch from the server's ``TIME``. Reads of values
+are plain ``HGET`` / pipelined ``HGETALL``; writes and deletes are Lua scripts
+(:mod:`~statekit.backends.redis.scripts`, one ``EVALSHA`` each) that keep the four keys
+consistent atomically. The index makes a listing O(log n + limit) in a scope of n keys:
+members at one score sort by their bytes, and UTF-8 byte order is code-point order, the
+order every backend lists in.
+
+A write is never sent twice: if its connection drops before the reply arrives, the
+caller gets :class:`~statekit.errors.BackendUnavailableError` and the write may or may not
+have been applied. A read in that situation is simply sent again.
+
+Modules: :mod:`.backend` (the operations, written once), :mod:`.transport` (the seam, and
+the standalone transport), :mod:`.cluster`, :mod:`.sentinel` (the other transports),
+:mod:`.pipeline` (round trips and auto-pipelining), :mod:`.options` (URL and options),
+:mod:`.scripts` (the Lua scripts).
+"""
+
+from statekit.backends.redis.backend import RedisBackend, glob_escape
+from statekit.backends.redis.options import DEFAULT_KEY_PREFIX
+
+__all__ = ["DEFAULT_KEY_PREFIX", "RedisBackend", "glob_escape"]

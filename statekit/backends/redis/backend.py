@@ -1,0 +1,406 @@
+"""The Redis backend's operations over the key layout, written once for every transport.
+
+How the commands reach Redis (one server, a Cluster, the primary a Sentinel names) is the
+:class:`~statekit.backends.redis.transport.Transport`'s business; which transport a URL
+gets is decided once, in :meth:`RedisBackend.from_url`, by its scheme.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any, ClassVar
+
+# ``from redis import``: without redis-py, the error names the package to install.
+from redis import asyncio as aioredis
+
+from statekit.backends.base import (
+    BackendInfo,
+    Capability,
+    ScopeContext,
+    StateEntry,
+    StateWrite,
+)
+from statekit.backends.redis.cluster import ClusterTransport
+from statekit.backends.redis.options import DEFAULT_KEY_PREFIX, parse_url, validate_key_prefix
+from statekit.backends.redis.pipeline import Command
+from statekit.backends.redis.scripts import DELETE_SHA, GET_VERSIONED_SHA, LIST_SHA, WRITE_SHA
+from statekit.backends.redis.sentinel import SentinelTransport
+from statekit.backends.redis.transport import (
+    MAPPED_ERRORS,
+    SCAN_BATCH,
+    StandaloneTransport,
+    Transport,
+)
+from statekit.errors import ConfigurationError, VersionConflictError
+from statekit.url import BackendURL
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+__all__ = ["RedisBackend", "glob_escape"]
+
+#: scheme -> the transport its URLs are served by.
+_TRANSPORTS: dict[str, type[Transport]] = {
+    "redis": StandaloneTransport,
+    "rediss": StandaloneTransport,
+    "unix": StandaloneTransport,
+    "redis+cluster": ClusterTransport,
+    "rediss+cluster": ClusterTransport,
+    "redis+sentinel": SentinelTransport,
+    "rediss+sentinel": SentinelTransport,
+}
+
+_GLOB_SPECIAL = frozenset("*?[]\\")
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def glob_escape(text: str) -> str:
+    """``text`` as a literal in a Redis ``MATCH`` pattern."""
+    return "".join("\\" + c if c in _GLOB_SPECIAL else c for c in text)
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+def _timestamp(micros: str) -> datetime:
+    return _EPOCH + timedelta(microseconds=int(micros))
+
+
+def _pairs(reply: Any) -> dict[str, str]:
+    """A ``HGETALL`` reply as text: a flat list from the wire (RESP2), or the dict that
+    RESP3 and redis-py's own parsing give."""
+    if isinstance(reply, dict):
+        return {_text(k): _text(v) for k, v in reply.items()}
+    return {_text(k): _text(v) for k, v in zip(reply[::2], reply[1::2], strict=True)}
+
+
+@functools.lru_cache(maxsize=4096)
+def _context_json(context: ScopeContext) -> str:
+    """The context as stored in ``P{S}:ctx``; cached, as a runner writes with few contexts
+    (and the store hands over the same checked context object for the same scope)."""
+    return json.dumps(context.as_dict(), separators=(",", ":"))
+
+
+def transport_for(
+    client: aioredis.Redis | aioredis.RedisCluster,
+    *,
+    timeout: float | None,
+    pool_size: int | None,
+    pool_timeout: float | None,
+    auto_pipeline: bool,
+    owns_client: bool,
+) -> Transport:
+    """The transport over a host's own client, by the client's kind (closed on close only
+    if ``owns_client``)."""
+    if isinstance(client, aioredis.RedisCluster):
+        return ClusterTransport(
+            client,
+            timeout=timeout,
+            pool_size=pool_size,
+            pool_timeout=pool_timeout,
+            owns_client=owns_client,
+        )
+    mode = (
+        SentinelTransport
+        if isinstance(client.connection_pool, aioredis.SentinelConnectionPool)
+        else StandaloneTransport
+    )
+    return mode(
+        client,
+        timeout=timeout,
+        pool_size=pool_size,
+        pool_timeout=pool_timeout,
+        auto_pipeline=auto_pipeline,
+        owns_client=owns_client,
+    )
+
+
+class RedisBackend:
+    """``redis://``, ``rediss://``, ``unix://``, ``redis+cluster://``, ``redis+sentinel://``:
+    state in Redis hashes (the key layout is in :mod:`statekit.backends.redis`).
+
+    Build it with :meth:`from_url` (the backend owns and closes its client), or pass a
+    ``redis.asyncio.Redis`` / ``RedisCluster`` (or a Sentinel's ``master_for`` client) the
+    host already owns: then :meth:`aclose` leaves that client open, since the host may
+    still use it, unless ``owns_client=True`` hands it over (as on ``SQLBackend``).
+    ``timeout`` (seconds) makes the backend itself bound each operation; a host-owned
+    client usually has its own socket timeout instead. ``pool_size`` admits that many
+    operations at once, first come first served, each waiting at most ``pool_timeout``
+    seconds for its turn (:class:`~statekit.errors.BackendTimeoutError`); without
+    auto-pipelining, a client whose pool is a ``BlockingConnectionPool`` gets this gate
+    with the pool's size and timeout by default, as that pool serves its waiters in no
+    particular order.
+
+    Retries follow the client's ``Retry``: opening a connection is retried as it says,
+    and so is a read whose connection dropped before its reply arrived (up to as many
+    times, 0.1 s doubling backoff). A write is never sent twice, whatever the client's
+    ``Retry``: its lost reply raises :class:`~statekit.errors.BackendUnavailableError`.
+    """
+
+    capabilities = frozenset({Capability.VERSIONS})
+    #: The :class:`~statekit.settings.StatekitSettings` fields this backend takes.
+    settings_options: ClassVar[frozenset[str]] = frozenset(
+        {"key_prefix", "pool_size", "timeout", "connect_timeout"}
+    )
+
+    def __init__(
+        self,
+        client: aioredis.Redis | aioredis.RedisCluster,
+        key_prefix: str = DEFAULT_KEY_PREFIX,
+        *,
+        timeout: float | None = None,
+        pool_size: int | None = None,
+        pool_timeout: float | None = 5.0,
+        auto_pipeline: bool = True,
+        owns_client: bool = False,
+    ) -> None:
+        transport = transport_for(
+            client,
+            timeout=timeout,
+            pool_size=pool_size,
+            pool_timeout=pool_timeout,
+            auto_pipeline=auto_pipeline,
+            owns_client=owns_client,
+        )
+        self._bind(transport, key_prefix, None)
+
+    def _bind(self, transport: Transport, key_prefix: str, url: BackendURL | None) -> None:
+        self._transport = transport
+        self._prefix = validate_key_prefix(key_prefix)
+        self._url = url
+        self._closed = False
+
+    @classmethod
+    def from_url(cls, url: str | BackendURL, **options: Any) -> Self:
+        """A backend for ``url``; cheap, no I/O (connections open on first use).
+
+        Options (URL query or keyword, keywords win): ``key_prefix``, ``pool_size``,
+        ``timeout``, ``connect_timeout``, ``retries``, ``client_name``, ``auto_pipeline``
+        (concurrent calls share pipelined round trips; not on a cluster, whose calls are
+        one per operation), and for ``redis+sentinel://`` the keyword ``sentinel_password``.
+        Unknown or invalid options raise :class:`~statekit.errors.ConfigurationError`.
+        """
+        parsed = BackendURL(url)
+        mode = _TRANSPORTS.get(parsed.scheme)
+        if mode is None:
+            raise ConfigurationError(f"Not a Redis URL: {parsed}")
+        config = parse_url(parsed, options, mode.extra_options)
+        backend = cls.__new__(cls)
+        backend._bind(mode.from_config(config), config.options.key_prefix, parsed)
+        return backend
+
+    def __repr__(self) -> str:
+        where = (
+            str(self._url)
+            if self._url is not None
+            else f"client={type(self._transport.client).__name__}"
+        )
+        return f"RedisBackend({where!r}, key_prefix={self._prefix!r})"
+
+    @property
+    def key_prefix(self) -> str:
+        """What every Redis key of this store starts with."""
+        return self._prefix
+
+    # ---- keys ---------------------------------------------------------------------
+
+    def _keys(self, scope_key: str) -> tuple[str, str, str, str]:
+        """Value hash, meta hash, context and index of a scope (see the package doc)."""
+        value_key = f"{self._prefix}{{{scope_key}}}"
+        return value_key, value_key + ":meta", value_key + ":ctx", value_key + ":idx"
+
+    def _scope_of(self, value_key: str) -> str:
+        return value_key[len(self._prefix) + 1 : -1]
+
+    # ---- reads --------------------------------------------------------------------
+
+    async def get(self, scope_key: str, state_key: str) -> str | None:
+        with MAPPED_ERRORS:
+            raw = await self._transport.read(("HGET", f"{self._prefix}{{{scope_key}}}", state_key))
+        return None if raw is None else _text(raw)
+
+    async def get_versioned(self, scope_key: str, state_key: str) -> tuple[str | None, int]:
+        value_key, meta_key, _, _ = self._keys(scope_key)
+        with MAPPED_ERRORS:
+            raw, meta = await self._transport.read(
+                ("EVALSHA", GET_VERSIONED_SHA, 2, value_key, meta_key, state_key)
+            )
+        if raw is None or meta is None:
+            return None, 0
+        return _text(raw), int(_text(meta).split(":", 1)[0])
+
+    async def read_scopes(self, scope_keys: Sequence[str]) -> dict[str, dict[str, str]]:
+        unique = list(dict.fromkeys(scope_keys))
+        if not unique:
+            return {}
+        commands = [("HGETALL", f"{self._prefix}{{{scope_key}}}") for scope_key in unique]
+        with MAPPED_ERRORS:
+            replies = await self._transport.read_many(commands)
+        return {scope_key: _pairs(reply) for scope_key, reply in zip(unique, replies, strict=True)}
+
+    async def list_keys(
+        self, scope_key: str, prefix: str, limit: int, after: str | None
+    ) -> tuple[list[str], bool]:
+        _, meta_key, _, index_key = self._keys(scope_key)
+        # Every key with the prefix sorts in [prefix, prefix + 0xFF), as no UTF-8 text
+        # holds the byte 0xFF; a cursor at or past the prefix raises the lower bound.
+        if after is not None and after >= prefix:
+            low: bytes = b"(" + after.encode()
+        else:
+            low = b"[" + prefix.encode() if prefix else b"-"
+        high = b"(" + prefix.encode() + b"\xff" if prefix else b"+"
+        with MAPPED_ERRORS:
+            # A read, though it may rebuild the index: sending it again rebuilds the same.
+            keys = await self._transport.read(
+                ("EVALSHA", LIST_SHA, 2, meta_key, index_key, low, high, limit + 1)
+            )
+        keys = [_text(k) for k in keys]
+        return keys[:limit], len(keys) > limit
+
+    async def iter_entries(self) -> AsyncIterator[StateEntry]:
+        batch: list[str] = []
+        with MAPPED_ERRORS:
+            async for raw in self._transport.scan(glob_escape(self._prefix) + "{*}"):
+                batch.append(_text(raw))
+                if len(batch) >= SCAN_BATCH:
+                    for entry in await self._read_entries(batch):
+                        yield entry
+                    batch = []
+            if batch:
+                for entry in await self._read_entries(batch):
+                    yield entry
+
+    async def _read_entries(self, value_keys: list[str]) -> list[StateEntry]:
+        commands: list[Command] = []
+        for value_key in value_keys:
+            commands += [
+                ("HGETALL", value_key),
+                ("HGETALL", value_key + ":meta"),
+                ("GET", value_key + ":ctx"),
+            ]
+        replies = await self._transport.read_many(commands)
+        entries = []
+        for i, value_key in enumerate(value_keys):
+            values, metas, ctx = replies[3 * i : 3 * i + 3]
+            if ctx is None:
+                continue  # deleted between SCAN and read
+            context = ScopeContext(**json.loads(ctx))
+            meta_by_key = _pairs(metas)
+            for state_key, value_json in _pairs(values).items():
+                meta = meta_by_key.get(state_key)
+                if meta is None:
+                    continue
+                version, created, updated = meta.split(":")
+                entries.append(
+                    StateEntry(
+                        scope_key=self._scope_of(value_key),
+                        state_key=state_key,
+                        value_json=value_json,
+                        context=context,
+                        created_at=_timestamp(created),
+                        updated_at=_timestamp(updated),
+                        version=int(version),
+                    )
+                )
+        return entries
+
+    # ---- writes -------------------------------------------------------------------
+
+    async def set(
+        self,
+        scope_key: str,
+        state_key: str,
+        value_json: str,
+        context: ScopeContext,
+        expected_version: int | None = None,
+    ) -> int:
+        keys = self._keys(scope_key)
+        expected = "" if expected_version is None else str(expected_version)
+        context_json = _context_json(context)
+        command = ("EVALSHA", WRITE_SHA, 4, *keys, expected, state_key, value_json, context_json)
+        with MAPPED_ERRORS:
+            reply = await self._transport.write(keys[0], command)
+        if reply[0] == -1:
+            assert expected_version is not None  # the script only refuses conditional sets
+            raise VersionConflictError(scope_key, state_key, expected_version, int(reply[1]))
+        return int(reply[0])
+
+    async def set_many(self, writes: Sequence[StateWrite]) -> None:
+        """One ``EVALSHA`` for the whole batch: one round trip, atomic.
+
+        On a cluster a script may only touch one slot, so the batch runs as one atomic
+        script per slot, the slots concurrently (atomic per slot, not across slots).
+        """
+        if not writes:
+            return
+        with MAPPED_ERRORS:
+            await self._transport.write_grouped(
+                writes, lambda write: self._keys(write.scope_key)[0], self._write_command
+            )
+
+    def _write_command(self, writes: Sequence[StateWrite]) -> Command:
+        """The ``EVALSHA`` of the write script for ``writes``, unconditional."""
+        keys: list[str] = []
+        args: list[str] = [""]
+        for write in writes:
+            keys.extend(self._keys(write.scope_key))
+            args.extend((write.state_key, write.value_json, _context_json(write.context)))
+        return ("EVALSHA", WRITE_SHA, len(keys), *keys, *args)
+
+    async def delete(self, scope_key: str, state_key: str) -> bool:
+        keys = self._keys(scope_key)
+        with MAPPED_ERRORS:
+            removed = await self._transport.write(
+                keys[0], ("EVALSHA", DELETE_SHA, 4, *keys, state_key)
+            )
+        return bool(removed)
+
+    async def clear(self) -> None:
+        """``SCAN`` + ``UNLINK`` in batches of this prefix's keys only (never ``KEYS``).
+
+        ``UNLINK`` is a write like any other: never sent twice, as a second one could
+        remove a key written again in between.
+        """
+        batch: list[str] = []
+        with MAPPED_ERRORS:
+            async for key in self._transport.scan(glob_escape(self._prefix) + "{*"):
+                batch.append(_text(key))
+                if len(batch) >= SCAN_BATCH:
+                    await self._unlink(batch)
+                    batch = []
+            if batch:
+                await self._unlink(batch)
+
+    async def _unlink(self, keys: list[str]) -> None:
+        await self._transport.write_grouped(keys, str, lambda group: ("UNLINK", *group))
+
+    # ---- lifecycle ----------------------------------------------------------------
+
+    async def describe(self) -> BackendInfo:
+        """Server version and layout, plus a warning for the eviction policy: any policy
+        but ``noeviction`` lets Redis silently drop state under memory pressure."""
+        with MAPPED_ERRORS:
+            info = await self._transport.server_info()
+        policy = str(info.get("maxmemory_policy", "unknown"))
+        warnings: tuple[str, ...] = ()
+        if policy not in ("noeviction", "unknown"):
+            warnings = (f"maxmemory-policy {policy} may evict state",)
+        return BackendInfo(
+            backend=self._transport.kind,
+            server_version=str(info.get("redis_version", "unknown")),
+            layout="ok",
+            namespace=self._prefix,
+            url=None if self._url is None else str(self._url),
+            warnings=warnings,
+        )
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with MAPPED_ERRORS:
+            await self._transport.aclose()

@@ -1,0 +1,147 @@
+"""Redis Cluster: ``redis+cluster://[user:pass@]host:7000,host2:7001`` (``rediss+cluster``).
+
+Commands go through redis-py's cluster client, which routes each by its key's hash slot
+and follows ``MOVED`` / ``ASK``. What statekit adds: every script loaded on every
+primary up front, writes sent to their key's node explicitly (so the client sends them
+once), and multi-key writes split into one command per hash slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from redis import exceptions as redis_errors
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.crc import key_slot
+
+from statekit.backends.redis.options import RedisConfig
+from statekit.backends.redis.pipeline import Command
+from statekit.backends.redis.scripts import SCRIPTS
+from statekit.backends.redis.transport import Limits, Transport
+from statekit.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+__all__ = ["ClusterTransport"]
+
+T = TypeVar("T")
+
+
+class ClusterTransport(Transport):
+    """A Redis Cluster, each operation bounded by ``timeout`` and at most ``pool_size``
+    of them in flight (redis-py's cluster pool raises instead of waiting when full)."""
+
+    kind = "redis-cluster"
+    client: RedisCluster
+
+    def __init__(
+        self,
+        client: RedisCluster,
+        *,
+        timeout: float | None = None,
+        pool_size: int | None = None,
+        pool_timeout: float | None = 5.0,
+        owns_client: bool = False,
+    ) -> None:
+        super().__init__(client, Limits(timeout, pool_size, pool_timeout), owns_client=owns_client)
+        self._scripts_loaded = False
+        self._scripts_lock = asyncio.Lock()
+
+    @classmethod
+    def from_config(cls, config: RedisConfig) -> Self:
+        """A transport over a new cluster client (no I/O until first use).
+
+        The client gets no socket timeout: redis-py's async cluster connections break
+        under concurrent first use with one. Each operation is bounded here instead.
+        """
+        username, password, nodes = config.nodes()
+        if config.passthrough.get("db", "0") != "0" or config.path() not in ([], ["0"]):
+            raise ConfigurationError("Redis Cluster has only database 0")
+        opts = config.options
+        common = opts.connection_kwargs()
+        del common["socket_timeout"]
+        client = RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in nodes],
+            username=username,
+            password=password,
+            ssl=config.scheme == "rediss+cluster",
+            max_connections=opts.pool_size,
+            **config.tls_kwargs(),
+            **common,
+        )
+        return cls(
+            client,
+            timeout=opts.timeout,
+            pool_size=opts.pool_size,
+            pool_timeout=opts.timeout,
+            owns_client=True,
+        )
+
+    async def read(self, command: Command) -> Any:
+        # Through the cluster client's own retries, which re-map the cluster on a
+        # connection error.
+        return await self._call(command, None)
+
+    async def read_many(self, commands: Sequence[Command]) -> list[Any]:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for command in commands:
+                pipe.execute_command(*command)
+            return cast(list[Any], await self.limits.run(pipe.execute()))
+
+    async def write(self, key: str, command: Command) -> Any:
+        return await self._call(command, key)
+
+    async def write_grouped(
+        self,
+        items: Sequence[T],
+        key: Callable[[T], str],
+        command: Callable[[Sequence[T]], Command],
+    ) -> None:
+        # A command may only name keys of one slot.
+        by_slot: dict[int, list[T]] = {}
+        for item in items:
+            by_slot.setdefault(key_slot(key(item).encode()), []).append(item)
+        await asyncio.gather(
+            *(self.write(key(group[0]), command(group)) for group in by_slot.values())
+        )
+
+    async def _call(self, command: Command, write_key: str | None) -> Any:
+        """One command, ``EVALSHA`` included.
+
+        A write is sent to the node of ``write_key`` explicitly, which makes redis-py
+        send it once: a ``MOVED`` or ``ASK`` reply (the command did not run) is still
+        followed.
+        """
+        await self._load_scripts()
+        options: dict[str, Any] = {}
+        if write_key is not None:
+            await self.client.initialize()  # a no-op unless a failure asked for a new map
+            options["target_nodes"] = self.client.get_node_from_key(write_key)
+        try:
+            return await self.limits.run(self.client.execute_command(*command, **options))
+        except redis_errors.NoScriptError:
+            # The script did not run: load it (a failover, SCRIPT FLUSH) and send once more.
+            await self.limits.run(self.client.script_load(SCRIPTS[command[1]]))
+            return await self.limits.run(self.client.execute_command(*command, **options))
+
+    async def _load_scripts(self) -> None:
+        """Load every script on every primary, once, up front.
+
+        redis-py's cluster client misroutes EVALSHA when many calls hit NOSCRIPT at once
+        (MOVED replies, then reconnect storms), so NOSCRIPT is kept for the rare node that
+        loses its scripts later (failover, SCRIPT FLUSH).
+        """
+        if not self._scripts_loaded:
+            async with self._scripts_lock:
+                if not self._scripts_loaded:
+                    for script in SCRIPTS.values():
+                        await self.limits.run(self.client.script_load(script))
+                    self._scripts_loaded = True
+
+    async def server_info(self) -> dict[str, Any]:
+        info = await super().server_info()
+        # The cluster client answers per node: {node name: that node's INFO}.
+        return info if "redis_version" in info else cast(dict[str, Any], next(iter(info.values())))

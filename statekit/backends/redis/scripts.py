@@ -1,0 +1,92 @@
+"""The Lua scripts of the Redis backend, and the SHA1 each is called by (``EVALSHA``).
+
+Every write and delete is one script call that keeps a scope's four keys (value hash,
+meta hash, context, index: see :mod:`statekit.backends.redis`) consistent atomically. A
+server that does not know a script (a restart, ``SCRIPT FLUSH``, a new primary after a
+failover: scripts are not replicated) answers ``NOSCRIPT``; the transports then load it
+from :data:`SCRIPTS` and send the call once more, which is safe as the script never ran.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+__all__ = ["DELETE_SHA", "GET_VERSIONED_SHA", "LIST_SHA", "SCRIPTS", "WRITE_SHA"]
+
+# KEYS: (value hash, meta hash, context key, index) per write. ARGV[1]: expected version or ""
+# (only with a single write); then (field, value JSON, context JSON) per write.
+# Returns the new versions, or {-1, actual} when the expected version differs.
+# The context is written (if absent) only with a new key: an existing key means the scope
+# and its context exist, and a SET per update cost about a tenth of the script.
+_WRITE = """
+local t = redis.call('TIME')
+local us = t[2]
+local now = t[1] .. string.sub('00000', #us) .. us
+local expected = ARGV[1]
+local versions = {}
+for i = 0, #KEYS / 4 - 1 do
+  local vkey, mkey, ckey, ikey = KEYS[4 * i + 1], KEYS[4 * i + 2], KEYS[4 * i + 3], KEYS[4 * i + 4]
+  local field = ARGV[3 * i + 2]
+  local version, created = 0, now
+  local meta = redis.call('HGET', mkey, field)
+  if meta then
+    local v, c = string.match(meta, '^(%d+):(%d+):')
+    version, created = tonumber(v), c
+  end
+  if expected ~= '' and tonumber(expected) ~= version then
+    return {-1, version}
+  end
+  if not meta then
+    redis.call('ZADD', ikey, 0, field)
+    redis.call('SET', ckey, ARGV[3 * i + 4], 'NX')
+  end
+  version = version + 1
+  redis.call('HSET', vkey, field, ARGV[3 * i + 3])
+  redis.call('HSET', mkey, field, version .. ':' .. created .. ':' .. now)
+  versions[#versions + 1] = version
+end
+return versions
+"""
+
+# KEYS: value hash, meta hash, context key, index. ARGV[1]: field. An emptied scope
+# loses its context too, so a scope created again later stores its new creator's.
+_DELETE = """
+local removed = redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+end
+return removed
+"""
+
+# KEYS: meta hash, index. ARGV: lowest and highest member (ZRANGEBYLEX syntax), count.
+# The index is rebuilt from the meta hash when their sizes differ: a scope written
+# before the index existed, or edited by hand, lists the same as any other.
+_LIST = """
+local size = redis.call('HLEN', KEYS[1])
+if redis.call('ZCARD', KEYS[2]) ~= size then
+  redis.call('DEL', KEYS[2])
+  local fields = redis.call('HKEYS', KEYS[1])
+  for i = 1, #fields, 1000 do
+    local members = {}
+    for j = i, math.min(i + 999, #fields) do
+      members[#members + 1] = 0
+      members[#members + 1] = fields[j]
+    end
+    redis.call('ZADD', KEYS[2], unpack(members))
+  end
+end
+return redis.call('ZRANGEBYLEX', KEYS[2], ARGV[1], ARGV[2], 'LIMIT', 0, ARGV[3])
+"""
+
+# Value and version read together, so they always belong to the same write.
+_GET_VERSIONED = """
+return {redis.call('HGET', KEYS[1], ARGV[1]), redis.call('HGET', KEYS[2], ARGV[1])}
+"""
+
+#: SHA1 -> script text, for ``SCRIPT LOAD`` after a ``NOSCRIPT`` reply.
+SCRIPTS: dict[str, str] = {
+    hashlib.sha1(s.encode()).hexdigest(): s for s in (_WRITE, _DELETE, _GET_VERSIONED, _LIST)
+}
+WRITE_SHA, DELETE_SHA, GET_VERSIONED_SHA, LIST_SHA = SCRIPTS

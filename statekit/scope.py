@@ -13,6 +13,8 @@ import hashlib
 import json
 from typing import Any, Protocol
 
+from statekit.backends.base import OPTIONAL_CONTEXT_FIELDS
+
 VALID_STATE_SCOPES: tuple[str, ...] = ("conversation", "actor", "subject", "runner")
 DEFAULT_STATE_SCOPES: tuple[str, ...] = ("conversation", "actor")
 STATE_KEY_ALIASES: dict[str, str] = {"conversation_id": "external.conversation_id"}
@@ -174,22 +176,32 @@ def build_state_scope_keys(
     return keys
 
 
+# Where each optional context field is read: from the event's actor or subject when the
+# field is named after it (actor_id is event.actor.actor_id), else from the event itself.
+_EVENT_PARTS = ("actor", "subject")
+_CONTEXT_SOURCES = tuple(
+    (_EVENT_PARTS.index(part) + 1 if part in _EVENT_PARTS else 0, name)
+    for part, name in ((name.partition("_")[0], name) for name in OPTIONAL_CONTEXT_FIELDS)
+)
+
+
+def event_context_values(event: EventLike) -> tuple[Any, ...]:
+    """The context an event's writes store, in ``OPTIONAL_CONTEXT_FIELDS`` order, as the
+    event carries it: ``None`` where an attribute (or the actor or subject) is missing,
+    and no defaults applied (an actor without ``actor_type`` stores ``None``)."""
+    parts = (event, getattr(event, "actor", None), getattr(event, "subject", None))
+    return tuple([getattr(parts[part], name, None) for part, name in _CONTEXT_SOURCES])
+
+
 def build_state_context(
     event: EventLike, binding: BindingLike, descriptor: DescriptorLike
 ) -> dict[str, Any]:
-    """What a host hands to the State API: scope keys plus the context stored with entries."""
-    actor = getattr(event, "actor", None)
-    subject = getattr(event, "subject", None)
+    """What a host hands to the State API: ``scope_keys`` (every scope with an identity)
+    plus ``runner_id``, ``binding_identity`` and the context fields stored with entries
+    (the same values :meth:`StateStore.apply_update_from_event` stores)."""
     return {
         "scope_keys": build_state_scope_keys(event, binding, descriptor),
         "runner_id": descriptor.id,
         "binding_identity": get_binding_identity(binding),
-        "bot_id": getattr(event, "bot_id", None),
-        "workspace_id": getattr(event, "workspace_id", None),
-        "conversation_id": getattr(event, "conversation_id", None),
-        "thread_id": getattr(event, "thread_id", None),
-        "actor_type": getattr(actor, "actor_type", None) if actor is not None else None,
-        "actor_id": getattr(actor, "actor_id", None) if actor is not None else None,
-        "subject_type": getattr(subject, "subject_type", None) if subject is not None else None,
-        "subject_id": getattr(subject, "subject_id", None) if subject is not None else None,
+        **dict(zip(OPTIONAL_CONTEXT_FIELDS, event_context_values(event), strict=True)),
     }

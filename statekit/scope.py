@@ -11,6 +11,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+from collections.abc import Callable
+from operator import attrgetter
 from typing import Any, Protocol
 
 from statekit.backends.base import OPTIONAL_CONTEXT_FIELDS
@@ -176,21 +178,53 @@ def build_state_scope_keys(
     return keys
 
 
-# Where each optional context field is read: from the event's actor or subject when the
-# field is named after it (actor_id is event.actor.actor_id), else from the event itself.
+# Each optional context field is read from the event's actor or subject when it is named
+# after it (actor_id is event.actor.actor_id), else from the event itself (bot_id).
 _EVENT_PARTS = ("actor", "subject")
-_CONTEXT_SOURCES = tuple(
-    (_EVENT_PARTS.index(part) + 1 if part in _EVENT_PARTS else 0, name)
-    for part, name in ((name.partition("_")[0], name) for name in OPTIONAL_CONTEXT_FIELDS)
+
+
+def _read_from(part: str | None) -> tuple[str, ...]:
+    def part_of(name: str) -> str | None:
+        prefix = name.partition("_")[0]
+        return prefix if prefix in _EVENT_PARTS else None
+
+    return tuple(name for name in OPTIONAL_CONTEXT_FIELDS if part_of(name) == part)
+
+
+def _tuple_getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
+    get = attrgetter(*names)
+    return get if len(names) > 1 else lambda obj: (get(obj),)
+
+
+_OWN_FIELDS, _ACTOR_FIELDS, _SUBJECT_FIELDS = map(_read_from, (None, *_EVENT_PARTS))
+_own, _actor_fields, _subject_fields = map(
+    _tuple_getter, (_OWN_FIELDS, _ACTOR_FIELDS, _SUBJECT_FIELDS)
 )
+_NO_ACTOR = (None,) * len(_ACTOR_FIELDS)
+_NO_SUBJECT = (None,) * len(_SUBJECT_FIELDS)
 
 
 def event_context_values(event: EventLike) -> tuple[Any, ...]:
     """The context an event's writes store, in ``OPTIONAL_CONTEXT_FIELDS`` order, as the
     event carries it: ``None`` where an attribute (or the actor or subject) is missing,
     and no defaults applied (an actor without ``actor_type`` stores ``None``)."""
-    parts = (event, getattr(event, "actor", None), getattr(event, "subject", None))
-    return tuple([getattr(parts[part], name, None) for part, name in _CONTEXT_SOURCES])
+    # Every write reads its context: attrgetter over objects that have every attribute
+    # (the usual case), plain getattr with defaults for the rest.
+    try:
+        actor, subject = event.actor, event.subject
+        return (
+            _own(event)
+            + (_NO_ACTOR if actor is None else _actor_fields(actor))
+            + (_NO_SUBJECT if subject is None else _subject_fields(subject))
+        )
+    except AttributeError:
+        parts = (event, getattr(event, "actor", None), getattr(event, "subject", None))
+        fields = (_OWN_FIELDS, _ACTOR_FIELDS, _SUBJECT_FIELDS)
+        return tuple(
+            getattr(part, name, None)
+            for part, names in zip(parts, fields, strict=True)
+            for name in names
+        )
 
 
 def build_state_context(

@@ -317,16 +317,14 @@ class StateStore:
     ) -> ImportResult:
         """Write exported entries (another store's :meth:`export`) with their context.
 
-        Each entry gets the checks of a write (:func:`~statekit.validation.check_entry`:
-        keys, scope name, context; the value decoded and encoded again within the size
-        limit). A refused entry is counted in ``skipped``, logged at debug level, and does
-        not stop the others. Valid ones are written ``batch_size`` at a time as
-        unconditional upserts, so importing the same entries again is harmless (a re-run
-        after an interruption); versions and timestamps are this store's own, as for any
-        write. ``dry_run`` checks and counts without writing. A backend fault raises a
-        :class:`~statekit.errors.StateBackendError`, earlier batches staying written.
-        Memory is bounded by one batch and one counter per scope. ``batch_size`` below 1
-        raises ``ValueError``.
+        Each entry gets the checks of a write (:func:`~statekit.validation.check_entry`;
+        its value is encoded again); a refused one is counted in ``skipped`` (logged at
+        debug level) and the others go on. Valid ones are upserted ``batch_size`` at a
+        time, so a re-run after an interruption is harmless; versions and timestamps are
+        this store's own. ``dry_run`` checks and counts, writing nothing. A backend fault
+        raises :class:`~statekit.errors.StateBackendError`, earlier batches staying
+        written. Memory: one batch and one counter per scope. ``batch_size < 1`` raises
+        ``ValueError``.
         """
         return await transfer.import_entries(self._backend, entries, batch_size, dry_run)
 

@@ -258,7 +258,8 @@ class StateStore:
             scope_key, state_key = self._address(scope_key, state_key)
             scope = check_scope(scope)
             runner_id, binding_identity = check_owner(runner_id, binding_identity)
-            expected_version = check_expected_version(expected_version)
+            if expected_version is not None:
+                expected_version = check_expected_version(expected_version)
             extra = check_context_mapping(context)
             value_json = encode_value(value)
             ctx = checked_context(runner_id, binding_identity, scope, extra)

@@ -55,6 +55,12 @@ async def _server_version(store: StateStore) -> str:
     return (await store.describe()).server_version
 
 
+async def _where(store: StateStore) -> str:
+    """The store's masked URL and namespace (key prefix or table), from ``describe()``."""
+    info = await store.describe()
+    return f"{info.url}, {info.namespace}"
+
+
 @contextlib.asynccontextmanager
 async def open_redis(url: str) -> AsyncIterator[BackendRun]:
     prefix = f"statekit-bench-{uuid.uuid4().hex[:12]}"
@@ -71,7 +77,7 @@ async def open_redis(url: str) -> AsyncIterator[BackendRun]:
         yield BackendRun(
             name="redis",
             server=f"Redis {await _server_version(store)}",
-            where=repr(store.backend),
+            where=await _where(store),
             statekit=opened[:1],
             point_only=opened[1:2],
             baselines=opened[2:],
@@ -102,7 +108,7 @@ async def open_postgres(url: str) -> AsyncIterator[BackendRun]:
         yield BackendRun(
             name="postgres",
             server=f"PostgreSQL {await _server_version(store)}",
-            where=repr(store.backend),
+            where=await _where(store),
             statekit=opened[:1],
             baselines=opened[1:],
         )

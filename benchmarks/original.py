@@ -47,18 +47,15 @@ from statekit import (
     get_binding_identity,
     normalize_state_key,
 )
+from statekit.backends.base import OPTIONAL_CONTEXT_FIELDS
+from statekit.scope import event_context_values
 
 MAX_VALUE_JSON_BYTES = 256 * 1024
-_CONTEXT = (
-    "bot_id",
-    "workspace_id",
-    "conversation_id",
-    "thread_id",
-    "actor_type",
-    "actor_id",
-    "subject_type",
-    "subject_id",
-)
+
+
+def _event_context(event: Any) -> dict[str, Any]:
+    """The seed's context columns of a row, read from the event as statekit reads them."""
+    return dict(zip(OPTIONAL_CONTEXT_FIELDS, event_context_values(event), strict=True))
 
 
 def original_table(metadata: MetaData, name: str, schema: str | None = None) -> Table:
@@ -73,7 +70,7 @@ def original_table(metadata: MetaData, name: str, schema: str | None = None) -> 
         Column("scope_key", String(255), nullable=False),
         Column("state_key", String(255), nullable=False),
         Column("value_json", Text(), nullable=False),
-        *(Column(field, String(255)) for field in _CONTEXT),
+        *(Column(field, String(255)) for field in OPTIONAL_CONTEXT_FIELDS),
         Column("created_at", DateTime(), nullable=False),
         Column("updated_at", DateTime(), nullable=False),
         Index(f"ix_{name}_scope_key_state_key", "scope_key", "state_key"),
@@ -171,14 +168,7 @@ class OriginalStore:
                         scope_key=scope_key,
                         state_key=key,
                         value_json=value_json,
-                        bot_id=event.bot_id,
-                        workspace_id=event.workspace_id,
-                        conversation_id=event.conversation_id,
-                        thread_id=event.thread_id,
-                        actor_type=event.actor.actor_type if event.actor else None,
-                        actor_id=event.actor.actor_id if event.actor else None,
-                        subject_type=event.subject.subject_type if event.subject else None,
-                        subject_id=event.subject.subject_id if event.subject else None,
+                        **_event_context(event),
                         created_at=now,
                         updated_at=now,
                     )
@@ -244,17 +234,7 @@ class OriginalContender:
     async def fill(self, who: Identity, scope: str, entries: Mapping[str, Any]) -> None:
         # Bulk insert for setting up large scopes: not part of the original's algorithm.
         now = datetime.utcnow()
-        event = who.event
-        context = {
-            "bot_id": event.bot_id,
-            "workspace_id": event.workspace_id,
-            "conversation_id": event.conversation_id,
-            "thread_id": event.thread_id,
-            "actor_type": event.actor.actor_type if event.actor else None,
-            "actor_id": event.actor.actor_id if event.actor else None,
-            "subject_type": event.subject.subject_type if event.subject else None,
-            "subject_id": event.subject.subject_id if event.subject else None,
-        }
+        context = _event_context(who.event)
         rows = [
             {
                 "runner_id": who.runner.id,

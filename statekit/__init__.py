@@ -39,7 +39,13 @@ from statekit.scope import (
     normalize_state_key,
 )
 from statekit.settings import DEFAULT_URL, StatekitSettings
-from statekit.store import StateStore, StateUpdate, get_state_store, reset_state_store
+from statekit.store import (
+    ImportResult,
+    StateStore,
+    StateUpdate,
+    get_state_store,
+    reset_state_store,
+)
 from statekit.url import BackendURL
 from statekit.validation import MAX_STATE_KEY_LENGTH, MAX_VALUE_DEPTH, MAX_VALUE_JSON_BYTES
 
@@ -62,6 +68,7 @@ __all__ = [
     "BindingScope",
     "Capability",
     "ConfigurationError",
+    "ImportResult",
     "MemoryBackend",
     "RunnerDescriptor",
     "ScopeContext",

@@ -11,7 +11,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+from collections.abc import Callable
+from operator import attrgetter
 from typing import Any, Protocol
+
+from statekit.backends.base import OPTIONAL_CONTEXT_FIELDS
 
 VALID_STATE_SCOPES: tuple[str, ...] = ("conversation", "actor", "subject", "runner")
 DEFAULT_STATE_SCOPES: tuple[str, ...] = ("conversation", "actor")
@@ -174,22 +178,64 @@ def build_state_scope_keys(
     return keys
 
 
+# Each optional context field is read from the event's actor or subject when it is named
+# after it (actor_id is event.actor.actor_id), else from the event itself (bot_id).
+_EVENT_PARTS = ("actor", "subject")
+
+
+def _read_from(part: str | None) -> tuple[str, ...]:
+    def part_of(name: str) -> str | None:
+        prefix = name.partition("_")[0]
+        return prefix if prefix in _EVENT_PARTS else None
+
+    return tuple(name for name in OPTIONAL_CONTEXT_FIELDS if part_of(name) == part)
+
+
+def _tuple_getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
+    get = attrgetter(*names)
+    return get if len(names) > 1 else lambda obj: (get(obj),)
+
+
+_OWN_FIELDS, _ACTOR_FIELDS, _SUBJECT_FIELDS = map(_read_from, (None, *_EVENT_PARTS))
+_own, _actor_fields, _subject_fields = map(
+    _tuple_getter, (_OWN_FIELDS, _ACTOR_FIELDS, _SUBJECT_FIELDS)
+)
+_NO_ACTOR = (None,) * len(_ACTOR_FIELDS)
+_NO_SUBJECT = (None,) * len(_SUBJECT_FIELDS)
+
+
+def event_context_values(event: EventLike) -> tuple[Any, ...]:
+    """The context an event's writes store, in ``OPTIONAL_CONTEXT_FIELDS`` order, as the
+    event carries it: ``None`` where an attribute (or the actor or subject) is missing,
+    and no defaults applied (an actor without ``actor_type`` stores ``None``)."""
+    # Every write reads its context: attrgetter over objects that have every attribute
+    # (the usual case), plain getattr with defaults for the rest.
+    try:
+        actor, subject = event.actor, event.subject
+        return (
+            _own(event)
+            + (_NO_ACTOR if actor is None else _actor_fields(actor))
+            + (_NO_SUBJECT if subject is None else _subject_fields(subject))
+        )
+    except AttributeError:
+        parts = (event, getattr(event, "actor", None), getattr(event, "subject", None))
+        fields = (_OWN_FIELDS, _ACTOR_FIELDS, _SUBJECT_FIELDS)
+        return tuple(
+            getattr(part, name, None)
+            for part, names in zip(parts, fields, strict=True)
+            for name in names
+        )
+
+
 def build_state_context(
     event: EventLike, binding: BindingLike, descriptor: DescriptorLike
 ) -> dict[str, Any]:
-    """What a host hands to the State API: scope keys plus the context stored with entries."""
-    actor = getattr(event, "actor", None)
-    subject = getattr(event, "subject", None)
+    """What a host hands to the State API: ``scope_keys`` (every scope with an identity)
+    plus ``runner_id``, ``binding_identity`` and the context fields stored with entries
+    (the same values :meth:`StateStore.apply_update_from_event` stores)."""
     return {
         "scope_keys": build_state_scope_keys(event, binding, descriptor),
         "runner_id": descriptor.id,
         "binding_identity": get_binding_identity(binding),
-        "bot_id": getattr(event, "bot_id", None),
-        "workspace_id": getattr(event, "workspace_id", None),
-        "conversation_id": getattr(event, "conversation_id", None),
-        "thread_id": getattr(event, "thread_id", None),
-        "actor_type": getattr(actor, "actor_type", None) if actor is not None else None,
-        "actor_id": getattr(actor, "actor_id", None) if actor is not None else None,
-        "subject_type": getattr(subject, "subject_type", None) if subject is not None else None,
-        "subject_id": getattr(subject, "subject_id", None) if subject is not None else None,
+        **dict(zip(OPTIONAL_CONTEXT_FIELDS, event_context_values(event), strict=True)),
     }

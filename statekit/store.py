@@ -3,50 +3,60 @@
 :class:`StateStore` keeps the public methods and return conventions of the original
 SQL-only persistent state store (``(ok, error_message)`` tuples, ``None`` for a missing
 value, ``(keys, has_more)`` for listings) and adds what a production store needs:
-conditional sets, batch updates, export, and typed backend errors.
+conditional sets, batch updates, export and import, and typed backend errors. It is the
+only door to a backend: the CLI and the benchmarks go through it too.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
-from collections.abc import AsyncIterator, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from types import TracebackType
 from typing import Any, cast
 
+from statekit import transfer
 from statekit.backends.base import (
-    OPTIONAL_CONTEXT_FIELDS,
     BackendInfo,
     Capability,
-    ScopeContext,
     StateBackend,
     StateEntry,
     StateWrite,
     VersionedBackend,
 )
 from statekit.errors import UnsupportedCapabilityError, VersionConflictError
+from statekit.events import (
+    StateUpdate,
+    UpdateLike,
+    binding_policy,
+    enabled_scope_keys,
+    prepare_event_write,
+    unpack_update,
+)
 from statekit.scope import (
     VALID_STATE_SCOPES,
     BindingLike,
     DescriptorLike,
     EventLike,
-    build_state_scope_key,
-    get_binding_identity,
     normalize_state_key,
 )
+from statekit.transfer import ImportResult
 from statekit.validation import (
-    MAX_EXPECTED_VERSION,
     Refusal,
-    check_context,
+    check_context_mapping,
+    check_expected_version,
     check_limit,
+    check_owner,
     check_prefix,
+    check_scope,
     check_scope_key,
     check_state_key,
+    checked_context,
     decode_value,
     encode_value,
 )
+
+__all__ = ["ImportResult", "StateStore", "StateUpdate", "get_state_store", "reset_state_store"]
 
 _log = logging.getLogger("statekit")
 _INVALID = object()  # a stored value that is not valid JSON
@@ -54,77 +64,8 @@ _INVALID = object()  # a stored value that is not valid JSON
 Result = tuple[bool, str | None]
 
 
-@dataclass(frozen=True, slots=True)
-class StateUpdate:
-    """One ``state.updated`` result of a run, for :meth:`StateStore.apply_updates_from_event`."""
-
-    scope: str
-    key: str
-    value: Any
-
-
 def _empty_snapshot() -> dict[str, dict[str, Any]]:
     return {scope: {} for scope in VALID_STATE_SCOPES}
-
-
-def _policy(binding: BindingLike) -> tuple[bool, Iterable[str]]:
-    policy = getattr(binding, "state_policy", None)
-    if policy is None:
-        from statekit.models import StatePolicy
-
-        policy = StatePolicy()
-    return bool(policy.enable_state), policy.state_scopes
-
-
-def _event_context(
-    scope: str, event: EventLike, binding: BindingLike, descriptor: DescriptorLike
-) -> ScopeContext:
-    """The context stored with an event's writes, checked (:class:`Refusal` if unstorable)."""
-    actor = getattr(event, "actor", None)
-    subject = getattr(event, "subject", None)
-    return _context(
-        descriptor.id,
-        get_binding_identity(binding),
-        scope,
-        (
-            getattr(event, "bot_id", None),
-            getattr(event, "workspace_id", None),
-            getattr(event, "conversation_id", None),
-            getattr(event, "thread_id", None),
-            getattr(actor, "actor_type", None),
-            getattr(actor, "actor_id", None),
-            getattr(subject, "subject_type", None),
-            getattr(subject, "subject_id", None),
-        ),
-    )
-
-
-_NO_EXTRA: tuple[None, ...] = (None,) * len(OPTIONAL_CONTEXT_FIELDS)
-
-
-def _context(
-    runner_id: str, binding_identity: str, scope: str, extra: tuple[Any, ...]
-) -> ScopeContext:
-    """``ScopeContext.from_mapping`` over ``extra`` (values in ``OPTIONAL_CONTEXT_FIELDS``
-    order), checked (:class:`Refusal` if unstorable).
-
-    Text ids (the usual case) map to their checked context through a cache, as a runner
-    keeps writing to the same few scopes: building and checking it is a good part of a
-    write's cost. Other values are converted and checked every time (1 and True are equal
-    cache keys, but not equal text).
-    """
-    values = (runner_id, binding_identity, scope, *extra)
-    for value in values:
-        if value is not None and type(value) is not str:
-            mapping = dict(zip(OPTIONAL_CONTEXT_FIELDS, extra, strict=True))
-            context = ScopeContext.from_mapping(runner_id, binding_identity, scope, mapping)
-            return check_context(context)
-    return _checked_context(values)
-
-
-@functools.lru_cache(maxsize=4096)
-def _checked_context(values: tuple[str | None, ...]) -> ScopeContext:
-    return check_context(ScopeContext(*values))  # type: ignore[arg-type]
 
 
 class StateStore:
@@ -141,7 +82,16 @@ class StateStore:
 
     @property
     def backend(self) -> StateBackend:
+        """The backend this store runs on, for a host that owns its lifecycle or needs an
+        engine-specific call. statekit itself only goes through the store's methods."""
         return self._backend
+
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        """The backend's optional features. Without :attr:`Capability.VERSIONS`,
+        :meth:`state_get_versioned` and ``state_set(..., expected_version=...)`` raise
+        :class:`~statekit.errors.UnsupportedCapabilityError`: check here to choose a path."""
+        return self._backend.capabilities
 
     async def __aenter__(self) -> StateStore:
         return self
@@ -169,15 +119,10 @@ class StateStore:
         seeded with ``external.conversation_id`` from the event when that key is not stored.
         """
         snapshot = _empty_snapshot()
-        enabled, scopes = _policy(binding)
+        enabled, scopes = binding_policy(binding)
         if not enabled:
             return snapshot
-        wanted: dict[str, str] = {}
-        for scope in VALID_STATE_SCOPES:
-            if scope in scopes:
-                scope_key = build_state_scope_key(scope, event, binding, descriptor)
-                if scope_key:
-                    wanted[scope] = scope_key
+        wanted = enabled_scope_keys(scopes, event, binding, descriptor)
         if wanted:
             stored = await self._backend.read_scopes(list(wanted.values()))
             for scope, scope_key in wanted.items():
@@ -202,7 +147,7 @@ class StateStore:
         Returns ``(True, None)`` or ``(False, reason)`` with the original store's messages.
         """
         try:
-            write = self._prepare_event_write(event, binding, descriptor, scope, key, value)
+            write = prepare_event_write(event, binding, descriptor, scope, key, value)
         except Refusal as refusal:
             return self._refuse(refusal, logger)
         await self._backend.set(*write)
@@ -213,7 +158,7 @@ class StateStore:
         event: EventLike,
         binding: BindingLike,
         descriptor: DescriptorLike,
-        updates: Iterable[StateUpdate | tuple[str, str, Any] | Mapping[str, Any]],
+        updates: Iterable[UpdateLike],
         logger: Any = None,
     ) -> list[Result]:
         """Apply the ``state.updated`` results of one run together.
@@ -229,11 +174,9 @@ class StateStore:
         writes: list[StateWrite] = []
         for update in updates:
             try:
-                scope, key, value = _unpack_update(update)
+                scope, key, value = unpack_update(update)
                 writes.append(
-                    StateWrite(
-                        *self._prepare_event_write(event, binding, descriptor, scope, key, value)
-                    )
+                    StateWrite(*prepare_event_write(event, binding, descriptor, scope, key, value))
                 )
                 results.append((True, None))
             except Refusal as refusal:
@@ -243,6 +186,22 @@ class StateStore:
         return results
 
     # ---- State API ----------------------------------------------------------------
+
+    async def read_scope(self, scope_key: str) -> dict[str, Any]:
+        """Every entry of one scope, decoded, its keys in code-point order (one round trip).
+
+        What a snapshot holds for the scope, addressed by its key: no binding policy and
+        no seeded ``external.conversation_id``. ``{}`` when the scope is empty or the key
+        invalid. A stored value that is not valid JSON is skipped with a warning on the
+        ``statekit`` logger, as in snapshots.
+        """
+        try:
+            scope_key = check_scope_key(scope_key)
+        except Refusal:
+            return {}
+        stored = await self._backend.read_scopes([scope_key])
+        entries = stored.get(scope_key, {})
+        return self._decode_scope(scope_key, dict(sorted(entries.items())))
 
     async def state_get(self, scope_key: str, state_key: str) -> Any:
         """The stored value, or ``None`` when absent or when the key is invalid."""
@@ -297,28 +256,13 @@ class StateStore:
             self._versioned()
         try:
             scope_key, state_key = self._address(scope_key, state_key)
-            if scope not in VALID_STATE_SCOPES:
-                raise Refusal(f"Invalid scope: {scope}")
-            if not isinstance(runner_id, str) or not isinstance(binding_identity, str):
-                raise Refusal("runner_id and binding_identity must be strings")
-            if expected_version is not None and (
-                isinstance(expected_version, bool)
-                or not isinstance(expected_version, int)
-                or not 0 <= expected_version <= MAX_EXPECTED_VERSION
-            ):
-                raise Refusal(
-                    f"expected_version must be an integer from 0 to 2**63 - 1, "
-                    f"not {expected_version!r}"
-                )
-            if context is not None and not isinstance(context, Mapping):
-                raise Refusal(f"context must be a mapping, not {type(context).__name__}")
+            scope = check_scope(scope)
+            runner_id, binding_identity = check_owner(runner_id, binding_identity)
+            if expected_version is not None:
+                expected_version = check_expected_version(expected_version)
+            extra = check_context_mapping(context)
             value_json = encode_value(value)
-            extra = (
-                (None,) * len(OPTIONAL_CONTEXT_FIELDS)
-                if not context
-                else tuple(map(context.get, OPTIONAL_CONTEXT_FIELDS))
-            )
-            ctx = _context(runner_id, binding_identity, scope, extra)
+            ctx = checked_context(runner_id, binding_identity, scope, extra)
         except Refusal as refusal:
             return self._refuse(refusal, logger)
         try:
@@ -365,6 +309,35 @@ class StateStore:
         """Every stored entry with its context and timestamps (for migration and backups)."""
         return self._backend.iter_entries()
 
+    async def import_entries(
+        self,
+        entries: AsyncIterable[StateEntry] | Iterable[StateEntry],
+        *,
+        batch_size: int = 500,
+        dry_run: bool = False,
+    ) -> ImportResult:
+        """Write exported entries (another store's :meth:`export`) with their context.
+
+        Each entry gets the checks of a write (:func:`~statekit.validation.check_entry`;
+        its value is encoded again); a refused one is counted in ``skipped`` (logged at
+        debug level) and the others go on. Valid ones are upserted ``batch_size`` at a
+        time, so a re-run after an interruption is harmless; versions and timestamps are
+        this store's own. ``dry_run`` checks and counts, writing nothing. A backend fault
+        raises :class:`~statekit.errors.StateBackendError`, earlier batches staying
+        written. Memory: one batch and one counter per scope. ``batch_size < 1`` raises
+        ``ValueError``.
+        """
+        return await transfer.import_entries(self._backend, entries, batch_size, dry_run)
+
+    async def count_entries(self, scope_keys: Iterable[str]) -> dict[str, int]:
+        """How many entries each given scope holds, undecodable ones included; an invalid
+        scope key counts 0 without I/O.
+
+        The backend contract has no count: scopes are read with their values, 100 per
+        round trip. Meant for checks such as ``statekit migrate``'s, not for a hot path.
+        """
+        return await transfer.count_entries(self._backend, scope_keys)
+
     async def describe(self) -> BackendInfo:
         """What the backend is and whether its layout is ready (one round trip, read-only)."""
         return await self._backend.describe()
@@ -374,31 +347,6 @@ class StateStore:
         await self._backend.clear()
 
     # ---- internals ----------------------------------------------------------------
-
-    def _prepare_event_write(
-        self,
-        event: EventLike,
-        binding: BindingLike,
-        descriptor: DescriptorLike,
-        scope: str,
-        key: str,
-        value: Any,
-    ) -> tuple[str, str, str, ScopeContext]:
-        """``(scope_key, state_key, value_json, context)`` of a valid update (the fields of a
-        :class:`StateWrite`, which a single update does not need), else :class:`Refusal`."""
-        enabled, scopes = _policy(binding)
-        if not enabled:
-            raise Refusal("State is disabled by binding policy")
-        if scope not in VALID_STATE_SCOPES:
-            raise Refusal(f"Invalid scope: {scope}")
-        if scope not in scopes:
-            raise Refusal(f'Scope "{scope}" not enabled by binding policy')
-        state_key = check_state_key(normalize_state_key(key) if isinstance(key, str) else key)
-        scope_key = build_state_scope_key(scope, event, binding, descriptor)
-        if not scope_key:
-            raise Refusal(f'Missing identity for scope "{scope}"')
-        value_json = encode_value(value)
-        return scope_key, state_key, value_json, _event_context(scope, event, binding, descriptor)
 
     @staticmethod
     def _address(scope_key: str, state_key: str) -> tuple[str, str]:
@@ -433,27 +381,12 @@ class StateStore:
         except (ValueError, RecursionError):
             # Rows written outside statekit may hold invalid JSON (or JSON nested deeper
             # than statekit accepts); the original store skipped them, and so do we, loudly.
-            _log.warning("skipping undecodable JSON stored at %s / %r", scope_key, state_key)
+            _log.warning(
+                "skipped %r in %s: undecodable JSON (invalid or nested too deep)",
+                state_key,
+                scope_key,
+            )
             return _INVALID
-
-
-def _unpack_update(
-    update: StateUpdate | tuple[str, str, Any] | Mapping[str, Any],
-) -> tuple[str, str, Any]:
-    if isinstance(update, StateUpdate):
-        return update.scope, update.key, update.value
-    if isinstance(update, Mapping):
-        try:
-            return update["scope"], update["key"], update["value"]
-        except KeyError as missing:
-            raise Refusal(f"Update is missing {missing}") from None
-    try:
-        scope, key, value = update
-    except (TypeError, ValueError):
-        raise Refusal(
-            "Update must be a StateUpdate, a (scope, key, value) tuple or a mapping"
-        ) from None
-    return scope, key, value
 
 
 _default_store: StateStore | None = None

@@ -1,18 +1,22 @@
-"""Input rules shared by every backend: state keys, list prefixes, JSON values.
+"""Input rules shared by every backend: keys, scopes, contexts, versions, JSON values.
 
 Everything here runs before any I/O, so a refused input never reaches a backend and
 never writes anything. Refusals are :class:`Refusal` exceptions carrying the exact
-message the seed-compatible API returns as ``(False, message)``.
+message the seed-compatible API returns as ``(False, message)``. Each function checks one
+rule; :class:`statekit.StateStore` calls them in a fixed order, so the first broken rule
+is the one reported.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 
-if TYPE_CHECKING:
-    from statekit.backends.base import ScopeContext
+from statekit.backends.base import OPTIONAL_CONTEXT_FIELDS, ScopeContext, StateEntry, StateWrite
+from statekit.scope import VALID_STATE_SCOPES
 
 MAX_VALUE_JSON_BYTES = 256 * 1024
 MAX_STATE_KEY_LENGTH = 255
@@ -92,6 +96,79 @@ def check_context(context: ScopeContext) -> ScopeContext:
     return context
 
 
+def check_scope(scope: object) -> str:
+    """Return ``scope`` if it is one of :data:`~statekit.VALID_STATE_SCOPES`, else refuse."""
+    if not isinstance(scope, str) or scope not in VALID_STATE_SCOPES:
+        raise Refusal(f"Invalid scope: {scope}")
+    return scope
+
+
+def check_owner(runner_id: object, binding_identity: object) -> tuple[str, str]:
+    """The runner id and binding identity stored with an entry must both be ``str``
+    (any text, even empty: the original store accepted it, and rows hold it)."""
+    if not isinstance(runner_id, str) or not isinstance(binding_identity, str):
+        raise Refusal("runner_id and binding_identity must be strings")
+    return runner_id, binding_identity
+
+
+def check_expected_version(expected_version: object) -> int | None:
+    """``None`` (unconditional) or an ``int`` from 0 (only if absent) to 2**63 - 1, the
+    largest version any backend stores; ``bool`` is refused although it is an ``int``."""
+    if expected_version is None:
+        return None
+    if (
+        isinstance(expected_version, bool)
+        or not isinstance(expected_version, int)
+        or not 0 <= expected_version <= MAX_EXPECTED_VERSION
+    ):
+        raise Refusal(
+            f"expected_version must be an integer from 0 to 2**63 - 1, not {expected_version!r}"
+        )
+    return expected_version
+
+
+_NO_CONTEXT: tuple[None, ...] = (None,) * len(OPTIONAL_CONTEXT_FIELDS)
+
+
+def check_context_mapping(context: object) -> tuple[Any, ...]:
+    """The values of the State API's ``context`` argument in ``OPTIONAL_CONTEXT_FIELDS``
+    order: all ``None`` when it is ``None`` or empty, ``None`` for each field it lacks.
+    Unknown keys are ignored; anything but a mapping is refused."""
+    if context is None:
+        return _NO_CONTEXT
+    if not isinstance(context, Mapping):
+        raise Refusal(f"context must be a mapping, not {type(context).__name__}")
+    if not context:
+        return _NO_CONTEXT
+    return tuple(map(context.get, OPTIONAL_CONTEXT_FIELDS))
+
+
+def checked_context(
+    runner_id: str, binding_identity: str, scope: str, extra: tuple[Any, ...]
+) -> ScopeContext:
+    """The :class:`ScopeContext` of ``extra`` (values in ``OPTIONAL_CONTEXT_FIELDS``
+    order), checked by :func:`check_context`. Values that are not text are stored as
+    ``str(value)``.
+
+    Text ids (the usual case) map to their checked context through a cache, as a runner
+    keeps writing to the same few scopes: building and checking it is a good part of a
+    write's cost. Other values are converted and checked every time (1 and True are equal
+    cache keys, but not equal text).
+    """
+    values = (runner_id, binding_identity, scope, *extra)
+    for value in values:
+        if value is not None and type(value) is not str:
+            mapping = dict(zip(OPTIONAL_CONTEXT_FIELDS, extra, strict=True))
+            context = ScopeContext.from_mapping(runner_id, binding_identity, scope, mapping)
+            return check_context(context)
+    return _checked_text_context(values)
+
+
+@functools.lru_cache(maxsize=4096)
+def _checked_text_context(values: tuple[str | None, ...]) -> ScopeContext:
+    return check_context(ScopeContext(*values))  # type: ignore[arg-type]
+
+
 def check_limit(limit: object) -> int:
     """Clamp a list limit to ``0..MAX_LIST_LIMIT``; anything but an ``int`` is refused."""
     if isinstance(limit, bool) or not isinstance(limit, int):
@@ -157,3 +234,27 @@ _CONTAINERS = (dict, list, tuple)
 def decode_value(value_json: str) -> Any:
     """Parse stored JSON text; the inverse of :func:`encode_value`."""
     return json.loads(value_json)
+
+
+def check_entry(entry: StateEntry) -> StateWrite:
+    """An exported entry as :meth:`StateStore.state_set` would write it, else a refusal.
+
+    The keys and the context go through the same rules as a write (scope name, owner
+    types, field lengths); the value is decoded and encoded again, so what is written is
+    compact strict JSON within the size limit whatever the source stored. Keys are taken
+    as stored: aliases are not applied, as the source's reads never applied them either.
+    """
+    scope_key = check_scope_key(entry.scope_key)
+    state_key = check_state_key(entry.state_key)
+    try:
+        value = decode_value(entry.value_json)
+    except (ValueError, RecursionError) as exc:
+        raise Refusal(f"stored value is not valid JSON: {exc}") from None
+    value_json = encode_value(value)
+    context = entry.context
+    scope = check_scope(context.scope)
+    runner_id, binding_identity = check_owner(context.runner_id, context.binding_identity)
+    extra = tuple(getattr(context, name) for name in OPTIONAL_CONTEXT_FIELDS)
+    return StateWrite(
+        scope_key, state_key, value_json, checked_context(runner_id, binding_identity, scope, extra)
+    )

@@ -14,11 +14,16 @@ import pytest
 from typer.testing import CliRunner
 
 from statekit import (
+    ActorContext,
+    AgentBinding,
+    AgentEventEnvelope,
     BackendInfo,
     BackendURL,
     MemoryBackend,
+    RunnerDescriptor,
     ScopeContext,
     StateEntry,
+    StatePolicy,
     build_state_scope_key,
     connect,
 )
@@ -94,8 +99,6 @@ def cli(*args: str) -> Any:
 
 
 def conversation_key(runner_id: str = "r-1") -> str:
-    from statekit import AgentBinding, AgentEventEnvelope, RunnerDescriptor
-
     key = build_state_scope_key(
         "conversation",
         AgentEventEnvelope(bot_id="bot-1", conversation_id="c-1"),
@@ -148,6 +151,25 @@ def test_set_stores_the_context_from_identity_options() -> None:
     )
     assert (context.bot_id, context.conversation_id, context.thread_id) == ("bot-1", "c-1", "t-1")
     assert context.actor_id is None
+
+
+def test_set_stores_what_an_event_of_the_same_identity_stores() -> None:
+    args = ("set", "k", "1", "--scope", "actor", *IDENTITY, "--actor", "u-1", "--thread", "t")
+    assert cli(*args, "--url", "namedmem://cli").exit_code == 0
+    event = AgentEventEnvelope(
+        bot_id="bot-1", conversation_id="c-1", thread_id="t", actor=ActorContext(actor_id="u-1")
+    )
+    binding = AgentBinding(binding_id="b-1", state_policy=StatePolicy(state_scopes=["actor"]))
+    store = connect("namedmem://host")
+    ok = store.apply_update_from_event(event, binding, RunnerDescriptor(id="r-1"), "actor", "k", 1)
+    assert asyncio.run(ok) == (True, None)
+    by_cli, by_host = (
+        asyncio.run(entries_of("namedmem://cli")),
+        asyncio.run(entries_of("namedmem://host")),
+    )
+    assert by_cli == by_host
+    [(_, context)] = by_cli.values()
+    assert (context.actor_type, context.actor_id, context.subject_type) == ("user", "u-1", None)
 
 
 def test_set_by_scope_key_takes_the_scope_from_the_key() -> None:

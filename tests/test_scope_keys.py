@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from statekit.backends.base import OPTIONAL_CONTEXT_FIELDS
 from statekit.models import (
     ActorContext,
     AgentBinding,
@@ -29,6 +30,7 @@ from statekit.scope import (
     build_state_context,
     build_state_scope_key,
     build_state_scope_keys,
+    event_context_values,
     get_binding_identity,
 )
 
@@ -353,3 +355,31 @@ def test_plain_objects_give_the_same_keys_as_the_models(f: dict[str, Any]) -> No
     model_context = build_state_context(*models)
     plain_context = build_state_context(*plain)  # type: ignore[arg-type]
     assert model_context == plain_context
+
+
+@given(f=identity_fields)
+@settings(max_examples=100, deadline=None)
+def test_the_context_holds_each_field_as_the_event_carries_it(f: dict[str, Any]) -> None:
+    context = build_state_context(*_models(f))
+    for name in OPTIONAL_CONTEXT_FIELDS:
+        assert context[name] == f[name], name
+    assert (context["runner_id"], context["binding_identity"]) == (
+        f["runner_id"],
+        get_binding_identity(_models(f)[1]),
+    )
+
+
+def test_a_missing_actor_subject_or_attribute_gives_none_in_the_context() -> None:
+    bare = SimpleNamespace(conversation_id="c", actor=None)  # no subject, no bot_id, ...
+    values = dict(zip(OPTIONAL_CONTEXT_FIELDS, event_context_values(bare), strict=True))
+    assert values == {name: ("c" if name == "conversation_id" else None) for name in values}
+    partial = SimpleNamespace(
+        bot_id="b",
+        workspace_id=None,
+        conversation_id=None,
+        thread_id=None,
+        actor=SimpleNamespace(actor_id="a"),
+        subject=None,
+    )
+    values = dict(zip(OPTIONAL_CONTEXT_FIELDS, event_context_values(partial), strict=True))
+    assert (values["bot_id"], values["actor_id"], values["actor_type"]) == ("b", "a", None)

@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from statekit.backends.base import OPTIONAL_CONTEXT_FIELDS
+from statekit.scope import VALID_STATE_SCOPES
 from statekit.validation import (
     MAX_STATE_KEY_LENGTH,
     MAX_VALUE_JSON_BYTES,
     Refusal,
+    check_context_mapping,
+    check_expected_version,
     check_limit,
+    check_owner,
     check_prefix,
+    check_scope,
     check_state_key,
+    checked_context,
     encode_value,
 )
 
@@ -117,3 +125,68 @@ def test_deep_nesting_is_a_refusal() -> None:
         deep = [deep]
     with pytest.raises(Refusal, match=r"^Value is not JSON-serializable: "):
         encode_value(deep)
+
+
+# ---- the checks of a State API write, one rule each ----------------------------
+
+
+@pytest.mark.parametrize("scope", VALID_STATE_SCOPES)
+def test_the_four_scopes_are_valid(scope: str) -> None:
+    assert check_scope(scope) == scope
+
+
+@pytest.mark.parametrize("scope", ["global", "", "Actor", None, 3, ("actor",)])
+def test_any_other_scope_is_refused_by_name(scope: Any) -> None:
+    with pytest.raises(Refusal, match=rf"^Invalid scope: {re.escape(str(scope))}$"):
+        check_scope(scope)
+
+
+@pytest.mark.parametrize(("runner_id", "binding"), [(1, "b"), ("r", None), (b"r", "b")])
+def test_owner_ids_must_be_text(runner_id: Any, binding: Any) -> None:
+    with pytest.raises(Refusal, match=r"^runner_id and binding_identity must be strings$"):
+        check_owner(runner_id, binding)
+    assert check_owner("", "") == ("", "")  # any text, as the original store took it
+
+
+@pytest.mark.parametrize("version", [None, 0, 1, 2**63 - 1])
+def test_expected_version_is_none_or_a_signed_64_bit_count(version: int | None) -> None:
+    assert check_expected_version(version) == version
+
+
+@pytest.mark.parametrize("version", [-1, 2**63, True, False, 1.0, "1"])
+def test_other_expected_versions_are_refused(version: Any) -> None:
+    message = f"expected_version must be an integer from 0 to 2**63 - 1, not {version!r}"
+    with pytest.raises(Refusal, match=f"^{re.escape(message)}$"):
+        check_expected_version(version)
+
+
+def test_context_mapping_gives_the_optional_fields_in_order() -> None:
+    none = (None,) * len(OPTIONAL_CONTEXT_FIELDS)
+    assert check_context_mapping(None) == check_context_mapping({}) == none
+    given_fields = {name: f"v-{name}" for name in OPTIONAL_CONTEXT_FIELDS} | {"other": 1}
+    assert check_context_mapping(given_fields) == tuple(
+        f"v-{name}" for name in OPTIONAL_CONTEXT_FIELDS
+    )
+    assert check_context_mapping({"actor_id": "a"}) == tuple(
+        "a" if name == "actor_id" else None for name in OPTIONAL_CONTEXT_FIELDS
+    )
+
+
+@pytest.mark.parametrize("context", [["bot_id"], "bot_id=x", 5])
+def test_a_context_that_is_not_a_mapping_is_refused(context: Any) -> None:
+    message = f"context must be a mapping, not {type(context).__name__}"
+    with pytest.raises(Refusal, match=f"^{re.escape(message)}$"):
+        check_context_mapping(context)
+
+
+def test_checked_context_stores_non_text_ids_as_text_and_refuses_unstorable_ones() -> None:
+    extra = (7, *(None,) * (len(OPTIONAL_CONTEXT_FIELDS) - 1))
+    assert checked_context("r", "b", "actor", extra).as_dict()[OPTIONAL_CONTEXT_FIELDS[0]] == "7"
+    # True == 1 as a cache key: the text stored must still differ.
+    as_bool = (True, *extra[1:])
+    assert (
+        checked_context("r", "b", "actor", as_bool).as_dict()[OPTIONAL_CONTEXT_FIELDS[0]] == "True"
+    )
+    for bad in ("x" * 256, "a\x00b"):
+        with pytest.raises(Refusal, match=f'^Context field "{OPTIONAL_CONTEXT_FIELDS[0]}"'):
+            checked_context("r", "b", "actor", (bad, *extra[1:]))

@@ -15,7 +15,7 @@ from typing import Annotated, Any, TypeVar, cast
 
 import typer
 
-from statekit.backends.base import ScopeContext
+from statekit.backends.base import OPTIONAL_CONTEXT_FIELDS, ScopeContext
 from statekit.cli.runtime import ExitCode, fail
 from statekit.models import (
     ActorContext,
@@ -25,7 +25,7 @@ from statekit.models import (
     StatePolicy,
     SubjectContext,
 )
-from statekit.scope import VALID_STATE_SCOPES, build_state_scope_key
+from statekit.scope import VALID_STATE_SCOPES, build_state_scope_key, event_context_values
 
 F = TypeVar("F", bound=Callable[..., Any])
 UNKNOWN_BINDING = "unknown_binding"
@@ -50,15 +50,21 @@ class ScopeAddress:
     subject_type: str | None = None
 
     def event(self) -> AgentEventEnvelope:
+        """The event a host would have: an actor or subject only when its id is given."""
+        actor = subject = None
+        if self.actor:
+            actor = ActorContext(actor_type=self.actor_type or "user", actor_id=self.actor)
+        if self.subject:
+            subject = SubjectContext(
+                subject_type=self.subject_type or "unknown", subject_id=self.subject
+            )
         return AgentEventEnvelope(
             bot_id=self.bot,
             workspace_id=self.workspace,
             conversation_id=self.conversation,
             thread_id=self.thread,
-            actor=ActorContext(actor_type=self.actor_type or "user", actor_id=self.actor),
-            subject=SubjectContext(
-                subject_type=self.subject_type or "unknown", subject_id=self.subject
-            ),
+            actor=actor,
+            subject=subject,
         )
 
     def binding_model(self) -> AgentBinding:
@@ -100,23 +106,13 @@ class ScopeAddress:
         return key
 
     def context(self) -> ScopeContext:
-        """What ``set`` stores with a new entry (who the scope belongs to)."""
+        """What ``set`` stores with a new entry (who the scope belongs to): the context
+        :meth:`StateStore.apply_update_from_event` would store for :meth:`event`."""
         if not self.runner:
             fail("set needs --runner (stored with the entry)", ExitCode.USAGE)
+        fields = zip(OPTIONAL_CONTEXT_FIELDS, event_context_values(self.event()), strict=True)
         return ScopeContext.from_mapping(
-            self.runner,
-            self.binding or UNKNOWN_BINDING,
-            self.resolved_scope(),
-            {
-                "bot_id": self.bot,
-                "workspace_id": self.workspace,
-                "conversation_id": self.conversation,
-                "thread_id": self.thread,
-                "actor_type": self.actor_type if self.actor else None,
-                "actor_id": self.actor,
-                "subject_type": self.subject_type if self.subject else None,
-                "subject_id": self.subject,
-            },
+            self.runner, self.binding or UNKNOWN_BINDING, self.resolved_scope(), dict(fields)
         )
 
 

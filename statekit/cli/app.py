@@ -12,7 +12,7 @@ from statekit.cli.addressing import ScopeAddress, scope_options
 from statekit.cli.options import JsonOption, KeyArgument, UrlOption, console, open_store
 from statekit.cli.runtime import ExitCode, emit_json, fail, parse_json_value, run
 from statekit.scope import normalize_state_key
-from statekit.validation import Refusal, check_scope_key, decode_value
+from statekit.validation import Refusal, check_scope_key
 
 app = typer.Typer(
     name="statekit",
@@ -33,7 +33,7 @@ def get(
     async def work() -> tuple[bool, Any, int]:
         async with open_store(url) as store:
             scope_key = address.key()
-            if Capability.VERSIONS in store.backend.capabilities:
+            if Capability.VERSIONS in store.capabilities:
                 value, version = await store.state_get_versioned(scope_key, key)
                 return version > 0, value, version
             value = await store.state_get(scope_key, key)
@@ -172,9 +172,7 @@ def snapshot(url: UrlOption = None, as_json: JsonOption = False, *, address: Sco
     async def work() -> dict[str, Any]:
         async with open_store(url) as store:
             if address.scope_key:
-                scope_key = check_scope_key_or_fail(address.scope_key)
-                stored = await store.backend.read_scopes([scope_key])
-                return decode_entries(stored.get(scope_key, {}))
+                return await store.read_scope(check_scope_key_or_fail(address.scope_key))
             return await store.build_snapshot_from_event(
                 address.event(), address.binding_model(), address.descriptor()
             )
@@ -184,17 +182,6 @@ def snapshot(url: UrlOption = None, as_json: JsonOption = False, *, address: Sco
         emit_json(result)
     else:
         console.print_json(json.dumps(result, ensure_ascii=False))
-
-
-def decode_entries(entries: dict[str, str]) -> dict[str, Any]:
-    """Stored JSON texts decoded, skipping (with a note) any that are not valid JSON."""
-    decoded: dict[str, Any] = {}
-    for state_key, value_json in sorted(entries.items()):
-        try:
-            decoded[state_key] = decode_value(value_json)
-        except ValueError:
-            typer.echo(f"statekit: skipped {state_key!r}: stored value is not JSON", err=True)
-    return decoded
 
 
 def check_scope_key_or_fail(scope_key: str) -> str:

@@ -28,7 +28,7 @@ async def _probe(store: StateStore) -> dict[str, Any]:
     samples = []
     for _ in range(PINGS):
         started = time.perf_counter()
-        await store.backend.get(scope_key, "doctor.ping")
+        await store.state_get(scope_key, "doctor.ping")
         samples.append((time.perf_counter() - started) * 1000)
     info["latency_ms"] = round(statistics.median(samples), 3)
     return info

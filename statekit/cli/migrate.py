@@ -1,31 +1,28 @@
 """``statekit migrate``: copy every entry, with its context, from one backend to another.
 
-The source is streamed (``StateStore.export()``) and written in batches with the target's
-``set_many``, so memory stays bounded by the batch and by one counter per scope. Writes
-are upserts: a re-run after an interruption copies the same entries again, harmlessly.
-At the end the target's entry count of every copied scope must equal the source's.
+The source is streamed (``StateStore.export()``) into the target's
+``StateStore.import_entries``, which checks each entry as a write and writes in batches,
+so memory stays bounded by the batch and by one counter per scope. Writes are upserts: a
+re-run after an interruption copies the same entries again, harmlessly. At the end the
+target's entry count of every copied scope (``StateStore.count_entries``) must equal the
+source's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from statekit.backends.base import StateEntry, StateWrite
+from statekit.backends.base import StateEntry
 from statekit.cli.options import JsonOption, console, err_console
 from statekit.cli.runtime import ExitCode, emit_json, fail, run
 from statekit.connection import connect, load_settings
-from statekit.store import StateStore
+from statekit.store import ImportResult, StateStore
 from statekit.url import BackendURL
-from statekit.validation import Refusal, check_scope_key, check_state_key, decode_value
-from statekit.validation import encode_value as encode
-
-#: Scope keys per ``read_scopes`` call while checking counts.
-CHECK_BATCH = 100
 
 
 @dataclass
@@ -33,9 +30,7 @@ class MigrationReport:
     source: str
     target: str
     dry_run: bool
-    entries: int = 0
-    skipped: int = 0
-    scope_counts: dict[str, int] = field(default_factory=dict)
+    copied: ImportResult = field(default_factory=ImportResult)
     mismatches: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -43,23 +38,20 @@ class MigrationReport:
             "source": self.source,
             "target": self.target,
             "dry_run": self.dry_run,
-            "entries": self.entries,
-            "scopes": len(self.scope_counts),
-            "skipped_invalid": self.skipped,
+            "entries": self.copied.imported,
+            "scopes": len(self.copied.scope_counts),
+            "skipped_invalid": self.copied.skipped,
             "verified": not self.dry_run and not self.mismatches,
             "mismatches": self.mismatches[:20],
         }
 
 
-def _write_of(entry: StateEntry) -> StateWrite:
-    """The entry as the store would write it; :class:`Refusal` if it could not be."""
-    scope_key = check_scope_key(entry.scope_key)
-    state_key = check_state_key(entry.state_key)
-    try:
-        value = decode_value(entry.value_json)
-    except ValueError as exc:
-        raise Refusal(f"stored value is not valid JSON: {exc}") from exc
-    return StateWrite(scope_key, state_key, encode(value), entry.context)
+async def _advancing(
+    entries: AsyncIterator[StateEntry], advance: Callable[[int], None]
+) -> AsyncIterator[StateEntry]:
+    async for entry in entries:
+        yield entry
+        advance(1)
 
 
 async def copy_entries(
@@ -70,38 +62,20 @@ async def copy_entries(
     advance: Callable[[int], None] = lambda _: None,
 ) -> None:
     """Stream ``source`` into ``target`` (nothing written when ``report.dry_run``)."""
-    batch: list[StateWrite] = []
-    async for entry in source.export():
-        try:
-            write = _write_of(entry)
-        except Refusal:
-            report.skipped += 1
-            continue
-        report.entries += 1
-        report.scope_counts[write.scope_key] = report.scope_counts.get(write.scope_key, 0) + 1
-        if not report.dry_run:
-            batch.append(write)
-            if len(batch) >= batch_size:
-                await target.backend.set_many(batch)
-                batch = []
-        advance(1)
-    if batch:
-        await target.backend.set_many(batch)
+    report.copied = await target.import_entries(
+        _advancing(source.export(), advance), batch_size=batch_size, dry_run=report.dry_run
+    )
 
 
 async def check_counts(target: StateStore, report: MigrationReport) -> None:
     """Record every copied scope whose entry count in ``target`` differs from the source's."""
-    scope_keys = list(report.scope_counts)
-    for start in range(0, len(scope_keys), CHECK_BATCH):
-        chunk = scope_keys[start : start + CHECK_BATCH]
-        stored = await target.backend.read_scopes(chunk)
-        for scope_key in chunk:
-            found = len(stored.get(scope_key, {}))
-            expected = report.scope_counts[scope_key]
-            if found != expected:
-                report.mismatches.append(
-                    {"scope_key": scope_key, "source": expected, "target": found}
-                )
+    expected = report.copied.scope_counts
+    found = await target.count_entries(expected)
+    for scope_key, count in expected.items():
+        if found[scope_key] != count:
+            report.mismatches.append(
+                {"scope_key": scope_key, "source": count, "target": found[scope_key]}
+            )
 
 
 async def migrate_urls(
@@ -174,20 +148,20 @@ def migrate(
 
 
 def _print(report: MigrationReport) -> None:
-    scopes = len(report.scope_counts)
+    entries, scopes = report.copied.imported, len(report.copied.scope_counts)
     if report.dry_run:
         console.print(
-            f"dry run: would copy {report.entries} entries in {scopes} scopes "
+            f"dry run: would copy {entries} entries in {scopes} scopes "
             f"from {report.source} to {report.target}; nothing written"
         )
     else:
         console.print(
-            f"copied {report.entries} entries in {scopes} scopes "
-            f"from {report.source} to {report.target}"
+            f"copied {entries} entries in {scopes} scopes from {report.source} to {report.target}"
         )
-    if report.skipped:
+    if report.copied.skipped:
         console.print(
-            f"skipped {report.skipped} entries that the store would refuse (invalid key or JSON)"
+            f"skipped {report.copied.skipped} entries that the store would refuse "
+            "(invalid key, context or JSON)"
         )
     if report.mismatches:
         typer.echo(

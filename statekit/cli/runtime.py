@@ -7,10 +7,12 @@ code, never a traceback (set ``STATEKIT_DEBUG=1`` to see one for an internal err
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import json
+import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, NoReturn, TypeVar
 
 import typer
@@ -46,10 +48,30 @@ def fail(message: str, code: ExitCode) -> NoReturn:
     _exit(message, code)
 
 
+class _StderrWarnings(logging.Handler):
+    """The store's warnings (a stored value skipped as undecodable, ...) as lines on
+    stderr, where a user sees them while stdout stays one clean result."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        typer.echo(f"statekit: warning: {record.getMessage()}", err=True)
+
+
+@contextlib.contextmanager
+def _warnings_on_stderr() -> Iterator[None]:
+    handler = _StderrWarnings(logging.WARNING)
+    logger = logging.getLogger("statekit")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+
+
 def run(work: Callable[[], Awaitable[T]]) -> T:
     """Run one command's coroutine, turning every expected failure into an exit code."""
     try:
-        return asyncio.run(_awaited(work))
+        with _warnings_on_stderr():
+            return asyncio.run(_awaited(work))
     except (typer.Exit, typer.Abort):
         raise
     except (ConfigurationError, UnsupportedCapabilityError) as exc:

@@ -1,0 +1,116 @@
+"""The event side of the policy layer: what a run's event may read and write, and where.
+
+Pure functions, no I/O: :class:`statekit.StateStore` calls them before it reaches a
+backend, so a refused update (disabled policy, scope not enabled, missing identity,
+invalid key or value) raises :class:`~statekit.validation.Refusal` and writes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from statekit.backends.base import ScopeContext
+from statekit.scope import (
+    DEFAULT_STATE_SCOPES,
+    VALID_STATE_SCOPES,
+    BindingLike,
+    DescriptorLike,
+    EventLike,
+    build_state_scope_key,
+    event_context_values,
+    get_binding_identity,
+    normalize_state_key,
+)
+from statekit.validation import (
+    Refusal,
+    check_scope,
+    check_state_key,
+    checked_context,
+    encode_value,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StateUpdate:
+    """One ``state.updated`` result of a run, for :meth:`StateStore.apply_updates_from_event`."""
+
+    scope: str
+    key: str
+    value: Any
+
+
+#: What :meth:`StateStore.apply_updates_from_event` accepts as one update.
+UpdateLike = StateUpdate | tuple[str, str, Any] | Mapping[str, Any]
+
+
+def binding_policy(binding: BindingLike) -> tuple[bool, Iterable[str]]:
+    """``(enabled, scopes)`` of the binding's policy; no policy is the default one
+    (:class:`~statekit.StatePolicy`: enabled, ``DEFAULT_STATE_SCOPES``)."""
+    policy = getattr(binding, "state_policy", None)
+    if policy is None:
+        return True, DEFAULT_STATE_SCOPES
+    return bool(policy.enable_state), policy.state_scopes
+
+
+def enabled_scope_keys(
+    scopes: Iterable[str], event: EventLike, binding: BindingLike, descriptor: DescriptorLike
+) -> dict[str, str]:
+    """The key of every scope in ``scopes`` that the event has an identity for, in
+    :data:`VALID_STATE_SCOPES` order (names outside it are ignored)."""
+    wanted: dict[str, str] = {}
+    for scope in VALID_STATE_SCOPES:
+        if scope in scopes:
+            scope_key = build_state_scope_key(scope, event, binding, descriptor)
+            if scope_key:
+                wanted[scope] = scope_key
+    return wanted
+
+
+def prepare_event_write(
+    event: EventLike,
+    binding: BindingLike,
+    descriptor: DescriptorLike,
+    scope: str,
+    key: str,
+    value: Any,
+) -> tuple[str, str, str, ScopeContext]:
+    """``(scope_key, state_key, value_json, context)`` of a valid update (the fields of a
+    :class:`~statekit.StateWrite`, which a single update does not need), else a refusal
+    with the original store's message, checked in its order: policy enabled, scope name,
+    scope enabled, key, identity, value; then the context (lengths, NUL)."""
+    enabled, scopes = binding_policy(binding)
+    if not enabled:
+        raise Refusal("State is disabled by binding policy")
+    check_scope(scope)
+    if scope not in scopes:
+        raise Refusal(f'Scope "{scope}" not enabled by binding policy')
+    state_key = check_state_key(normalize_state_key(key) if isinstance(key, str) else key)
+    scope_key = build_state_scope_key(scope, event, binding, descriptor)
+    if not scope_key:
+        raise Refusal(f'Missing identity for scope "{scope}"')
+    value_json = encode_value(value)
+    context = checked_context(
+        descriptor.id, get_binding_identity(binding), scope, event_context_values(event)
+    )
+    return scope_key, state_key, value_json, context
+
+
+def unpack_update(update: UpdateLike) -> tuple[str, str, Any]:
+    """``(scope, key, value)`` of a :class:`StateUpdate`, a 3-tuple or a mapping with
+    those keys; anything else is refused."""
+    if isinstance(update, StateUpdate):
+        return update.scope, update.key, update.value
+    if isinstance(update, Mapping):
+        try:
+            return update["scope"], update["key"], update["value"]
+        except KeyError as missing:
+            raise Refusal(f"Update is missing {missing}") from None
+    try:
+        scope, key, value = update
+    except (TypeError, ValueError):
+        raise Refusal(
+            "Update must be a StateUpdate, a (scope, key, value) tuple or a mapping"
+        ) from None
+    return scope, key, value

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import pytest_asyncio
@@ -37,9 +37,12 @@ class StateBackendContract(
 ):
     """Subclass with a ``backend`` fixture yielding a fresh backend; see :mod:`statekit.testing`."""
 
-    @pytest.fixture
-    def backend(self) -> StateBackend:  # pragma: no cover - replaced by subclasses
-        raise NotImplementedError("provide a `backend` fixture")
+    if not TYPE_CHECKING:
+        # Hidden from type checkers: each subclass's fixture takes its own arguments
+        # (tmp_path, request, a parameter...), which no signature here could allow.
+        @pytest.fixture
+        def backend(self) -> StateBackend:  # pragma: no cover - replaced by subclasses
+            raise NotImplementedError("provide a `backend` fixture")
 
     @pytest_asyncio.fixture
     async def store(self, backend: StateBackend) -> AsyncIterator[StateStore]:

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from sqlalchemy import Table
+from sqlalchemy import Table, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import StaticPool
@@ -33,18 +33,26 @@ from statekit.backends.sql import driver
 from statekit.backends.sql.engine import build_engine
 from statekit.backends.sql.faults import TRANSLATED, translate
 from statekit.backends.sql.gateway import DriverRun, Gateway
-from statekit.backends.sql.layout import server_and_layout
+from statekit.backends.sql.layout import observe, server_and_layout
+from statekit.backends.sql.naming import check_table
 from statekit.backends.sql.options import parse_url, split_options
-from statekit.backends.sql.schema import CONTEXT_COLUMNS, DEFAULT_TABLE_NAME, state_table
+from statekit.backends.sql.schema import (
+    CONTEXT_COLUMNS,
+    DEFAULT_SCHEMA,
+    DEFAULT_TABLE_NAME,
+    state_table,
+)
 from statekit.backends.sql.statements import (
     EXPORT_BATCH_SIZE,
     DriverStatement,
     Statements,
     prefix_successor,
 )
+from statekit.backends.sql.upgrade import upgrade_steps
 from statekit.errors import (
     ConfigurationError,
     StateBackendError,
+    UnsupportedCapabilityError,
     VersionConflictError,
 )
 from statekit.url import BackendURL, mask_password
@@ -77,7 +85,9 @@ class SQLBackend:
     connection) admits one operation at a time whatever ``pool_size`` says.
     """
 
-    capabilities = frozenset({Capability.VERSIONS})
+    #: Until first use (or :meth:`describe`), what statekit's own table has; then what
+    #: the table found has: no ``VERSIONS`` without a ``version`` column.
+    capabilities: frozenset[Capability] = frozenset({Capability.VERSIONS})
     #: The settings :func:`statekit.connect` hands to :meth:`from_url`.
     settings_options: ClassVar[frozenset[str]] = frozenset(
         {"table_name", "pool_size", "timeout", "connect_timeout"}
@@ -101,8 +111,12 @@ class SQLBackend:
         self._owns_engine = owns_client
         self._dialect = dialect
         self._url = mask_password(engine.url.render_as_string(hide_password=False))
+        if dialect == "postgresql" and schema is None:
+            schema = DEFAULT_SCHEMA  # statements name it: search_path never picks the table
         self._table = state_table(MetaData(), table_name, schema)
-        self._ready = not create_schema  # False until the schema is known to exist
+        check_table(self._table)
+        self._create = create_schema
+        self._ready = False  # until the table is known to exist and its shape is known
         self._closed = False
         self._schema_lock = asyncio.Lock()
         # An in-memory SQLite database is one shared connection: use it one task at a time.
@@ -147,8 +161,39 @@ class SQLBackend:
         if self._closed:
             raise StateBackendError("SQL backend is closed")
         async with self._schema_lock:
-            if not self._ready:
-                await self.create_schema()
+            if self._ready:
+                return
+            if self._create:
+                await self._create_table()
+            await self._adopt()
+
+    async def _adopt(self) -> None:
+        """Declare the table as it is found (see :class:`.schema.TableShape`), so the
+        statements fit it: once, before the first operation."""
+        try:
+            async with self._gateway.guard(), self._engine.connect() as conn:
+                observed = await conn.run_sync(observe, self._table)
+        except TRANSLATED as exc:
+            raise translate(exc, "inspect the table") from exc
+        if observed.blocking:
+            raise ConfigurationError(
+                f"The SQL backend cannot use {self.table_fullname}: "
+                f"{'; '.join(observed.blocking)} (`statekit init` creates or upgrades it)"
+            )
+        shape = observed.shape
+        self._table = state_table(MetaData(), self._table.name, self._table.schema, shape=shape)
+        self._statements = Statements(self._table, self._engine.dialect, shape)
+        self.capabilities = frozenset({Capability.VERSIONS} if shape.versions else ())
+        self._ready = True
+
+    def _require_versions(self) -> None:
+        # The table was found without a version column after the store's check passed
+        # (capabilities are only known once the table has been seen).
+        if Capability.VERSIONS not in self.capabilities:
+            raise UnsupportedCapabilityError(
+                f"{self.table_fullname} has no version column: conditional sets and "
+                "versions are unavailable (`statekit init` adds the column)"
+            )
 
     async def _run(
         self, run: DriverRun, sql: str, arguments: Any, what: str, *, read: bool = False
@@ -172,15 +217,24 @@ class SQLBackend:
         return rows
 
     async def create_schema(self) -> None:
-        """Create the table (and PostgreSQL schema) if absent; safe to call repeatedly."""
+        """Create the table (and PostgreSQL schema) if absent; safe to call repeatedly.
+
+        A table already there is left as it is (:meth:`upgrade_schema` changes it) and
+        the backend adopts it as found (see :attr:`capabilities`)."""
         if self._closed:
             raise StateBackendError("SQL backend is closed")
+        async with self._schema_lock:
+            await self._create_table()
+            await self._adopt()
+
+    async def _create_table(self) -> None:
+        table = state_table(MetaData(), self._table.name, self._table.schema)
         for attempt in (1, 2):
             try:
                 async with self._gateway.guard(), self._engine.begin() as conn:
-                    if self._table.schema is not None:
-                        await conn.execute(CreateSchema(self._table.schema, if_not_exists=True))
-                    await conn.execute(CreateTable(self._table, if_not_exists=True))
+                    if table.schema not in (None, DEFAULT_SCHEMA):
+                        await conn.execute(CreateSchema(table.schema, if_not_exists=True))
+                    await conn.execute(CreateTable(table, if_not_exists=True))
                 break
             except (sa_exc.IntegrityError, sa_exc.ProgrammingError) as exc:
                 # PostgreSQL's IF NOT EXISTS can still lose a race with another process
@@ -189,16 +243,47 @@ class SQLBackend:
                     raise translate(exc, "create the schema") from exc
             except TRANSLATED as exc:
                 raise translate(exc, "create the schema") from exc
-        self._ready = True
+
+    async def upgrade_schema(self) -> list[str]:
+        """Create the table if absent, then bring a table found in place up to statekit's
+        layout; what ``statekit init`` runs. Returns what was changed (nothing: ``[]``).
+
+        Only changes that keep every row: the ``version`` column (entries start at 1,
+        and the backend then has ``Capability.VERSIONS``), the unique
+        ``(scope_key, state_key)`` (refused, changing nothing, while duplicate rows
+        exist), columns widened to the limits statekit accepts and PostgreSQL's
+        ``COLLATE "C"`` on ``state_key``; all in one transaction. Naive timestamps and a
+        nullable ``value_json`` are served as they are and kept.
+        """
+        if self._closed:
+            raise StateBackendError("SQL backend is closed")
+        async with self._schema_lock:
+            self._ready = False  # operations wait for the upgraded table's statements
+            await self._create_table()
+            try:
+                async with self._gateway.guard(), self._engine.begin() as conn:
+                    observed = await conn.run_sync(observe, self._table)
+                    steps = upgrade_steps(observed, self._table, self._engine.dialect)
+                    for _, ddl in steps:
+                        await conn.execute(text(ddl))
+            except TRANSLATED as exc:
+                raise translate(exc, "upgrade the schema") from exc
+            await self._adopt()
+        return [what for what, _ in steps]
 
     # ---- reads --------------------------------------------------------------------
 
     async def get(self, scope_key: str, state_key: str) -> str | None:
+        if not self._ready:
+            await self._prepare()
         params = {"scope_key": scope_key, "state_key": state_key}
         rows = await self._rows(self._statements.get, params, "get", read=True)
         return rows[0][0] if rows else None
 
     async def get_versioned(self, scope_key: str, state_key: str) -> tuple[str | None, int]:
+        if not self._ready:
+            await self._prepare()
+        self._require_versions()
         params = {"scope_key": scope_key, "state_key": state_key}
         statement = self._statements.get_versioned
         rows = await self._rows(statement, params, "get", read=True)
@@ -208,6 +293,8 @@ class SQLBackend:
         snapshot: dict[str, dict[str, str]] = {scope_key: {} for scope_key in scope_keys}
         if not snapshot:
             return snapshot
+        if not self._ready:
+            await self._prepare()
         params = {f"scope_key_{i}": scope_key for i, scope_key in enumerate(snapshot)}
         statement = self._statements.snapshot(len(params))
         for scope_key, state_key, value_json in await self._rows(
@@ -219,6 +306,8 @@ class SQLBackend:
     async def list_keys(
         self, scope_key: str, prefix: str, limit: int, after: str | None
     ) -> tuple[list[str], bool]:
+        if not self._ready:
+            await self._prepare()
         params: dict[str, Any] = {"scope_key": scope_key, "limit": limit + 1}
         low: str | None = None
         if after is not None and after >= prefix:
@@ -292,6 +381,10 @@ class SQLBackend:
         context: ScopeContext,
         expected_version: int | None = None,
     ) -> int:
+        if not self._ready:
+            await self._prepare()
+        if expected_version is not None:
+            self._require_versions()
         statements = self._statements
         now = statements.timestamp(datetime.now(timezone.utc))
         if expected_version is None:
@@ -323,6 +416,8 @@ class SQLBackend:
     async def set_many(self, writes: Sequence[StateWrite]) -> None:
         if not writes:
             return
+        if not self._ready:
+            await self._prepare()
         statements = self._statements
         now = statements.timestamp(datetime.now(timezone.utc))
         rows = [
@@ -333,10 +428,15 @@ class SQLBackend:
         await self._run(driver.run_many, statements.upsert_many.sql, rows, "set many")
 
     async def delete(self, scope_key: str, state_key: str) -> bool:
+        if not self._ready:
+            await self._prepare()
         params = {"scope_key": scope_key, "state_key": state_key}
-        return bool(await self._rows(self._statements.delete, params, "delete"))
+        rows = await self._rows(self._statements.delete, params, "delete")
+        return bool(rows and rows[0][0])
 
     async def clear(self) -> None:
+        if not self._ready:
+            await self._prepare()
         await self._rows(self._statements.clear, {}, "clear")
 
     # ---- lifecycle ----------------------------------------------------------------
@@ -346,15 +446,18 @@ class SQLBackend:
             raise StateBackendError("SQL backend is closed")
         try:
             async with self._gateway.guard(), self._engine.connect() as conn:
-                server_version, layout = await server_and_layout(conn, self._table)
+                server_version, observed = await server_and_layout(conn, self._table)
         except TRANSLATED as exc:
             raise translate(exc, "describe") from exc
+        if observed.exists and not observed.shape.versions:
+            self.capabilities = frozenset()
         return BackendInfo(
             backend=self._dialect,
             server_version=server_version,
-            layout=layout,
+            layout=observed.layout,
             namespace=self.table_fullname,
             url=self._url,
+            warnings=observed.warnings,
         )
 
     async def aclose(self) -> None:

@@ -431,8 +431,7 @@ class SQLBackend:
         if not self._ready:
             await self._prepare()
         params = {"scope_key": scope_key, "state_key": state_key}
-        rows = await self._rows(self._statements.delete, params, "delete")
-        return bool(rows and rows[0][0])
+        return bool(await self._rows(self._statements.delete, params, "delete"))
 
     async def clear(self) -> None:
         if not self._ready:

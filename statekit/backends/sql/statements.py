@@ -127,10 +127,9 @@ class Statements:
         if shape.versions:
             self.get_versioned = _compile(select(c.value_json, c.version).where(*found), dialect)
             self.version = _compile(select(c.version).where(*found), dialect)
-        # True when a value was removed (a NULL row is removed too, but was absent).
-        self.delete = _compile(
-            delete(table).where(*key).returning(c.value_json.is_not(None)), dialect
-        )
+        # A NULL row is absent: not deleted either. (Not "RETURNING value_json IS NOT
+        # NULL": SQLite 3.40 returns 1 for a NULL there.)
+        self.delete = _compile(delete(table).where(*found).returning(c.id), dialect)
         self.clear = _compile(delete(table), dialect)
         self.lists = {
             shape_: _compile(

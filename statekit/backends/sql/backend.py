@@ -16,11 +16,10 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from sqlalchemy import Table, text
-from sqlalchemy import exc as sa_exc
+from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import StaticPool
-from sqlalchemy.schema import CreateSchema, CreateTable, MetaData
+from sqlalchemy.schema import MetaData
 
 from statekit.backends.base import (
     BackendInfo,
@@ -33,7 +32,7 @@ from statekit.backends.sql import driver
 from statekit.backends.sql.engine import build_engine
 from statekit.backends.sql.faults import TRANSLATED, translate
 from statekit.backends.sql.gateway import DriverRun, Gateway
-from statekit.backends.sql.layout import observe, server_and_layout
+from statekit.backends.sql.layout import observe_table, server_and_layout
 from statekit.backends.sql.naming import check_table
 from statekit.backends.sql.options import parse_url, split_options
 from statekit.backends.sql.schema import (
@@ -48,7 +47,7 @@ from statekit.backends.sql.statements import (
     Statements,
     prefix_successor,
 )
-from statekit.backends.sql.upgrade import upgrade_steps
+from statekit.backends.sql.upgrade import create_table, upgrade_table
 from statekit.errors import (
     ConfigurationError,
     StateBackendError,
@@ -77,7 +76,20 @@ class SQLBackend:
     :class:`~sqlalchemy.ext.asyncio.AsyncEngine` the host already owns: then
     :meth:`aclose` leaves it open, unless ``owns_client=True`` hands it over. With
     ``create_schema`` the table is created if absent on first use; otherwise the host's
-    migrations own it (see :func:`statekit.backends.sql.state_table`). ``pool_size``
+    migrations own it (see :func:`statekit.backends.sql.state_table`).
+
+    ``table_name`` (and ``schema``) must be lower-case identifiers, not a system
+    catalog's (``pg_*``, ``sqlite_*``, ``information_schema``), short enough for the
+    names derived from them (40 characters for a table): else :class:`ConfigurationError`
+    here, before any I/O. On PostgreSQL every statement names the schema (``public``
+    unless given), never relying on ``search_path``.
+
+    Before its first operation (or :meth:`describe`) the backend looks at the table once
+    and serves it as found: without a ``version`` column :attr:`capabilities` drops
+    ``VERSIONS`` (a versioned call made first raises
+    :class:`~statekit.errors.UnsupportedCapabilityError` after the look); naive
+    timestamps hold UTC whatever the session's time zone; a ``NULL`` ``value_json`` is
+    absent. :meth:`upgrade_schema` brings such a table up to statekit's. ``pool_size``
     (``from_url``: the pool's size + overflow) admits that many operations at once, first
     come first served, each waiting at most ``pool_timeout`` seconds for its turn
     (:class:`~statekit.errors.BackendTimeoutError`); give a host engine's pool size here
@@ -164,17 +176,13 @@ class SQLBackend:
             if self._ready:
                 return
             if self._create:
-                await self._create_table()
+                await create_table(self._engine, self._gateway, self._table)
             await self._adopt()
 
     async def _adopt(self) -> None:
         """Declare the table as it is found (see :class:`.schema.TableShape`), so the
         statements fit it: once, before the first operation."""
-        try:
-            async with self._gateway.guard(), self._engine.connect() as conn:
-                observed = await conn.run_sync(observe, self._table)
-        except TRANSLATED as exc:
-            raise translate(exc, "inspect the table") from exc
+        observed = await observe_table(self._engine, self._gateway, self._table)
         if observed.blocking:
             raise ConfigurationError(
                 f"The SQL backend cannot use {self.table_fullname}: "
@@ -224,25 +232,8 @@ class SQLBackend:
         if self._closed:
             raise StateBackendError("SQL backend is closed")
         async with self._schema_lock:
-            await self._create_table()
+            await create_table(self._engine, self._gateway, self._table)
             await self._adopt()
-
-    async def _create_table(self) -> None:
-        table = state_table(MetaData(), self._table.name, self._table.schema)
-        for attempt in (1, 2):
-            try:
-                async with self._gateway.guard(), self._engine.begin() as conn:
-                    if table.schema not in (None, DEFAULT_SCHEMA):
-                        await conn.execute(CreateSchema(table.schema, if_not_exists=True))
-                    await conn.execute(CreateTable(table, if_not_exists=True))
-                break
-            except (sa_exc.IntegrityError, sa_exc.ProgrammingError) as exc:
-                # PostgreSQL's IF NOT EXISTS can still lose a race with another process
-                # creating the same table; once that one has committed, ours is a no-op.
-                if attempt == 2:
-                    raise translate(exc, "create the schema") from exc
-            except TRANSLATED as exc:
-                raise translate(exc, "create the schema") from exc
 
     async def upgrade_schema(self) -> list[str]:
         """Create the table if absent, then bring a table found in place up to statekit's
@@ -259,17 +250,10 @@ class SQLBackend:
             raise StateBackendError("SQL backend is closed")
         async with self._schema_lock:
             self._ready = False  # operations wait for the upgraded table's statements
-            await self._create_table()
-            try:
-                async with self._gateway.guard(), self._engine.begin() as conn:
-                    observed = await conn.run_sync(observe, self._table)
-                    steps = upgrade_steps(observed, self._table, self._engine.dialect)
-                    for _, ddl in steps:
-                        await conn.execute(text(ddl))
-            except TRANSLATED as exc:
-                raise translate(exc, "upgrade the schema") from exc
+            await create_table(self._engine, self._gateway, self._table)
+            changes = await upgrade_table(self._engine, self._gateway, self._table)
             await self._adopt()
-        return [what for what, _ in steps]
+        return changes
 
     # ---- reads --------------------------------------------------------------------
 

@@ -14,8 +14,10 @@ from typing import Any
 
 from sqlalchemy import Table, inspect, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from statekit.backends.sql.faults import TRANSLATED, translate
+from statekit.backends.sql.gateway import Gateway
 from statekit.backends.sql.schema import (
     COLUMN_WIDTHS,
     EXPECTED_COLUMNS,
@@ -75,6 +77,15 @@ class Observed:
                 "the index's help (`statekit init` sets it)"
             )
         return tuple(found)
+
+
+async def observe_table(engine: AsyncEngine, gateway: Gateway, table: Table) -> Observed:
+    """The table named like ``table``, as found, in a place of ``gateway``."""
+    try:
+        async with gateway.guard(), engine.connect() as conn:
+            return await conn.run_sync(observe, table)
+    except TRANSLATED as exc:
+        raise translate(exc, "inspect the table") from exc
 
 
 async def server_and_layout(conn: AsyncConnection, table: Table) -> tuple[str, Observed]:

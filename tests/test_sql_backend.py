@@ -643,9 +643,11 @@ async def test_existing_table_is_used_after_the_documented_migration(
         await existing.get("s", "old")  # statements that cannot run are never tried
     # What `statekit init` runs: every change the documented migration makes.
     changes = await existing.upgrade_schema()
-    assert [c.split(" ")[1] for c in changes] == ["the", "the"] + (
-        ["scope_key", "state_key"] if pg else []
-    )
+    assert changes == [
+        "add the version column (existing entries start at version 1)",
+        "add the unique (scope_key, state_key)",
+        *(["make scope_key VARCHAR(512)", 'make state_key VARCHAR(255) COLLATE "C"'] if pg else []),
+    ]
     info = await existing.describe()
     assert (info.layout, info.warnings) == ("ok", ())
     assert await existing.upgrade_schema() == []  # nothing left to do

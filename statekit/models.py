@@ -2,7 +2,10 @@
 
 Hosts usually have their own models for these; every statekit function that takes an
 event, binding or descriptor reads only the attributes declared here, so any object with
-those attributes works (see the ``*Like`` protocols in :mod:`statekit.scope`).
+those attributes works (see the ``*Like`` protocols in :mod:`statekit.scope`). Every
+default is the original models' (``tests/test_compat.py`` checks each), because the
+defaults enter the scope keys: another default would be another key, and stored state
+would not be found.
 """
 
 from __future__ import annotations
@@ -44,11 +47,15 @@ class AgentEventEnvelope(BaseModel):
 
 
 class BindingScope(BaseModel):
-    """Where a binding applies; used for the binding identity when it has no id."""
+    """Where a binding applies; used for the binding identity when it has no id.
+
+    ``scope_type`` defaults to ``"pipeline"``, as in the original models: a binding
+    without an id and with scope id ``p1`` has identity ``pipeline:p1``.
+    """
 
     model_config = ConfigDict(extra="allow")
 
-    scope_type: str | None = None
+    scope_type: str | None = "pipeline"
     scope_id: str | None = None
 
 

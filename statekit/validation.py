@@ -20,6 +20,8 @@ from statekit.scope import VALID_STATE_SCOPES
 
 MAX_VALUE_JSON_BYTES = 256 * 1024
 MAX_STATE_KEY_LENGTH = 255
+#: Scope keys statekit computes have 79 characters; hosts' own may have up to this many.
+MAX_SCOPE_KEY_LENGTH = 512
 MAX_LIST_LIMIT = 100
 # Deep enough for any real state, shallow enough that every reader (this process at any
 # call depth, other JSON parsers) can decode what was stored: Python's json module
@@ -65,8 +67,11 @@ def check_scope_key(scope_key: object) -> str:
     """Scope keys are opaque, but they must be non-empty strings any backend can store."""
     if not isinstance(scope_key, str) or not scope_key:
         raise Refusal("Scope key must be a non-empty string")
-    if len(scope_key) > 512 or _FORBIDDEN_KEY_CHARS.search(scope_key):
-        raise Refusal("Scope key must be at most 512 characters without control characters")
+    if len(scope_key) > MAX_SCOPE_KEY_LENGTH or _FORBIDDEN_KEY_CHARS.search(scope_key):
+        raise Refusal(
+            f"Scope key must be at most {MAX_SCOPE_KEY_LENGTH} characters "
+            "without control characters"
+        )
     return scope_key
 
 

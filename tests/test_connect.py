@@ -186,7 +186,7 @@ async def test_plain_sql_schemes_open_the_async_drivers(
     async with connect() as store:
         assert isinstance(store.backend, SQLBackend)
         assert store.backend.engine.url.drivername == driver
-        assert store.backend.table_fullname == "from_env"  # its settings_options apply
+        assert store.backend.table.name == "from_env"  # its settings_options apply
 
 
 def test_the_parsed_url_is_handed_to_the_backend(recorder_scheme: str) -> None:

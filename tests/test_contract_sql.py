@@ -1,4 +1,5 @@
-"""The contract suite on the SQL backend: SQLite (a file and :memory:) and PostgreSQL."""
+"""The contract suite on the SQL backend: SQLite (a file and :memory:) and PostgreSQL, on
+statekit's table and on the original store's."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from services import on, open_target
+from sqlalchemy import MetaData, text
 from sqlalchemy.ext.asyncio import create_async_engine
+from sqlsupport import execute, new_schema_name, original_table, postgres_url
 
 from benchmarks.matrix import POSTGRES, SQLITE, SQLITE_MEMORY
-from statekit.backends.base import StateBackend
+from statekit.backends.base import Capability, StateBackend
 from statekit.backends.sql import SQLBackend
 from statekit.testing import StateBackendContract
 
@@ -51,3 +54,49 @@ class TestPostgres(StateBackendContract):
     async def backend(self, request: pytest.FixtureRequest) -> AsyncIterator[StateBackend]:
         async with open_target(POSTGRES, request) as backend:
             yield backend
+
+
+async def _original_table_backend(url: str, schema: str | None) -> SQLBackend:
+    engine = create_async_engine(url)
+    async with engine.begin() as conn:
+        if schema is not None:
+            await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        await conn.run_sync(original_table(MetaData(), schema).create)
+    backend = SQLBackend(
+        engine, table_name="agent_runner_state", schema=schema, create_schema=False
+    )
+    # The suite skips by capability before its first call: let the backend see the table
+    # (what the SQL page tells hosts to do when they need the capabilities up front).
+    await backend.describe()
+    assert Capability.VERSIONS not in backend.capabilities
+    return backend
+
+
+@pytest.mark.sqlite
+class TestSQLiteOriginalTable(StateBackendContract):
+    """The original store's table as it is: no version column, naive timestamps, a
+    nullable value_json."""
+
+    @pytest_asyncio.fixture
+    async def backend(self, tmp_path: Path) -> AsyncIterator[SQLBackend]:
+        backend = await _original_table_backend(
+            f"sqlite+aiosqlite:///{tmp_path / 'original.db'}", None
+        )
+        yield backend
+        await backend.aclose()
+        await backend.engine.dispose()
+
+
+@pytest.mark.postgres
+class TestPostgresOriginalTable(StateBackendContract):
+    """The original table on PostgreSQL: also the database's default collation, so
+    listings ask for code-point order themselves."""
+
+    @pytest_asyncio.fixture
+    async def backend(self) -> AsyncIterator[SQLBackend]:
+        schema = new_schema_name()
+        backend = await _original_table_backend(postgres_url(), schema)
+        yield backend
+        await backend.aclose()
+        await backend.engine.dispose()
+        await execute(postgres_url(), f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

@@ -28,6 +28,7 @@ from statekit import BackendURL
 from statekit.backends.base import CONTEXT_FIELDS, ScopeContext, StateWrite
 from statekit.backends.sql import EXPORT_BATCH_SIZE, SQLBackend, prefix_successor, state_table
 from statekit.backends.sql.driver import discard_with_older
+from statekit.backends.sql.layout import NO_VERSION_COLUMN
 from statekit.backends.sql.statements import ROW_COLUMNS, Statements
 from statekit.errors import (
     BackendTimeoutError,
@@ -634,23 +635,22 @@ async def test_existing_table_is_used_after_the_documented_migration(
         backend.engine, table_name="agent_runner_state", schema=backend.table.schema,
         create_schema=False,
     )  # fmt: skip
-    assert "missing columns: version" in (await existing.describe()).layout
-    # The migration the README documents.
-    async with backend.engine.begin() as conn:
-        await conn.execute(
-            text(f"ALTER TABLE {table} ADD COLUMN version BIGINT NOT NULL DEFAULT 1")
-        )
-        await conn.execute(
-            text(
-                "CREATE UNIQUE INDEX IF NOT EXISTS uq_agent_runner_state_scope_key_state_key"
-                f" ON {'agent_runner_state' if not pg else table} (scope_key, state_key)"
-            )
-        )
-        if pg:
-            await conn.execute(
-                text(f'ALTER TABLE {table} ALTER COLUMN state_key TYPE VARCHAR(255) COLLATE "C"')
-            )
-    assert (await existing.describe()).layout == "ok"
+    info = await existing.describe()
+    assert "missing unique (scope_key, state_key)" in info.layout
+    assert NO_VERSION_COLUMN in info.warnings
+    assert ("scope_key holds fewer than the 512" in info.layout) is pg  # SQLite: no widths
+    with pytest.raises(ConfigurationError, match="missing unique"):
+        await existing.get("s", "old")  # statements that cannot run are never tried
+    # What `statekit init` runs: every change the documented migration makes.
+    changes = await existing.upgrade_schema()
+    assert changes == [
+        "add the version column (existing entries start at version 1)",
+        "add the unique (scope_key, state_key)",
+        *(["make scope_key VARCHAR(512)", 'make state_key VARCHAR(255) COLLATE "C"'] if pg else []),
+    ]
+    info = await existing.describe()
+    assert (info.layout, info.warnings) == ("ok", ())
+    assert await existing.upgrade_schema() == []  # nothing left to do
     assert await existing.get_versioned("s", "old") == ('"v"', 1)
     assert await existing.set("s", "old", '"w"', CTX) == 2
     assert await existing.set("s", "new", '"n"', CTX) == 1
@@ -682,9 +682,11 @@ async def test_pool_size_admits_that_many_operations_and_pool_timeout_bounds_the
         lock = asyncio.Lock()
         await lock.acquire()
 
-        async def slow_layout(*_: Any) -> tuple[str, str]:
+        real_layout = sql_backend_module.server_and_layout
+
+        async def slow_layout(*args: Any) -> Any:
             async with lock:
-                return "v", "ok"
+                return await real_layout(*args)
 
         monkeypatch.setattr(sql_backend_module, "server_and_layout", slow_layout)
         holder = asyncio.create_task(backend.describe())
@@ -703,7 +705,8 @@ def test_repr_masks_the_password_of_a_host_engine() -> None:
     engine = create_async_engine("postgresql+asyncpg://alice:p%40ss@db.example/app")
     backend = SQLBackend(engine)
     assert repr(backend) == (
-        "SQLBackend(url='postgresql+asyncpg://alice:***@db.example/app', table='statekit_state')"
+        "SQLBackend(url='postgresql+asyncpg://alice:***@db.example/app',"
+        " table='public.statekit_state')"
     )
 
 

@@ -30,6 +30,7 @@ def test_public_names_are_exported() -> None:
     modules = {
         "backends",
         "cli",
+        "compat",
         "connection",
         "errors",
         "events",

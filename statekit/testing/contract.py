@@ -17,17 +17,28 @@ import pytest_asyncio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from statekit.backends.base import StateBackend
+from statekit.backends.base import OPTIONAL_CONTEXT_FIELDS, StateBackend
 from statekit.scope import VALID_STATE_SCOPES
 from statekit.store import StateStore
 from statekit.testing.fuzz import FuzzContract
-from statekit.testing.identities import Identity, new_identity, put
+from statekit.testing.identities import Identity, new_identity, put, scope_entries
 from statekit.testing.isolation import IsolationContract
 from statekit.testing.listing import ListingContract
 from statekit.testing.strategies import io_examples, json_values
 from statekit.testing.versions import VersionsContract
 from statekit.testing.writes import WritesContract
-from statekit.validation import MAX_STATE_KEY_LENGTH, MAX_VALUE_JSON_BYTES
+from statekit.validation import (
+    MAX_CONTEXT_FIELD_LENGTH,
+    MAX_SCOPE_KEY_LENGTH,
+    MAX_STATE_KEY_LENGTH,
+    MAX_VALUE_JSON_BYTES,
+)
+
+
+def _text_of(length: int, tag: str) -> str:
+    """``length`` characters starting with ``tag``, padded with characters of 2, 3 and 4
+    UTF-8 bytes: a backend that counts bytes where the limit counts characters fails."""
+    return (tag + "é中😀" * length)[:length]
 
 
 # Marked, so the suite runs under pytest-asyncio's default strict mode as well as "auto".
@@ -105,6 +116,34 @@ class StateBackendContract(
         ident = new_identity()
         assert await put(store, ident, "v", value) == (True, None)
         assert await store.state_get(ident.scope_key(), "v") == json.loads(json.dumps(value))
+
+    async def test_every_limit_the_store_accepts_is_stored(self, store: StateStore) -> None:
+        """Scope key, state key, value and every context field, each at its maximum."""
+        tag = new_identity().runner_id
+        scope_key = _text_of(MAX_SCOPE_KEY_LENGTH, f"conversation:{tag}:")
+        key = _text_of(MAX_STATE_KEY_LENGTH, "k")
+        value = _text_of(MAX_VALUE_JSON_BYTES // 4, "v")  # about 3/4 of the limit
+        value += "x" * (MAX_VALUE_JSON_BYTES - len(json.dumps(value, ensure_ascii=False).encode()))
+        context = {
+            name: _text_of(MAX_CONTEXT_FIELD_LENGTH, name) for name in OPTIONAL_CONTEXT_FIELDS
+        }
+        runner_id = _text_of(MAX_CONTEXT_FIELD_LENGTH, tag)
+        binding_identity = _text_of(MAX_CONTEXT_FIELD_LENGTH, "binding")
+        assert len(json.dumps(value, ensure_ascii=False).encode("utf-8")) == MAX_VALUE_JSON_BYTES
+        ok = await store.state_set(
+            scope_key, key, value, runner_id, binding_identity, "conversation", context
+        )
+        assert ok == (True, None)
+        assert await store.state_get(scope_key, key) == value
+        assert await store.state_list(scope_key) == ([key], False)
+        entry = (await scope_entries(store, scope_key))[key]
+        assert entry.context.as_dict() == {
+            "runner_id": runner_id,
+            "binding_identity": binding_identity,
+            "scope": "conversation",
+            **context,
+        }
+        assert await store.state_delete(scope_key, key) is True
 
     # ---- keys -----------------------------------------------------------------------
 

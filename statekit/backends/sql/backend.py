@@ -17,10 +17,9 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import Table
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import StaticPool
-from sqlalchemy.schema import CreateSchema, CreateTable, MetaData
+from sqlalchemy.schema import MetaData
 
 from statekit.backends.base import (
     BackendInfo,
@@ -33,18 +32,26 @@ from statekit.backends.sql import driver
 from statekit.backends.sql.engine import build_engine
 from statekit.backends.sql.faults import TRANSLATED, translate
 from statekit.backends.sql.gateway import DriverRun, Gateway
-from statekit.backends.sql.layout import server_and_layout
+from statekit.backends.sql.layout import observe_table, server_and_layout
+from statekit.backends.sql.naming import check_table
 from statekit.backends.sql.options import parse_url, split_options
-from statekit.backends.sql.schema import CONTEXT_COLUMNS, DEFAULT_TABLE_NAME, state_table
+from statekit.backends.sql.schema import (
+    CONTEXT_COLUMNS,
+    DEFAULT_SCHEMA,
+    DEFAULT_TABLE_NAME,
+    state_table,
+)
 from statekit.backends.sql.statements import (
     EXPORT_BATCH_SIZE,
     DriverStatement,
     Statements,
     prefix_successor,
 )
+from statekit.backends.sql.upgrade import create_table, upgrade_table
 from statekit.errors import (
     ConfigurationError,
     StateBackendError,
+    UnsupportedCapabilityError,
     VersionConflictError,
 )
 from statekit.url import BackendURL, mask_password
@@ -69,7 +76,20 @@ class SQLBackend:
     :class:`~sqlalchemy.ext.asyncio.AsyncEngine` the host already owns: then
     :meth:`aclose` leaves it open, unless ``owns_client=True`` hands it over. With
     ``create_schema`` the table is created if absent on first use; otherwise the host's
-    migrations own it (see :func:`statekit.backends.sql.state_table`). ``pool_size``
+    migrations own it (see :func:`statekit.backends.sql.state_table`).
+
+    ``table_name`` (and ``schema``) must be lower-case identifiers, not a system
+    catalog's (``pg_*``, ``sqlite_*``, ``information_schema``), short enough for the
+    names derived from them (40 characters for a table): else :class:`ConfigurationError`
+    here, before any I/O. On PostgreSQL every statement names the schema (``public``
+    unless given), never relying on ``search_path``.
+
+    Before its first operation (or :meth:`describe`) the backend looks at the table once
+    and serves it as found: without a ``version`` column :attr:`capabilities` drops
+    ``VERSIONS`` (a versioned call made first raises
+    :class:`~statekit.errors.UnsupportedCapabilityError` after the look); naive
+    timestamps hold UTC whatever the session's time zone; a ``NULL`` ``value_json`` is
+    absent. :meth:`upgrade_schema` brings such a table up to statekit's. ``pool_size``
     (``from_url``: the pool's size + overflow) admits that many operations at once, first
     come first served, each waiting at most ``pool_timeout`` seconds for its turn
     (:class:`~statekit.errors.BackendTimeoutError`); give a host engine's pool size here
@@ -77,7 +97,9 @@ class SQLBackend:
     connection) admits one operation at a time whatever ``pool_size`` says.
     """
 
-    capabilities = frozenset({Capability.VERSIONS})
+    #: Until first use (or :meth:`describe`), what statekit's own table has; then what
+    #: the table found has: no ``VERSIONS`` without a ``version`` column.
+    capabilities: frozenset[Capability] = frozenset({Capability.VERSIONS})
     #: The settings :func:`statekit.connect` hands to :meth:`from_url`.
     settings_options: ClassVar[frozenset[str]] = frozenset(
         {"table_name", "pool_size", "timeout", "connect_timeout"}
@@ -101,8 +123,12 @@ class SQLBackend:
         self._owns_engine = owns_client
         self._dialect = dialect
         self._url = mask_password(engine.url.render_as_string(hide_password=False))
+        if dialect == "postgresql" and schema is None:
+            schema = DEFAULT_SCHEMA  # statements name it: search_path never picks the table
         self._table = state_table(MetaData(), table_name, schema)
-        self._ready = not create_schema  # False until the schema is known to exist
+        check_table(self._table)
+        self._create = create_schema
+        self._ready = False  # until the table is known to exist and its shape is known
         self._closed = False
         self._schema_lock = asyncio.Lock()
         # An in-memory SQLite database is one shared connection: use it one task at a time.
@@ -147,8 +173,35 @@ class SQLBackend:
         if self._closed:
             raise StateBackendError("SQL backend is closed")
         async with self._schema_lock:
-            if not self._ready:
-                await self.create_schema()
+            if self._ready:
+                return
+            if self._create:
+                await create_table(self._engine, self._gateway, self._table)
+            await self._adopt()
+
+    async def _adopt(self) -> None:
+        """Declare the table as it is found (see :class:`.schema.TableShape`), so the
+        statements fit it: once, before the first operation."""
+        observed = await observe_table(self._engine, self._gateway, self._table)
+        if observed.blocking:
+            raise ConfigurationError(
+                f"The SQL backend cannot use {self.table_fullname}: "
+                f"{'; '.join(observed.blocking)} (`statekit init` creates or upgrades it)"
+            )
+        shape = observed.shape
+        self._table = state_table(MetaData(), self._table.name, self._table.schema, shape=shape)
+        self._statements = Statements(self._table, self._engine.dialect, shape)
+        self.capabilities = frozenset({Capability.VERSIONS} if shape.versions else ())
+        self._ready = True
+
+    def _require_versions(self) -> None:
+        # The table was found without a version column after the store's check passed
+        # (capabilities are only known once the table has been seen).
+        if Capability.VERSIONS not in self.capabilities:
+            raise UnsupportedCapabilityError(
+                f"{self.table_fullname} has no version column: conditional sets and "
+                "versions are unavailable (`statekit init` adds the column)"
+            )
 
     async def _run(
         self, run: DriverRun, sql: str, arguments: Any, what: str, *, read: bool = False
@@ -172,33 +225,49 @@ class SQLBackend:
         return rows
 
     async def create_schema(self) -> None:
-        """Create the table (and PostgreSQL schema) if absent; safe to call repeatedly."""
+        """Create the table (and PostgreSQL schema) if absent; safe to call repeatedly.
+
+        A table already there is left as it is (:meth:`upgrade_schema` changes it) and
+        the backend adopts it as found (see :attr:`capabilities`)."""
         if self._closed:
             raise StateBackendError("SQL backend is closed")
-        for attempt in (1, 2):
-            try:
-                async with self._gateway.guard(), self._engine.begin() as conn:
-                    if self._table.schema is not None:
-                        await conn.execute(CreateSchema(self._table.schema, if_not_exists=True))
-                    await conn.execute(CreateTable(self._table, if_not_exists=True))
-                break
-            except (sa_exc.IntegrityError, sa_exc.ProgrammingError) as exc:
-                # PostgreSQL's IF NOT EXISTS can still lose a race with another process
-                # creating the same table; once that one has committed, ours is a no-op.
-                if attempt == 2:
-                    raise translate(exc, "create the schema") from exc
-            except TRANSLATED as exc:
-                raise translate(exc, "create the schema") from exc
-        self._ready = True
+        async with self._schema_lock:
+            await create_table(self._engine, self._gateway, self._table)
+            await self._adopt()
+
+    async def upgrade_schema(self) -> list[str]:
+        """Create the table if absent, then bring a table found in place up to statekit's
+        layout; what ``statekit init`` runs. Returns what was changed (nothing: ``[]``).
+
+        Only changes that keep every row: the ``version`` column (entries start at 1,
+        and the backend then has ``Capability.VERSIONS``), the unique
+        ``(scope_key, state_key)`` (refused, changing nothing, while duplicate rows
+        exist), columns widened to the limits statekit accepts and PostgreSQL's
+        ``COLLATE "C"`` on ``state_key``; all in one transaction. Naive timestamps and a
+        nullable ``value_json`` are served as they are and kept.
+        """
+        if self._closed:
+            raise StateBackendError("SQL backend is closed")
+        async with self._schema_lock:
+            self._ready = False  # operations wait for the upgraded table's statements
+            await create_table(self._engine, self._gateway, self._table)
+            changes = await upgrade_table(self._engine, self._gateway, self._table)
+            await self._adopt()
+        return changes
 
     # ---- reads --------------------------------------------------------------------
 
     async def get(self, scope_key: str, state_key: str) -> str | None:
+        if not self._ready:
+            await self._prepare()
         params = {"scope_key": scope_key, "state_key": state_key}
         rows = await self._rows(self._statements.get, params, "get", read=True)
         return rows[0][0] if rows else None
 
     async def get_versioned(self, scope_key: str, state_key: str) -> tuple[str | None, int]:
+        if not self._ready:
+            await self._prepare()
+        self._require_versions()
         params = {"scope_key": scope_key, "state_key": state_key}
         statement = self._statements.get_versioned
         rows = await self._rows(statement, params, "get", read=True)
@@ -208,6 +277,8 @@ class SQLBackend:
         snapshot: dict[str, dict[str, str]] = {scope_key: {} for scope_key in scope_keys}
         if not snapshot:
             return snapshot
+        if not self._ready:
+            await self._prepare()
         params = {f"scope_key_{i}": scope_key for i, scope_key in enumerate(snapshot)}
         statement = self._statements.snapshot(len(params))
         for scope_key, state_key, value_json in await self._rows(
@@ -219,6 +290,8 @@ class SQLBackend:
     async def list_keys(
         self, scope_key: str, prefix: str, limit: int, after: str | None
     ) -> tuple[list[str], bool]:
+        if not self._ready:
+            await self._prepare()
         params: dict[str, Any] = {"scope_key": scope_key, "limit": limit + 1}
         low: str | None = None
         if after is not None and after >= prefix:
@@ -292,6 +365,10 @@ class SQLBackend:
         context: ScopeContext,
         expected_version: int | None = None,
     ) -> int:
+        if not self._ready:
+            await self._prepare()
+        if expected_version is not None:
+            self._require_versions()
         statements = self._statements
         now = statements.timestamp(datetime.now(timezone.utc))
         if expected_version is None:
@@ -323,6 +400,8 @@ class SQLBackend:
     async def set_many(self, writes: Sequence[StateWrite]) -> None:
         if not writes:
             return
+        if not self._ready:
+            await self._prepare()
         statements = self._statements
         now = statements.timestamp(datetime.now(timezone.utc))
         rows = [
@@ -333,10 +412,14 @@ class SQLBackend:
         await self._run(driver.run_many, statements.upsert_many.sql, rows, "set many")
 
     async def delete(self, scope_key: str, state_key: str) -> bool:
+        if not self._ready:
+            await self._prepare()
         params = {"scope_key": scope_key, "state_key": state_key}
         return bool(await self._rows(self._statements.delete, params, "delete"))
 
     async def clear(self) -> None:
+        if not self._ready:
+            await self._prepare()
         await self._rows(self._statements.clear, {}, "clear")
 
     # ---- lifecycle ----------------------------------------------------------------
@@ -346,15 +429,18 @@ class SQLBackend:
             raise StateBackendError("SQL backend is closed")
         try:
             async with self._gateway.guard(), self._engine.connect() as conn:
-                server_version, layout = await server_and_layout(conn, self._table)
+                server_version, observed = await server_and_layout(conn, self._table)
         except TRANSLATED as exc:
             raise translate(exc, "describe") from exc
+        if observed.exists and not observed.shape.versions:
+            self.capabilities = frozenset()
         return BackendInfo(
             backend=self._dialect,
             server_version=server_version,
-            layout=layout,
+            layout=observed.layout,
             namespace=self.table_fullname,
             url=self._url,
+            warnings=observed.warnings,
         )
 
     async def aclose(self) -> None:

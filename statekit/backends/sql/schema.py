@@ -1,18 +1,25 @@
 """The one table every SQL deployment of statekit uses, as SQLAlchemy Core metadata.
 
 The columns are those of the original SQL-only store plus ``version``, so existing rows
-keep working. ``state_key`` compares in code-point order on every dialect: PostgreSQL
-declares it ``COLLATE "C"`` (byte order of UTF-8, which is code-point order), SQLite's
-default ``BINARY`` collation already compares UTF-8 bytes. The unique constraint on
-``(scope_key, state_key)`` is the only index the queries need: point reads, the snapshot's
-``scope_key IN (...)``, and prefix listings (a range on ``state_key`` with ``ORDER BY`` and
-``LIMIT``) are all scans of it.
+keep working. Column widths come from the limits of :mod:`statekit.validation`, so
+whatever the store accepts fits. ``state_key`` compares in code-point order on every
+dialect: PostgreSQL declares it ``COLLATE "C"`` (byte order of UTF-8, which is code-point
+order), SQLite's default ``BINARY`` collation already compares UTF-8 bytes. The unique
+constraint on ``(scope_key, state_key)`` is the only index the queries need: point reads,
+the snapshot's ``scope_key IN (...)``, and prefix listings (a range on ``state_key`` with
+``ORDER BY`` and ``LIMIT``) are all scans of it.
+
+A table the backend finds in place (a host's, the original store's) may differ in the
+ways :class:`TableShape` lists; the backend then declares the table as it is found, so
+its statements fit it.
 
 Hosts with their own migrations add :data:`metadata` (or a table made by
 :func:`state_table` on their own ``MetaData``) to Alembic's ``target_metadata``.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from sqlalchemy import (
     BigInteger,
@@ -28,15 +35,44 @@ from sqlalchemy import (
 )
 
 from statekit.backends.base import CONTEXT_FIELDS, OPTIONAL_CONTEXT_FIELDS
+from statekit.validation import (
+    MAX_CONTEXT_FIELD_LENGTH,
+    MAX_SCOPE_KEY_LENGTH,
+    MAX_STATE_KEY_LENGTH,
+)
 
 DEFAULT_TABLE_NAME = "statekit_state"
+#: Where the table lives on PostgreSQL when no ``schema`` is given.
+DEFAULT_SCHEMA = "public"
 
 #: The context columns, in :class:`statekit.backends.base.ScopeContext` order.
 CONTEXT_COLUMNS = CONTEXT_FIELDS
 #: The context columns every row has (the rest are ``NULL`` where the event had none).
 REQUIRED_CONTEXT_COLUMNS = tuple(n for n in CONTEXT_COLUMNS if n not in OPTIONAL_CONTEXT_FIELDS)
-# The original store's width for the scope's name; every other context column has 255.
+# The original store's width for the scope's name (the longest, "conversation", has 12).
 _CONTEXT_WIDTHS = {"scope": 32}
+
+
+@dataclass(frozen=True, slots=True)
+class TableShape:
+    """Where a table found in place may differ from the one statekit creates, and still
+    serve it. The defaults are statekit's own table; the original store's has no
+    ``version``, naive timestamps, a nullable ``value_json`` and the database's default
+    collation."""
+
+    #: A ``version`` column: without one, the backend lacks ``Capability.VERSIONS``.
+    versions: bool = True
+    #: ``TIMESTAMP WITH TIME ZONE``; else naive timestamps, which hold UTC.
+    aware_timestamps: bool = True
+    #: ``value_json`` may be ``NULL``: such a row reads as absent everywhere.
+    nullable_values: bool = False
+    #: ``state_key`` sorts in code-point order by itself (PostgreSQL: ``COLLATE "C"``);
+    #: else the statements ask for that order (without the index's help).
+    code_point_keys: bool = True
+
+
+#: The table statekit creates.
+STATEKIT_SHAPE = TableShape()
 
 
 def _id_type() -> BigInteger:
@@ -44,38 +80,58 @@ def _id_type() -> BigInteger:
     return BigInteger().with_variant(Integer(), "sqlite")
 
 
-def _key_type() -> String:
+def _key_type(code_point_order: bool) -> String:
+    if not code_point_order:
+        return String(MAX_STATE_KEY_LENGTH)
     # Code-point order on PostgreSQL whatever the database's default collation is.
-    return String(255).with_variant(String(255, collation="C"), "postgresql")
+    return String(MAX_STATE_KEY_LENGTH).with_variant(
+        String(MAX_STATE_KEY_LENGTH, collation="C"), "postgresql"
+    )
 
 
 def _context_columns(names: tuple[str, ...], *, nullable: bool) -> list[Column[str]]:
     return [
-        Column(name, String(_CONTEXT_WIDTHS.get(name, 255)), nullable=nullable) for name in names
+        Column(name, String(_CONTEXT_WIDTHS.get(name, MAX_CONTEXT_FIELD_LENGTH)), nullable=nullable)
+        for name in names
     ]
 
 
+def unique_name(table_name: str) -> str:
+    """The name of the unique ``(scope_key, state_key)`` the upsert targets."""
+    return f"uq_{table_name}_scope_key_state_key"
+
+
 def state_table(
-    metadata: MetaData, table_name: str = DEFAULT_TABLE_NAME, schema: str | None = None
+    metadata: MetaData,
+    table_name: str = DEFAULT_TABLE_NAME,
+    schema: str | None = None,
+    *,
+    shape: TableShape = STATEKIT_SHAPE,
 ) -> Table:
     """Declare statekit's table on ``metadata`` (a host's own, for its migrations).
 
     The unique constraint is named ``uq_<table>_scope_key_state_key``; the upsert
-    targets its columns.
+    targets its columns. ``shape`` declares a table found in place as it is (the
+    backend does this itself); migrations want the default.
     """
+    version = (
+        [Column("version", BigInteger(), nullable=False, server_default=text("1"))]
+        if shape.versions
+        else []
+    )
     return Table(
         table_name,
         metadata,
         Column("id", _id_type(), primary_key=True, autoincrement=True),
         *_context_columns(REQUIRED_CONTEXT_COLUMNS, nullable=False),
-        Column("scope_key", String(255), nullable=False),
-        Column("state_key", _key_type(), nullable=False),
-        Column("value_json", Text(), nullable=False),
+        Column("scope_key", String(MAX_SCOPE_KEY_LENGTH), nullable=False),
+        Column("state_key", _key_type(shape.code_point_keys), nullable=False),
+        Column("value_json", Text(), nullable=shape.nullable_values),
         *_context_columns(OPTIONAL_CONTEXT_FIELDS, nullable=True),
-        Column("created_at", DateTime(timezone=True), nullable=False),
-        Column("updated_at", DateTime(timezone=True), nullable=False),
-        Column("version", BigInteger(), nullable=False, server_default=text("1")),
-        UniqueConstraint("scope_key", "state_key", name=f"uq_{table_name}_scope_key_state_key"),
+        Column("created_at", DateTime(timezone=shape.aware_timestamps), nullable=False),
+        Column("updated_at", DateTime(timezone=shape.aware_timestamps), nullable=False),
+        *version,
+        UniqueConstraint("scope_key", "state_key", name=unique_name(table_name)),
         schema=schema,
     )
 
@@ -86,3 +142,9 @@ state_table(metadata)
 
 #: Column names ``describe`` checks for: every column of the table, in its order.
 EXPECTED_COLUMNS = tuple(column.name for column in state_table(MetaData()).columns)
+#: The width of every text column with one: what the validation limits need.
+COLUMN_WIDTHS = {
+    column.name: column.type.length
+    for column in state_table(MetaData()).columns
+    if isinstance(column.type, String) and column.type.length is not None
+}

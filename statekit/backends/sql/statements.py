@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from operator import attrgetter, itemgetter
 from typing import Any, cast
 
@@ -26,11 +26,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
-from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql import ClauseElement, ColumnElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from statekit.backends.base import ScopeContext
-from statekit.backends.sql.schema import CONTEXT_COLUMNS
+from statekit.backends.sql.schema import CONTEXT_COLUMNS, STATEKIT_SHAPE, TableShape
 
 #: Rows fetched per round trip by :meth:`SQLBackend.iter_entries`.
 EXPORT_BATCH_SIZE = 500
@@ -101,23 +101,46 @@ def _compile(
 class Statements:
     """Every statement of one backend: driver SQL for the operations that run on the
     driver's connection, Core selects for the export (which runs through SQLAlchemy for
-    its type processing and server-side cursor)."""
+    its type processing and server-side cursor).
 
-    def __init__(self, table: Table, dialect: Dialect) -> None:
+    ``shape`` says how the table differs from statekit's own: without ``versions`` the
+    versioned statements are absent and writes return version 0; with
+    ``nullable_values`` every read skips rows whose ``value_json`` is ``NULL``.
+    """
+
+    get_versioned: DriverStatement
+    version: DriverStatement
+    insert_new: DriverStatement
+    update_if: DriverStatement
+
+    def __init__(self, table: Table, dialect: Dialect, shape: TableShape = STATEKIT_SHAPE) -> None:
         self._table = table
         self._dialect = dialect
+        self._shape = shape
         c = table.c
-        self._writes(table, dialect)
+        # A NULL value_json (the original store's table allows it) reads as absent.
+        self._present = (c.value_json.is_not(None),) if shape.nullable_values else ()
         key = (c.scope_key == bindparam("scope_key"), c.state_key == bindparam("state_key"))
-        self.get = _compile(select(c.value_json).where(*key), dialect)
-        self.get_versioned = _compile(select(c.value_json, c.version).where(*key), dialect)
-        self.version = _compile(select(c.version).where(*key), dialect)
-        self.delete = _compile(delete(table).where(*key).returning(c.version), dialect)
+        found = (*key, *self._present)
+        self._writes(table, dialect)
+        self.get = _compile(select(c.value_json).where(*found), dialect)
+        if shape.versions:
+            self.get_versioned = _compile(select(c.value_json, c.version).where(*found), dialect)
+            self.version = _compile(select(c.version).where(*found), dialect)
+        # A NULL row is absent: not deleted either. (Not "RETURNING value_json IS NOT
+        # NULL": SQLite 3.40 returns 1 for a NULL there.)
+        self.delete = _compile(delete(table).where(*found).returning(c.id), dialect)
         self.clear = _compile(delete(table), dialect)
-        self.lists = {shape: _compile(_listing(table, *shape), dialect) for shape in _LIST_SHAPES}
+        self.lists = {
+            shape_: _compile(
+                _listing(table, *shape_, self._present, shape.code_point_keys), dialect
+            )
+            for shape_ in _LIST_SHAPES
+        }
         self._snapshots: dict[int, DriverStatement] = {}
         timestamp = c.created_at.type.dialect_impl(dialect).bind_processor(dialect)
         self._timestamp: Callable[[datetime], Any] | None = timestamp
+        version = c.version if shape.versions else literal_column("0", BigInteger)
         self.export = select(
             c.scope_key,
             c.state_key,
@@ -125,54 +148,72 @@ class Statements:
             *(c[name] for name in CONTEXT_COLUMNS),
             c.created_at,
             c.updated_at,
-            c.version,
-        )
+            version,
+        ).where(*self._present)
         self.export_page = (
             select(c.id, *self.export.selected_columns)
-            .where(c.id > bindparam("last_id"))
+            .where(c.id > bindparam("last_id"), *self._present)
             .order_by(c.id)
             .limit(EXPORT_BATCH_SIZE)
         )
 
     def _writes(self, table: Table, dialect: Dialect) -> None:
-        """The upserts, the insert of a new key and the conditional update."""
+        """The upserts, and with versions the insert of a new key and the conditional
+        update."""
         c = table.c
         insert = postgresql.insert(table) if dialect.name == "postgresql" else sqlite.insert(table)
         conflict = [c.scope_key, c.state_key]
+        # created_at and the context stay as created.
+        updated = {
+            "value_json": insert.excluded.value_json,
+            "updated_at": insert.excluded.updated_at,
+        }
+        if not self._shape.versions:
+            upsert = insert.on_conflict_do_update(index_elements=conflict, set_=updated)
+            self.upsert = _compile(
+                upsert.returning(literal_column("0", BigInteger)), dialect, ROW_COLUMNS
+            )
+            self.upsert_many = _compile(upsert, dialect, ROW_COLUMNS)
+            self._row_statements(self.upsert, self.upsert_many)
+            return
         # A literal increment, so the statements have no parameter beyond the row's.
         bumped = c.version + literal_column("1", BigInteger)
         upsert = insert.on_conflict_do_update(
-            index_elements=conflict,
-            # created_at and the context stay as created.
-            set_={
-                "value_json": insert.excluded.value_json,
-                "updated_at": insert.excluded.updated_at,
-                "version": bumped,
-            },
+            index_elements=conflict, set_={**updated, "version": bumped}
         )
         self.upsert = _compile(upsert.returning(c.version), dialect, ROW_COLUMNS)
         self.upsert_many = _compile(upsert, dialect, ROW_COLUMNS)
-        self.insert_new = _compile(
-            insert.on_conflict_do_nothing(index_elements=conflict).returning(c.version),
-            dialect,
-            ROW_COLUMNS,
+        new_only = (
+            # A row whose value is NULL is absent: a first write takes its place.
+            insert.on_conflict_do_update(
+                index_elements=conflict,
+                set_={**updated, "version": bumped},
+                where=c.value_json.is_(None),
+            )
+            if self._shape.nullable_values
+            else insert.on_conflict_do_nothing(index_elements=conflict)
         )
-        # The three row statements take the same parameters (all given), in one order.
-        row_statements = (self.upsert, self.upsert_many, self.insert_new)
-        if any(s.names != self.upsert.names or s.defaults for s in row_statements):
-            raise AssertionError("the row statements differ in their parameters")
-        self._row_order = itemgetter(*(ROW_COLUMNS.index(name) for name in self.upsert.names))
+        self.insert_new = _compile(new_only.returning(c.version), dialect, ROW_COLUMNS)
+        self._row_statements(self.upsert, self.upsert_many, self.insert_new)
         self.update_if = _compile(
             update(table)
             .where(
                 c.scope_key == bindparam("key_scope"),
                 c.state_key == bindparam("key_state"),
                 c.version == bindparam("expected"),
+                *self._present,
             )
             .values(value_json=bindparam("new_value"), updated_at=bindparam("now"), version=bumped)
             .returning(c.version),
             dialect,
         )
+
+    def _row_statements(self, *statements: DriverStatement) -> None:
+        # The row statements take the same parameters (all given), in one order.
+        first = statements[0]
+        if any(s.names != first.names or s.defaults for s in statements):
+            raise AssertionError("the row statements differ in their parameters")
+        self._row_order = itemgetter(*(ROW_COLUMNS.index(name) for name in first.names))
 
     def snapshot(self, size: int) -> DriverStatement:
         """``SELECT ... WHERE scope_key IN (...)`` for ``size`` scope keys ``scope_key_<i>``."""
@@ -182,7 +223,9 @@ class Statements:
         c = self._table.c
         keys = [bindparam(f"scope_key_{i}", type_=c.scope_key.type) for i in range(size)]
         statement = _compile(
-            select(c.scope_key, c.state_key, c.value_json).where(c.scope_key.in_(keys)),
+            select(c.scope_key, c.state_key, c.value_json).where(
+                c.scope_key.in_(keys), *self._present
+            ),
             self._dialect,
         )
         if size <= _KEPT_SNAPSHOT_SIZES:
@@ -199,7 +242,11 @@ class Statements:
         return row
 
     def timestamp(self, moment: datetime) -> Any:
-        """``moment`` as the driver takes it: SQLite stores SQLAlchemy's naive UTC text."""
+        """``moment`` (aware) as the driver takes it: an aware UTC time for a column with
+        a time zone, else the naive UTC time, which the server stores as it is whatever
+        its session's time zone (SQLite stores SQLAlchemy's naive UTC text)."""
+        if not self._shape.aware_timestamps:
+            moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
         return moment if self._timestamp is None else self._timestamp(moment)
 
 
@@ -208,13 +255,21 @@ class Statements:
 _LIST_SHAPES = [(low, bounded) for low in (None, ">=", ">") for bounded in (False, True)]
 
 
-def _listing(table: Table, low: str | None, bounded: bool) -> ClauseElement:
+def _listing(
+    table: Table,
+    low: str | None,
+    bounded: bool,
+    present: tuple[ColumnElement[bool], ...],
+    code_point_order: bool,
+) -> ClauseElement:
     c = table.c
-    query = select(c.state_key).where(c.scope_key == bindparam("scope_key"))
+    # Without a "C" column collation, ask for code-point order (PostgreSQL only).
+    key: ColumnElement[str] = c.state_key if code_point_order else c.state_key.collate("C")
+    query = select(c.state_key).where(c.scope_key == bindparam("scope_key"), *present)
     if low == ">=":
-        query = query.where(c.state_key >= bindparam("low"))
+        query = query.where(key >= bindparam("low"))
     elif low == ">":
-        query = query.where(c.state_key > bindparam("low"))
+        query = query.where(key > bindparam("low"))
     if bounded:
-        query = query.where(c.state_key < bindparam("high"))
-    return query.order_by(c.state_key).limit(bindparam("limit", type_=Integer))
+        query = query.where(key < bindparam("high"))
+    return query.order_by(key).limit(bindparam("limit", type_=Integer))

@@ -1,0 +1,97 @@
+"""Creating the table, and bringing one found in place up to statekit's layout (what
+``statekit init`` runs).
+
+Only additions and widenings that keep every row as it is: the ``version`` column
+(existing rows start at version 1), the unique ``(scope_key, state_key)`` the upsert
+targets (it fails, changing nothing, if the table holds duplicate rows: remove them
+first), ``VARCHAR`` columns widened to the limits statekit accepts and, on PostgreSQL,
+``state_key`` given ``COLLATE "C"``. Naive timestamps and a nullable ``value_json`` are
+served as they are and left alone; so are missing context columns, which only the host
+can fill.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import MetaData, Table, text
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.schema import CreateSchema, CreateTable
+
+from statekit.backends.sql.faults import TRANSLATED, translate
+from statekit.backends.sql.gateway import Gateway
+from statekit.backends.sql.layout import Observed, observe
+from statekit.backends.sql.schema import COLUMN_WIDTHS, DEFAULT_SCHEMA, state_table, unique_name
+
+
+async def create_table(engine: AsyncEngine, gateway: Gateway, table: Table) -> None:
+    """Create statekit's table named like ``table`` (and its PostgreSQL schema, unless
+    ``public``) if absent; a table already there is left as it is."""
+    table = state_table(MetaData(), table.name, table.schema)
+    for attempt in (1, 2):
+        try:
+            async with gateway.guard(), engine.begin() as conn:
+                if table.schema not in (None, DEFAULT_SCHEMA):
+                    await conn.execute(CreateSchema(table.schema, if_not_exists=True))
+                await conn.execute(CreateTable(table, if_not_exists=True))
+            return
+        except (sa_exc.IntegrityError, sa_exc.ProgrammingError) as exc:
+            # PostgreSQL's IF NOT EXISTS can still lose a race with another process
+            # creating the same table; once that one has committed, ours is a no-op.
+            if attempt == 2:
+                raise translate(exc, "create the schema") from exc
+        except TRANSLATED as exc:
+            raise translate(exc, "create the schema") from exc
+
+
+async def upgrade_table(engine: AsyncEngine, gateway: Gateway, table: Table) -> list[str]:
+    """Apply :func:`upgrade_steps` to the table named like ``table``, in one
+    transaction; what was changed."""
+    try:
+        async with gateway.guard(), engine.begin() as conn:
+            observed = await conn.run_sync(observe, table)
+            steps = upgrade_steps(observed, table, engine.dialect)
+            for _, ddl in steps:
+                await conn.execute(text(ddl))
+    except TRANSLATED as exc:
+        raise translate(exc, "upgrade the schema") from exc
+    return [what for what, _ in steps]
+
+
+def upgrade_steps(observed: Observed, table: Table, dialect: Dialect) -> list[tuple[str, str]]:
+    """``(what it does, DDL)`` for each change ``observed`` needs, in order."""
+    if not observed.exists:
+        return []
+    quote = dialect.identifier_preparer
+    name = quote.format_table(table)
+    steps: list[tuple[str, str]] = []
+    if not observed.shape.versions:
+        steps.append(
+            (
+                "add the version column (existing entries start at version 1)",
+                f"ALTER TABLE {name} ADD COLUMN version BIGINT NOT NULL DEFAULT 1",
+            )
+        )
+    if not observed.unique:
+        steps.append(
+            (
+                "add the unique (scope_key, state_key)",
+                f"CREATE UNIQUE INDEX {quote.quote(unique_name(table.name))} "
+                f"ON {name} (scope_key, state_key)",
+            )
+        )
+    if dialect.name != "postgresql":
+        return steps  # SQLite neither enforces widths nor needs a collation
+    retyped = dict(observed.narrow)
+    if not observed.shape.code_point_keys:
+        retyped["state_key"] = COLUMN_WIDTHS["state_key"]
+    for column, width in retyped.items():
+        collation = ' COLLATE "C"' if column == "state_key" else ""
+        steps.append(
+            (
+                f"make {column} VARCHAR({width}){collation}",
+                f"ALTER TABLE {name} ALTER COLUMN {quote.quote(column)} "
+                f"TYPE VARCHAR({width}){collation}",
+            )
+        )
+    return steps

@@ -17,6 +17,7 @@ from statekit.errors import (
     ConfigurationError,
     StateBackendError,
     StatekitError,
+    StoreClosedError,
     UnsupportedCapabilityError,
     VersionConflictError,
 )
@@ -74,6 +75,7 @@ __all__ = [
     "StateWrite",
     "StatekitError",
     "StatekitSettings",
+    "StoreClosedError",
     "SubjectContext",
     "UnsupportedCapabilityError",
     "VersionConflictError",

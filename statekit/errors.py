@@ -35,6 +35,10 @@ class UnsupportedCapabilityError(StatekitError):
     """
 
 
+class StoreClosedError(StatekitError):
+    """The store (or its backend) was closed with ``aclose()``; nothing can be called on it any more."""  # noqa: E501
+
+
 class VersionConflictError(StatekitError):
     """A conditional set was refused because the stored version differs.
 

@@ -34,6 +34,7 @@ from statekit.errors import (
     BackendUnavailableError,
     ConfigurationError,
     StateBackendError,
+    StoreClosedError,
 )
 
 CTX = ScopeContext("runner-1", "binding-1", "conversation", bot_id="bot-1")
@@ -588,7 +589,7 @@ async def test_host_owned_engine_is_not_disposed(tmp_path: Path) -> None:
     await backend.set("s", "k", "1", CTX)
     await backend.aclose()
     await backend.aclose()  # idempotent
-    with pytest.raises(StateBackendError):
+    with pytest.raises(StoreClosedError):
         await backend.get("s", "k")
     assert engine.pool.checkedin() == 1  # type: ignore[attr-defined]
     async with engine.connect() as conn:

@@ -11,7 +11,6 @@ SQLAlchemy.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -32,7 +31,7 @@ from statekit.backends.base import (
 from statekit.backends.sql import driver
 from statekit.backends.sql.engine import build_engine
 from statekit.backends.sql.faults import TRANSLATED, translate
-from statekit.backends.sql.gateway import DriverRun, Gateway
+from statekit.backends.sql.gateway import CLOSED_MESSAGE, DriverRun, Gateway
 from statekit.backends.sql.layout import server_and_layout
 from statekit.backends.sql.options import parse_url, split_options
 from statekit.backends.sql.schema import CONTEXT_COLUMNS, DEFAULT_TABLE_NAME, state_table
@@ -44,7 +43,7 @@ from statekit.backends.sql.statements import (
 )
 from statekit.errors import (
     ConfigurationError,
-    StateBackendError,
+    StoreClosedError,
     VersionConflictError,
 )
 from statekit.url import BackendURL, mask_password
@@ -103,8 +102,6 @@ class SQLBackend:
         self._url = mask_password(engine.url.render_as_string(hide_password=False))
         self._table = state_table(MetaData(), table_name, schema)
         self._ready = not create_schema  # False until the schema is known to exist
-        self._closed = False
-        self._schema_lock = asyncio.Lock()
         # An in-memory SQLite database is one shared connection: use it one task at a time.
         self._shared_connection = isinstance(engine.pool, StaticPool)
         self._gateway = Gateway(engine, 1 if self._shared_connection else pool_size, pool_timeout)
@@ -143,10 +140,13 @@ class SQLBackend:
 
     # ---- plumbing -----------------------------------------------------------------
 
+    def _check_open(self) -> None:
+        if self._gateway.closed:
+            raise StoreClosedError(CLOSED_MESSAGE)
+
     async def _prepare(self) -> None:
-        if self._closed:
-            raise StateBackendError("SQL backend is closed")
-        async with self._schema_lock:
+        self._check_open()
+        async with self._gateway.schema_lock():
             if not self._ready:
                 await self.create_schema()
 
@@ -173,8 +173,7 @@ class SQLBackend:
 
     async def create_schema(self) -> None:
         """Create the table (and PostgreSQL schema) if absent; safe to call repeatedly."""
-        if self._closed:
-            raise StateBackendError("SQL backend is closed")
+        self._check_open()
         for attempt in (1, 2):
             try:
                 async with self._gateway.guard(), self._engine.begin() as conn:
@@ -241,12 +240,18 @@ class SQLBackend:
                 yield entry
             return
         try:
-            async with self._gateway.guard(), self._engine.connect() as conn:
-                result = await conn.stream(
-                    self._statements.export.execution_options(yield_per=EXPORT_BATCH_SIZE)
-                )
-                async for row in result:
-                    yield self._entry(row)
+            async with self._gateway.guard(streaming=True), self._engine.connect() as conn:
+                try:
+                    result = await conn.stream(
+                        self._statements.export.execution_options(yield_per=EXPORT_BATCH_SIZE)
+                    )
+                    async for row in result:
+                        yield self._entry(row)
+                        self._check_open()
+                finally:
+                    if self._gateway.closed:
+                        # The pool may be disposed already: close the connection itself.
+                        await conn.invalidate()
         except TRANSLATED as exc:
             raise translate(exc, "export entries") from exc
 
@@ -263,6 +268,7 @@ class SQLBackend:
                 raise translate(exc, "export entries") from exc
             for row in rows:
                 yield self._entry(row[1:])
+                self._check_open()
             if len(rows) < EXPORT_BATCH_SIZE:
                 return
             last_id = rows[-1][0]
@@ -342,8 +348,7 @@ class SQLBackend:
     # ---- lifecycle ----------------------------------------------------------------
 
     async def describe(self) -> BackendInfo:
-        if self._closed:
-            raise StateBackendError("SQL backend is closed")
+        self._check_open()
         try:
             async with self._gateway.guard(), self._engine.connect() as conn:
                 server_version, layout = await server_and_layout(conn, self._table)
@@ -358,10 +363,11 @@ class SQLBackend:
         )
 
     async def aclose(self) -> None:
-        if self._closed:
+        """Close the backend: every later call raises :class:`StoreClosedError`; calls
+        still waiting for a connection raise it too, statements under way finish first
+        (``aclose`` waits for them at most ``pool_timeout``). Closing again does nothing."""
+        if self._gateway.closed:
             return
-        self._closed = True
-        self._ready = False
         await self._gateway.close()
         if self._owns_engine:
             await self._engine.dispose()

@@ -11,7 +11,9 @@ The gate, the schema lock and the connections handed over belong to one event lo
 backend used from another loop (a module-level store across two ``asyncio.run()``
 calls) moves to it on that loop's first call: it starts a new gate and, on PostgreSQL,
 a new pool (asyncpg's connections only work on the loop that opened them; aiosqlite's
-work on any loop and are kept). Two loops running at once are refused by name. After
+work on any loop and are kept); on PostgreSQL the old loop's connections are closed
+as that loop shuts down (see :mod:`.loops`). Two loops running at once are refused by
+name. After
 :meth:`Gateway.close` every call raises :class:`~statekit.errors.StoreClosedError`.
 """
 
@@ -29,6 +31,7 @@ from sqlalchemy.util import greenlet_spawn
 from statekit.backends.gate import FifoGate
 from statekit.backends.sql import driver
 from statekit.backends.sql.faults import TRANSLATED, driver_errors, translate
+from statekit.backends.sql.loops import LoopEnd
 from statekit.errors import StateBackendError, StoreClosedError
 
 #: ``run(connections, sql, arguments)``: :func:`.driver.run` or :func:`.driver.run_many`.
@@ -68,6 +71,11 @@ class Gateway:
         # cancellation out of SQLAlchemy's connection handling, where a second one
         # strands a close task of its own (see _to_the_end).
         self._runs_to_the_end = engine.dialect.name == "sqlite"
+        # asyncpg's connections work on their own loop only; aiosqlite's on any.
+        self._loop_bound_connections = engine.dialect.name == "postgresql" and not isinstance(
+            engine.pool, StaticPool
+        )
+        self._loop_end: LoopEnd | None = None
 
     def _bound(self) -> _Turns:
         """This loop's turns, moving the backend to the running loop if it changed."""
@@ -81,20 +89,29 @@ class Gateway:
                 "use one backend per event loop"
             )
         self._loop = loop
+        if self._loop_end is not None:
+            self._loop_end.cancel()
+        if self._loop_bound_connections:
+            self._loop_end = LoopEnd(self._release_loop)
         if previous is None:
             return self._turns
         stale = self._turns
         self._turns = _Turns(self._engine, self._size, self._timeout)
-        if self._engine.dialect.name == "postgresql" and not isinstance(
-            self._engine.pool, StaticPool
-        ):
-            # The old loop's connections cannot even be closed from this loop: a new pool
-            # replaces them (SQLAlchemy's own advice) and they are dropped with the old.
+        if self._loop_bound_connections:
+            # Connections the old loop's shutdown did not close (a loop closed by hand)
+            # cannot even be closed from this loop: a new pool replaces them (SQLAlchemy's
+            # advice) and they are dropped with the old one.
             stale.connections.abandon()
             self._engine.sync_engine.dispose(close=False)
         else:
             self._turns.connections.adopt(stale.connections)
         return self._turns
+
+    async def _release_loop(self) -> None:
+        """Close the pool's connections on the loop that opened them, as it shuts down."""
+        if not self.closed:
+            await greenlet_spawn(self._turns.connections.release)
+            await self._engine.dispose()
 
     def schema_lock(self) -> asyncio.Lock:
         """The lock that makes schema creation happen once, for the running loop."""
@@ -188,6 +205,8 @@ class Gateway:
         """
         self.closed = True
         turns = self._bound()
+        if self._loop_end is not None:
+            self._loop_end.cancel()
         turns.connections.closed = True
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(turns.idle.wait(), self._timeout)

@@ -763,7 +763,8 @@ def test_the_private_pool_api_is_there_in_the_pinned_sqlalchemy(tmp_path: Path) 
 def test_bare_dialect_urls_use_the_async_drivers() -> None:
     pg = SQLBackend.from_url("postgresql://u@localhost/db?ssl=disable")
     assert pg.engine.url.drivername == "postgresql+asyncpg"
-    assert pg.engine.url.query == {"ssl": "disable"}  # driver parameters pass through
+    # Checked driver parameters become asyncpg's connect arguments (test_sql_urls.py).
+    assert pg.engine.url.query == {}
     assert SQLBackend.from_url("sqlite://").engine.url.drivername == "sqlite+aiosqlite"
 
 

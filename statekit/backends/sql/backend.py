@@ -41,6 +41,7 @@ from statekit.backends.sql.statements import (
     Statements,
     prefix_successor,
 )
+from statekit.backends.sql.urlparams import driver_arguments
 from statekit.errors import (
     ConfigurationError,
     StoreClosedError,
@@ -112,8 +113,9 @@ class SQLBackend:
         """A backend for ``url``; no I/O until first use. Keyword options win over URL
         query parameters; unknown options raise :class:`ConfigurationError`."""
         parsed, opts = split_options(parse_url(BackendURL(url).unmasked()), options)
+        parsed, connect_args = driver_arguments(parsed)
         return cls(
-            build_engine(parsed, opts),
+            build_engine(parsed, opts, connect_args),
             table_name=opts.table_name,
             schema=opts.schema_,
             create_schema=opts.create_schema,

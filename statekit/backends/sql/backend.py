@@ -75,6 +75,12 @@ class SQLBackend:
     (:class:`~statekit.errors.BackendTimeoutError`); give a host engine's pool size here
     when many tasks share the backend. An in-memory SQLite database (one shared
     connection) admits one operation at a time whatever ``pool_size`` says.
+
+    One backend may serve one event loop after another (a module-level store across
+    ``asyncio.run()`` calls): it moves to each new loop on its first call there, with a
+    new pool on PostgreSQL, whose connections belong to one loop; two loops running at
+    once get :class:`~statekit.errors.StateBackendError`. After :meth:`aclose` every
+    method raises :class:`~statekit.errors.StoreClosedError`.
     """
 
     capabilities = frozenset({Capability.VERSIONS})

@@ -33,7 +33,6 @@ from statekit.errors import (
     BackendTimeoutError,
     BackendUnavailableError,
     ConfigurationError,
-    StateBackendError,
     StoreClosedError,
 )
 

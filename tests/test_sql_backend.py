@@ -34,7 +34,7 @@ from statekit.errors import (
     BackendTimeoutError,
     BackendUnavailableError,
     ConfigurationError,
-    StateBackendError,
+    StoreClosedError,
 )
 
 CTX = ScopeContext("runner-1", "binding-1", "conversation", bot_id="bot-1")
@@ -589,7 +589,7 @@ async def test_host_owned_engine_is_not_disposed(tmp_path: Path) -> None:
     await backend.set("s", "k", "1", CTX)
     await backend.aclose()
     await backend.aclose()  # idempotent
-    with pytest.raises(StateBackendError):
+    with pytest.raises(StoreClosedError):
         await backend.get("s", "k")
     assert engine.pool.checkedin() == 1  # type: ignore[attr-defined]
     async with engine.connect() as conn:
@@ -765,7 +765,8 @@ def test_the_private_pool_api_is_there_in_the_pinned_sqlalchemy(tmp_path: Path) 
 def test_bare_dialect_urls_use_the_async_drivers() -> None:
     pg = SQLBackend.from_url("postgresql://u@localhost/db?ssl=disable")
     assert pg.engine.url.drivername == "postgresql+asyncpg"
-    assert pg.engine.url.query == {"ssl": "disable"}  # driver parameters pass through
+    # Checked driver parameters become asyncpg's connect arguments (test_sql_urls.py).
+    assert pg.engine.url.query == {}
     assert SQLBackend.from_url("sqlite://").engine.url.drivername == "sqlite+aiosqlite"
 
 

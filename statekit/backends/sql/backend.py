@@ -11,7 +11,6 @@ SQLAlchemy.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -31,7 +30,7 @@ from statekit.backends.base import (
 from statekit.backends.sql import driver
 from statekit.backends.sql.engine import build_engine
 from statekit.backends.sql.faults import TRANSLATED, translate
-from statekit.backends.sql.gateway import DriverRun, Gateway
+from statekit.backends.sql.gateway import CLOSED_MESSAGE, DriverRun, Gateway
 from statekit.backends.sql.layout import observe_table, server_and_layout
 from statekit.backends.sql.naming import check_table
 from statekit.backends.sql.options import parse_url, split_options
@@ -48,9 +47,10 @@ from statekit.backends.sql.statements import (
     prefix_successor,
 )
 from statekit.backends.sql.upgrade import create_table, upgrade_table
+from statekit.backends.sql.urlparams import driver_arguments
 from statekit.errors import (
     ConfigurationError,
-    StateBackendError,
+    StoreClosedError,
     UnsupportedCapabilityError,
     VersionConflictError,
 )
@@ -95,6 +95,12 @@ class SQLBackend:
     (:class:`~statekit.errors.BackendTimeoutError`); give a host engine's pool size here
     when many tasks share the backend. An in-memory SQLite database (one shared
     connection) admits one operation at a time whatever ``pool_size`` says.
+
+    One backend may serve one event loop after another (a module-level store across
+    ``asyncio.run()`` calls): it moves to each new loop on its first call there, with a
+    new pool on PostgreSQL, whose connections belong to one loop; two loops running at
+    once get :class:`~statekit.errors.StateBackendError`. After :meth:`aclose` every
+    method raises :class:`~statekit.errors.StoreClosedError`.
     """
 
     #: Until first use (or :meth:`describe`), what statekit's own table has; then what
@@ -129,8 +135,6 @@ class SQLBackend:
         check_table(self._table)
         self._create = create_schema
         self._ready = False  # until the table is known to exist and its shape is known
-        self._closed = False
-        self._schema_lock = asyncio.Lock()
         # An in-memory SQLite database is one shared connection: use it one task at a time.
         self._shared_connection = isinstance(engine.pool, StaticPool)
         self._gateway = Gateway(engine, 1 if self._shared_connection else pool_size, pool_timeout)
@@ -141,8 +145,9 @@ class SQLBackend:
         """A backend for ``url``; no I/O until first use. Keyword options win over URL
         query parameters; unknown options raise :class:`ConfigurationError`."""
         parsed, opts = split_options(parse_url(BackendURL(url).unmasked()), options)
+        parsed, connect_args = driver_arguments(parsed)
         return cls(
-            build_engine(parsed, opts),
+            build_engine(parsed, opts, connect_args),
             table_name=opts.table_name,
             schema=opts.schema_,
             create_schema=opts.create_schema,
@@ -169,10 +174,13 @@ class SQLBackend:
 
     # ---- plumbing -----------------------------------------------------------------
 
+    def _check_open(self) -> None:
+        if self._gateway.closed:
+            raise StoreClosedError(CLOSED_MESSAGE)
+
     async def _prepare(self) -> None:
-        if self._closed:
-            raise StateBackendError("SQL backend is closed")
-        async with self._schema_lock:
+        self._check_open()
+        async with self._gateway.schema_lock():
             if self._ready:
                 return
             if self._create:
@@ -229,9 +237,8 @@ class SQLBackend:
 
         A table already there is left as it is (:meth:`upgrade_schema` changes it) and
         the backend adopts it as found (see :attr:`capabilities`)."""
-        if self._closed:
-            raise StateBackendError("SQL backend is closed")
-        async with self._schema_lock:
+        self._check_open()
+        async with self._gateway.schema_lock():
             await create_table(self._engine, self._gateway, self._table)
             await self._adopt()
 
@@ -246,9 +253,8 @@ class SQLBackend:
         ``COLLATE "C"`` on ``state_key``; all in one transaction. Naive timestamps and a
         nullable ``value_json`` are served as they are and kept.
         """
-        if self._closed:
-            raise StateBackendError("SQL backend is closed")
-        async with self._schema_lock:
+        self._check_open()
+        async with self._gateway.schema_lock():
             self._ready = False  # operations wait for the upgraded table's statements
             await create_table(self._engine, self._gateway, self._table)
             changes = await upgrade_table(self._engine, self._gateway, self._table)
@@ -314,12 +320,18 @@ class SQLBackend:
                 yield entry
             return
         try:
-            async with self._gateway.guard(), self._engine.connect() as conn:
-                result = await conn.stream(
-                    self._statements.export.execution_options(yield_per=EXPORT_BATCH_SIZE)
-                )
-                async for row in result:
-                    yield self._entry(row)
+            async with self._gateway.guard(streaming=True), self._engine.connect() as conn:
+                try:
+                    result = await conn.stream(
+                        self._statements.export.execution_options(yield_per=EXPORT_BATCH_SIZE)
+                    )
+                    async for row in result:
+                        yield self._entry(row)
+                        self._check_open()
+                finally:
+                    if self._gateway.closed:
+                        # The pool may be disposed already: close the connection itself.
+                        await conn.invalidate()
         except TRANSLATED as exc:
             raise translate(exc, "export entries") from exc
 
@@ -336,6 +348,7 @@ class SQLBackend:
                 raise translate(exc, "export entries") from exc
             for row in rows:
                 yield self._entry(row[1:])
+                self._check_open()
             if len(rows) < EXPORT_BATCH_SIZE:
                 return
             last_id = rows[-1][0]
@@ -425,8 +438,7 @@ class SQLBackend:
     # ---- lifecycle ----------------------------------------------------------------
 
     async def describe(self) -> BackendInfo:
-        if self._closed:
-            raise StateBackendError("SQL backend is closed")
+        self._check_open()
         try:
             async with self._gateway.guard(), self._engine.connect() as conn:
                 server_version, observed = await server_and_layout(conn, self._table)
@@ -444,10 +456,11 @@ class SQLBackend:
         )
 
     async def aclose(self) -> None:
-        if self._closed:
+        """Close the backend: every later call raises :class:`StoreClosedError`; calls
+        still waiting for a connection raise it too, statements under way finish first
+        (``aclose`` waits for them at most ``pool_timeout``). Closing again does nothing."""
+        if self._gateway.closed:
             return
-        self._closed = True
-        self._ready = False
         await self._gateway.close()
         if self._owns_engine:
             await self._engine.dispose()

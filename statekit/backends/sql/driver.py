@@ -12,6 +12,7 @@ functions inside ``greenlet_spawn``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -44,6 +45,9 @@ class Connections:
         self.engine = engine
         self._queued = queued
         self._parked: list[PoolProxiedConnection] = []
+        #: Set when the backend closes: a connection that comes back is closed, not
+        #: pooled (the pool may be disposed already).
+        self.closed = False
 
     @property
     def parked(self) -> bool:
@@ -56,7 +60,9 @@ class Connections:
         return self.engine.pool.connect()
 
     def give_back(self, fairy: PoolProxiedConnection) -> None:
-        if self._queued() and fairy.is_valid:
+        if self.closed:
+            fairy.invalidate()
+        elif self._queued() and fairy.is_valid:
             self._parked.append(fairy)
             return
         fairy.close()
@@ -66,6 +72,18 @@ class Connections:
         """Return every handed-over connection nobody took to the pool."""
         while self._parked:
             self._parked.pop().close()
+
+    def adopt(self, other: Connections) -> None:
+        """Take over ``other``'s handed-over connections (the backend moved to another
+        event loop, and these connections work on any)."""
+        self._parked.extend(other._parked)
+        other._parked.clear()
+
+    def abandon(self) -> None:
+        """Return the handed-over connections to their pool without any I/O: their event
+        loop is gone, so they can neither be used nor closed from this one."""
+        while self._parked:
+            self._parked.pop().close()  # no transaction is open: a check-in, no I/O
 
 
 def run(connections: Connections, sql: str, arguments: Sequence[Any]) -> Sequence[Any]:
@@ -118,10 +136,20 @@ def _checked_out(connections: Connections) -> Iterator[Any]:
         raise
     except BaseException as error:
         # Cancelled mid-statement: the connection's state is unknown, never reuse it.
-        fairy.invalidate(error)
-        fairy.close()
+        # Terminated from the event loop rather than here: in this greenlet SQLAlchemy
+        # first tries a graceful close in a task of its own, which a second cancellation
+        # interrupts, leaving that task waiting forever on aiosqlite's stopped thread.
+        asyncio.get_running_loop().call_soon(_discard, fairy, error)
         raise
     connections.give_back(fairy)
+
+
+def _discard(fairy: PoolProxiedConnection, error: BaseException) -> None:
+    """Terminate ``fairy``'s connection outside any greenlet: SQLAlchemy then closes it
+    at once (asyncpg: the socket; aiosqlite: its thread stops after the statement under
+    way), with no task left behind."""
+    fairy.invalidate(error)
+    fairy.close()
 
 
 def discard_with_older(pool: Pool, fairy: PoolProxiedConnection, error: Exception) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import PoolResetState, StaticPool
 
@@ -22,18 +23,24 @@ def is_memory_sqlite(url: URL) -> bool:
     )
 
 
-def _postgres_arguments(options: SQLOptions) -> dict[str, Any]:
+def _postgres_arguments(options: SQLOptions, connect_args: dict[str, Any]) -> dict[str, Any]:
+    """The engine's arguments; ``connect_args`` (from the URL's query, see
+    :mod:`.urlparams`) go to asyncpg, below the settings statekit derives."""
     pool_size, max_overflow = options.pool("postgresql")
+    given = dict(connect_args)
+    server_settings = given.pop("server_settings", {})
     return {
         "pool_size": pool_size,
         "max_overflow": max_overflow,
         "pool_pre_ping": options.pool_pre_ping,
         "pool_timeout": options.timeout,
         "connect_args": {
+            **given,
             "timeout": options.connect_timeout,
             # The client-side bound; statement_timeout also frees the server.
             "command_timeout": options.timeout,
             "server_settings": {
+                **server_settings,
                 "application_name": options.application_name,
                 "statement_timeout": str(max(1, round(options.timeout * 1000))),
             },
@@ -90,14 +97,20 @@ def _on_return(dbapi_connection: Any, _record: Any, state: PoolResetState) -> No
         dbapi_connection.rollback()
 
 
-def build_engine(url: URL, options: SQLOptions) -> AsyncEngine:
+def build_engine(
+    url: URL, options: SQLOptions, connect_args: dict[str, Any] | None = None
+) -> AsyncEngine:
     """An engine for ``url``; no connection is opened until first use."""
     backend = url.get_backend_name()
     arguments = (
-        _postgres_arguments(options) if backend == "postgresql" else _sqlite_arguments(url, options)
+        _postgres_arguments(options, connect_args or {})
+        if backend == "postgresql"
+        else _sqlite_arguments(url, options)
     )
     try:
         engine = create_async_engine(url, **arguments)
+    except ArgumentError as exc:
+        raise ConfigurationError(f"Invalid SQL URL: {exc}".splitlines()[0]) from None
     except ModuleNotFoundError as exc:
         extra = "postgres" if backend == "postgresql" else "sqlite"
         raise ConfigurationError(

@@ -7,11 +7,18 @@ driver's connection raise asyncpg's or sqlite3's own, which map the same way.
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 
 from sqlalchemy import exc as sa_exc
 
-from statekit.errors import BackendTimeoutError, BackendUnavailableError, StateBackendError
+from statekit.errors import (
+    BackendTimeoutError,
+    BackendUnavailableError,
+    ConfigurationError,
+    StateBackendError,
+    StatekitError,
+)
 
 #: What the backend translates; anything else (a bug) propagates unchanged.
 TRANSLATED: tuple[type[BaseException], ...] = (
@@ -89,9 +96,37 @@ def _driver_unavailable(error: BaseException) -> bool:
     return state is not None and (state.startswith("08") or state in _UNAVAILABLE_STATES)
 
 
-def translate(error: BaseException, what: str, *, lost: bool = False) -> StateBackendError:
+# SQLSTATEs of settings that are wrong, not of a server that is down: 3D000
+# invalid_catalog_name (no such database), 28000 invalid_authorization_specification (no
+# such role, or pg_hba refuses it), 28P01 invalid_password.
+_SETTING_HINTS = {
+    "3D000": "create the database (createdb {name}) or fix the database name in the URL",
+    "28000": "create the role (createuser {name}) or fix the user name in the URL",
+    "28P01": "fix the user name or password in the URL",
+}
+_MISSING_NAME = re.compile(r'(?:database|role) "(.+)" does not exist')
+
+
+def _setting_problem(error: BaseException) -> str | None:
+    """What is wrong with the URL's settings, when the server said so, with a hint."""
+    orig = getattr(error, "orig", None) or error
+    state = _sqlstate(orig)
+    if state not in _SETTING_HINTS:
+        return None
+    cause = orig.__cause__ if _sqlstate(orig.__cause__ or orig) == state else None
+    message = str(cause or orig).splitlines()[0].split(": ")[-1]
+    found = _MISSING_NAME.search(message)
+    hint = _SETTING_HINTS[state].format(name=found.group(1) if found else "NAME")
+    return f"{message}: {hint}"
+
+
+def translate(error: BaseException, what: str, *, lost: bool = False) -> StatekitError:
     """The statekit error for a failure during ``what`` (raise it ``from error``);
-    ``lost``: the connection died during it."""
+    ``lost``: the connection died during it. A database or role that does not exist, or
+    a refused password, is a :class:`ConfigurationError`: retrying cannot help."""
+    problem = _setting_problem(error)
+    if problem is not None:
+        return ConfigurationError(f"SQL backend cannot {what}: {problem}")
     detail = f"SQL backend failed to {what}: {type(error).__name__}: {error}".splitlines()[0]
     if _is_timeout(error):
         return BackendTimeoutError(detail)

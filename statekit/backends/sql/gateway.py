@@ -1,4 +1,4 @@
-"""How an operation of the SQL backend reaches a connection.
+"""How an operation of the SQL backend reaches a connection, and the backend's lifetime.
 
 SQLAlchemy's async pool hands a returned connection to whichever task asks next, so with
 more tasks than connections a waiter can starve past its timeout. A FIFO gate of the
@@ -6,23 +6,52 @@ pool's size in front of it serves callers in order instead. Single statements an
 batches then run on the driver's own connection (see :mod:`.driver`); blocks that need
 SQLAlchemy's ``Connection`` (the export, the DDL, ``describe``) hold a place of the same
 gate while they use the engine.
+
+The gate, the schema lock and the connections handed over belong to one event loop. A
+backend used from another loop (a module-level store across two ``asyncio.run()``
+calls) moves to it on that loop's first call: it starts a new gate and, on PostgreSQL,
+a new pool (asyncpg's connections only work on the loop that opened them; aiosqlite's
+work on any loop and are kept); on PostgreSQL the old loop's connections are closed
+as that loop shuts down (see :mod:`.loops`). Two loops running at once are refused by
+name. After
+:meth:`Gateway.close` every call raises :class:`~statekit.errors.StoreClosedError`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import StaticPool
 from sqlalchemy.util import greenlet_spawn
 
 from statekit.backends.gate import FifoGate
 from statekit.backends.sql import driver
 from statekit.backends.sql.faults import TRANSLATED, driver_errors, translate
+from statekit.backends.sql.loops import LoopEnd
+from statekit.errors import StateBackendError, StoreClosedError
 
 #: ``run(connections, sql, arguments)``: :func:`.driver.run` or :func:`.driver.run_many`.
 DriverRun = Callable[[driver.Connections, str, Any], Any]
+
+CLOSED_MESSAGE = "the SQL backend is closed (aclose() was called)"
+
+
+class _Turns:
+    """What one event loop's operations share: the gate and who is inside it."""
+
+    def __init__(self, engine: AsyncEngine, size: int | None, timeout: float) -> None:
+        self.gate = None if size is None else FifoGate(size, timeout, "database connection")
+        # Driver operations waiting for a place: they take the connections handed over.
+        self.queued = 0
+        self.active = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.schema_lock = asyncio.Lock()
+        self.connections = driver.Connections(engine.sync_engine, lambda: self.queued > 0)
 
 
 class Gateway:
@@ -30,41 +59,110 @@ class Gateway:
     waiting at most ``timeout`` seconds for its turn."""
 
     def __init__(self, engine: AsyncEngine, size: int | None, timeout: float) -> None:
-        self._gate = None if size is None else FifoGate(size, timeout, "database connection")
-        # Driver operations waiting for a place: they take the connections handed over.
-        self._queued = 0
-        self._connections = driver.Connections(engine.sync_engine, lambda: self._queued > 0)
+        self._engine = engine
+        self._size = size
+        self._timeout = timeout
         self._driver_errors = TRANSLATED + driver_errors(engine.dialect.name)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._turns = _Turns(engine, size, timeout)
+        self.closed = False
+        # aiosqlite runs a statement to its end in its thread whatever becomes of the
+        # caller; letting the operation finish there too (checkin included) keeps
+        # cancellation out of SQLAlchemy's connection handling, where a second one
+        # strands a close task of its own (see _to_the_end).
+        self._runs_to_the_end = engine.dialect.name == "sqlite"
+        # asyncpg's connections work on their own loop only; aiosqlite's on any.
+        self._loop_bound_connections = engine.dialect.name == "postgresql" and not isinstance(
+            engine.pool, StaticPool
+        )
+        self._loop_end: LoopEnd | None = None
 
-    async def _enter(self, *, driver_operation: bool = False) -> None:
-        """Take one of the gate's places (FIFO), waiting at most ``timeout``."""
-        if self._gate is None:
-            return
-        if not driver_operation:
-            await self._gate.acquire()
-            return
-        # Counted while it waits (a free place is taken without suspending).
-        self._queued += 1
-        try:
-            await self._gate.acquire()
-        finally:
-            self._queued -= 1
+    def _bound(self) -> _Turns:
+        """This loop's turns, moving the backend to the running loop if it changed."""
+        loop = asyncio.get_running_loop()
+        if loop is self._loop:
+            return self._turns
+        previous = self._loop
+        if previous is not None and previous.is_running():
+            raise StateBackendError(
+                "the SQL backend is in use on another running event loop (thread): "
+                "use one backend per event loop"
+            )
+        self._loop = loop
+        if self._loop_end is not None:
+            self._loop_end.cancel()
+        if self._loop_bound_connections:
+            self._loop_end = LoopEnd(self._release_loop)
+        if previous is None:
+            return self._turns
+        stale = self._turns
+        self._turns = _Turns(self._engine, self._size, self._timeout)
+        if self._loop_bound_connections:
+            # Connections the old loop's shutdown did not close (a loop closed by hand)
+            # cannot even be closed from this loop: a new pool replaces them (SQLAlchemy's
+            # advice) and they are dropped with the old one.
+            stale.connections.abandon()
+            self._engine.sync_engine.dispose(close=False)
+        else:
+            self._turns.connections.adopt(stale.connections)
+        return self._turns
 
-    def _leave(self) -> None:
-        if self._gate is not None:
-            self._gate.release()
+    async def _release_loop(self) -> None:
+        """Close the pool's connections on the loop that opened them, as it shuts down."""
+        if not self.closed:
+            await greenlet_spawn(self._turns.connections.release)
+            await self._engine.dispose()
+
+    def schema_lock(self) -> asyncio.Lock:
+        """The lock that makes schema creation happen once, for the running loop."""
+        return self._bound().schema_lock
+
+    async def _enter(self, *, driver_operation: bool = False, awaited: bool = True) -> _Turns:
+        """Take one of the gate's places (FIFO), waiting at most ``timeout``; ``awaited``:
+        :meth:`close` waits for the holder to leave."""
+        if self.closed:
+            raise StoreClosedError(CLOSED_MESSAGE)
+        turns = self._bound()
+        if turns.gate is not None:
+            # Driver operations are counted while they wait (a free place is taken
+            # without suspending).
+            turns.queued += driver_operation
+            try:
+                await turns.gate.acquire()
+            finally:
+                turns.queued -= driver_operation
+            if self.closed:  # closed while this call waited for its turn
+                turns.gate.release()
+                raise StoreClosedError(CLOSED_MESSAGE)
+        if awaited:
+            turns.active += 1
+            turns.idle.clear()
+        return turns
+
+    @staticmethod
+    def _leave(turns: _Turns, *, awaited: bool = True) -> None:
+        if awaited:
+            turns.active -= 1
+            if not turns.active:
+                turns.idle.set()
+        if turns.gate is not None:
+            turns.gate.release()
 
     @contextlib.asynccontextmanager
-    async def guard(self) -> AsyncIterator[None]:
-        """Hold one of the gate's places for a block that uses the engine itself."""
-        await self._enter()
+    async def guard(self, *, streaming: bool = False) -> AsyncIterator[None]:
+        """Hold one of the gate's places for a block that uses the engine itself.
+
+        ``streaming``: the block yields to its caller while it holds the place (the
+        export), so :meth:`close` does not wait for it; the block checks
+        :attr:`closed` itself whenever it resumes."""
+        turns = await self._enter(awaited=not streaming)
         try:
-            if self._connections.parked:
+            if turns.connections.parked:
                 # Left by a queued operation that gave up: the block needs the pool's.
-                await greenlet_spawn(self._connections.release)
+                await greenlet_spawn(turns.connections.release)
             yield
         finally:
-            self._leave()
+            self._leave(turns, awaited=not streaming)
 
     async def run(self, run: DriverRun, sql: str, arguments: Any, what: str, *, read: bool) -> Any:
         """``run(connections, sql, arguments)`` on a driver connection, in its turn.
@@ -75,10 +173,12 @@ class Gateway:
         statekit errors saying ``what`` failed.
         """
         for attempt in (1, 2):
-            await self._enter(driver_operation=True)
+            turns = await self._enter(driver_operation=True)
+            operation = self._operate(turns, run, sql, arguments)
             try:
-                # One greenlet for checkout, execution and checkin.
-                return await greenlet_spawn(run, self._connections, sql, arguments)
+                if self._runs_to_the_end:
+                    return await _to_the_end(operation)
+                return await operation
             except driver.ConnectionLost as lost:
                 if read and attempt == 1:
                     continue
@@ -86,10 +186,48 @@ class Gateway:
                 raise translate(cause, what, lost=True) from cause
             except self._driver_errors as exc:
                 raise translate(exc, what) from exc
-            finally:
-                self._leave()
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def _operate(self, turns: _Turns, run: DriverRun, sql: str, arguments: Any) -> Any:
+        try:
+            # One greenlet for checkout, execution and checkin.
+            return await greenlet_spawn(run, turns.connections, sql, arguments)
+        finally:
+            self._leave(turns)
+
     async def close(self) -> None:
-        """Return the connections handed over that nobody took to the pool."""
-        await greenlet_spawn(self._connections.release)
+        """Refuse every later call, let the statements under way finish (waiting at most
+        ``timeout``), then return the connections handed over to the pool.
+
+        Calls still waiting for their turn raise :class:`StoreClosedError` when it comes;
+        a statement that outlives the wait closes its connection when it ends, so nothing
+        goes back to a pool that is being disposed.
+        """
+        self.closed = True
+        turns = self._bound()
+        if self._loop_end is not None:
+            self._loop_end.cancel()
+        turns.connections.closed = True
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(turns.idle.wait(), self._timeout)
+        await greenlet_spawn(turns.connections.release)
+
+
+async def _to_the_end(operation: Coroutine[Any, Any, Any]) -> Any:
+    """Await ``operation`` in a task of its own that a cancellation of the caller does
+    not reach: the caller returns at once, the operation finishes and gives its
+    connection back. A connection that SQLAlchemy opens or discards while a caller is
+    cancelled is closed by a graceful-close task of SQLAlchemy's own; cancelled again,
+    it never finishes (``Task was destroyed but it is pending``)."""
+    task = asyncio.ensure_future(operation)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.add_done_callback(_retrieve)
+        raise
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    # Nobody awaits an operation whose caller was cancelled: its error is not reported.
+    if not task.cancelled():
+        task.exception()

@@ -67,6 +67,13 @@ def parse_url(url: str | URL) -> URL:
         parsed = make_url(url)
     except ArgumentError as exc:
         raise ConfigurationError(f"Not a SQL URL: {exc}") from None
+    except ValueError:
+        # The port is not a number. Its text is not shown: with an unencoded '/', '@'
+        # or ':' in the password, what SQLAlchemy took for the port is the password.
+        raise ConfigurationError(
+            "Invalid SQL URL: its port is not a number (percent-encode any ':', '/', '@' "
+            "or '?' in the user name or password)"
+        ) from None
     driver = DRIVERS.get(parsed.drivername)
     if driver is None:
         raise ConfigurationError(

@@ -1,0 +1,294 @@
+"""The SQL backend's lifetime: the event loops it is used from, ``aclose()``, cancellation.
+
+A backend is often a module-level object used from one ``asyncio.run()`` after another:
+it moves to each new loop. After ``aclose()`` every method raises ``StoreClosedError``,
+calls still waiting for a connection too, and nothing hangs. Calls cancelled at any point
+(twice) leave no task, connection or warning behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import random
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import QueuePool
+from sqlsupport import postgres_url, private_schema
+
+from statekit.backends.base import ScopeContext, StateWrite
+from statekit.backends.sql import SQLBackend
+from statekit.errors import StateBackendError, StoreClosedError
+
+CTX = ScopeContext("runner-1", "binding-1", "runner")
+ENGINES = [
+    pytest.param("sqlite", marks=pytest.mark.sqlite),
+    pytest.param("memory", marks=pytest.mark.sqlite),
+    pytest.param("postgres", marks=pytest.mark.postgres),
+]
+Factory = Callable[..., SQLBackend]
+
+
+@pytest.fixture(scope="module")
+def pg_schema() -> Iterator[str]:
+    yield from private_schema()
+
+
+@pytest.fixture
+def application_name() -> str:
+    """The ``application_name`` of one test's PostgreSQL connections, to count them."""
+    return f"statekit-test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def make_backend(request: pytest.FixtureRequest, tmp_path: Path, application_name: str) -> Factory:
+    """Backends of the engine named by the test's ``make_backend`` parameter."""
+    engine = request.param
+
+    def make(**options: Any) -> SQLBackend:
+        if engine == "sqlite":
+            return SQLBackend.from_url(f"sqlite+aiosqlite:///{tmp_path / 'state.db'}", **options)
+        if engine == "memory":
+            return SQLBackend.from_url("sqlite+aiosqlite:///:memory:", **options)
+        schema = request.getfixturevalue("pg_schema")
+        return SQLBackend.from_url(
+            postgres_url(), schema=schema, application_name=application_name, **options
+        )
+
+    return make
+
+
+async def server_connections(application_name: str) -> int:
+    """How many PostgreSQL sessions carry ``application_name``."""
+    engine = create_async_engine(postgres_url())
+    try:
+        async with engine.connect() as conn:
+            query = text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :name")
+            return int((await conn.execute(query, {"name": application_name})).scalar_one())
+    finally:
+        await engine.dispose()
+
+
+def aiosqlite_threads() -> int:
+    return sum("_connection_worker_thread" in t.name for t in threading.enumerate())
+
+
+def threads_settle_at(count: int) -> bool:
+    """Whether the aiosqlite worker threads come down to ``count`` within two seconds
+    (a stopped connection's thread ends after the statement it is running)."""
+    deadline = time.monotonic() + 2
+    while aiosqlite_threads() > count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return aiosqlite_threads() == count
+
+
+# ---- event loops ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("make_backend", ENGINES, indirect=True)
+def test_a_backend_serves_one_asyncio_run_after_another(make_backend: Factory) -> None:
+    backend = make_backend(pool_size=4)
+
+    async def round_trip(n: int) -> list[str | None]:
+        # Concurrent calls, so that several pooled connections of the loop are used.
+        await asyncio.gather(*(backend.set("s", f"k{i}", str(n), CTX) for i in range(8)))
+        return await asyncio.gather(*(backend.get("s", f"k{i}") for i in range(8)))
+
+    for n in range(4):
+        assert asyncio.run(round_trip(n)) == [str(n)] * 8
+    asyncio.run(backend.aclose())
+
+
+@pytest.mark.postgres
+def test_each_loop_closes_its_postgres_connections_as_it_shuts_down(
+    pg_schema: str, application_name: str
+) -> None:
+    backend = SQLBackend.from_url(
+        postgres_url(), schema=pg_schema, pool_size=4, application_name=application_name
+    )
+
+    async def busy() -> int:
+        await asyncio.gather(*(backend.get("s", f"k{i}") for i in range(8)))
+        return await server_connections(application_name)
+
+    for _ in range(5):
+        assert asyncio.run(busy()) > 0
+        # Closed by the loop's shutdown, not left for the garbage collector.
+        assert asyncio.run(server_connections(application_name)) == 0
+    asyncio.run(backend.aclose())
+
+
+@pytest.mark.postgres
+def test_a_loop_closed_by_hand_leaves_the_backend_working(pg_schema: str) -> None:
+    backend = SQLBackend.from_url(postgres_url(), schema=pg_schema)
+    for n in range(3):
+        loop = asyncio.new_event_loop()
+        try:  # no shutdown_asyncgens(): the connections cannot be closed on their loop
+            loop.run_until_complete(backend.set("s", "k", str(n), CTX))
+            assert loop.run_until_complete(backend.get("s", "k")) == str(n)
+        finally:
+            loop.close()
+    asyncio.run(backend.aclose())
+
+
+@pytest.mark.sqlite
+def test_two_loops_running_at_once_are_refused_by_name(tmp_path: Path) -> None:
+    backend = SQLBackend.from_url(f"sqlite+aiosqlite:///{tmp_path / 'state.db'}")
+    other = asyncio.new_event_loop()
+    thread = threading.Thread(target=other.run_forever)
+    thread.start()
+    try:
+        asyncio.run_coroutine_threadsafe(backend.set("s", "k", "1", CTX), other).result(10)
+        with pytest.raises(StateBackendError, match="another running event loop"):
+            asyncio.run(backend.get("s", "k"))
+    finally:
+        other.call_soon_threadsafe(other.stop)
+        thread.join(10)
+    other.close()
+    assert asyncio.run(backend.get("s", "k")) == "1"  # that loop has stopped: this one works
+    asyncio.run(backend.aclose())
+
+
+# ---- aclose -----------------------------------------------------------------------------
+
+
+async def _export(backend: SQLBackend) -> list[Any]:
+    return [entry async for entry in backend.iter_entries()]
+
+
+CALLS: dict[str, Callable[[SQLBackend], Coroutine[Any, Any, Any]]] = {
+    "get": lambda b: b.get("s", "k"),
+    "get_versioned": lambda b: b.get_versioned("s", "k"),
+    "read_scopes": lambda b: b.read_scopes(["s"]),
+    "list_keys": lambda b: b.list_keys("s", "", 10, None),
+    "iter_entries": _export,
+    "set": lambda b: b.set("s", "k", "2", CTX),
+    "set_versioned": lambda b: b.set("s", "k", "2", CTX, expected_version=1),
+    "set_many": lambda b: b.set_many([StateWrite("s", "k", "2", CTX)]),
+    "delete": lambda b: b.delete("s", "k"),
+    "clear": lambda b: b.clear(),
+    "describe": lambda b: b.describe(),
+    "create_schema": lambda b: b.create_schema(),
+}
+
+
+@pytest.mark.parametrize("make_backend", ENGINES, indirect=True)
+@pytest.mark.parametrize("method", sorted(CALLS))
+async def test_every_method_after_aclose_raises_store_closed(
+    make_backend: Factory, method: str
+) -> None:
+    backend = make_backend()
+    await backend.set("s", "k", "1", CTX)
+    await backend.aclose()
+    with pytest.raises(StoreClosedError):
+        await CALLS[method](backend)
+    await backend.aclose()  # closing again does nothing
+
+
+@pytest.mark.parametrize("make_backend", ENGINES, indirect=True)
+async def test_aclose_during_calls_ends_each_with_its_result_or_store_closed(
+    make_backend: Factory, application_name: str
+) -> None:
+    backend = make_backend(pool_size=2)
+    await backend.set("s", "k", "1", CTX)
+    calls = [
+        asyncio.ensure_future(backend.get("s", "k") if i % 2 else backend.set("s", "k", "1", CTX))
+        for i in range(40)
+    ]
+    await asyncio.sleep(0)  # two calls hold the connections, the rest wait for them
+    started = time.monotonic()
+    await backend.aclose()
+    assert time.monotonic() - started < 2
+    results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 5)
+    closed = [r for r in results if isinstance(r, StoreClosedError)]
+    done = [r for r in results if not isinstance(r, BaseException)]
+    assert len(closed) + len(done) == len(calls), results
+    assert closed
+    assert done
+    assert all(r == "1" or isinstance(r, int) for r in done), done
+    if backend.engine.dialect.name == "postgresql":
+        assert await server_connections(application_name) == 0
+
+
+@pytest.mark.parametrize("make_backend", ENGINES, indirect=True)
+async def test_aclose_during_an_export_ends_it_with_store_closed(make_backend: Factory) -> None:
+    threads = aiosqlite_threads()
+    backend = make_backend()
+    await backend.set_many([StateWrite("s", f"k{i}", "1", CTX) for i in range(3)])
+    export = backend.iter_entries()
+    await anext(export)
+    started = time.monotonic()
+    await backend.aclose()  # from the task that holds the export: must not wait for it
+    assert time.monotonic() - started < 1
+    with pytest.raises(StoreClosedError):
+        await anext(export)
+    # The export's connection was closed with the backend, not returned to a pool.
+    assert threads_settle_at(threads)
+
+
+# ---- cancellation -----------------------------------------------------------------------
+
+
+async def _cancel_twice_mid_flight(backend: SQLBackend, calls: int) -> int:
+    """Run ``calls`` calls, each cancelled twice at random points; how many were cancelled."""
+    random.seed(11)
+    await backend.set("s", "k", "0", CTX)
+    cancelled = 0
+    for i in range(calls):
+        call = backend.set("s", f"k{i % 50}", str(i), CTX) if i % 2 else backend.get("s", "k")
+        task = asyncio.ensure_future(call)
+        for _ in range(random.randint(1, 4)):
+            await asyncio.sleep(0)
+        task.cancel()
+        for _ in range(random.randint(0, 3)):
+            await asyncio.sleep(0)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            cancelled += 1
+    assert await backend.get("s", "k") == "0"  # the backend works on
+    await asyncio.sleep(0.2)
+    pool = backend.engine.pool
+    if isinstance(pool, QueuePool):  # an in-memory database has its one connection
+        assert pool.checkedout() == 0
+    await backend.aclose()
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+    return cancelled
+
+
+@pytest.mark.parametrize(
+    "make_backend",
+    [
+        pytest.param("sqlite", marks=pytest.mark.sqlite),
+        pytest.param("memory", marks=pytest.mark.sqlite),
+    ],
+    indirect=True,
+)
+def test_calls_cancelled_twice_mid_flight_leave_nothing_behind(make_backend: Factory) -> None:
+    threads = aiosqlite_threads()
+    backend = make_backend()
+    reports: list[str] = []
+    loop = asyncio.new_event_loop()
+    loop.set_exception_handler(lambda _loop, context: reports.append(context["message"]))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            cancelled = loop.run_until_complete(_cancel_twice_mid_flight(backend, 2000))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
+        gc.collect()  # a task stranded inside SQLAlchemy is reported when collected
+    assert cancelled > 1000  # mid-flight: most calls had not finished
+    assert reports == []  # e.g. "Task was destroyed but it is pending!"
+    assert [str(w.message) for w in caught] == []
+    assert threads_settle_at(threads)

@@ -277,10 +277,6 @@ async def _storm_and_check(
     _assert_nothing_left(left, watch.reports)
 
 
-SQLITE_TWICE = (
-    "issue 12 item 11: SQLite calls cancelled twice mid-flight leave "
-    "SQLAlchemy's connection-terminate tasks pending"
-)
 POSTGRES_LOOP_ERRORS = (
     "issue 12 item 11 on PostgreSQL (found by this storm): cancelled calls leave asyncpg "
     "errors nobody retrieves ('Future exception was never retrieved: ConnectionError"
@@ -295,10 +291,6 @@ def _known(backends: list[Any], twice: bool) -> list[Any]:
     for param in backends:
         (name,) = param.values
         marks = list(param.marks)
-        if twice and name == "sqlite":
-            marks.append(
-                pytest.mark.xfail(raises=TaskLeftPending, strict=True, reason=SQLITE_TWICE)
-            )
         if name == "postgres":
             marks.append(
                 pytest.mark.xfail(

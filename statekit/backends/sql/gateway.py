@@ -215,16 +215,26 @@ class Gateway:
 
 async def _to_the_end(operation: Coroutine[Any, Any, Any]) -> Any:
     """Await ``operation`` in a task of its own that a cancellation of the caller does
-    not reach: the caller returns at once, the operation finishes and gives its
-    connection back. A connection that SQLAlchemy opens or discards while a caller is
-    cancelled is closed by a graceful-close task of SQLAlchemy's own; cancelled again,
-    it never finishes (``Task was destroyed but it is pending``)."""
+    not reach, and hold the caller's cancellation back until the operation has ended.
+
+    The task: a connection that SQLAlchemy opens or discards while a caller is cancelled
+    is closed by a graceful-close task of SQLAlchemy's own; cancelled again, it never
+    finishes (``Task was destroyed but it is pending``). The wait: by the time a
+    cancelled caller sees :class:`asyncio.CancelledError`, its write has landed or never
+    will, so a write the caller makes next can never be overtaken by it. The wait is as
+    long as the statement's, which ``timeout`` bounds.
+    """
     task = asyncio.ensure_future(operation)
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        task.add_done_callback(_retrieve)
-        raise
+    interrupted = False
+    while not task.done():
+        try:
+            await asyncio.wait((task,))
+        except asyncio.CancelledError:
+            interrupted = True
+    if interrupted:
+        _retrieve(task)
+        raise asyncio.CancelledError
+    return task.result()
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:

@@ -28,7 +28,7 @@ from statekit import BackendURL
 from statekit.backends.base import CONTEXT_FIELDS, ScopeContext, StateWrite
 from statekit.backends.sql import EXPORT_BATCH_SIZE, SQLBackend, prefix_successor, state_table
 from statekit.backends.sql.driver import discard_with_older
-from statekit.backends.sql.statements import ROW_COLUMNS, Statements
+from statekit.backends.sql.statements import ROW_COLUMNS, DriverStatement, Statements
 from statekit.errors import (
     BackendTimeoutError,
     BackendUnavailableError,
@@ -213,7 +213,7 @@ def test_prefix_successor_increments_the_last_code_point() -> None:
     assert prefix_successor("a%") == "a&"
 
 
-_key_chars = st.characters(exclude_categories=("Cs",)) | st.sampled_from(
+_key_chars = st.characters(exclude_categories=["Cs"]) | st.sampled_from(
     ["\U0010ffff", "\ud7ff", "\ue000", "a", "b"]
 )
 
@@ -256,7 +256,7 @@ async def test_queries_use_the_unique_index_on_postgres(pg_schema: str) -> None:
             await conn.commit()
         scope = f"conversation:v2:{7:064x}"
         sql = backend._statements
-        statements = {
+        statements: dict[str, tuple[DriverStatement, dict[str, Any]]] = {
             "get": (sql.get, {"scope_key": scope, "state_key": "item:0001"}),
             "snapshot": (
                 sql.snapshot(2),

@@ -124,12 +124,15 @@ class Lane:
             return call, lambda _, ok: self._written(key, None, ok)
         if name == "get":
             call = store.state_get(ident.scope_key(), key)
-            return call, lambda got, ok: ok and self.report.check("get", key, got)
+            return call, lambda got, ok: self.report.check("get", key, got) if ok else None
         if name == "snapshot":
             call = store.build_snapshot_from_event(ident.event, ident.binding, ident.descriptor)
-            return call, lambda got, ok: ok and self.check_scope("snapshot", got["conversation"])
+            return (
+                call,
+                lambda got, ok: self.check_scope("snapshot", got["conversation"]) if ok else None,
+            )
         call = store.state_list(ident.scope_key(), prefix=self.prefix)
-        return call, lambda got, ok: ok and self.check_listing(got)
+        return call, lambda got, ok: self.check_listing(got) if ok else None
 
     def _set(self, result: Any, acknowledged: bool, keys: list[str], text: str) -> None:
         if acknowledged and result not in ((True, None), [(True, None)] * len(keys)):

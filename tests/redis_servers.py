@@ -109,7 +109,7 @@ class RedisServer:
 
 def start_cluster(directory: Path) -> str:
     """Start a 3-master cluster with ``backends/redis-cluster/start.sh``; its URL."""
-    ports = []
+    ports: list[int] = []
     while len(ports) < 3:
         port = free_port(bus_offset=10000)
         if port not in ports:

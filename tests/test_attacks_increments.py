@@ -96,7 +96,7 @@ async def test_increments_from_processes_on_redis_lose_nothing(
     workers: list[Worker], auto_pipeline: bool, summary_line: Callable[[str], None]
 ) -> None:
     url = service_url("STATEKIT_REDIS_URL")
-    options = {
+    options: dict[str, Any] = {
         "key_prefix": f"statekit-test:{uuid.uuid4().hex}:",
         "auto_pipeline": auto_pipeline,
     }

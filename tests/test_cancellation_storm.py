@@ -89,7 +89,7 @@ def pg_schema() -> Iterator[str]:
 def _redis_target(auto_pipeline: bool) -> tuple[Target, Callable[[], Awaitable[None]]]:
     url, name = service_url("STATEKIT_REDIS_URL"), f"statekit-storm-{uuid.uuid4().hex[:8]}"
     prefix = f"statekit-test:{uuid.uuid4().hex}:"
-    options = {"key_prefix": prefix, "client_name": name, "pool_size": REDIS_POOL}
+    options: dict[str, Any] = {"key_prefix": prefix, "client_name": name, "pool_size": REDIS_POOL}
     store = statekit.connect(url, auto_pipeline=auto_pipeline, **options)
     probe = Redis.from_url(url)
 
@@ -136,7 +136,7 @@ BACKENDS = [
 async def target(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Target]:
     """A fresh store of the backend named by the test's parameter."""
     name = request.param
-    clean = _nothing
+    clean: Callable[[], Awaitable[None]] = _nothing
     if name == "memory":
         made = Target(statekit.connect("memory://"), _no_connections, 0)
     elif name == "sqlite":

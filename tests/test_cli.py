@@ -232,7 +232,7 @@ def test_refused_values_write_nothing(value: str, message: str) -> None:
 
 def test_invalid_json_is_a_usage_error() -> None:
     result = cli("set", "k", "{oops", *CONVERSATION, "--url", "namedmem://a")
-    assert result.exit_code == ExitCode.USAGE == 2
+    assert result.exit_code == ExitCode.USAGE.value == 2
 
 
 def test_conditional_set_through_the_store() -> None:
@@ -265,7 +265,7 @@ def test_usage_errors_exit_2_with_one_line(args: list[str], message: str) -> Non
 
 def test_backend_down_is_exit_3_without_traceback() -> None:
     result = cli("get", "k", *CONVERSATION, "--url", "down://")
-    assert result.exit_code == ExitCode.BACKEND_UNAVAILABLE == 3
+    assert result.exit_code == ExitCode.BACKEND_UNAVAILABLE.value == 3
     assert result.stderr.strip() == (
         "statekit: error: backend unavailable: connection refused by down://"
     )
@@ -356,7 +356,7 @@ def test_migrate_fails_the_count_check_when_target_scopes_differ() -> None:
     target = connect("namedmem://dst")
     asyncio.run(target.state_set(scope_key, "extra", 1, "r", "b", "conversation"))
     result = cli("migrate", "--from", "namedmem://src", "--to", "namedmem://dst", "--json")
-    assert result.exit_code == ExitCode.CHECK_FAILED == 4
+    assert result.exit_code == ExitCode.CHECK_FAILED.value == 4
     report = json.loads(result.stdout)
     assert report["mismatches"] == [{"scope_key": scope_key, "source": 2, "target": 3}]
 

@@ -33,11 +33,11 @@ class FakeRedisBackend(RedisBackend):
     servers: ClassVar[dict[str, fakeredis.FakeServer]] = {}
 
     @classmethod
-    def from_url(cls, url: str | BackendURL, **options: Any) -> RedisBackend:
+    def from_url(cls, url: str | BackendURL, **options: Any) -> FakeRedisBackend:
         name = str(url).split("://", 1)[1]
         server = cls.servers.setdefault(name, fakeredis.FakeServer())
         client = fakeredis.FakeAsyncRedis(server=server)
-        return RedisBackend(client, options.get("key_prefix", "statekit-test:"))
+        return cls(client, options.get("key_prefix", "statekit-test:"))
 
 
 @pytest.fixture(autouse=True)

@@ -75,7 +75,8 @@ def test_every_default_of_the_models_is_checked() -> None:
         RunnerDescriptor: set(),  # id is required
     }  # fmt: skip
     for model, fields in checked.items():
-        defaulted = {n for n, f in model.model_fields.items() if not f.is_required()}
+        model_fields: dict[str, Any] = model.model_fields  # type: ignore[attr-defined]
+        defaulted = {n for n, f in model_fields.items() if not f.is_required()}
         assert defaulted <= fields | {"scope"}, model  # a new default needs its test above
 
 
@@ -240,7 +241,8 @@ async def write_as_the_original(engine: AsyncEngine, table: Table) -> datetime:
         created = await conn.execute(
             select(table.c.created_at).where(table.c.state_key == "profile")
         )
-        return created.scalar_one()
+        moment: datetime = created.scalar_one()
+        return moment
 
 
 async def test_the_original_rows_are_read_updated_listed_and_deleted_after_the_switch(

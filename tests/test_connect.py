@@ -384,7 +384,7 @@ def test_every_built_in_class_declares_the_settings_it_takes(
 
 
 def test_every_setting_but_the_url_is_a_backend_option(clean_env: Path) -> None:
-    values = {"key_prefix": "p:", "table_name": "t", "pool_size": 2, "timeout": 1.5}
+    values: dict[str, Any] = {"key_prefix": "p:", "table_name": "t", "pool_size": 2, "timeout": 1.5}
     settings = StatekitSettings(url="memory://", connect_timeout=0.5, **values)
     assert settings.backend_options() == {**values, "connect_timeout": 0.5}
     assert set(settings.backend_options()) == set(StatekitSettings.model_fields) - {"url"}
@@ -402,7 +402,8 @@ def test_explicit_settings_object_skips_the_environment(
     clean_env: Path, recorder_scheme: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("STATEKIT_TIMEOUT", "2")
-    settings = StatekitSettings(url="recorder://explicit", timeout=5, _env_file=None)
+    # pydantic-settings takes `_env_file` at init; the signature type checkers see has fields only.
+    settings = StatekitSettings(url="recorder://explicit", timeout=5, _env_file=None)  # type: ignore[call-arg]
     store = connect(settings=settings)
     assert built_with(store).url == BackendURL("recorder://explicit")
     assert built_with(store).options == {"timeout": 5.0}

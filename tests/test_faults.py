@@ -174,7 +174,7 @@ async def test_redis_killed_connections_mid_stream_lose_nothing(server_dir: Path
     async def kill_connections() -> None:
         for _ in range(3):
             killed.append(
-                await admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+                await admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")  # type: ignore[no-untyped-call]
             )
             await asyncio.sleep(0.1)
 

@@ -73,8 +73,8 @@ async def test_layout_is_one_hash_per_scope_with_meta_context_and_index(
     assert await backend.set(scope_key, "k", '{"a":1}', CONTEXT) == 1
     value_key = f"{prefix}{{{scope_key}}}"
     assert await raw.type(value_key) == "hash"
-    assert await raw.hgetall(value_key) == {"k": '{"a":1}'}
-    version, created, updated = (await raw.hget(value_key + ":meta", "k")).split(":")
+    assert await raw.hgetall(value_key) == {"k": '{"a":1}'}  # type: ignore[misc]
+    version, created, updated = (await raw.hget(value_key + ":meta", "k")).split(":")  # type: ignore[misc]
     assert version == "1"
     assert created == updated
     created_at = datetime.fromtimestamp(int(created) / 1e6, timezone.utc)
@@ -87,7 +87,7 @@ async def test_layout_is_one_hash_per_scope_with_meta_context_and_index(
 
     other = ScopeContext(runner_id="r-2", binding_identity="b-2", scope="conversation")
     assert await backend.set(scope_key, "k", "2", other) == 2
-    version, created_again, updated_again = (await raw.hget(value_key + ":meta", "k")).split(":")
+    version, created_again, updated_again = (await raw.hget(value_key + ":meta", "k")).split(":")  # type: ignore[misc]
     assert (version, created_again) == ("2", created)
     assert int(updated_again) >= int(updated)
     # The context stored at the scope's creation is kept.
@@ -366,7 +366,7 @@ async def test_a_host_owned_client_is_not_closed() -> None:
         await backend.clear()
         await backend.aclose()
         await backend.aclose()  # idempotent
-        assert await client.ping() is True
+        assert await client.ping() is True  # type: ignore[misc]
     finally:
         await client.aclose()
 
@@ -585,7 +585,7 @@ async def test_slow_server_raises_timeout_then_recovers(own_server: RedisServer)
     blocker = aioredis.Redis.from_url(own_server.url, socket_timeout=10)
     try:
         await backend.set("s", "k", "1", CONTEXT)
-        sleeping = asyncio.create_task(blocker.execute_command("DEBUG", "SLEEP", "1.5"))
+        sleeping = asyncio.create_task(blocker.execute_command("DEBUG", "SLEEP", "1.5"))  # type: ignore[no-untyped-call]
         await asyncio.sleep(0.1)  # let DEBUG SLEEP reach the server first
         with pytest.raises(BackendTimeoutError):
             await asyncio.wait_for(backend.get("s", "k"), 10)

@@ -47,7 +47,7 @@ async def test_usable_reads_the_private_reader_of_a_connection() -> None:
     """``pipeline.usable`` tells a live connection from a closed one by redis-py's
     ``Connection._reader`` (``None`` once disconnected, at EOF once the server closed)."""
     pool = ConnectionPool.from_url(service_url("STATEKIT_REDIS_URL"))
-    connection = pool.make_connection()
+    connection: Connection = pool.make_connection()  # type: ignore[no-untyped-call]
     assert hasattr(connection, "_reader"), (
         "pipeline.usable() reads redis-py's private Connection._reader, "
         f"which redis {version('redis')} no longer has"
@@ -59,7 +59,7 @@ async def test_usable_reads_the_private_reader_of_a_connection() -> None:
         assert pipeline.usable(connection), "pipeline.usable() sees a connected one as closed"
         await connection.send_command("CLIENT", "ID")
         own_id = await connection.read_response()
-        await admin.execute_command("CLIENT", "KILL", "ID", own_id)  # only this connection
+        await admin.execute_command("CLIENT", "KILL", "ID", own_id)  # type: ignore[no-untyped-call]  # only this one
         for _ in range(200):  # until the event loop has seen the server close it
             if not pipeline.usable(connection):
                 break

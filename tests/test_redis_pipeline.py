@@ -57,6 +57,11 @@ def _prefix() -> str:
     return f"statekit-test:pipe:{uuid.uuid4().hex}:"
 
 
+def _pipeline(backend: RedisBackend) -> AutoPipeline | None:
+    assert isinstance(backend._transport, StandaloneTransport)
+    return backend._transport.pipeline
+
+
 @pytest_asyncio.fixture
 async def backend() -> AsyncIterator[RedisBackend]:
     backend = RedisBackend.from_url(service_url("STATEKIT_REDIS_URL"), key_prefix=_prefix())
@@ -78,8 +83,8 @@ def own_server(tmp_path: Path) -> Iterator[RedisServer]:
 async def _block(url: str, seconds: float) -> tuple[aioredis.Redis, asyncio.Task[Any]]:
     """Keep the server busy for ``seconds`` (``DEBUG SLEEP``) from another client."""
     blocker = aioredis.Redis.from_url(url, socket_timeout=30)
-    await blocker.ping()
-    sleeping = asyncio.create_task(blocker.execute_command("DEBUG", "SLEEP", str(seconds)))
+    await blocker.ping()  # type: ignore[misc]
+    sleeping = asyncio.create_task(blocker.execute_command("DEBUG", "SLEEP", str(seconds)))  # type: ignore[no-untyped-call]
     await asyncio.sleep(0.1)  # let DEBUG SLEEP reach the server first
     return blocker, sleeping
 
@@ -116,7 +121,7 @@ async def test_without_auto_pipeline_every_call_is_its_own_round_trip(
     url = service_url("STATEKIT_REDIS_URL") + "?auto_pipeline=false"
     backend = RedisBackend.from_url(url, key_prefix=_prefix())
     try:
-        assert backend._transport.pipeline is None
+        assert _pipeline(backend) is None
         trips = RoundTrips(monkeypatch)
         assert await asyncio.gather(*(backend.get("s", f"k{i}") for i in range(20))) == [None] * 20
         assert trips.sizes == [1] * 20
@@ -296,7 +301,7 @@ async def test_connections_the_server_closed_while_idle_are_opened_again_before_
         kept = backend._transport.connections
         assert isinstance(kept, redis_pipeline.KeptConnections)
         assert len(kept._opened) > 1
-        await admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        await admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")  # type: ignore[no-untyped-call]
         for _ in range(500):  # until the event loop has seen every one of them close
             if not any(map(redis_pipeline.usable, kept._opened)):
                 break
@@ -367,12 +372,12 @@ async def test_calls_after_close_fail_with_a_typed_error(own_server: RedisServer
 
 
 def test_auto_pipeline_option_from_url_and_keyword() -> None:
-    assert RedisBackend.from_url("redis://127.0.0.1:6390/0")._transport.pipeline is not None
+    assert _pipeline(RedisBackend.from_url("redis://127.0.0.1:6390/0")) is not None
     off = RedisBackend.from_url("redis://127.0.0.1:6390/0?auto_pipeline=false")
-    assert off._transport.pipeline is None
+    assert _pipeline(off) is None
     on = RedisBackend.from_url("redis://127.0.0.1:6390/0?auto_pipeline=false", auto_pipeline=True)
-    assert on._transport.pipeline is not None
-    assert RedisBackend.from_url("redis://h:1", auto_pipeline="no")._transport.pipeline is None
+    assert _pipeline(on) is not None
+    assert _pipeline(RedisBackend.from_url("redis://h:1", auto_pipeline="no")) is None
     cluster = RedisBackend.from_url("redis+cluster://127.0.0.1:7000?auto_pipeline=true")
     # Clusters keep one call per operation.
     assert getattr(cluster._transport, "pipeline", "none") == "none"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
-from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 from redis_servers import free_port
 from sentinel_servers import SERVICE, SentinelServers
 
@@ -140,8 +140,8 @@ async def test_describe_names_the_sentinel_mode_and_writes_reach_the_primary(
         assert info.url == sentinel.url(db=3)
         assert await backend.set("s", "k", '"v"', CONTEXT) == 1
         primary = raw_nodes[sentinel.primary_port()]
-        await primary.execute_command("SELECT", 3)
-        assert await primary.hget("d:{s}", "k") == '"v"'
+        await primary.execute_command("SELECT", 3)  # type: ignore[no-untyped-call]
+        assert await primary.hget("d:{s}", "k") == '"v"'  # type: ignore[misc]
     finally:
         await backend.aclose()
 
@@ -164,7 +164,7 @@ async def test_a_host_owned_sentinel_client_is_served_and_left_open(
 
 
 async def _written_on(node: aioredis.Redis, key: str, field: str, value: str) -> bool:
-    return bool(await node.hget(key, field) == value)
+    return bool(await node.hget(key, field) == value)  # type: ignore[misc]
 
 
 @pytest.mark.slow
@@ -224,8 +224,8 @@ async def test_after_a_planned_failover_the_same_backend_serves_every_acknowledg
         # one (which would lose them).
         await asyncio.sleep(2 * WATCH_INTERVAL)
         await asyncio.gather(*(backend.set("after", f"k{i}", "1", CONTEXT) for i in range(30)))
-        assert len(await raw_nodes[new].hgetall("f:{after}")) == 30
-        assert await raw_nodes[old].hgetall("f:{after}") == {}
+        assert len(await raw_nodes[new].hgetall("f:{after}")) == 30  # type: ignore[misc]
+        assert await raw_nodes[old].hgetall("f:{after}") == {}  # type: ignore[misc]
 
         assert await backend.get_versioned("s", "k0") == ('"again"', 2)
         assert await backend.read_scopes(["s"]) == {
@@ -253,11 +253,12 @@ async def test_a_connection_left_on_another_node_is_closed_at_the_next_check(
         transport = backend._transport
         assert isinstance(transport, SentinelTransport)
         (connection,) = transport.connections._opened  # type: ignore[union-attr]
+        assert isinstance(connection, SentinelManagedConnection)
         await connection.disconnect()
-        await connection.connect_to(("127.0.0.1", sentinel.replica_port()))  # type: ignore[attr-defined]
+        await connection.connect_to(("127.0.0.1", sentinel.replica_port()))  # type: ignore[no-untyped-call]
         await asyncio.sleep(2 * WATCH_INTERVAL)
         assert await backend.set("s", "k", "2", CONTEXT) == 2  # not READONLY from the replica
         assert (connection.host, connection.port) == ("127.0.0.1", sentinel.primary_port())
-        assert await raw_nodes[sentinel.primary_port()].hget("w:{s}", "k") == "2"
+        assert await raw_nodes[sentinel.primary_port()].hget("w:{s}", "k") == "2"  # type: ignore[misc]
     finally:
         await backend.aclose()

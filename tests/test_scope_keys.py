@@ -285,7 +285,7 @@ def test_missing_scope_id_means_no_key(scope: str, field: str, missing: str | No
 def test_absent_actor_and_subject_objects_mean_no_key() -> None:
     event = SimpleNamespace(bot_id=None, workspace_id=None, conversation_id="c", thread_id=None)
     binding = SimpleNamespace(binding_id="b", scope=None, state_policy=None)
-    keys = build_state_scope_keys(event, binding, SimpleNamespace(id="r"))  # type: ignore[arg-type]
+    keys = build_state_scope_keys(event, binding, SimpleNamespace(id="r"))
     assert set(keys) == {"conversation", "runner"}
 
 
@@ -350,10 +350,10 @@ PINNED_RUNNER_KEY = "runner:v2:27d3081e2a900808c387dfc774304b51c88962961d82cb3ca
 @settings(max_examples=150, deadline=None)
 def test_plain_objects_give_the_same_keys_as_the_models(f: dict[str, Any]) -> None:
     models, plain = _models(f), _namespaces(f)
-    assert build_state_scope_keys(*models) == build_state_scope_keys(*plain)  # type: ignore[arg-type]
-    assert get_binding_identity(models[1]) == get_binding_identity(plain[1])  # type: ignore[arg-type]
+    assert build_state_scope_keys(*models) == build_state_scope_keys(*plain)
+    assert get_binding_identity(models[1]) == get_binding_identity(plain[1])
     model_context = build_state_context(*models)
-    plain_context = build_state_context(*plain)  # type: ignore[arg-type]
+    plain_context = build_state_context(*plain)
     assert model_context == plain_context
 
 

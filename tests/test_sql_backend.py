@@ -24,12 +24,13 @@ from sqlalchemy.util import await_only
 from sqlsupport import postgres_url, private_schema
 
 import statekit.backends.sql.backend as sql_backend_module
+import statekit.backends.sql.layout as sql_layout_module
 from statekit import BackendURL
 from statekit.backends.base import CONTEXT_FIELDS, ScopeContext, StateWrite
 from statekit.backends.sql import EXPORT_BATCH_SIZE, SQLBackend, prefix_successor, state_table
 from statekit.backends.sql.driver import discard_with_older
 from statekit.backends.sql.layout import NO_VERSION_COLUMN
-from statekit.backends.sql.statements import ROW_COLUMNS, Statements
+from statekit.backends.sql.statements import ROW_COLUMNS, DriverStatement, Statements
 from statekit.errors import (
     BackendTimeoutError,
     BackendUnavailableError,
@@ -214,7 +215,7 @@ def test_prefix_successor_increments_the_last_code_point() -> None:
     assert prefix_successor("a%") == "a&"
 
 
-_key_chars = st.characters(exclude_categories=("Cs",)) | st.sampled_from(
+_key_chars = st.characters(exclude_categories=["Cs"]) | st.sampled_from(
     ["\U0010ffff", "\ud7ff", "\ue000", "a", "b"]
 )
 
@@ -257,7 +258,7 @@ async def test_queries_use_the_unique_index_on_postgres(pg_schema: str) -> None:
             await conn.commit()
         scope = f"conversation:v2:{7:064x}"
         sql = backend._statements
-        statements = {
+        statements: dict[str, tuple[DriverStatement, dict[str, Any]]] = {
             "get": (sql.get, {"scope_key": scope, "state_key": "item:0001"}),
             "snapshot": (
                 sql.snapshot(2),
@@ -682,7 +683,7 @@ async def test_pool_size_admits_that_many_operations_and_pool_timeout_bounds_the
         lock = asyncio.Lock()
         await lock.acquire()
 
-        real_layout = sql_backend_module.server_and_layout
+        real_layout = sql_layout_module.server_and_layout
 
         async def slow_layout(*args: Any) -> Any:
             async with lock:

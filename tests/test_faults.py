@@ -82,7 +82,12 @@ async def _run_fault(
     done = asyncio.Event()
     names = [f"writer{n:02d}" for n in range(writers)]
     tasks = [asyncio.create_task(_write_until(store, ident, w, ledger, done)) for w in names]
-    await asyncio.sleep(0.3)
+    # Every writer under way before the fault: waited for, bounded, not a fixed sleep (a
+    # loaded machine may take longer than any fixed pause).
+    for _ in range(int(CALL_BOUND * 20)):
+        if all(ledger.count(w) for w in names):
+            break
+        await asyncio.sleep(0.05)
     before = {w: ledger.count(w) for w in names}
     assert all(before.values())
     await fault()

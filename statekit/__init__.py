@@ -17,6 +17,7 @@ from statekit.errors import (
     ConfigurationError,
     StateBackendError,
     StatekitError,
+    StoreClosedError,
     UnsupportedCapabilityError,
     VersionConflictError,
 )
@@ -81,6 +82,7 @@ __all__ = [
     "StateWrite",
     "StatekitError",
     "StatekitSettings",
+    "StoreClosedError",
     "SubjectContext",
     "UnsupportedCapabilityError",
     "VersionConflictError",

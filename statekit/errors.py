@@ -6,6 +6,7 @@ Backends translate every driver exception at their boundary into one of these, w
     StatekitError                  base of everything statekit raises on purpose
     ├── ConfigurationError         bad URL, unknown scheme, missing driver extra, bad option
     ├── UnsupportedCapabilityError the backend did not declare the capability a call needs
+    ├── StoreClosedError           a call on a store (or its backend) after ``aclose()``
     ├── VersionConflictError       a conditional set lost: someone else wrote first
     └── StateBackendError          the backend failed while doing an operation
         └── BackendUnavailableError   the server cannot be reached (refused, reset, DNS)
@@ -33,6 +34,10 @@ class UnsupportedCapabilityError(StatekitError):
     Raised before any I/O so that a host learns at once that, for example, conditional
     sets need a backend with :attr:`~statekit.backends.base.Capability.VERSIONS`.
     """
+
+
+class StoreClosedError(StatekitError):
+    """The store (or its backend) was closed with ``aclose()``; nothing can be called on it any more."""  # noqa: E501
 
 
 class VersionConflictError(StatekitError):

@@ -9,6 +9,7 @@ once), and multi-key writes split into one command per hash slot.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -81,17 +82,20 @@ class ClusterTransport(Transport):
         )
 
     async def read(self, command: Command) -> Any:
+        await self.follow_loop()
         # Through the cluster client's own retries, which re-map the cluster on a
         # connection error.
         return await self._call(command, None)
 
     async def read_many(self, commands: Sequence[Command]) -> list[Any]:
+        await self.follow_loop()
         async with self.client.pipeline(transaction=False) as pipe:
             for command in commands:
                 pipe.execute_command(*command)
             return cast(list[Any], await self.limits.run(pipe.execute()))
 
     async def write(self, key: str, command: Command) -> Any:
+        await self.follow_loop()
         return await self._call(command, key)
 
     async def write_grouped(
@@ -140,6 +144,18 @@ class ClusterTransport(Transport):
                     for script in SCRIPTS.values():
                         await self.limits.run(self.client.script_load(script))
                     self._scripts_loaded = True
+
+    async def rebind(self) -> None:
+        """Every node's connections (the startup nodes' too) reset, each opening again
+        on its next use; the gate and the script lock new."""
+        self.limits = self.limits.fresh()
+        self._scripts_lock = asyncio.Lock()
+        manager = self.client.nodes_manager
+        for node in [*manager.startup_nodes.values(), *manager.nodes_cache.values()]:
+            with contextlib.suppress(RuntimeError, OSError, redis_errors.RedisError):
+                # As on one server: closing a closed loop's transport raises RuntimeError
+                # once redis-py has forgotten it.
+                await node.disconnect()
 
     async def server_info(self) -> dict[str, Any]:
         info = await super().server_info()

@@ -12,9 +12,11 @@ Every operation of :class:`~statekit.backends.redis.RedisBackend` runs inside it
 * maps timeouts, lost connections and every other Redis error to the
   :class:`~statekit.errors.StateBackendError` family.
 
-:func:`select_database` is the connect hook of the clients statekit builds: when the
-server refuses the URL's database, it asks the server (``CONFIG GET databases``, on the
-same connection, still on database 0) how many it has, for the message.
+:class:`ConnectHook` is the connection set-up of the clients statekit builds: once the
+backend is closed it opens nothing more (redis-py's ``Retry`` would otherwise connect
+again under a call that was under way), and when the server refuses the URL's database
+it asks the server (``CONFIG GET databases``, on the same connection, still on database
+0) how many it has, for the message.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from statekit.errors import (
     StoreClosedError,
 )
 
-__all__ = ["ErrorBoundary", "MissingDatabase", "configuration_problem", "select_database"]
+__all__ = ["ConnectHook", "ErrorBoundary", "MissingDatabase", "configuration_problem"]
 
 _NO_SUCH_DB = "DB index is out of range"
 
@@ -49,17 +51,33 @@ class MissingDatabase(redis_errors.ResponseError):
         self.databases = databases
 
 
-async def select_database(connection: AbstractConnection) -> None:
-    """redis-py's own connection set-up (``HELLO``/``AUTH``, ``CLIENT SETNAME``,
-    ``SELECT``), raising :class:`MissingDatabase` with the server's database count when
-    the database does not exist."""
-    try:
-        await connection.on_connect()
-    except redis_errors.ResponseError as exc:
-        if _NO_SUCH_DB not in str(exc):
-            raise
-        db = int(getattr(connection, "db", 0))
-        raise MissingDatabase(db, await _database_count(connection)) from exc
+class Closed(redis_errors.RedisError):
+    """The backend was closed: no connection opens any more. Not a ``ConnectionError``,
+    which redis-py's ``Retry`` answers by connecting again."""
+
+
+class ConnectHook:
+    """The ``redis_connect_func`` of a client statekit builds (one per backend)."""
+
+    __slots__ = ("closed",)
+
+    def __init__(self) -> None:
+        #: Set by the transport's ``aclose``.
+        self.closed = False
+
+    async def on_connect(self, connection: AbstractConnection) -> None:
+        """redis-py's own set-up (``HELLO``/``AUTH``, ``CLIENT SETNAME``, ``SELECT``),
+        refused once closed, raising :class:`MissingDatabase` with the server's database
+        count when the database does not exist."""
+        if self.closed:
+            raise Closed("the backend was closed with aclose()")
+        try:
+            await connection.on_connect()
+        except redis_errors.ResponseError as exc:
+            if _NO_SUCH_DB not in str(exc):
+                raise
+            db = int(getattr(connection, "db", 0))
+            raise MissingDatabase(db, await _database_count(connection)) from exc
 
 
 async def _database_count(connection: AbstractConnection) -> int | None:

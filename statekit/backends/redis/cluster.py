@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from redis import exceptions as redis_errors
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 
+from statekit.backends.redis.boundary import Closed
 from statekit.backends.redis.options import RedisConfig
 from statekit.backends.redis.pipeline import Command
 from statekit.backends.redis.scripts import SCRIPTS
@@ -29,6 +31,63 @@ if TYPE_CHECKING:
 __all__ = ["ClusterTransport"]
 
 T = TypeVar("T")
+
+
+class _EndableLimits(Limits):
+    """:class:`Limits` whose operations :meth:`end_all` ends: redis-py's cluster client
+    answers a connection closed under a call by mapping the cluster again and sending
+    once more, so closing the client alone would let a call under way reconnect. Each
+    operation runs as a task of its own, which ``end_all`` cancels; its caller gets
+    :class:`Closed` (a task per operation: the cluster client costs far more anyway)."""
+
+    __slots__ = ("ended", "under_way")
+
+    def __init__(
+        self, timeout: float | None, pool_size: int | None, pool_timeout: float | None
+    ) -> None:
+        super().__init__(timeout, pool_size, pool_timeout)
+        self.ended = False
+        self.under_way: set[asyncio.Task[Any]] = set()
+
+    def fresh(self) -> _EndableLimits:
+        gate = self.gate
+        if gate is None:
+            return _EndableLimits(self.timeout, None, None)
+        return _EndableLimits(self.timeout, gate.size, gate.timeout)
+
+    async def run(self, awaitable: Awaitable[Any] | Any) -> Any:
+        return await super().run(self._endable(awaitable))
+
+    async def _endable(self, awaitable: Awaitable[Any]) -> Any:
+        if self.ended:
+            if asyncio.iscoroutine(awaitable):
+                awaitable.close()
+            raise Closed("the backend was closed with aclose()")
+        task = asyncio.ensure_future(awaitable)
+        self.under_way.add(task)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            if self.ended and task.cancelled() and not _cancel_requested():
+                raise Closed("the backend was closed with aclose()") from None
+            raise
+        finally:
+            self.under_way.discard(task)
+
+    def end_all(self) -> None:
+        """Refuse new operations and cancel those under way."""
+        self.ended = True
+        for task in list(self.under_way):
+            task.cancel()
+
+
+def _cancel_requested() -> bool:
+    """Whether the running task itself was asked to stop (not only what it awaited);
+    not knowable before Python 3.11, where it is taken as not."""
+    task = asyncio.current_task()
+    if sys.version_info < (3, 11) or task is None:  # pragma: no cover
+        return False
+    return task.cancelling() > 0
 
 
 class ClusterTransport(Transport):
@@ -47,7 +106,8 @@ class ClusterTransport(Transport):
         pool_timeout: float | None = 5.0,
         owns_client: bool = False,
     ) -> None:
-        super().__init__(client, Limits(timeout, pool_size, pool_timeout), owns_client=owns_client)
+        self.limits: _EndableLimits = _EndableLimits(timeout, pool_size, pool_timeout)
+        super().__init__(client, self.limits, owns_client=owns_client)
         self._scripts_loaded = False
         self._scripts_lock = asyncio.Lock()
 
@@ -156,6 +216,12 @@ class ClusterTransport(Transport):
                 # As on one server: closing a closed loop's transport raises RuntimeError
                 # once redis-py has forgotten it.
                 await node.disconnect()
+
+    async def aclose(self) -> None:
+        self.closed = True
+        await self.follow_loop()
+        self.limits.end_all()
+        await super().aclose()
 
     async def server_info(self) -> dict[str, Any]:
         info = await super().server_info()

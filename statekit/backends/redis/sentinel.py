@@ -28,7 +28,7 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection, Connection
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
-from statekit.backends.redis.boundary import select_database
+from statekit.backends.redis.boundary import ConnectHook
 from statekit.backends.redis.options import RedisConfig
 from statekit.backends.redis.pipeline import KeptConnections, usable
 from statekit.backends.redis.transport import StandaloneTransport
@@ -111,18 +111,19 @@ class SentinelTransport(StandaloneTransport):
             "password": opts.sentinel_password,
             **tls,
         }
+        hook = ConnectHook()
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
             sentinels,
             sentinel_kwargs=sentinel_kwargs,
             username=username,
             password=password,
             db=db,
-            redis_connect_func=select_database,
+            redis_connect_func=hook.on_connect,
             **tls,
             **common,
         )
         client = sentinel.master_for(service, max_connections=opts.pool_size)
-        return cls(
+        transport = cls(
             client,
             timeout=opts.timeout if opts.auto_pipeline else None,
             pool_size=opts.pool_size,
@@ -130,6 +131,8 @@ class SentinelTransport(StandaloneTransport):
             auto_pipeline=opts.auto_pipeline,
             owns_client=True,
         )
+        transport.connect_hook = hook
+        return transport
 
     async def _watch(self) -> None:
         """Every :data:`WATCH_INTERVAL` seconds, ask the Sentinels for the primary; once

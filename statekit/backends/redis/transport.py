@@ -43,7 +43,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 
 from statekit.backends.gate import FifoGate
-from statekit.backends.redis.boundary import select_database
+from statekit.backends.redis.boundary import ConnectHook
 from statekit.backends.redis.options import RedisConfig
 from statekit.backends.redis.pipeline import (
     AutoPipeline,
@@ -145,16 +145,32 @@ class Transport(ABC):
         self.owns_client = owns_client
         #: Set first thing by :meth:`aclose`: a call under way then sends nothing more.
         self.closed = False
+        #: The connect hook of a client the transport built (``from_config``), told of
+        #: the close so that no connection opens under a call that was under way.
+        self.connect_hook: ConnectHook | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._moving: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
 
     async def follow_loop(self) -> None:
         """Start afresh on the running loop when it is not the one the connections were
-        opened on (see the module doc); called before a call's first I/O."""
+        opened on (see the module doc); called before a call's first I/O. Calls made on
+        the new loop while the old one's connections are dropped wait for that."""
         loop = asyncio.get_running_loop()
-        if loop is not self._loop:
-            previous, self._loop = self._loop, loop
-            if previous is not None:
-                await self.rebind()
+        if loop is self._loop:
+            return
+        if self._loop is None:
+            self._loop = loop
+            return
+        if self._moving is not None and self._moving[0] is loop:
+            await self._moving[1].wait()
+            return
+        moved = asyncio.Event()
+        self._moving = (loop, moved)
+        try:
+            await self.rebind()
+        finally:
+            self._loop, self._moving = loop, None
+            moved.set()
 
     @abstractmethod
     async def rebind(self) -> None:
@@ -208,6 +224,8 @@ class Transport(ABC):
         """Close what the transport opened, and the client if it owns it; calls under way
         send nothing more (a read whose reply is lost is not sent again)."""
         self.closed = True
+        if self.connect_hook is not None:
+            self.connect_hook.closed = True
         await self.follow_loop()
         if self.owns_client:
             await self.client.aclose()
@@ -290,14 +308,15 @@ class StandaloneTransport(Transport):
         common = opts.connection_kwargs()
         if opts.auto_pipeline:
             del common["socket_timeout"]
+        hook = ConnectHook()
         pool = BlockingConnectionPool.from_url(
             config.driver_url,
             max_connections=opts.pool_size,
             timeout=opts.timeout,
-            redis_connect_func=select_database,  # a missing database named with the count
+            redis_connect_func=hook.on_connect,
             **common,
         )
-        return cls(
+        transport = cls(
             Redis.from_pool(pool),
             timeout=opts.timeout if opts.auto_pipeline else None,
             pool_size=None if opts.auto_pipeline else opts.pool_size,
@@ -305,6 +324,8 @@ class StandaloneTransport(Transport):
             auto_pipeline=opts.auto_pipeline,
             owns_client=True,
         )
+        transport.connect_hook = hook
+        return transport
 
     async def _send_direct(self, commands: Sequence[Command]) -> list[Any]:
         """One round trip of its own (no auto-pipelining)."""

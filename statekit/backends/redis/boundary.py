@@ -113,7 +113,12 @@ def configuration_problem(exc: BaseException) -> ConfigurationError | None:
             return ConfigurationError(
                 "The Redis database in the URL does not exist: the server has fewer databases"
             )
-        if isinstance(error, redis_errors.AuthenticationError):
+        # Without credentials, a large first command gets "Protocol error: unauthenticated
+        # multibulk length" (Redis refuses big requests before AUTH) instead of NOAUTH.
+        unauthenticated = isinstance(error, redis_errors.ResponseError) and (
+            "unauthenticated" in str(error)
+        )
+        if unauthenticated or isinstance(error, redis_errors.AuthenticationError):
             # Redis's own text (WRONGPASS, NOAUTH, "called without any password
             # configured") never quotes the password.
             return ConfigurationError(

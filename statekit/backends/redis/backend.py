@@ -135,6 +135,14 @@ class RedisBackend:
     and so is a read whose connection dropped before its reply arrived (up to as many
     times, 0.1 s doubling backoff). A write is never sent twice, whatever the client's
     ``Retry``: its lost reply raises :class:`~statekit.errors.BackendUnavailableError`.
+
+    Lifecycle: after :meth:`aclose` every call raises
+    :class:`~statekit.errors.StoreClosedError`, and so do calls under way that had not
+    completed. One backend serves one event loop after another (a module-level store used
+    by several ``asyncio.run()`` calls): at its first call on a new loop it drops the old
+    loop's connections without awaiting that loop and opens new ones; two loops at once
+    (threads) are not supported. A database the server lacks, or credentials it refuses,
+    raise :class:`~statekit.errors.ConfigurationError` (no retry can help).
     """
 
     capabilities = frozenset({Capability.VERSIONS})

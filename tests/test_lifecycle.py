@@ -117,8 +117,8 @@ HOLD = 2.0
 @pytest.fixture
 def own_server(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path / "redis", free_port(), "--save", "", "--appendonly", "no")
-    server.start()
     try:
+        server.start()
         yield server
     finally:
         server.kill()

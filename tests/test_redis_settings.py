@@ -103,19 +103,19 @@ def test_the_cli_reports_a_missing_database_as_a_usage_error(tmp_path: Path) -> 
 def guarded_server(tmp_path: Path) -> Iterator[RedisServer]:
     """A server of the test's own with a password, and a user who may not run CONFIG."""
     server = RedisServer(tmp_path / "redis", free_port(), "--save", "", "--appendonly", "no")
-    server.start()
-    admin = redis.Redis(port=server.port)
-    admin.acl_setuser(
-        "app",
-        enabled=True,
-        passwords=["+app-pw"],
-        keys=["*"],
-        channels=["*"],
-        commands=["+@all", "-config"],
-    )
-    admin.acl_setuser("default", enabled=True, passwords=[f"+{PASSWORD}"])  # last: locks us out
-    admin.close()
     try:
+        server.start()
+        admin = redis.Redis(port=server.port)
+        admin.acl_setuser(
+            "app",
+            enabled=True,
+            passwords=["+app-pw"],
+            keys=["*"],
+            channels=["*"],
+            commands=["+@all", "-config"],
+        )
+        admin.acl_setuser("default", enabled=True, passwords=[f"+{PASSWORD}"])  # last: locks us out
+        admin.close()
         yield server
     finally:
         server.kill()

@@ -24,7 +24,7 @@ from statekit.backends.base import (
     StateWrite,
     VersionedBackend,
 )
-from statekit.errors import UnsupportedCapabilityError, VersionConflictError
+from statekit.errors import StoreClosedError, UnsupportedCapabilityError, VersionConflictError
 from statekit.events import (
     StateUpdate,
     UpdateLike,
@@ -74,11 +74,13 @@ class StateStore:
     Refused input never raises and never writes: setters return ``(False, message)``,
     readers return ``None`` / ``False`` / ``([], False)``. Backend faults raise a
     :class:`~statekit.errors.StateBackendError` subclass. Use as ``async with`` or call
-    :meth:`aclose` to release the backend's connections.
+    :meth:`aclose` to release the backend's connections; after it, every method raises
+    :class:`~statekit.errors.StoreClosedError`.
     """
 
     def __init__(self, backend: StateBackend) -> None:
         self._backend = backend
+        self._closed = False
 
     @property
     def backend(self) -> StateBackend:
@@ -94,6 +96,7 @@ class StateStore:
         return self._backend.capabilities
 
     async def __aenter__(self) -> StateStore:
+        self._check_open()
         return self
 
     async def __aexit__(
@@ -105,8 +108,20 @@ class StateStore:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the backend (idempotent)."""
+        """Close the backend (idempotent).
+
+        Every later call of this store raises :class:`~statekit.errors.StoreClosedError`,
+        refused input and disabled policies included: a call after ``aclose()`` is a bug
+        in the host (a module-level store closed at shutdown while a task still runs),
+        never a reason to reconnect. Calls already under way end as the backend makes
+        them: each completes, or raises ``StoreClosedError`` (every built-in backend).
+        """
+        self._closed = True
         await self._backend.aclose()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosedError("This StateStore was closed with aclose(); open a new one")
 
     # ---- event-driven API -------------------------------------------------------
 
@@ -118,6 +133,7 @@ class StateStore:
         A disabled policy gives four empty dicts without I/O. The conversation scope is
         seeded with ``external.conversation_id`` from the event when that key is not stored.
         """
+        self._check_open()
         snapshot = _empty_snapshot()
         enabled, scopes = binding_policy(binding)
         if not enabled:
@@ -146,6 +162,7 @@ class StateStore:
 
         Returns ``(True, None)`` or ``(False, reason)`` with the original store's messages.
         """
+        self._check_open()
         try:
             write = prepare_event_write(event, binding, descriptor, scope, key, value)
         except Refusal as refusal:
@@ -170,6 +187,7 @@ class StateStore:
         backend fails, a :class:`~statekit.errors.StateBackendError` is raised and, on
         transactional backends, none of the batch is applied.
         """
+        self._check_open()
         results: list[Result] = []
         writes: list[StateWrite] = []
         for update in updates:
@@ -195,6 +213,7 @@ class StateStore:
         invalid. A stored value that is not valid JSON is skipped with a warning on the
         ``statekit`` logger, as in snapshots.
         """
+        self._check_open()
         try:
             scope_key = check_scope_key(scope_key)
         except Refusal:
@@ -205,6 +224,7 @@ class StateStore:
 
     async def state_get(self, scope_key: str, state_key: str) -> Any:
         """The stored value, or ``None`` when absent or when the key is invalid."""
+        self._check_open()
         try:
             scope_key, state_key = self._address(scope_key, state_key)
         except Refusal:
@@ -221,6 +241,7 @@ class StateStore:
         Pass the version to ``state_set(..., expected_version=...)`` for a
         read-modify-write that cannot lose a concurrent update.
         """
+        self._check_open()
         backend = self._versioned()
         try:
             scope_key, state_key = self._address(scope_key, state_key)
@@ -252,6 +273,7 @@ class StateStore:
         With ``expected_version`` the write happens only if the stored version equals it
         (0: only if absent); otherwise ``(False, "Version conflict ...")``.
         """
+        self._check_open()
         if expected_version is not None:
             self._versioned()
         try:
@@ -273,6 +295,7 @@ class StateStore:
 
     async def state_delete(self, scope_key: str, state_key: str) -> bool:
         """``True`` if the entry existed and was removed; ``False`` if absent or key invalid."""
+        self._check_open()
         try:
             scope_key, state_key = self._address(scope_key, state_key)
         except Refusal:
@@ -293,6 +316,7 @@ class StateStore:
         but still tells ``has_more``); ``after`` is an exclusive cursor: pass the last key
         of a page to get the next. Invalid arguments give ``([], False)``.
         """
+        self._check_open()
         try:
             scope_key = check_scope_key(scope_key)
             prefix = check_prefix(
@@ -307,6 +331,7 @@ class StateStore:
 
     def export(self) -> AsyncIterator[StateEntry]:
         """Every stored entry with its context and timestamps (for migration and backups)."""
+        self._check_open()
         return self._backend.iter_entries()
 
     async def import_entries(
@@ -327,6 +352,7 @@ class StateStore:
         written. Memory: one batch and one counter per scope. ``batch_size < 1`` raises
         ``ValueError``.
         """
+        self._check_open()
         return await transfer.import_entries(self._backend, entries, batch_size, dry_run)
 
     async def count_entries(self, scope_keys: Iterable[str]) -> dict[str, int]:
@@ -336,14 +362,17 @@ class StateStore:
         The backend contract has no count: scopes are read with their values, 100 per
         round trip. Meant for checks such as ``statekit migrate``'s, not for a hot path.
         """
+        self._check_open()
         return await transfer.count_entries(self._backend, scope_keys)
 
     async def describe(self) -> BackendInfo:
         """What the backend is and whether its layout is ready (one round trip, read-only)."""
+        self._check_open()
         return await self._backend.describe()
 
     async def clear_all(self) -> None:
         """Remove every entry of this store (its key prefix or table), nothing else."""
+        self._check_open()
         await self._backend.clear()
 
     # ---- internals ----------------------------------------------------------------

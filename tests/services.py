@@ -18,6 +18,7 @@ import pytest
 from benchmarks.matrix import Target
 from statekit.backends.base import StateBackend
 from statekit.backends.registry import open_backend
+from statekit.errors import StoreClosedError
 
 REQUIRE_SERVICES = os.environ.get("STATEKIT_REQUIRE_SERVICES") == "1"
 #: The session fixture holding a private PostgreSQL schema (see ``conftest.py``).
@@ -88,6 +89,8 @@ async def open_target(
         yield backend
     finally:
         try:
-            await backend.clear()
+            # A test may have closed it (the after-aclose contract): nothing to clear then.
+            with contextlib.suppress(StoreClosedError):
+                await backend.clear()
         finally:
             await backend.aclose()

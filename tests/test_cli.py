@@ -50,6 +50,9 @@ class NamedMemory(MemoryBackend):
         name = str(url).split("://", 1)[1]
         return cls.stores.setdefault(name, cls())
 
+    async def aclose(self) -> None:
+        """Left open: the next command of the test connects to the same store."""
+
 
 class Down(MemoryBackend):
     """``down://``: a server that refuses every connection."""

@@ -24,6 +24,7 @@ from statekit.errors import (
     BackendUnavailableError,
     ConfigurationError,
     StateBackendError,
+    StoreClosedError,
     VersionConflictError,
 )
 
@@ -364,7 +365,8 @@ async def test_calls_after_close_fail_with_a_typed_error(own_server: RedisServer
     backend = RedisBackend.from_url(own_server.url, key_prefix="x:")
     await backend.set("s", "k", "v", CONTEXT)
     await backend.aclose()
-    with pytest.raises(BackendUnavailableError):
+    # Not BackendUnavailableError, which says "retry later": a closed backend stays closed.
+    with pytest.raises(StoreClosedError):
         await backend.get("s", "k")
 
 

@@ -20,7 +20,7 @@ from statekit.backends.base import (
     StateEntry,
     StateWrite,
 )
-from statekit.errors import ConfigurationError, VersionConflictError
+from statekit.errors import ConfigurationError, StoreClosedError, VersionConflictError
 from statekit.url import BackendURL
 
 
@@ -32,7 +32,15 @@ class MemoryBackend:
     settings_options: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self) -> None:
-        self._scopes: dict[str, dict[str, StateEntry]] = {}
+        self._data: dict[str, dict[str, StateEntry]] | None = {}
+
+    @property
+    def _scopes(self) -> dict[str, dict[str, StateEntry]]:
+        """The stored scopes; every method reaches them here, so after :meth:`aclose`
+        (which drops them) each raises :class:`StoreClosedError`."""
+        if self._data is None:
+            raise StoreClosedError("This MemoryBackend was closed with aclose()")
+        return self._data
 
     @classmethod
     def from_url(cls, url: str | BackendURL, **options: Any) -> MemoryBackend:
@@ -53,8 +61,9 @@ class MemoryBackend:
         return (None, 0) if entry is None else (entry.value_json, entry.version)
 
     async def read_scopes(self, scope_keys: Sequence[str]) -> dict[str, dict[str, str]]:
+        scopes = self._scopes
         return {
-            scope_key: {k: e.value_json for k, e in self._scopes.get(scope_key, {}).items()}
+            scope_key: {k: e.value_json for k, e in scopes.get(scope_key, {}).items()}
             for scope_key in scope_keys
         }
 
@@ -83,6 +92,7 @@ class MemoryBackend:
         return entry.version
 
     async def set_many(self, writes: Sequence[StateWrite]) -> None:
+        _ = self._scopes  # refused once closed, even with nothing to write
         for write in writes:
             await self.set(write.scope_key, write.state_key, write.value_json, write.context)
 
@@ -115,7 +125,8 @@ class MemoryBackend:
         self._scopes.clear()
 
     async def describe(self) -> BackendInfo:
+        _ = self._scopes  # refused once closed, as every call
         return BackendInfo("memory", "n/a", "ok", namespace="process memory", url="memory://")
 
     async def aclose(self) -> None:
-        return None
+        self._data = None

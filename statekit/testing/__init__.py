@@ -3,7 +3,10 @@
 Subclass :class:`StateBackendContract` in a test module and give it a ``backend``
 fixture that yields a fresh, empty backend (and closes it afterwards)::
 
+    import contextlib
+
     import pytest_asyncio
+    from statekit import StoreClosedError
     from statekit.testing import StateBackendContract
 
     class TestMyBackend(StateBackendContract):
@@ -11,7 +14,8 @@ fixture that yields a fresh, empty backend (and closes it afterwards)::
         async def backend(self):
             backend = MyBackend(...)
             yield backend
-            await backend.clear()
+            with contextlib.suppress(StoreClosedError):  # a test may have closed it
+                await backend.clear()
             await backend.aclose()
 
 Tests of optional features run only where the backend declares the matching

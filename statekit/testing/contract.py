@@ -9,15 +9,23 @@ backend, which must own a private prefix, table or database.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 import pytest_asyncio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from statekit.backends.base import OPTIONAL_CONTEXT_FIELDS, StateBackend
+from statekit.backends.base import (
+    OPTIONAL_CONTEXT_FIELDS,
+    Capability,
+    ScopeContext,
+    StateBackend,
+    StateWrite,
+    VersionedBackend,
+)
+from statekit.errors import StoreClosedError
 from statekit.scope import VALID_STATE_SCOPES
 from statekit.store import StateStore
 from statekit.testing.fuzz import FuzzContract
@@ -274,3 +282,50 @@ class StateBackendContract(
         for scope in VALID_STATE_SCOPES:
             assert await store.state_get(ident.scope_key(scope), "k") == scope
             assert await store.state_list(ident.scope_key(scope)) == (["k"], False)
+
+    # ---- lifecycle --------------------------------------------------------------------
+
+    async def test_every_call_after_aclose_raises_store_closed(
+        self, backend: StateBackend, ident: Identity
+    ) -> None:
+        """After ``aclose()`` every method raises :class:`StoreClosedError` (never a
+        reconnect, never a "retry later" error); ``aclose()`` itself stays idempotent.
+
+        The fixture's teardown meets a closed backend: its ``clear()`` must let
+        ``StoreClosedError`` pass (this test writes nothing that outlives it)."""
+        scope_key = ident.scope_key()
+        context = ScopeContext("runner", "binding", "runner")
+        await backend.set(scope_key, "k", "1", context)  # connections are open now
+        assert await backend.delete(scope_key, "k") is True
+        await backend.aclose()
+        await backend.aclose()
+
+        async def drain() -> None:
+            async for _ in backend.iter_entries():
+                pass
+
+        calls: dict[str, Callable[[], Awaitable[Any]]] = {
+            "get": lambda: backend.get(scope_key, "k"),
+            "read_scopes": lambda: backend.read_scopes([scope_key]),
+            "set": lambda: backend.set(scope_key, "k", "2", context),
+            "set_many": lambda: backend.set_many([StateWrite(scope_key, "k", "3", context)]),
+            "delete": lambda: backend.delete(scope_key, "k"),
+            "list_keys": lambda: backend.list_keys(scope_key, "", 10, None),
+            "iter_entries": drain,
+            "clear": backend.clear,
+            "describe": backend.describe,
+        }
+        if Capability.VERSIONS in backend.capabilities:
+            versioned = cast(VersionedBackend, backend)
+            calls["get_versioned"] = lambda: versioned.get_versioned(scope_key, "k")
+        wrong: dict[str, str] = {}
+        for name, call in calls.items():
+            try:
+                await call()
+            except StoreClosedError:
+                continue
+            except Exception as exc:
+                wrong[name] = f"raised {exc!r}"
+            else:
+                wrong[name] = "returned"
+        assert not wrong, f"calls after aclose() that did not raise StoreClosedError: {wrong}"

@@ -23,17 +23,13 @@ from statekit.backends.base import (
     StateEntry,
     StateWrite,
 )
+from statekit.backends.redis.boundary import ErrorBoundary
 from statekit.backends.redis.cluster import ClusterTransport
 from statekit.backends.redis.options import DEFAULT_KEY_PREFIX, parse_url, validate_key_prefix
 from statekit.backends.redis.pipeline import Command
 from statekit.backends.redis.scripts import DELETE_SHA, GET_VERSIONED_SHA, LIST_SHA, WRITE_SHA
 from statekit.backends.redis.sentinel import SentinelTransport
-from statekit.backends.redis.transport import (
-    MAPPED_ERRORS,
-    SCAN_BATCH,
-    StandaloneTransport,
-    Transport,
-)
+from statekit.backends.redis.transport import SCAN_BATCH, StandaloneTransport, Transport
 from statekit.errors import ConfigurationError, VersionConflictError
 from statekit.url import BackendURL
 
@@ -139,6 +135,14 @@ class RedisBackend:
     and so is a read whose connection dropped before its reply arrived (up to as many
     times, 0.1 s doubling backoff). A write is never sent twice, whatever the client's
     ``Retry``: its lost reply raises :class:`~statekit.errors.BackendUnavailableError`.
+
+    Lifecycle: after :meth:`aclose` every call raises
+    :class:`~statekit.errors.StoreClosedError`, and so do calls under way that had not
+    completed. One backend serves one event loop after another (a module-level store used
+    by several ``asyncio.run()`` calls): at its first call on a new loop it drops the old
+    loop's connections without awaiting that loop and opens new ones; two loops at once
+    (threads) are not supported. A database the server lacks, or credentials it refuses,
+    raise :class:`~statekit.errors.ConfigurationError` (no retry can help).
     """
 
     capabilities = frozenset({Capability.VERSIONS})
@@ -172,7 +176,7 @@ class RedisBackend:
         self._transport = transport
         self._prefix = validate_key_prefix(key_prefix)
         self._url = url
-        self._closed = False
+        self._errors = ErrorBoundary()
 
     @classmethod
     def from_url(cls, url: str | BackendURL, **options: Any) -> Self:
@@ -219,13 +223,13 @@ class RedisBackend:
     # ---- reads --------------------------------------------------------------------
 
     async def get(self, scope_key: str, state_key: str) -> str | None:
-        with MAPPED_ERRORS:
+        with self._errors:
             raw = await self._transport.read(("HGET", f"{self._prefix}{{{scope_key}}}", state_key))
         return None if raw is None else _text(raw)
 
     async def get_versioned(self, scope_key: str, state_key: str) -> tuple[str | None, int]:
         value_key, meta_key, _, _ = self._keys(scope_key)
-        with MAPPED_ERRORS:
+        with self._errors:
             raw, meta = await self._transport.read(
                 ("EVALSHA", GET_VERSIONED_SHA, 2, value_key, meta_key, state_key)
             )
@@ -238,7 +242,7 @@ class RedisBackend:
         if not unique:
             return {}
         commands = [("HGETALL", f"{self._prefix}{{{scope_key}}}") for scope_key in unique]
-        with MAPPED_ERRORS:
+        with self._errors:
             replies = await self._transport.read_many(commands)
         return {scope_key: _pairs(reply) for scope_key, reply in zip(unique, replies, strict=True)}
 
@@ -253,7 +257,7 @@ class RedisBackend:
         else:
             low = b"[" + prefix.encode() if prefix else b"-"
         high = b"(" + prefix.encode() + b"\xff" if prefix else b"+"
-        with MAPPED_ERRORS:
+        with self._errors:
             # A read, though it may rebuild the index: sending it again rebuilds the same.
             keys = await self._transport.read(
                 ("EVALSHA", LIST_SHA, 2, meta_key, index_key, low, high, limit + 1)
@@ -263,7 +267,7 @@ class RedisBackend:
 
     async def iter_entries(self) -> AsyncIterator[StateEntry]:
         batch: list[str] = []
-        with MAPPED_ERRORS:
+        with self._errors:
             async for raw in self._transport.scan(glob_escape(self._prefix) + "{*}"):
                 batch.append(_text(raw))
                 if len(batch) >= SCAN_BATCH:
@@ -322,7 +326,7 @@ class RedisBackend:
         expected = "" if expected_version is None else str(expected_version)
         context_json = _context_json(context)
         command = ("EVALSHA", WRITE_SHA, 4, *keys, expected, state_key, value_json, context_json)
-        with MAPPED_ERRORS:
+        with self._errors:
             reply = await self._transport.write(keys[0], command)
         if reply[0] == -1:
             assert expected_version is not None  # the script only refuses conditional sets
@@ -337,7 +341,7 @@ class RedisBackend:
         """
         if not writes:
             return
-        with MAPPED_ERRORS:
+        with self._errors:
             await self._transport.write_grouped(
                 writes, lambda write: self._keys(write.scope_key)[0], self._write_command
             )
@@ -353,7 +357,7 @@ class RedisBackend:
 
     async def delete(self, scope_key: str, state_key: str) -> bool:
         keys = self._keys(scope_key)
-        with MAPPED_ERRORS:
+        with self._errors:
             removed = await self._transport.write(
                 keys[0], ("EVALSHA", DELETE_SHA, 4, *keys, state_key)
             )
@@ -366,7 +370,7 @@ class RedisBackend:
         remove a key written again in between.
         """
         batch: list[str] = []
-        with MAPPED_ERRORS:
+        with self._errors:
             async for key in self._transport.scan(glob_escape(self._prefix) + "{*"):
                 batch.append(_text(key))
                 if len(batch) >= SCAN_BATCH:
@@ -383,7 +387,7 @@ class RedisBackend:
     async def describe(self) -> BackendInfo:
         """Server version and layout, plus a warning for the eviction policy: any policy
         but ``noeviction`` lets Redis silently drop state under memory pressure."""
-        with MAPPED_ERRORS:
+        with self._errors:
             info = await self._transport.server_info()
         policy = str(info.get("maxmemory_policy", "unknown"))
         warnings: tuple[str, ...] = ()
@@ -399,8 +403,13 @@ class RedisBackend:
         )
 
     async def aclose(self) -> None:
-        if self._closed:
+        """Close the connections (and the client, if the backend owns it); idempotent.
+
+        Every later call raises :class:`~statekit.errors.StoreClosedError`, and so does
+        each call under way that has not completed: nothing is sent again, nothing
+        reconnects, nothing waits on a connection that is gone."""
+        if self._errors.closed:
             return
-        self._closed = True
-        with MAPPED_ERRORS:
+        self._errors.closed = True
+        with ErrorBoundary():  # one of its own: closing maps errors as any call does
             await self._transport.aclose()

@@ -9,13 +9,16 @@ once), and multi-key writes split into one command per hash slot.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+import contextlib
+import sys
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from redis import exceptions as redis_errors
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 
+from statekit.backends.redis.boundary import Closed
 from statekit.backends.redis.options import RedisConfig
 from statekit.backends.redis.pipeline import Command
 from statekit.backends.redis.scripts import SCRIPTS
@@ -28,6 +31,63 @@ if TYPE_CHECKING:
 __all__ = ["ClusterTransport"]
 
 T = TypeVar("T")
+
+
+class _EndableLimits(Limits):
+    """:class:`Limits` whose operations :meth:`end_all` ends: redis-py's cluster client
+    answers a connection closed under a call by mapping the cluster again and sending
+    once more, so closing the client alone would let a call under way reconnect. Each
+    operation runs as a task of its own, which ``end_all`` cancels; its caller gets
+    :class:`Closed` (a task per operation: the cluster client costs far more anyway)."""
+
+    __slots__ = ("ended", "under_way")
+
+    def __init__(
+        self, timeout: float | None, pool_size: int | None, pool_timeout: float | None
+    ) -> None:
+        super().__init__(timeout, pool_size, pool_timeout)
+        self.ended = False
+        self.under_way: set[asyncio.Task[Any]] = set()
+
+    def fresh(self) -> _EndableLimits:
+        gate = self.gate
+        if gate is None:
+            return _EndableLimits(self.timeout, None, None)
+        return _EndableLimits(self.timeout, gate.size, gate.timeout)
+
+    async def run(self, awaitable: Awaitable[Any] | Any) -> Any:
+        return await super().run(self._endable(awaitable))
+
+    async def _endable(self, awaitable: Awaitable[Any]) -> Any:
+        if self.ended:
+            if asyncio.iscoroutine(awaitable):
+                awaitable.close()
+            raise Closed("the backend was closed with aclose()")
+        task = asyncio.ensure_future(awaitable)
+        self.under_way.add(task)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            if self.ended and task.cancelled() and not _cancel_requested():
+                raise Closed("the backend was closed with aclose()") from None
+            raise
+        finally:
+            self.under_way.discard(task)
+
+    def end_all(self) -> None:
+        """Refuse new operations and cancel those under way."""
+        self.ended = True
+        for task in list(self.under_way):
+            task.cancel()
+
+
+def _cancel_requested() -> bool:
+    """Whether the running task itself was asked to stop (not only what it awaited);
+    not knowable before Python 3.11, where it is taken as not."""
+    task = asyncio.current_task()
+    if sys.version_info < (3, 11) or task is None:  # pragma: no cover
+        return False
+    return task.cancelling() > 0
 
 
 class ClusterTransport(Transport):
@@ -46,7 +106,8 @@ class ClusterTransport(Transport):
         pool_timeout: float | None = 5.0,
         owns_client: bool = False,
     ) -> None:
-        super().__init__(client, Limits(timeout, pool_size, pool_timeout), owns_client=owns_client)
+        self.limits: _EndableLimits = _EndableLimits(timeout, pool_size, pool_timeout)
+        super().__init__(client, self.limits, owns_client=owns_client)
         self._scripts_loaded = False
         self._scripts_lock = asyncio.Lock()
 
@@ -81,17 +142,20 @@ class ClusterTransport(Transport):
         )
 
     async def read(self, command: Command) -> Any:
+        await self.follow_loop()
         # Through the cluster client's own retries, which re-map the cluster on a
         # connection error.
         return await self._call(command, None)
 
     async def read_many(self, commands: Sequence[Command]) -> list[Any]:
+        await self.follow_loop()
         async with self.client.pipeline(transaction=False) as pipe:
             for command in commands:
                 pipe.execute_command(*command)
             return cast(list[Any], await self.limits.run(pipe.execute()))
 
     async def write(self, key: str, command: Command) -> Any:
+        await self.follow_loop()
         return await self._call(command, key)
 
     async def write_grouped(
@@ -140,6 +204,24 @@ class ClusterTransport(Transport):
                     for script in SCRIPTS.values():
                         await self.limits.run(self.client.script_load(script))
                     self._scripts_loaded = True
+
+    async def rebind(self) -> None:
+        """Every node's connections (the startup nodes' too) reset, each opening again
+        on its next use; the gate and the script lock new."""
+        self.limits = self.limits.fresh()
+        self._scripts_lock = asyncio.Lock()
+        manager = self.client.nodes_manager
+        for node in [*manager.startup_nodes.values(), *manager.nodes_cache.values()]:
+            with contextlib.suppress(RuntimeError, OSError, redis_errors.RedisError):
+                # As on one server: closing a closed loop's transport raises RuntimeError
+                # once redis-py has forgotten it.
+                await node.disconnect()
+
+    async def aclose(self) -> None:
+        self.closed = True
+        await self.follow_loop()
+        self.limits.end_all()
+        await super().aclose()
 
     async def server_info(self) -> dict[str, Any]:
         info = await super().server_info()

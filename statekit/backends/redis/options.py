@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -106,7 +106,7 @@ class RedisConfig:
         nodes = []
         for host_port in hosts.split(","):
             host, _, port = host_port.rpartition(":")
-            if not host or not port.isdigit():
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
                 raise ConfigurationError(f"Bad Redis node {host_port!r} in {self.url}")
             nodes.append((host.strip("[]"), int(port)))
         return unquote(username) or None, unquote(password) or None, nodes
@@ -166,6 +166,33 @@ def validate_key_prefix(prefix: str) -> str:
     return prefix
 
 
+def _check_address(url: BackendURL, parts: SplitResult, passthrough: dict[str, str]) -> None:
+    """Refuse a port or database redis-py would fail on later (a raw ``ValueError``) or
+    silently ignore (``/abc`` is database 0 to redis-py). A URL naming several nodes
+    (cluster, Sentinel) has its nodes checked by :meth:`RedisConfig.nodes`."""
+    if "," not in parts.netloc:
+        try:
+            port = parts.port
+        except ValueError:
+            raise ConfigurationError(
+                f"Bad port in the Redis URL {url}: a port is a number from 1 to 65535 "
+                "(redis://host:6379/0)"
+            ) from None
+        if port == 0:
+            raise ConfigurationError(f"Bad port 0 in the Redis URL {url}")
+    databases = [passthrough["db"]] if "db" in passthrough else []
+    if url.scheme in ("redis", "rediss") and parts.path.strip("/"):
+        databases.append(unquote(parts.path.strip("/")))
+    for db in databases:
+        if not db.isdigit():
+            # Neither the port's nor the path's text is quoted: in a URL whose password
+            # holds an unencoded "/" or ":", that text is part of the password.
+            raise ConfigurationError(
+                f"Bad Redis database in {url}: the database is a number "
+                "(redis://host:6379/0, or ?db=0)"
+            )
+
+
 def parse_url(
     url: BackendURL, options: dict[str, Any], extra: frozenset[str] = frozenset()
 ) -> RedisConfig:
@@ -189,6 +216,7 @@ def parse_url(
             passthrough[name] = raw
         else:
             raise ConfigurationError(f"Unknown Redis URL parameter {name!r}")
+    _check_address(url, parts, passthrough)
     unknown = set(options) - known
     if unknown:
         raise ConfigurationError(f"Unknown Redis option(s): {', '.join(sorted(unknown))}")

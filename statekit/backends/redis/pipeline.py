@@ -22,6 +22,7 @@ pinned to the supported redis-py versions: :func:`usable` (``Connection._reader`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import sys
 from collections import deque
@@ -152,8 +153,11 @@ class KeptConnections:
         self._pool = client.connection_pool
         self._idle: list[AbstractConnection] = []
         self._opened: list[AbstractConnection] = []
+        self._closed = False
 
     async def round_trip(self, commands: Sequence[Command]) -> list[Any]:
+        if self._closed:
+            raise NotSent("the connections were closed")
         if self._idle:
             connection = self._idle.pop()
         else:
@@ -189,7 +193,18 @@ class KeptConnections:
             if not unless(connection):
                 await connection.disconnect()
 
+    async def abandon(self) -> None:
+        """Forget every connection, opened on an event loop that has since stopped:
+        each is reset without awaiting anything of that loop (closing its transport
+        there raises ``RuntimeError`` once redis-py has forgotten it); its socket is
+        closed when collected."""
+        opened, self._opened, self._idle = self._opened, [], []
+        for connection in opened:
+            with contextlib.suppress(RuntimeError, OSError):
+                await connection.disconnect(nowait=True)
+
     async def aclose(self) -> None:
+        self._closed = True
         await self.disconnect()
 
 
@@ -198,8 +213,11 @@ class PooledConnections:
 
     def __init__(self, client: Redis) -> None:
         self._pool = client.connection_pool
+        self._closed = False
 
     async def round_trip(self, commands: Sequence[Command]) -> list[Any]:
+        if self._closed:
+            raise NotSent("the connections were closed")
         try:
             connection = await check_out(self._pool)
         except RedisConnectionError as exc:
@@ -214,8 +232,13 @@ class PooledConnections:
         :meth:`KeptConnections.disconnect`)."""
         await self._pool.disconnect(inuse_connections=True)
 
+    async def abandon(self) -> None:
+        """Nothing of its own to forget: the connections belong to the client's pool,
+        which the transport resets."""
+
     async def aclose(self) -> None:
-        """Nothing of its own to close: the connections belong to the client's pool."""
+        """Send nothing more; the connections themselves belong to the client's pool."""
+        self._closed = True
 
 
 async def send_with_scripts(

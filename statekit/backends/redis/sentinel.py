@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from redis import exceptions as redis_errors
@@ -29,8 +28,9 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection, Connection
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
+from statekit.backends.redis.boundary import ConnectHook
 from statekit.backends.redis.options import RedisConfig
-from statekit.backends.redis.pipeline import Command, KeptConnections, usable
+from statekit.backends.redis.pipeline import KeptConnections, usable
 from statekit.backends.redis.transport import StandaloneTransport
 from statekit.errors import ConfigurationError
 
@@ -72,16 +72,23 @@ class SentinelTransport(StandaloneTransport):
             owns_client=owns_client,
         )
         self._watcher: asyncio.Task[None] | None = None
-        send = self._send
 
-        async def first_send(commands: Sequence[Command]) -> list[Any]:
-            # The watcher needs the running loop: it starts with the first command, and
-            # later commands are sent without this detour.
-            self._send = send
+    async def follow_loop(self) -> None:
+        """As every transport, and the watcher runs on the running loop: it starts with
+        the first call, and again with the first call on each new loop."""
+        await super().follow_loop()
+        stale = self._watcher is None or self._watcher.get_loop() is not self._loop
+        if stale and not self.closed:
             self._watcher = asyncio.get_running_loop().create_task(self._watch())
-            return await send(commands)
 
-        self._send = first_send
+    async def rebind(self) -> None:
+        """As a standalone transport, and the Sentinels' own connections too."""
+        await super().rebind()
+        pool = self.client.connection_pool
+        if isinstance(pool, SentinelConnectionPool):
+            for sentinel in pool.sentinel_manager.sentinels:
+                with contextlib.suppress(RuntimeError, OSError, redis_errors.RedisError):
+                    await sentinel.connection_pool.disconnect(inuse_connections=True)
 
     @classmethod
     def from_config(cls, config: RedisConfig) -> Self:
@@ -104,17 +111,19 @@ class SentinelTransport(StandaloneTransport):
             "password": opts.sentinel_password,
             **tls,
         }
+        hook = ConnectHook()
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
             sentinels,
             sentinel_kwargs=sentinel_kwargs,
             username=username,
             password=password,
             db=db,
+            redis_connect_func=hook.on_connect,
             **tls,
             **common,
         )
         client = sentinel.master_for(service, max_connections=opts.pool_size)
-        return cls(
+        transport = cls(
             client,
             timeout=opts.timeout if opts.auto_pipeline else None,
             pool_size=opts.pool_size,
@@ -122,6 +131,8 @@ class SentinelTransport(StandaloneTransport):
             auto_pipeline=opts.auto_pipeline,
             owns_client=True,
         )
+        transport.connect_hook = hook
+        return transport
 
     async def _watch(self) -> None:
         """Every :data:`WATCH_INTERVAL` seconds, ask the Sentinels for the primary; once
@@ -145,7 +156,9 @@ class SentinelTransport(StandaloneTransport):
             await asyncio.sleep(WATCH_INTERVAL)
 
     async def aclose(self) -> None:
-        if self._watcher is not None:
+        self.closed = True
+        await self.follow_loop()
+        if self._watcher is not None and self._watcher.get_loop() is self._loop:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher

@@ -17,18 +17,25 @@ after it was sent) may be sent again; a write never is, whatever the client's ``
 says (it may have been applied: sending it again could apply it twice, or make a
 conditional write conflict with itself), so its caller gets the connection error. An
 ``EVALSHA`` the server does not know is loaded and sent once more (it did not run).
-Transports raise redis-py's exceptions; the backend maps them to statekit's with
-:data:`MAPPED_ERRORS`.
+Transports raise redis-py's exceptions; the backend maps them to statekit's in its
+:class:`~statekit.backends.redis.boundary.ErrorBoundary`.
+
+Event loops: connections belong to the loop they were opened on. A transport used from
+another loop than before (a module-level store used by two ``asyncio.run()`` calls, one
+after the other) notices at its next call and starts afresh on the running loop: new
+connections, a new pipeline and gate, the old loop's connections dropped without
+awaiting anything of that loop (which has usually been closed). One loop at a time:
+using one backend from two live loops at once (two threads) is not supported.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
 from redis import exceptions as redis_errors
@@ -36,6 +43,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 
 from statekit.backends.gate import FifoGate
+from statekit.backends.redis.boundary import ConnectHook
 from statekit.backends.redis.options import RedisConfig
 from statekit.backends.redis.pipeline import (
     AutoPipeline,
@@ -47,12 +55,11 @@ from statekit.backends.redis.pipeline import (
     send_with_scripts,
 )
 from statekit.backends.redis.scripts import SCRIPTS
-from statekit.errors import BackendTimeoutError, BackendUnavailableError, StateBackendError
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-__all__ = ["MAPPED_ERRORS", "Limits", "StandaloneTransport", "Transport"]
+__all__ = ["Limits", "StandaloneTransport", "Transport"]
 
 T = TypeVar("T")
 #: Keys asked of each ``SCAN`` step, and read back per batch by ``iter_entries``.
@@ -73,34 +80,6 @@ def resend_delay(resends: int) -> float:
     return float(min(0.5, 0.05 * 2**resends))
 
 
-class _ErrorMapper:
-    """Translate redis-py exceptions into statekit's error tree at the boundary.
-
-    A class rather than a ``@contextmanager`` generator: it wraps every operation, and
-    entering and leaving a generator costs several times as much.
-    """
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if isinstance(exc, (redis_errors.TimeoutError, asyncio.TimeoutError)):
-            raise BackendTimeoutError(f"Redis did not answer in time: {exc}") from exc
-        if isinstance(exc, (redis_errors.ConnectionError, redis_errors.ClusterDownError)):
-            raise BackendUnavailableError(f"Redis is unavailable: {exc}") from exc
-        if isinstance(exc, (redis_errors.RedisError, redis_errors.RedisClusterException)):
-            raise StateBackendError(f"Redis error: {exc}") from exc
-
-
-#: ``with MAPPED_ERRORS:`` around a call raises statekit's errors for redis-py's.
-MAPPED_ERRORS = _ErrorMapper()
-
-
 class Limits:
     """What bounds an operation: its turn at a first come, first served gate of
     ``pool_size`` places (each caller waiting at most ``pool_timeout`` seconds), then
@@ -115,6 +94,14 @@ class Limits:
         self.gate = (
             None if pool_size is None else FifoGate(pool_size, pool_timeout, "Redis connection")
         )
+
+    def fresh(self) -> Limits:
+        """The same bounds with a gate of their own (for a new event loop: the old gate's
+        places may be held by tasks of a loop that has stopped)."""
+        gate = self.gate
+        if gate is None:
+            return Limits(self.timeout, None, None)
+        return Limits(self.timeout, gate.size, gate.timeout)
 
     async def run(self, awaitable: Awaitable[Any] | Any) -> Any:
         """Await ``awaitable`` in its turn at the gate, then within the timeout.
@@ -156,6 +143,39 @@ class Transport(ABC):
         self.client = client
         self.limits = limits
         self.owns_client = owns_client
+        #: Set first thing by :meth:`aclose`: a call under way then sends nothing more.
+        self.closed = False
+        #: The connect hook of a client the transport built (``from_config``), told of
+        #: the close so that no connection opens under a call that was under way.
+        self.connect_hook: ConnectHook | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._moving: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
+
+    async def follow_loop(self) -> None:
+        """Start afresh on the running loop when it is not the one the connections were
+        opened on (see the module doc); called before a call's first I/O. Calls made on
+        the new loop while the old one's connections are dropped wait for that."""
+        loop = asyncio.get_running_loop()
+        if loop is self._loop:
+            return
+        if self._loop is None:
+            self._loop = loop
+            return
+        if self._moving is not None and self._moving[0] is loop:
+            await self._moving[1].wait()
+            return
+        moved = asyncio.Event()
+        self._moving = (loop, moved)
+        try:
+            await self.rebind()
+        finally:
+            self._loop, self._moving = loop, None
+            moved.set()
+
+    @abstractmethod
+    async def rebind(self) -> None:
+        """Drop what the previous event loop opened, awaiting nothing of that loop, so
+        that the next call opens connections on the running one."""
 
     @classmethod
     @abstractmethod
@@ -190,16 +210,23 @@ class Transport(ABC):
 
     async def scan(self, pattern: str) -> AsyncIterator[bytes | str]:
         """``SCAN MATCH pattern`` (every primary of a cluster), each step bounded."""
+        await self.follow_loop()
         keys = aiter(self.client.scan_iter(match=pattern, count=SCAN_BATCH))
         while (key := await self.limits.run(anext(keys, None))) is not None:
             yield key
 
     async def server_info(self) -> dict[str, Any]:
         """``INFO`` of the server (of one node, on a cluster)."""
+        await self.follow_loop()
         return cast(dict[str, Any], await self.limits.run(self.client.info()))
 
     async def aclose(self) -> None:
-        """Close what the transport opened, and the client if it owns it."""
+        """Close what the transport opened, and the client if it owns it; calls under way
+        send nothing more (a read whose reply is lost is not sent again)."""
+        self.closed = True
+        if self.connect_hook is not None:
+            self.connect_hook.closed = True
+        await self.follow_loop()
         if self.owns_client:
             await self.client.aclose()
 
@@ -233,20 +260,39 @@ class StandaloneTransport(Transport):
         super().__init__(client, Limits(timeout, pool_size, pool_timeout), owns_client=owns_client)
         retry = client.get_retry()
         self._resends = 0 if retry is None else max(0, retry.get_retries())
-        self.connections = KeptConnections(client) if auto_pipeline else PooledConnections(client)
+        self._auto_pipeline = auto_pipeline
+        # A batch is bounded by the backend's timeout, else by the client's own socket
+        # timeout (what bounds each of its direct calls too).
+        self._batch_timeout = (
+            timeout if timeout is not None else pool.connection_kwargs.get("socket_timeout")
+        )
+        self._start_sending()
+
+    def _start_sending(self) -> None:
+        """Connections and (with auto-pipelining) a pipeline of their own."""
+        self.connections: KeptConnections | PooledConnections = (
+            KeptConnections(self.client) if self._auto_pipeline else PooledConnections(self.client)
+        )
         self._round_trip: Send = functools.partial(
             send_with_scripts, self.connections.round_trip, SCRIPTS
         )
         self.pipeline: AutoPipeline | None = None
         self._send: Send = self._send_direct
-        if auto_pipeline:
-            # A batch is bounded by the backend's timeout, else by the client's own
-            # socket timeout (what bounds each of its direct calls too).
-            socket_timeout = pool.connection_kwargs.get("socket_timeout")
-            self.pipeline = AutoPipeline(
-                self._round_trip, timeout=timeout if timeout is not None else socket_timeout
-            )
+        if self._auto_pipeline:
+            self.pipeline = AutoPipeline(self._round_trip, timeout=self._batch_timeout)
             self._send = self.pipeline.execute_many
+
+    async def rebind(self) -> None:
+        """New connections, pipeline and gate; the old loop's kept connections and the
+        client pool's are dropped, nothing of that loop awaited."""
+        kept = self.connections
+        self.limits = self.limits.fresh()
+        self._start_sending()
+        await kept.abandon()
+        with contextlib.suppress(RuntimeError, OSError, redis_errors.RedisError):
+            # Closing a transport of a closed loop raises RuntimeError after redis-py has
+            # already forgotten it: the connection is reset, its socket closed when collected.
+            await self.client.connection_pool.disconnect(inuse_connections=True)
 
     @classmethod
     def from_config(cls, config: RedisConfig) -> Self:
@@ -262,10 +308,15 @@ class StandaloneTransport(Transport):
         common = opts.connection_kwargs()
         if opts.auto_pipeline:
             del common["socket_timeout"]
+        hook = ConnectHook()
         pool = BlockingConnectionPool.from_url(
-            config.driver_url, max_connections=opts.pool_size, timeout=opts.timeout, **common
+            config.driver_url,
+            max_connections=opts.pool_size,
+            timeout=opts.timeout,
+            redis_connect_func=hook.on_connect,
+            **common,
         )
-        return cls(
+        transport = cls(
             Redis.from_pool(pool),
             timeout=opts.timeout if opts.auto_pipeline else None,
             pool_size=None if opts.auto_pipeline else opts.pool_size,
@@ -273,6 +324,8 @@ class StandaloneTransport(Transport):
             auto_pipeline=opts.auto_pipeline,
             owns_client=True,
         )
+        transport.connect_hook = hook
+        return transport
 
     async def _send_direct(self, commands: Sequence[Command]) -> list[Any]:
         """One round trip of its own (no auto-pipelining)."""
@@ -285,6 +338,8 @@ class StandaloneTransport(Transport):
         to the client's retry count. Nothing is sent again after a timeout, nor when no
         connection could be opened (opening one was already retried).
         """
+        if asyncio.get_running_loop() is not self._loop:
+            await self.follow_loop()
         resends = 0
         while True:
             try:
@@ -292,7 +347,7 @@ class StandaloneTransport(Transport):
             except NotSent:
                 raise
             except redis_errors.ConnectionError:
-                if resends >= self._resends:
+                if resends >= self._resends or self.closed:
                     raise
             resends += 1
             await asyncio.sleep(resend_delay(resends))
@@ -302,6 +357,8 @@ class StandaloneTransport(Transport):
         return reply
 
     async def write(self, key: str, command: Command) -> Any:
+        if asyncio.get_running_loop() is not self._loop:
+            await self.follow_loop()
         # Sent once: a lost reply leaves the outcome unknown, so its error is raised.
         (reply,) = await self._send((command,))
         if isinstance(reply, Exception):
@@ -317,6 +374,8 @@ class StandaloneTransport(Transport):
         await self.write(key(items[0]), command(items))
 
     async def aclose(self) -> None:
+        self.closed = True
+        await self.follow_loop()
         if self.pipeline is not None:
             await self.pipeline.aclose()
         await self.connections.aclose()

@@ -12,11 +12,11 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
-from services import service_url
+from services import cleared, service_url
 
 from statekit.backends.redis import RedisBackend
 
@@ -83,19 +83,11 @@ def private_prefix(tag: str = "t") -> str:
     return f"statekit-test:{tag}:{uuid.uuid4().hex}:"
 
 
-@contextlib.asynccontextmanager
-async def shared_backend(tag: str = "t", **options: Any) -> AsyncIterator[RedisBackend]:
+def shared_backend(tag: str = "t", **options: Any) -> AbstractAsyncContextManager[RedisBackend]:
     """A backend on the shared server (``STATEKIT_REDIS_URL``) under a prefix of its own;
     what it wrote is cleared and its connections closed afterwards."""
     url = service_url("STATEKIT_REDIS_URL")
-    backend = RedisBackend.from_url(url, key_prefix=private_prefix(tag), **options)
-    try:
-        yield backend
-    finally:
-        try:
-            await backend.clear()
-        finally:
-            await backend.aclose()
+    return cleared(RedisBackend.from_url(url, key_prefix=private_prefix(tag), **options))
 
 
 class RedisServer:

@@ -14,13 +14,10 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 from redis import asyncio as aioredis
 from redis_servers import RedisServer, free_port
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 from sqlsupport import postgres_url, private_schema
 
 from statekit import StatekitError, StateStore
@@ -196,15 +193,6 @@ def pg_schema() -> Iterator[str]:
     yield from private_schema()
 
 
-async def _pg(statement: str) -> list[Any]:
-    engine = create_async_engine(postgres_url())
-    try:
-        async with engine.begin() as conn:
-            return list((await conn.execute(text(statement))).all())
-    finally:
-        await engine.dispose()
-
-
 @pytest.mark.postgres
 async def test_postgres_killed_connections_mid_stream_lose_nothing(pg_schema: str) -> None:
     name = f"statekit-faults-{uuid.uuid4().hex[:8]}"
@@ -214,10 +202,7 @@ async def test_postgres_killed_connections_mid_stream_lose_nothing(pg_schema: st
 
     async def terminate_connections() -> None:
         for _ in range(3):
-            await _pg(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                f"WHERE application_name = '{name}'"
-            )
+            await terminate_connections(name)
             await asyncio.sleep(0.1)
 
     try:

@@ -40,7 +40,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from benchmarks.workload import Identity
+from benchmarks.workload import Identity, SeedAPIContender
 from statekit import (
     VALID_STATE_SCOPES,
     build_state_scope_key,
@@ -213,15 +213,15 @@ class OriginalStore:
             return keys, len(rows) > limit
 
 
-class OriginalContender:
+class OriginalContender(SeedAPIContender[OriginalStore]):
     """The original store on its own table, behind the benchmark's contender interface."""
 
     label = "original"
 
     def __init__(self, engine: AsyncEngine, table: Table) -> None:
+        super().__init__(OriginalStore(engine, table))
         self._engine = engine
         self._table = table
-        self.store = OriginalStore(engine, table)
 
     @classmethod
     async def open(cls, engine: AsyncEngine, schema: str | None) -> OriginalContender:
@@ -251,22 +251,6 @@ class OriginalContender:
         ]
         async with self._engine.begin() as conn:
             await conn.execute(sqlalchemy.insert(self._table), rows)
-
-    async def set(self, who: Identity, scope: str, key: str, value: Any) -> None:
-        ok, error = await self.store.apply_update_from_event(
-            who.event, who.binding, who.runner, scope, key, value
-        )
-        if not ok:
-            raise RuntimeError(f"set refused: {error}")
-
-    async def get(self, who: Identity, scope: str, key: str) -> Any:
-        return await self.store.state_get(who.scope_keys[scope], key)
-
-    async def snapshot(self, who: Identity) -> dict[str, dict[str, Any]]:
-        return await self.store.build_snapshot_from_event(who.event, who.binding, who.runner)
-
-    async def list(self, who: Identity, scope: str, prefix: str) -> tuple[list[str], bool]:
-        return await self.store.state_list(who.scope_keys[scope], prefix)
 
     async def aclose(self) -> None:
         await self._engine.dispose()  # its table goes with the benchmark's schema or file

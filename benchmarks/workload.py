@@ -12,7 +12,7 @@ import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from statekit import (
     VALID_STATE_SCOPES,
@@ -121,23 +121,34 @@ class Contender(Protocol):
     async def aclose(self) -> None: ...
 
 
-class StatekitContender:
-    """statekit's public API, as a host calls it: the event API for writes and snapshots,
-    the State API (scope keys) for reads and listings."""
+class SeedStore(Protocol):
+    """The seed's event API and State API: what ``StateStore`` keeps and the original
+    store (``benchmarks/original.py``) has."""
 
-    def __init__(self, store: StateStore, label: str = "statekit") -> None:
-        self.label = label
+    async def apply_update_from_event(
+        self, event: Any, binding: Any, descriptor: Any, scope: str, key: str, value: Any, /
+    ) -> tuple[bool, str | None]: ...
+
+    async def state_get(self, scope_key: str, state_key: str, /) -> Any: ...
+
+    async def build_snapshot_from_event(
+        self, event: Any, binding: Any, descriptor: Any, /
+    ) -> dict[str, dict[str, Any]]: ...
+
+    async def state_list(self, scope_key: str, prefix: str | None, /) -> tuple[list[str], bool]: ...
+
+
+StoreT = TypeVar("StoreT", bound=SeedStore)
+
+
+class SeedAPIContender(Generic[StoreT]):
+    """A contender that calls a store as a host calls the seed's API: the event API for
+    writes and snapshots, the State API (scope keys) for reads and listings."""
+
+    label: str
+
+    def __init__(self, store: StoreT) -> None:
         self.store = store
-
-    async def fill(self, who: Identity, scope: str, entries: Mapping[str, Any]) -> None:
-        items = list(entries.items())
-        for start in range(0, len(items), FILL_BATCH):
-            updates = [StateUpdate(scope, k, v) for k, v in items[start : start + FILL_BATCH]]
-            results = await self.store.apply_updates_from_event(
-                who.event, who.binding, who.runner, updates
-            )
-            if not all(ok for ok, _ in results):
-                raise RuntimeError(f"fill refused: {results}")
 
     async def set(self, who: Identity, scope: str, key: str, value: Any) -> None:
         ok, error = await self.store.apply_update_from_event(
@@ -154,6 +165,24 @@ class StatekitContender:
 
     async def list(self, who: Identity, scope: str, prefix: str) -> tuple[list[str], bool]:
         return await self.store.state_list(who.scope_keys[scope], prefix)
+
+
+class StatekitContender(SeedAPIContender[StateStore]):
+    """statekit's public API, as a host calls it."""
+
+    def __init__(self, store: StateStore, label: str = "statekit") -> None:
+        super().__init__(store)
+        self.label = label
+
+    async def fill(self, who: Identity, scope: str, entries: Mapping[str, Any]) -> None:
+        items = list(entries.items())
+        for start in range(0, len(items), FILL_BATCH):
+            updates = [StateUpdate(scope, k, v) for k, v in items[start : start + FILL_BATCH]]
+            results = await self.store.apply_updates_from_event(
+                who.event, who.binding, who.runner, updates
+            )
+            if not all(ok for ok, _ in results):
+                raise RuntimeError(f"fill refused: {results}")
 
     async def aclose(self) -> None:
         await self.store.clear_all()

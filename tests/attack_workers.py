@@ -38,6 +38,7 @@ from statekit import (
     SubjectContext,
 )
 from statekit.testing import Identity
+from statekit.testing.identities import try_increment
 
 #: Keys each writer cycles through, so that later writes overwrite earlier ones.
 WRITE_SLOTS = 12
@@ -77,19 +78,9 @@ def state_after(writer: str, writes: int) -> dict[str, Any]:
 
 
 async def _increment(store: StateStore, ident: Identity, config: dict[str, Any]) -> str:
-    scope_key, key = ident.scope_key(), config["key"]
     conflicts = done = 0
     while done < config["count"]:
-        value, version = await store.state_get_versioned(scope_key, key)
-        ok, error = await store.state_set(
-            scope_key,
-            key,
-            (value or 0) + 1,
-            ident.runner_id,
-            ident.binding_identity,
-            "conversation",
-            expected_version=version,
-        )
+        ok, error = await try_increment(store, ident, config["key"])
         if ok:
             done += 1
         elif error is not None and error.startswith("Version conflict"):

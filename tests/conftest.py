@@ -7,8 +7,13 @@ Where the real servers are (``service_url``) and the backend matrix's pytest sid
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from redis_servers import RedisServer
 
 pytest_plugins = ("pytester",)  # runs the shipped suite as a third party would
 _SUMMARY_LINES = pytest.StashKey[list[str]]()
@@ -51,6 +56,21 @@ def redis_sentinel_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
         yield servers.url(db=0)
     finally:
         servers.stop()
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own (no persistence) on a free loopback port, for
+    tests that stop, slow or reconfigure their server, or count its commands; killed
+    afterwards."""
+    from redis_servers import NO_PERSISTENCE, RedisServer, free_port
+
+    server = RedisServer(tmp_path / "redis", free_port(), *NO_PERSISTENCE)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
 
 
 @pytest.fixture

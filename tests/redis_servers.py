@@ -1,6 +1,8 @@
-"""Private redis-server processes for tests that stop, slow or restart their server.
+"""Private redis-server processes for tests that stop, slow or restart their server, and
+a backend of a test's own on the shared one.
 
-Never the shared server: each one listens on a free loopback port in its own directory.
+A private server never is the shared server: each one listens on a free loopback port in
+its own directory.
 """
 
 from __future__ import annotations
@@ -9,12 +11,21 @@ import contextlib
 import socket
 import subprocess
 import time
+import uuid
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from typing import Any
+
+from services import cleared, service_url
+
+from statekit.backends.redis import RedisBackend
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTER_START = ROOT / "backends" / "redis-cluster" / "start.sh"
 CLUSTER_STOP = ROOT / "backends" / "redis-cluster" / "stop.sh"
 REDIS_START = ROOT / "backends" / "redis" / "start.sh"
+#: Arguments of a server whose data need not survive it.
+NO_PERSISTENCE = ("--save", "", "--appendonly", "no")
 
 
 def _bindable(port: int) -> bool:
@@ -39,14 +50,44 @@ def free_port(bus_offset: int | None = None) -> int:
     raise RuntimeError("no free port pair found")
 
 
-def ping(port: int) -> bool:
+def distinct_ports(count: int, bus_offset: int | None = None) -> list[int]:
+    """``count`` different free loopback ports; with ``bus_offset``, each port + offset is
+    free too and none of them is another's port + offset."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port(bus_offset)
+        if port not in ports and (bus_offset is None or port + bus_offset not in ports):
+            ports.append(port)
+    return ports
+
+
+def redis_cli(port: int, *args: str) -> str:
+    """``redis-cli`` on a loopback port, at most 10 s; its reply as printed (one line per
+    element of an array)."""
     result = subprocess.run(
-        ["redis-cli", "-h", "127.0.0.1", "-p", str(port), "ping"],
+        ["redis-cli", "-h", "127.0.0.1", "-p", str(port), *args],
         capture_output=True,
         text=True,
         check=False,
+        timeout=10,
     )
-    return result.stdout.strip() == "PONG"
+    return result.stdout
+
+
+def ping(port: int) -> bool:
+    return redis_cli(port, "ping").strip() == "PONG"
+
+
+def private_prefix(tag: str = "t") -> str:
+    """A key prefix no other test uses on the shared server."""
+    return f"statekit-test:{tag}:{uuid.uuid4().hex}:"
+
+
+def shared_backend(tag: str = "t", **options: Any) -> AbstractAsyncContextManager[RedisBackend]:
+    """A backend on the shared server (``STATEKIT_REDIS_URL``) under a prefix of its own;
+    what it wrote is cleared and its connections closed afterwards."""
+    url = service_url("STATEKIT_REDIS_URL")
+    return cleared(RedisBackend.from_url(url, key_prefix=private_prefix(tag), **options))
 
 
 class RedisServer:
@@ -97,11 +138,7 @@ class RedisServer:
     def shutdown(self) -> None:
         """A clean ``SHUTDOWN`` (the AOF is flushed), waiting for the process to exit."""
         if self.process is not None:
-            subprocess.run(
-                ["redis-cli", "-h", "127.0.0.1", "-p", str(self.port), "shutdown"],
-                capture_output=True,
-                check=False,
-            )
+            redis_cli(self.port, "shutdown")
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=10)
             self.kill()
@@ -109,11 +146,7 @@ class RedisServer:
 
 def start_cluster(directory: Path) -> str:
     """Start a 3-master cluster with ``backends/redis-cluster/start.sh``; its URL."""
-    ports: list[int] = []
-    while len(ports) < 3:
-        port = free_port(bus_offset=10000)
-        if port not in ports:
-            ports.append(port)
+    ports = distinct_ports(3, bus_offset=10000)
     result = subprocess.run(
         ["bash", str(CLUSTER_START), str(directory), *map(str, ports)],
         capture_output=True,
@@ -125,12 +158,7 @@ def start_cluster(directory: Path) -> str:
         stop_cluster(directory)
         raise RuntimeError(f"cluster did not start: {result.stderr}")
     for port in ports:
-        info = subprocess.run(
-            ["redis-cli", "-h", "127.0.0.1", "-p", str(port), "cluster", "info"],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout
+        info = redis_cli(port, "cluster", "info")
         if "cluster_state:ok" not in info:
             stop_cluster(directory)
             raise RuntimeError(f"cluster node {port} is not ok: {info}")

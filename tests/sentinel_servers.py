@@ -11,26 +11,19 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from redis_servers import RedisServer, free_port
+from redis_servers import NO_PERSISTENCE, RedisServer, distinct_ports, redis_cli
 
 SERVICE = "mymaster"
-_QUIET = ("--save", "", "--appendonly", "no", "--repl-diskless-sync-delay", "0")
+_QUIET = (*NO_PERSISTENCE, "--repl-diskless-sync-delay", "0")
 
 
-def redis_cli(port: int, *args: str) -> list[str]:
+def _reply(port: int, *args: str) -> list[str]:
     """``redis-cli`` on a loopback port; its reply, one line per element."""
-    result = subprocess.run(
-        ["redis-cli", "-h", "127.0.0.1", "-p", str(port), *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=10,
-    )
-    return result.stdout.splitlines()
+    return redis_cli(port, *args).splitlines()
 
 
 def _info(port: int, section: str) -> dict[str, str]:
-    lines = redis_cli(port, "info", section)
+    lines = _reply(port, "info", section)
     return dict(line.strip().split(":", 1) for line in lines if ":" in line)
 
 
@@ -53,18 +46,13 @@ class SentinelServers:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        first, second = free_port(), free_port()
-        while second == first:
-            second = free_port()
+        first, second, self.sentinel_port = distinct_ports(3)
         self.nodes = {
             first: RedisServer(directory / "a", first, *_QUIET),
             second: RedisServer(
                 directory / "b", second, *_QUIET, "--replicaof", "127.0.0.1", str(first)
             ),
         }
-        self.sentinel_port = free_port()
-        while self.sentinel_port in self.nodes:
-            self.sentinel_port = free_port()
         self.sentinel: subprocess.Popen[bytes] | None = None
         self._first = first
 
@@ -101,7 +89,7 @@ class SentinelServers:
 
     def primary_port(self) -> int:
         """The primary's port as the Sentinel names it."""
-        reply = redis_cli(self.sentinel_port, "sentinel", "get-master-addr-by-name", SERVICE)
+        reply = _reply(self.sentinel_port, "sentinel", "get-master-addr-by-name", SERVICE)
         return int(reply[1]) if len(reply) == 2 else -1
 
     def replica_port(self) -> int:
@@ -115,7 +103,7 @@ class SentinelServers:
         return info.get("role") == "slave" and info.get("master_link_status") == "up"
 
     def _replica_known(self) -> bool:
-        lines = redis_cli(self.sentinel_port, "sentinel", "replicas", SERVICE)
+        lines = _reply(self.sentinel_port, "sentinel", "replicas", SERVICE)
         fields = dict(zip(lines[::2], lines[1::2], strict=False))
         return fields.get("flags") == "slave" and fields.get("master-link-status") == "ok"
 
@@ -125,7 +113,7 @@ class SentinelServers:
         as a replica about ten seconds later: see :meth:`wait_demoted`.)"""
         old = self.primary_port()
         new = self.replica_port()
-        reply = redis_cli(self.sentinel_port, "sentinel", "failover", SERVICE)
+        reply = _reply(self.sentinel_port, "sentinel", "failover", SERVICE)
         if reply != ["OK"]:
             raise RuntimeError(f"SENTINEL FAILOVER refused: {reply}")
         _wait(

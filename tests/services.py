@@ -25,6 +25,7 @@ REQUIRE_SERVICES = os.environ.get("STATEKIT_REQUIRE_SERVICES") == "1"
 SCHEMA_FIXTURE = "session_schema"
 
 _Class = TypeVar("_Class", bound=type)
+_Backend = TypeVar("_Backend", bound=StateBackend)
 
 
 def service_url(env_var: str) -> str:
@@ -84,7 +85,14 @@ async def open_target(
     Everything it wrote is cleared and its connections closed afterwards.
     """
     chosen = {**target.options, **_private_options(target, request), **options}
-    backend = open_backend(target_url(target, request), chosen, {})
+    async with cleared(open_backend(target_url(target, request), chosen, {})) as backend:
+        yield backend
+
+
+@contextlib.asynccontextmanager
+async def cleared(backend: _Backend) -> AsyncIterator[_Backend]:
+    """``backend`` for the block; everything it wrote is cleared and its connections
+    closed afterwards (closed even when clearing fails)."""
     try:
         yield backend
     finally:

@@ -17,6 +17,7 @@ from typing import Any
 
 from statekit import Capability, StateStore
 from statekit.testing import Identity, new_identity
+from statekit.testing.identities import try_increment
 
 
 @dataclass
@@ -105,18 +106,8 @@ async def soak(
 
 
 async def _increment(store: StateStore, ident: Identity, report: SoakReport) -> None:
-    scope_key = ident.scope_key()
     while True:
-        value, version = await store.state_get_versioned(scope_key, "counter")
-        ok, _ = await store.state_set(
-            scope_key,
-            "counter",
-            (value or 0) + 1,
-            ident.runner_id,
-            ident.binding_identity,
-            "conversation",
-            expected_version=version,
-        )
+        ok, _ = await try_increment(store, ident)
         if ok:
             return
         report.conflicts += 1

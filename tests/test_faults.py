@@ -14,14 +14,11 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 from redis import asyncio as aioredis
 from redis_servers import RedisServer, free_port
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
-from sqlsupport import postgres_url, private_schema
+from sqlsupport import postgres_url, private_schema, terminate_connections
 
 from statekit import StatekitError, StateStore
 from statekit.backends.redis import RedisBackend
@@ -201,15 +198,6 @@ def pg_schema() -> Iterator[str]:
     yield from private_schema()
 
 
-async def _pg(statement: str) -> list[Any]:
-    engine = create_async_engine(postgres_url())
-    try:
-        async with engine.begin() as conn:
-            return list((await conn.execute(text(statement))).all())
-    finally:
-        await engine.dispose()
-
-
 @pytest.mark.postgres
 async def test_postgres_killed_connections_mid_stream_lose_nothing(pg_schema: str) -> None:
     name = f"statekit-faults-{uuid.uuid4().hex[:8]}"
@@ -217,16 +205,13 @@ async def test_postgres_killed_connections_mid_stream_lose_nothing(pg_schema: st
         SQLBackend.from_url(postgres_url(), schema=pg_schema, application_name=name, timeout=2)
     )
 
-    async def terminate_connections() -> None:
+    async def terminate_three_times() -> None:
         for _ in range(3):
-            await _pg(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                f"WHERE application_name = '{name}'"
-            )
+            await terminate_connections(name)
             await asyncio.sleep(0.1)
 
     try:
-        ident, ledger = await _run_fault(store, terminate_connections)
+        ident, ledger = await _run_fault(store, terminate_three_times)
         assert ledger.failures > 0
         await _assert_nothing_acknowledged_was_lost(store, ident, ledger)
     finally:

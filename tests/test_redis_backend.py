@@ -7,7 +7,7 @@ import json
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -16,7 +16,15 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 from redis.crc import key_slot
-from redis_servers import REDIS_START, RedisServer, free_port, ping
+from redis_servers import (
+    REDIS_START,
+    RedisServer,
+    free_port,
+    ping,
+    private_prefix,
+    redis_cli,
+    shared_backend,
+)
 from services import service_url
 
 from statekit.backends.base import ScopeContext, StateWrite
@@ -42,10 +50,6 @@ CONTEXT = ScopeContext(
 )
 
 
-def _prefix(tag: str = "t") -> str:
-    return f"statekit-test:{tag}:{uuid.uuid4().hex}:"
-
-
 @pytest_asyncio.fixture
 async def raw() -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis.from_url(service_url("STATEKIT_REDIS_URL"), decode_responses=True)
@@ -55,10 +59,8 @@ async def raw() -> AsyncIterator[aioredis.Redis]:
 
 @pytest_asyncio.fixture
 async def backend() -> AsyncIterator[RedisBackend]:
-    backend = RedisBackend.from_url(service_url("STATEKIT_REDIS_URL"), key_prefix=_prefix())
-    yield backend
-    await backend.clear()
-    await backend.aclose()
+    async with shared_backend() as backend:
+        yield backend
 
 
 # ---- layout -------------------------------------------------------------------------
@@ -170,7 +172,7 @@ async def test_prefix_with_glob_characters_never_reaches_other_stores(
 
 async def test_two_stores_on_one_database_are_isolated(raw: aioredis.Redis) -> None:
     url = service_url("STATEKIT_REDIS_URL")
-    base = _prefix("iso")
+    base = private_prefix("iso")
     first = RedisBackend.from_url(url, key_prefix=base)
     # A prefix that extends the first one: "base" + "{" is the first store's key space.
     second = RedisBackend.from_url(url, key_prefix=base + "x:")
@@ -245,7 +247,7 @@ async def test_describe_warns_when_the_server_may_evict_state(own_server: RedisS
 
 @pytest.mark.slow
 async def test_cluster_describe_and_batches_across_slots(redis_cluster_url: str) -> None:
-    backend = RedisBackend.from_url(redis_cluster_url, key_prefix=_prefix("cluster"))
+    backend = RedisBackend.from_url(redis_cluster_url, key_prefix=private_prefix("cluster"))
     try:
         info = await backend.describe()
         assert info.backend == "redis-cluster"
@@ -361,7 +363,7 @@ def test_cluster_and_unix_urls_build_the_right_clients() -> None:
 async def test_a_host_owned_client_is_not_closed() -> None:
     client = aioredis.Redis.from_url(service_url("STATEKIT_REDIS_URL"))
     try:
-        backend = RedisBackend(client, key_prefix=_prefix())
+        backend = RedisBackend(client, key_prefix=private_prefix())
         await backend.set("s", "k", "1", CONTEXT)
         await backend.clear()
         await backend.aclose()
@@ -379,7 +381,7 @@ async def test_a_host_client_is_closed_on_aclose_only_when_handed_over(owns_clie
     admin = aioredis.Redis.from_url(url)
     try:
         backend = RedisBackend(
-            client, key_prefix=_prefix(), auto_pipeline=False, owns_client=owns_client
+            client, key_prefix=private_prefix(), auto_pipeline=False, owns_client=owns_client
         )
         await backend.set("s", "k", "1", CONTEXT)
         await backend.clear()
@@ -433,35 +435,26 @@ def test_without_auto_pipeline_a_fifo_gate_sized_like_the_pool_is_in_front_of_it
 async def test_without_auto_pipeline_callers_get_a_connection_in_arrival_order() -> None:
     """A caller that has just finished and calls again queues behind those waiting: with
     one connection, a busy task cannot take it back before the others had their turn."""
-    url = service_url("STATEKIT_REDIS_URL")
-    backend = RedisBackend.from_url(url, key_prefix=_prefix(), auto_pipeline=False, pool_size=1)
     served: list[str] = []
+    async with shared_backend(auto_pipeline=False, pool_size=1) as backend:
 
-    async def get(name: str) -> None:
-        assert await backend.get("s", "k") == "1"
-        served.append(name)
+        async def get(name: str) -> None:
+            assert await backend.get("s", "k") == "1"
+            served.append(name)
 
-    async def busy() -> None:
-        for _ in range(3):
-            await get("busy")
+        async def busy() -> None:
+            for _ in range(3):
+                await get("busy")
 
-    try:
         await backend.set("s", "k", "1", CONTEXT)
         first = asyncio.create_task(busy())
         await asyncio.sleep(0)  # its first call holds the only connection
         await asyncio.gather(first, get("a"), get("b"))
-    finally:
-        await backend.clear()
-        await backend.aclose()
     assert served == ["busy", "a", "b", "busy", "busy"]
 
 
 async def test_without_auto_pipeline_a_caller_waits_for_a_connection_at_most_timeout() -> None:
-    url = service_url("STATEKIT_REDIS_URL")
-    backend = RedisBackend.from_url(
-        url, key_prefix=_prefix(), auto_pipeline=False, pool_size=1, timeout=0.2
-    )
-    try:
+    async with shared_backend(auto_pipeline=False, pool_size=1, timeout=0.2) as backend:
         await backend.set("s", "k", "1", CONTEXT)
         gate = backend._transport.limits.gate
         assert gate is not None
@@ -472,22 +465,9 @@ async def test_without_auto_pipeline_a_caller_waits_for_a_connection_at_most_tim
             await asyncio.wait_for(backend.set("s", "k", "2", CONTEXT), 10)
         gate.release()
         assert await backend.get("s", "k") == "1"  # the write waiting in line never ran
-    finally:
-        await backend.clear()
-        await backend.aclose()
 
 
 # ---- faults ----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def own_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis", free_port(), "--save", "", "--appendonly", "no")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
 
 
 async def test_a_primary_without_enough_replicas_refuses_writes_with_a_typed_error(
@@ -611,11 +591,7 @@ async def test_unreachable_server_fails_fast_with_a_typed_error() -> None:
 
 
 def _shutdown(port: int, pidfile: Path) -> None:
-    subprocess.run(
-        ["redis-cli", "-h", "127.0.0.1", "-p", str(port), "shutdown"],
-        capture_output=True,
-        check=False,
-    )
+    redis_cli(port, "shutdown")
     deadline = time.monotonic() + 10
     while ping(port) and time.monotonic() < deadline:
         time.sleep(0.02)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any
@@ -23,6 +22,7 @@ from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis_servers import private_prefix, shared_backend
 from services import service_url
 
 from statekit.backends.base import ScopeContext, StateWrite
@@ -109,10 +109,6 @@ class LossyProxy:
             self._tasks.discard(task)
 
 
-def _prefix() -> str:
-    return f"statekit-test:lost:{uuid.uuid4().hex}:"
-
-
 @pytest_asyncio.fixture
 async def proxy() -> AsyncIterator[LossyProxy]:
     parts = urlsplit(service_url("STATEKIT_REDIS_URL"))
@@ -123,10 +119,8 @@ async def proxy() -> AsyncIterator[LossyProxy]:
 @pytest_asyncio.fixture
 async def server() -> AsyncIterator[RedisBackend]:
     """The same store reached directly, to see what the server really holds."""
-    backend = RedisBackend.from_url(service_url("STATEKIT_REDIS_URL"), key_prefix=_prefix())
-    yield backend
-    await backend.clear()
-    await backend.aclose()
+    async with shared_backend("lost") as backend:
+        yield backend
 
 
 @pytest_asyncio.fixture(params=[True, False], ids=["auto_pipeline", "direct"])
@@ -149,7 +143,7 @@ async def test_the_proxy_loses_a_reply_after_the_server_ran_the_command(
     ``Retry``) runs the command twice."""
     db = urlsplit(service_url("STATEKIT_REDIS_URL")).path.strip("/") or "0"
     retrying = aioredis.Redis.from_url(proxy.url(db), retry=Retry(NoBackoff(), 3))
-    key = _prefix() + "counter"
+    key = private_prefix("lost") + "counter"
     try:
         proxy.lose_reply_to(key)
         assert await retrying.incr(key) == 2
@@ -289,7 +283,7 @@ async def test_cluster_writes_whose_replies_are_lost_are_not_sent_again(
 ) -> None:
     """The node runs the command, then its reply is lost (simulated at the node): the
     cluster client's own retries must not send a write again, and do send a read again."""
-    backend = RedisBackend.from_url(redis_cluster_url, key_prefix=_prefix())
+    backend = RedisBackend.from_url(redis_cluster_url, key_prefix=private_prefix("lost"))
     lose: list[str] = []
     execute = ClusterNode.execute_command
 

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
-from pathlib import Path
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
-from redis_servers import RedisServer, free_port
+from redis_servers import RedisServer, private_prefix, shared_backend
 from services import service_url
 
 from statekit.backends.base import ScopeContext
@@ -54,10 +52,6 @@ class RoundTrips:
         self.sizes.clear()
 
 
-def _prefix() -> str:
-    return f"statekit-test:pipe:{uuid.uuid4().hex}:"
-
-
 def _pipeline(backend: RedisBackend) -> AutoPipeline | None:
     assert isinstance(backend._transport, StandaloneTransport)
     return backend._transport.pipeline
@@ -65,20 +59,8 @@ def _pipeline(backend: RedisBackend) -> AutoPipeline | None:
 
 @pytest_asyncio.fixture
 async def backend() -> AsyncIterator[RedisBackend]:
-    backend = RedisBackend.from_url(service_url("STATEKIT_REDIS_URL"), key_prefix=_prefix())
-    yield backend
-    await backend.clear()
-    await backend.aclose()
-
-
-@pytest.fixture
-def own_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis", free_port(), "--save", "", "--appendonly", "no")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
+    async with shared_backend("pipe") as backend:
+        yield backend
 
 
 async def _block(url: str, seconds: float) -> tuple[aioredis.Redis, asyncio.Task[Any]]:
@@ -120,7 +102,7 @@ async def test_without_auto_pipeline_every_call_is_its_own_round_trip(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     url = service_url("STATEKIT_REDIS_URL") + "?auto_pipeline=false"
-    backend = RedisBackend.from_url(url, key_prefix=_prefix())
+    backend = RedisBackend.from_url(url, key_prefix=private_prefix("pipe"))
     try:
         assert _pipeline(backend) is None
         trips = RoundTrips(monkeypatch)

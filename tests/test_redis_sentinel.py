@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
-from redis_servers import free_port
+from redis_servers import free_port, private_prefix
 from sentinel_servers import SERVICE, SentinelServers
 
 from statekit.backends.base import ScopeContext, StateWrite
@@ -23,10 +22,6 @@ from statekit.errors import BackendTimeoutError, BackendUnavailableError, Config
 pytestmark = pytest.mark.redis
 
 CONTEXT = ScopeContext(runner_id="r-1", binding_identity="b-1", scope="conversation")
-
-
-def _prefix() -> str:
-    return f"statekit-test:sentinel:{uuid.uuid4().hex}:"
 
 
 # ---- the URL (no I/O) -----------------------------------------------------------------
@@ -152,7 +147,7 @@ async def test_a_host_owned_sentinel_client_is_served_and_left_open(
     manager = Sentinel([("127.0.0.1", sentinel.sentinel_port)])  # type: ignore[no-untyped-call]
     client = manager.master_for(SERVICE)
     try:
-        backend = RedisBackend(client, key_prefix=_prefix())
+        backend = RedisBackend(client, key_prefix=private_prefix("sentinel"))
         assert (await backend.describe()).backend == "redis-sentinel"
         await backend.set("s", "k", "1", CONTEXT)
         assert await backend.get("s", "k") == "1"

@@ -296,16 +296,17 @@ def test_unknown_scope_has_no_key() -> None:
 
 # ---- golden: the v2 format existing deployments store --------------------------------------
 
+#: The runner, binding and tenant of the golden conversation keys.
+_GOLDEN = {
+    "runner_id": "runner-1",
+    "binding_id": "binding-1",
+    "bot_id": "bot-1",
+    "workspace_id": "ws-1",
+}
+
 
 def test_golden_key_computed_from_the_recipe() -> None:
-    f = _fields(
-        runner_id="runner-1",
-        binding_id="binding-1",
-        bot_id="bot-1",
-        workspace_id="ws-1",
-        conversation_id="c:1/é",
-        thread_id=None,
-    )
+    f = _fields(**_GOLDEN, conversation_id="c:1/é", thread_id=None)
     canonical = (
         '{"binding_identity":"binding-1","bot_id":"bot-1","conversation_id":"c:1/é",'
         '"runner_id":"runner-1","scope":"conversation","thread_id":null,"version":2,'
@@ -325,14 +326,7 @@ def test_golden_key_computed_from_the_recipe() -> None:
 
 def test_golden_literal_key_is_pinned() -> None:
     """An accidental change of the format orphans every stored row: this must never move."""
-    f = _fields(
-        runner_id="runner-1",
-        binding_id="binding-1",
-        bot_id="bot-1",
-        workspace_id="ws-1",
-        conversation_id="conv-1",
-        thread_id="thread-1",
-    )
+    f = _fields(**_GOLDEN, conversation_id="conv-1", thread_id="thread-1")
     assert _key("conversation", f) == PINNED_CONVERSATION_KEY
     assert _key("runner", f) == PINNED_RUNNER_KEY
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from redis_servers import free_port
+from redis_servers import NO_PERSISTENCE, distinct_ports, free_port, ping, redis_cli
 
 BACKENDS = Path(__file__).resolve().parent.parent / "backends"
 REDIS = BACKENDS / "redis"
@@ -48,21 +48,6 @@ def run(script: Path, *args: object, cwd: Path | None = None) -> subprocess.Comp
         cwd=cwd,
         env=env,
     )
-
-
-def redis_cli(port: int, *args: str) -> str:
-    result = subprocess.run(
-        ["redis-cli", "-h", "127.0.0.1", "-p", str(port), *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=10,
-    )
-    return result.stdout.strip()
-
-
-def answers(port: int) -> bool:
-    return redis_cli(port, "ping") == "PONG"
 
 
 def running(pid: int) -> bool:
@@ -115,7 +100,7 @@ class Foreign:
     process: subprocess.Popen[bytes]
 
     def alive(self) -> bool:
-        return self.process.poll() is None and answers(self.port)
+        return self.process.poll() is None and ping(self.port)
 
 
 @pytest.fixture
@@ -127,14 +112,16 @@ def foreign(tmp_path: Path) -> Iterator[Foreign]:
         [
             "redis-server",
             *("--port", str(port), "--bind", "127.0.0.1"),
-            *("--save", "", "--appendonly", "no", "--daemonize", "no"),
+            *NO_PERSISTENCE,
+            "--daemonize",
+            "no",
         ],
         cwd=workdir,
         stdout=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 10
-        while not answers(port):
+        while not ping(port):
             assert process.poll() is None, "the foreign redis-server exited"
             assert time.monotonic() < deadline, "the foreign redis-server did not answer"
             time.sleep(0.02)
@@ -142,15 +129,6 @@ def foreign(tmp_path: Path) -> Iterator[Foreign]:
     finally:
         process.kill()
         process.wait(timeout=10)
-
-
-def distinct_ports(count: int) -> list[int]:
-    ports: list[int] = []
-    while len(ports) < count:
-        port = free_port(bus_offset=10000)
-        if port not in ports and port + 10000 not in ports:
-            ports.append(port)
-    return ports
 
 
 # -- backends/redis ------------------------------------------------------------------------
@@ -175,7 +153,7 @@ def test_redis_start_prints_the_url_of_its_own_aof_server_and_stop_stops_it(
     stopped = run(REDIS / "stop.sh", "--dir", data)
     assert stopped.returncode == 0, stopped.stderr
     assert not running(pid)
-    assert not answers(port)
+    assert not ping(port)
 
 
 def test_redis_start_on_a_taken_port_fails_and_leaves_that_server_alone(
@@ -252,7 +230,7 @@ def test_usage_names_the_default_ports(script: Path, default: str) -> None:
 def test_cluster_takes_ports_without_a_directory_and_stop_stops_every_node(
     tmp_path: Path, started: list[int]
 ) -> None:
-    ports = distinct_ports(3)
+    ports = distinct_ports(3, bus_offset=10000)
     result = run(CLUSTER / "start.sh", *ports, cwd=tmp_path)
     for port in ports:
         claim(port, tmp_path, started)
@@ -267,7 +245,7 @@ def test_cluster_takes_ports_without_a_directory_and_stop_stops_every_node(
     stopped = run(CLUSTER / "stop.sh", "--dir", directory, "--delete")
     assert stopped.returncode == 0, stopped.stderr
     assert not any(running(pid) for pid in started)
-    assert not any(answers(port) for port in ports)
+    assert not any(ping(port) for port in ports)
     assert not directory.exists()
 
 
@@ -275,7 +253,7 @@ def test_cluster_takes_ports_without_a_directory_and_stop_stops_every_node(
 def test_cluster_start_with_a_taken_port_fails_and_stop_leaves_that_server_alone(
     tmp_path: Path, foreign: Foreign, started: list[int]
 ) -> None:
-    first, last = distinct_ports(2)
+    first, last = distinct_ports(2, bus_offset=10000)
     directory = tmp_path / "cluster"
     result = run(CLUSTER / "start.sh", directory, first, foreign.port, last)  # DIR PORT...
     for port in (first, last):
@@ -283,8 +261,8 @@ def test_cluster_start_with_a_taken_port_fails_and_stop_leaves_that_server_alone
     assert result.returncode == 1
     assert result.stdout == ""
     assert f"port {foreign.port}: another process already listens" in result.stderr
-    assert not answers(first)  # the node it had started is stopped again
-    assert not answers(last)
+    assert not ping(first)  # the node it had started is stopped again
+    assert not ping(last)
     assert foreign.alive()
 
     stopped = run(CLUSTER / "stop.sh", "--dir", directory, "--delete")
@@ -315,7 +293,7 @@ def test_cluster_stop_leaves_alone_a_pid_file_naming_another_server(
 def test_cluster_start_refuses_what_it_cannot_parse(
     tmp_path: Path, args: list[str], started: list[int]
 ) -> None:
-    a, b, c = distinct_ports(3)
+    a, b, c = distinct_ports(3, bus_offset=10000)
     result = run(CLUSTER / "start.sh", *(x.format(a=a, b=b, c=c) for x in args), cwd=tmp_path)
     for port in (a, b, c):
         claim(port, tmp_path, started)

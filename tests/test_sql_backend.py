@@ -21,7 +21,7 @@ from sqlalchemy import MetaData, create_engine, event, inspect, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import Pool
 from sqlalchemy.util import await_only
-from sqlsupport import postgres_url, private_schema
+from sqlsupport import execute, postgres_url, private_schema, terminate_connections
 
 import statekit.backends.sql.backend as sql_backend_module
 import statekit.backends.sql.layout as sql_layout_module
@@ -72,16 +72,7 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
 
 async def execute_pg(*statements: str) -> int:
     """Run ``statements`` on a connection of the test's own; the last one's row count."""
-    engine = create_async_engine(postgres_url())
-    rows = 0
-    try:
-        async with engine.begin() as conn:
-            for statement in statements:
-                result = await conn.execute(text(statement))
-                rows = len(result.all()) if result.returns_rows else 0
-    finally:
-        await engine.dispose()
-    return rows
+    return await execute(postgres_url(), *statements)
 
 
 async def log_statements(backend: SQLBackend) -> list[str]:
@@ -376,10 +367,7 @@ async def test_recovers_after_its_connections_are_terminated(pg_schema: str) -> 
 
         tasks = [asyncio.create_task(writer(n)) for n in range(8)]
         await asyncio.sleep(0.01)
-        terminated = await execute_pg(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            f"WHERE application_name = '{name}'"
-        )
+        terminated = await terminate_connections(name)
         terminating.set()
         assert terminated >= 1
         failures = await asyncio.gather(*tasks)  # only typed errors, never a driver exception
@@ -408,10 +396,7 @@ async def test_reads_retry_once_on_a_terminated_connection(pg_schema: str) -> No
     try:
         await backend.set("s", "k", "1", CTX)
         await asyncio.gather(*(backend.get("s", "k") for _ in range(4)))  # several pooled
-        terminated = await execute_pg(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            f"WHERE application_name = '{name}'"
-        )
+        terminated = await terminate_connections(name)
         assert terminated >= 1
         assert await backend.get("s", "k") == "1"  # no error: retried on a new connection
         assert await backend.list_keys("s", "", 10, None) == (["k"], False)

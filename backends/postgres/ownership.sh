@@ -33,16 +33,9 @@ pg_run() {
 
 # postgres_running DATA: prints "PID PORT" of DATA's postmaster if it runs and is ours.
 postgres_running() {
-    local data="$1" pid="" port="" args cwd
+    local data="$1" pid="" port=""
     [[ -f "$data/postmaster.pid" ]] || return 1
     { read -r pid; read -r _; read -r _; read -r port; } <"$data/postmaster.pid" || true
-    [[ "$pid" =~ ^[1-9][0-9]*$ && "$port" =~ ^[0-9]+$ ]] || return 1
-    alive "$pid" || return 1
-    args="$(process_args "$pid")"
-    [[ "$args" == *postgres* ]] || return 1
-    if [[ -d "/proc/$pid" ]]; then
-        cwd="$(readlink "/proc/$pid/cwd" 2>/dev/null || true)"
-        [[ "$cwd" == "$(cd "$data" && pwd -P)" ]] || return 1
-    fi
+    [[ "$port" =~ ^[0-9]+$ ]] && owned "$pid" postgres "$data" || return 1
     echo "$pid $port"
 }

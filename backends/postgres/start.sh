@@ -22,32 +22,9 @@ prints its URL again.
 EOF_USAGE
 }
 
-usage_error() {
-    echo "start.sh: error: $1" >&2
-    usage >&2
-    exit 2
-}
-
 port=55432
 dir=""
-positional=()
-while (($#)); do
-    case "$1" in
-    -h | --help) usage; exit 0 ;;
-    --port) (($# >= 2)) || usage_error "--port needs a value"; port="$2"; shift 2 ;;
-    --dir) (($# >= 2)) || usage_error "--dir needs a value"; dir="$2"; shift 2 ;;
-    -*) usage_error "unknown option '$1'" ;;
-    *) positional+=("$1"); shift ;;
-    esac
-done
-((${#positional[@]} <= 2)) || usage_error "too many arguments: ${positional[*]}"
-((${#positional[@]} >= 1)) && port="${positional[0]}"
-if ((${#positional[@]} == 2)); then
-    [[ ! "${positional[1]}" =~ ^[0-9]+$ ]] ||
-        usage_error "DIR '${positional[1]}' looks like a port; use --dir ./${positional[1]} for a directory of that name"
-    dir="${positional[1]}"
-fi
-[[ "$port" =~ ^[1-9][0-9]{0,4}$ ]] && ((port <= 65535)) || usage_error "PORT '$port' is not a port number"
+start_args 0 "$@"
 
 pg_find_bin
 [[ -n "$dir" ]] || dir="$(mktemp -d -t statekit-pg.XXXXXX)"

@@ -14,19 +14,8 @@ usage() {
 }
 
 dir=""
-positional=()
-while (($#)); do
-    case "$1" in
-    -h | --help) usage; exit 0 ;;
-    --dir) (($# >= 2)) || { echo "stop.sh: error: --dir needs a value" >&2; usage >&2; exit 2; }
-        dir="$2"; shift 2 ;;
-    -*) echo "stop.sh: error: unknown option '$1'" >&2; usage >&2; exit 2 ;;
-    *) positional+=("$1"); shift ;;
-    esac
-done
-((${#positional[@]} <= 1)) || { echo "stop.sh: error: too many arguments" >&2; usage >&2; exit 2; }
-((${#positional[@]} == 1)) && dir="${positional[0]}"
-[[ -n "$dir" && -d "$dir/data" ]] || { echo "stop.sh: error: no data directory ${dir:-DIR}/data" >&2; usage >&2; exit 2; }
+stop_args "$@"
+[[ -n "$dir" && -d "$dir/data" ]] || usage_error "no data directory ${dir:-DIR}/data"
 dir="$(cd "$dir" && pwd -P)"
 
 if ! running="$(postgres_running "$dir/data")"; then
@@ -36,9 +25,8 @@ fi
 pg_find_bin
 pg_run "$dir" "$PG_BIN/pg_ctl" -D "$dir/data" -m fast -w -t 60 stop >/dev/null 2>&1 || true
 pid="${running%% *}"
-for _ in $(seq 1 100); do
-    alive "$pid" || { echo "stopped postgres pid $pid (port ${running#* })" >&2; exit 0; }
-    sleep 0.05
-done
-echo "error: postgres pid $pid did not exit" >&2
-exit 1
+if ! within 5 gone "$pid"; then
+    echo "error: postgres pid $pid did not exit" >&2
+    exit 1
+fi
+echo "stopped postgres pid $pid (port ${running#* })" >&2

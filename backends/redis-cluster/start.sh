@@ -27,12 +27,6 @@ Stop it with stop.sh --dir DIR [--delete].
 EOF
 }
 
-usage_error() {
-    echo "start.sh: error: $1" >&2
-    usage >&2
-    exit 2
-}
-
 dir="${STATEKIT_CLUSTER_DIR:-}"
 ports=()
 while (($#)); do
@@ -56,7 +50,7 @@ done
 ((${#ports[@]})) || read -r -a ports <<<"${STATEKIT_CLUSTER_PORTS:-7000 7001 7002}"
 for port in "${ports[@]}"; do
     # PORT + 10000 is its cluster bus port, which must be a port too.
-    [[ "$port" =~ ^[1-9][0-9]{0,4}$ ]] && ((port <= 55535)) ||
+    port_number "$port" 55535 ||
         usage_error "port '$port' is not a port number from 1 to 55535"
 done
 ((${#ports[@]} >= 3)) || usage_error "need at least 3 ports, got ${#ports[@]}: ${ports[*]}"
@@ -111,22 +105,21 @@ if ! bounded 60 redis-cli --cluster create "${ports[@]/#/127.0.0.1:}" --cluster-
     abort "$dir/create.log" 0 "redis-cli --cluster create failed"
 fi
 
-for port in "${ports[@]}"; do
-    for attempt in $(seq 1 200); do
-        [[ "$(rcli -p "$port" cluster info)" == *cluster_state:ok* ]] && break
-        ((attempt < 200)) || abort /dev/null 0 "cluster not ok on port $port"
-        sleep 0.05
-    done
-done
+node_ok() {
+    [[ "$(rcli -p "$1" cluster info)" == *cluster_state:ok* ]]
+}
+slots_agree() {
+    local check
+    check="$(bounded 10 redis-cli --cluster check "127.0.0.1:$1" 2>/dev/null || true)"
+    [[ "$check" == *"All nodes agree about slots configuration"* ]]
+}
 
+for port in "${ports[@]}"; do
+    within 15 node_ok "$port" || abort /dev/null 0 "cluster not ok on port $port"
+done
 # cluster_state:ok on each node is not enough: a client that reads the slot map while the
 # nodes still gossip gets MOVED replies. Wait until every node agrees on the slots.
-for attempt in $(seq 1 200); do
-    check="$(bounded 10 redis-cli --cluster check "127.0.0.1:${ports[0]}" 2>/dev/null || true)"
-    [[ "$check" == *"All nodes agree about slots configuration"* ]] && break
-    ((attempt < 200)) || abort /dev/null 0 "cluster nodes do not agree on slots"
-    sleep 0.05
-done
+within 30 slots_agree "${ports[0]}" || abort /dev/null 0 "cluster nodes do not agree on slots"
 
 nodes=""
 for port in "${ports[@]}"; do nodes="${nodes:+$nodes,}127.0.0.1:$port"; done

@@ -20,26 +20,9 @@ usage: stop.sh [--dir DIR | DIR] [--delete]
 EOF_USAGE
 }
 
-usage_error() {
-    echo "stop.sh: error: $1" >&2
-    usage >&2
-    exit 2
-}
-
 dir="${STATEKIT_CLUSTER_DIR:-}"
 delete=0
-positional=()
-while (($#)); do
-    case "$1" in
-    -h | --help) usage; exit 0 ;;
-    --delete) delete=1; shift ;;
-    --dir) (($# >= 2)) || usage_error "--dir needs a value"; dir="$2"; shift 2 ;;
-    -*) usage_error "unknown option '$1'" ;;
-    *) positional+=("$1"); shift ;;
-    esac
-done
-((${#positional[@]} <= 1)) || usage_error "too many arguments: ${positional[*]}"
-((${#positional[@]} == 1)) && dir="${positional[0]}"
+stop_args "$@"
 [[ -n "$dir" ]] || usage_error "DIR is required"
 [[ -f "$dir/ports" ]] || usage_error "$dir/ports not found: not a directory of start.sh"
 dir="$(cd "$dir" && pwd -P)"

@@ -12,17 +12,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/../process.sh"
 
 # redis_is_ours PID PORT DIR: PID is the redis-server on PORT working in DIR.
 redis_is_ours() {
-    local pid="$1" port="$2" dir="$3" args cwd
-    [[ "$pid" =~ ^[1-9][0-9]*$ ]] || return 1
-    alive "$pid" || return 1
-    local title="^([^ ]*/)?redis-server [^ ]*:$port( |$)"
-    args="$(process_args "$pid")"
-    [[ "$args" =~ $title ]] || return 1
-    if [[ -d "/proc/$pid" ]]; then
-        cwd="$(readlink "/proc/$pid/cwd" 2>/dev/null || true)"
-        [[ "$cwd" == "$(cd "$dir" && pwd -P)" ]] || return 1
-    fi
-    return 0
+    owned "$1" "^([^ ]*/)?redis-server [^ ]*:$2( |$)" "$3"
 }
 
 # redis-cli on loopback, bounded: a port held by something that is not Redis never hangs.
@@ -67,16 +57,10 @@ redis_stop() {
     local pid="$1" port="$2" dir="$3"
     redis_is_ours "$pid" "$port" "$dir" || return 1
     kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 600); do
-        alive "$pid" || return 0
-        sleep 0.05
-    done
+    within 30 gone "$pid" && return 0
     echo "redis-server pid $pid (port $port) ignored SIGTERM for 30 s; sending SIGKILL" >&2
     kill -KILL "$pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do
-        alive "$pid" || break
-        sleep 0.05
-    done
+    within 5 gone "$pid" || true
     rm -f "$dir/redis.pid"
     return 0
 }

@@ -23,35 +23,10 @@ $STATEKIT_REDIS_START_TIMEOUT seconds (default 60) for the server to load its AO
 EOF
 }
 
-usage_error() {
-    echo "start.sh: error: $1" >&2
-    usage >&2
-    exit 2
-}
-
 port="${STATEKIT_REDIS_PORT:-6380}"
 dir="${STATEKIT_REDIS_DIR:-./redis-data}"
-positional=()
 extra=()
-while (($#)); do
-    case "$1" in
-    -h | --help) usage; exit 0 ;;
-    --port) (($# >= 2)) || usage_error "--port needs a value"; port="$2"; shift 2 ;;
-    --dir) (($# >= 2)) || usage_error "--dir needs a value"; dir="$2"; shift 2 ;;
-    --) shift; extra=("$@"); break ;;
-    -*) usage_error "unknown option '$1'" ;;
-    *) positional+=("$1"); shift ;;
-    esac
-done
-((${#positional[@]} <= 2)) || usage_error "too many arguments: ${positional[*]}"
-((${#positional[@]} >= 1)) && port="${positional[0]}"
-if ((${#positional[@]} == 2)); then
-    # `start.sh 6380 6381` is a second port, not a directory named 6381.
-    [[ ! "${positional[1]}" =~ ^[0-9]+$ ]] ||
-        usage_error "DIR '${positional[1]}' looks like a port; use --dir ./${positional[1]} for a directory of that name"
-    dir="${positional[1]}"
-fi
-[[ "$port" =~ ^[1-9][0-9]{0,4}$ ]] && ((port <= 65535)) || usage_error "PORT '$port' is not a port number"
+start_args 1 "$@"
 
 # The AOF setting this server must end up with: redis.conf's, unless overridden.
 appendonly=yes

@@ -19,19 +19,8 @@ EOF_USAGE
 }
 
 dir="${STATEKIT_REDIS_DIR:-./redis-data}"
-positional=()
-while (($#)); do
-    case "$1" in
-    -h | --help) usage; exit 0 ;;
-    --dir) (($# >= 2)) || { echo "stop.sh: error: --dir needs a value" >&2; usage >&2; exit 2; }
-        dir="$2"; shift 2 ;;
-    -*) echo "stop.sh: error: unknown option '$1'" >&2; usage >&2; exit 2 ;;
-    *) positional+=("$1"); shift ;;
-    esac
-done
-((${#positional[@]} <= 1)) || { echo "stop.sh: error: too many arguments" >&2; usage >&2; exit 2; }
-((${#positional[@]} == 1)) && dir="${positional[0]}"
-[[ -d "$dir" ]] || { echo "stop.sh: error: no directory $dir" >&2; usage >&2; exit 2; }
+stop_args "$@"
+[[ -d "$dir" ]] || usage_error "no directory $dir"
 dir="$(cd "$dir" && pwd -P)"
 
 pid="$(read_pid "$dir/redis.pid")"

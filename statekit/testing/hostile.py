@@ -131,15 +131,20 @@ targets = st.one_of(
 
 
 @dataclass(frozen=True)
-class Get:
+class KeyCall:
+    """A call on one key of one scope: ``target`` indexes the example's scope keys (a
+    negative one is a bad scope key)."""
+
     target: int
     key: Any
 
 
-@dataclass(frozen=True)
-class GetVersioned:
-    target: int
-    key: Any
+class Get(KeyCall):
+    """``state_get``."""
+
+
+class GetVersioned(KeyCall):
+    """``state_get_versioned``."""
 
 
 @dataclass(frozen=True)
@@ -153,10 +158,8 @@ class Set:
     context: Any = None
 
 
-@dataclass(frozen=True)
-class Delete:
-    target: int
-    key: Any
+class Delete(KeyCall):
+    """``state_delete``."""
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """Events, bindings and descriptors for tests, unique per call so that suites running on
-a shared server never see each other's scopes; and the two calls most tests make."""
+a shared server never see each other's scopes; and the calls most tests make."""
 
 from __future__ import annotations
 
@@ -81,12 +81,36 @@ def new_identity(
 
 
 async def put(
-    store: StateStore, ident: Identity, key: Any, value: Any, scope: str = "conversation"
+    store: StateStore,
+    ident: Identity,
+    key: Any,
+    value: Any,
+    scope: str = "conversation",
+    *,
+    expected_version: int | None = None,
 ) -> tuple[bool, str | None]:
-    """``state_set`` of one value in ``ident``'s ``scope``, as its runner and binding."""
+    """``state_set`` of one value in ``ident``'s ``scope``, as its runner and binding;
+    conditional on ``expected_version`` when given."""
     return await store.state_set(
-        ident.scope_key(scope), key, value, ident.runner_id, ident.binding_identity, scope
+        ident.scope_key(scope),
+        key,
+        value,
+        ident.runner_id,
+        ident.binding_identity,
+        scope,
+        expected_version=expected_version,
     )
+
+
+async def try_increment(
+    store: StateStore, ident: Identity, key: str = "counter"
+) -> tuple[bool, str | None]:
+    """One read-modify-write increment of ``key`` in ``ident``'s conversation scope (a
+    missing key counts as 0): its value and version read, then a set conditional on that
+    version. ``(False, "Version conflict ...")`` when another writer came in between: the
+    caller retries."""
+    value, version = await store.state_get_versioned(ident.scope_key(), key)
+    return await put(store, ident, key, (value or 0) + 1, expected_version=version)
 
 
 async def scope_entries(store: StateStore, scope_key: str) -> dict[str, StateEntry]:

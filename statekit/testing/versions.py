@@ -12,7 +12,7 @@ import pytest
 
 from statekit.backends.base import Capability, StateBackend
 from statekit.store import StateStore
-from statekit.testing.identities import Identity, put, scope_entries
+from statekit.testing.identities import Identity, put, scope_entries, try_increment
 
 
 class VersionsContract:
@@ -37,24 +37,16 @@ class VersionsContract:
         self, store: StateStore, backend: StateBackend, ident: Identity
     ) -> None:
         self.require(backend, Capability.VERSIONS)
-        scope_key = ident.scope_key()
-        args = (ident.runner_id, ident.binding_identity, "conversation")
-        assert await store.state_set(scope_key, "k", "first", *args, expected_version=0) == (
-            True,
-            None,
-        )
-        ok, error = await store.state_set(scope_key, "k", "again", *args, expected_version=0)
+        assert await put(store, ident, "k", "first", expected_version=0) == (True, None)
+        ok, error = await put(store, ident, "k", "again", expected_version=0)
         assert not ok
         assert error is not None
         assert error.startswith("Version conflict")
-        assert await store.state_set(scope_key, "k", "second", *args, expected_version=1) == (
-            True,
-            None,
-        )
-        ok, error = await store.state_set(scope_key, "k", "stale", *args, expected_version=1)
+        assert await put(store, ident, "k", "second", expected_version=1) == (True, None)
+        ok, error = await put(store, ident, "k", "stale", expected_version=1)
         assert not ok
         assert error == "Version conflict on 'k': expected version 1, found 2"
-        assert await store.state_get_versioned(scope_key, "k") == ("second", 2)
+        assert await store.state_get_versioned(ident.scope_key(), "k") == ("second", 2)
 
     async def test_delete_resets_the_version(
         self, store: StateStore, backend: StateBackend, ident: Identity
@@ -62,30 +54,21 @@ class VersionsContract:
         self.require(backend, Capability.VERSIONS)
         await put(store, ident, "k", 1)
         await store.state_delete(ident.scope_key(), "k")
-        args = (ident.runner_id, ident.binding_identity, "conversation")
-        assert await store.state_set(ident.scope_key(), "k", 2, *args, expected_version=0) == (
-            True,
-            None,
-        )
+        assert await put(store, ident, "k", 2, expected_version=0) == (True, None)
         assert await store.state_get_versioned(ident.scope_key(), "k") == (2, 1)
 
     async def test_concurrent_increments_with_retry_lose_nothing(
         self, store: StateStore, backend: StateBackend, ident: Identity
     ) -> None:
         self.require(backend, Capability.VERSIONS)
-        scope_key = ident.scope_key()
-        args = (ident.runner_id, ident.binding_identity, "conversation")
 
         async def increment() -> int:
             for attempt in range(1, 1000):
-                value, version = await store.state_get_versioned(scope_key, "counter")
-                ok, _ = await store.state_set(
-                    scope_key, "counter", (value or 0) + 1, *args, expected_version=version
-                )
+                ok, _ = await try_increment(store, ident)
                 if ok:
                     return attempt
                 await asyncio.sleep(0)
             raise AssertionError("increment never succeeded")
 
         await asyncio.gather(*(increment() for _ in range(32)))
-        assert await store.state_get_versioned(scope_key, "counter") == (32, 32)
+        assert await store.state_get_versioned(ident.scope_key(), "counter") == (32, 32)

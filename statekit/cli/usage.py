@@ -78,11 +78,9 @@ def _usage_error(error: Any) -> int:
     ctx = error.ctx
     where = ""
     if ctx is not None:
-        path = ctx.command_path
-        where = f" (see '{path} --help')"
-        command = path.split(" ", 1)[1] if " " in path else ""
-        if command:
-            message = f"{command}: {message}"
+        if ctx.parent is not None:  # a command's error, not the group's
+            message = f"{ctx.info_name}: {message}"
+        where = f" (see '{ctx.command_path} --help')"
     _stderr(f"statekit: error: {message}{where}")
     return int(error.exit_code)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 
 #: How long a failed open waits for its worker to stop (it has one queued call to run).
 STOP_WAIT = 2.0
+POLL_INTERVAL = 0.002
 
 
 def connect(*args: Any, **kwargs: Any) -> Any:
@@ -37,8 +39,11 @@ async def _opened(connection: aiosqlite.Connection, worker: threading.Thread) ->
     try:
         return await connection
     except BaseException:
-        # The loop keeps running (and takes the worker's last callback) while it joins.
-        await asyncio.to_thread(worker.join, STOP_WAIT)
+        # The thread offers nothing to await, and joining it from another thread would
+        # start the loop's executor (a thread that outlives the call): poll instead.
+        deadline = time.monotonic() + STOP_WAIT
+        while worker.is_alive() and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(POLL_INTERVAL)
         raise
 
 

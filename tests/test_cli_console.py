@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -285,3 +286,39 @@ def test_an_unopenable_sqlite_path_prints_one_line_every_time(tmp_path: Path) ->
         assert len(lines) == 1, result.stderr
         assert lines[0].startswith("statekit: error: backend unavailable:")
         assert "unable to open database file" in lines[0]
+
+
+# ---- the private names this relies on, pinned to the installed versions --------------
+
+
+def _pinned(extra: str, package: str) -> None:
+    tomllib = pytest.importorskip("tomllib")
+    from importlib.metadata import version
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    [spec] = [r for r in project["optional-dependencies"][extra] if r.startswith(package)]
+    assert Requirement(spec).specifier.contains(version(package)), (package, spec)
+
+
+def test_aiosqlite_worker_thread_is_found_on_the_installed_aiosqlite() -> None:
+    aiosqlite = pytest.importorskip("aiosqlite")
+    from statekit.backends.sql import sqlite_connect
+
+    _pinned("sqlite", "aiosqlite")
+    thread = sqlite_connect.worker_thread(aiosqlite.connect(":memory:"))
+    assert isinstance(thread, threading.Thread)
+    assert not thread.is_alive()  # started by the first await, never here
+
+
+def test_click_exceptions_are_those_the_installed_typer_raises() -> None:
+    import typer
+
+    from statekit.cli.usage import click_exceptions
+
+    _pinned("cli", "typer")
+    exceptions = click_exceptions()
+    assert issubclass(typer.BadParameter, exceptions.UsageError)
+    assert issubclass(exceptions.NoArgsIsHelpError, exceptions.UsageError)
+    assert issubclass(exceptions.UsageError, exceptions.ClickException)

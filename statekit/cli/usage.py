@@ -23,7 +23,7 @@ def click_exceptions() -> ModuleType:
 
     Typer vendors click as ``typer._click`` (a private module) in recent releases; older
     ones run on the ``click`` package. The one place that knows, pinned by
-    ``tests/test_cli_usage.py``.
+    ``tests/test_cli_console.py``.
     """
     try:
         from typer._click import exceptions

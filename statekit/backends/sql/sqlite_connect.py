@@ -49,7 +49,7 @@ async def _opened(connection: aiosqlite.Connection, worker: threading.Thread) ->
 
 def worker_thread(connection: aiosqlite.Connection) -> threading.Thread:
     """aiosqlite's worker thread of ``connection``: the private ``_thread`` since 0.22,
-    the connection itself (a ``Thread``) before. Pinned by ``tests/test_cli_lifecycle.py``."""
+    the connection itself (a ``Thread``) before. Pinned by ``tests/test_cli_console.py``."""
     if isinstance(connection, threading.Thread):
         return connection
     thread = connection._thread

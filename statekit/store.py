@@ -13,7 +13,7 @@ import logging
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, Protocol, cast, runtime_checkable
 
 from statekit import transfer
 from statekit.backends.base import (
@@ -59,6 +59,15 @@ from statekit.validation import (
 __all__ = ["ImportResult", "StateStore", "StateUpdate", "get_state_store", "reset_state_store"]
 
 _log = logging.getLogger("statekit")
+
+
+@runtime_checkable
+class _SchemaOwner(Protocol):
+    """A backend with a schema to create (SQL): see :meth:`StateStore.create_schema`."""
+
+    async def create_schema(self) -> None: ...
+
+
 _INVALID = object()  # a stored value that is not valid JSON
 
 Result = tuple[bool, str | None]
@@ -369,6 +378,19 @@ class StateStore:
         """What the backend is and whether its layout is ready (one round trip, read-only)."""
         self._check_open()
         return await self._backend.describe()
+
+    async def create_schema(self) -> None:
+        """Create what the backend stores entries in, if absent: safe to repeat.
+
+        On SQL: the table and its indexes (and whatever upgrade of an existing table the
+        SQL backend offers). A no-op on backends without a schema (memory, Redis). Run it
+        (``statekit init``) ahead of a deploy whose stores open with
+        ``create_schema=False``, or whose database role may not create tables. A backend
+        that has a schema provides it as an ``async create_schema()`` method; faults raise
+        :class:`~statekit.errors.StateBackendError`.
+        """
+        if isinstance(self._backend, _SchemaOwner):
+            await self._backend.create_schema()
 
     async def clear_all(self) -> None:
         """Remove every entry of this store (its key prefix or table), nothing else."""

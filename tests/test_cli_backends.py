@@ -125,9 +125,14 @@ def test_migrate_between_sqlite_and_redis(source: str, target: str, tmp_path: Pa
 
 
 @pytest.mark.parametrize("env_var", ["STATEKIT_REDIS_URL", "STATEKIT_POSTGRES_URL"])
-def test_doctor_on_the_real_servers(env_var: str) -> None:
-    # Read-only: describe() and a GET of a random absent key.
-    result = cli("doctor", "--url", service_url(env_var), "--json")
+def test_doctor_on_the_real_servers(env_var: str, request: pytest.FixtureRequest) -> None:
+    # Read-only: describe() and a GET of a random absent key, once the schema exists.
+    url = service_url(env_var)
+    if env_var == "STATEKIT_POSTGRES_URL":
+        schema = request.getfixturevalue("session_schema")
+        url = f"{url}{'&' if '?' in url else '?'}schema={schema}"
+        assert cli("init", "--url", url).exit_code == 0
+    result = cli("doctor", "--url", url, "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["healthy"] is True

@@ -17,7 +17,6 @@ from __future__ import annotations
 import importlib
 import warnings
 from collections.abc import Mapping
-from importlib.metadata import entry_points
 from typing import Any, NamedTuple, Protocol
 
 from statekit.backends.base import StateBackend
@@ -74,6 +73,10 @@ class BackendFactory(Protocol):
 
 def plugin_backends() -> dict[str, Registration]:
     """Schemes registered by installed packages under ``statekit.backends``."""
+    # Imported and scanned only for a scheme that is not built in: reading every
+    # installed package's metadata costs each short command tens of milliseconds.
+    from importlib.metadata import entry_points
+
     found: dict[str, Registration] = {}
     for entry in entry_points(group=ENTRY_POINT_GROUP):
         scheme = entry.name.lower()
@@ -100,11 +103,13 @@ def resolve(scheme: str) -> tuple[Registration, BackendFactory]:
     Raises :class:`ConfigurationError` for an unknown scheme (listing the known ones) and
     for a missing driver (naming the extra to install).
     """
-    backends = known_backends()
-    registration = backends.get(scheme.lower())
+    registration = BUILTIN_BACKENDS.get(scheme.lower())
     if registration is None:
-        known = ", ".join(f"{name}://" for name in sorted(backends))
-        raise ConfigurationError(f"Unknown backend scheme {scheme!r}; known schemes: {known}")
+        backends = known_backends()
+        registration = backends.get(scheme.lower())
+        if registration is None:
+            known = ", ".join(f"{name}://" for name in sorted(backends))
+            raise ConfigurationError(f"Unknown backend scheme {scheme!r}; known schemes: {known}")
     return registration, _load(scheme, registration)
 
 

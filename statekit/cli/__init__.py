@@ -21,4 +21,4 @@ def main() -> None:
             "install it with: pip install 'statekit[cli]'\n"
         )
         raise SystemExit(2) from None
-    app()
+    app(prog_name="statekit")  # also under ``python -m statekit.cli``

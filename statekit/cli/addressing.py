@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar, cast
 
@@ -67,10 +67,14 @@ class ScopeAddress:
             subject=subject,
         )
 
-    def binding_model(self) -> AgentBinding:
-        # Every scope enabled: the command line is the operator, not a runner.
-        policy = StatePolicy(state_scopes=list(VALID_STATE_SCOPES))
+    def binding_model(self, scopes: Sequence[str] = VALID_STATE_SCOPES) -> AgentBinding:
+        # Every scope enabled by default: the command line is the operator, not a runner.
+        policy = StatePolicy(state_scopes=list(scopes))
         return AgentBinding(binding_id=self.binding or UNKNOWN_BINDING, state_policy=policy)
+
+    def snapshot_of(self, scope: str) -> tuple[AgentEventEnvelope, AgentBinding, RunnerDescriptor]:
+        """What a host passes for a snapshot of ``scope`` alone (the others disabled)."""
+        return self.event(), self.binding_model([scope]), self.descriptor()
 
     def descriptor(self) -> RunnerDescriptor:
         if not self.runner:

@@ -2,25 +2,51 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 import typer
 
 from statekit.backends.base import Capability
 from statekit.cli.addressing import ScopeAddress, scope_options
-from statekit.cli.options import JsonOption, KeyArgument, UrlOption, console, open_store
-from statekit.cli.runtime import ExitCode, emit_json, fail, parse_json_value, run
+from statekit.cli.options import JsonOption, KeyArgument, UrlOption, echo, echo_value, open_store
+from statekit.cli.runtime import ExitCode, emit_json, fail, run
+from statekit.cli.usage import StatekitGroup
+from statekit.cli.values import read_value
 from statekit.scope import normalize_state_key
 from statekit.validation import Refusal, check_scope_key
 
 app = typer.Typer(
     name="statekit",
+    cls=StatekitGroup,
     help="Host-owned runner state: read and write it, move it between backends, check it.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        from statekit import __version__
+
+        typer.echo(f"statekit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            expose_value=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
+    pass
 
 
 @app.command()
@@ -52,7 +78,7 @@ def get(
             }
         )
     elif found:
-        console.print_json(json.dumps(value, ensure_ascii=False))
+        echo_value(value)
     if not found:
         if not as_json:
             typer.echo(f"statekit: {key!r} not found in {scope_key}", err=True)
@@ -63,7 +89,13 @@ def get(
 @scope_options
 def set_(
     key: KeyArgument,
-    value: Annotated[str, typer.Argument(help="The value, as JSON text.", show_default=False)],
+    value: Annotated[
+        str,
+        typer.Argument(
+            help="The value as JSON text; '-' reads it from stdin, '@FILE' from a file.",
+            show_default=False,
+        ),
+    ],
     expected_version: Annotated[
         int | None,
         typer.Option(
@@ -78,7 +110,7 @@ def set_(
     address: ScopeAddress,
 ) -> None:
     """Write a value through the store's validation (needs --runner; exit 1 if refused)."""
-    decoded = parse_json_value(value)
+    decoded = read_value(value)
     context = address.context()
     scope_key = address.key()
 
@@ -101,7 +133,7 @@ def set_(
             {"scope_key": scope_key, "key": normalize_state_key(key), "ok": ok, "error": reason}
         )
     elif ok:
-        console.print(f"set {normalize_state_key(key)!r} in {scope_key}")
+        echo(f"set {normalize_state_key(key)!r} in {scope_key}")
     if not ok:
         if not as_json:
             typer.echo(f"statekit: refused: {reason}", err=True)
@@ -124,7 +156,7 @@ def delete(
     if as_json:
         emit_json({"scope_key": scope_key, "key": normalize_state_key(key), "deleted": existed})
     elif existed:
-        console.print(f"deleted {normalize_state_key(key)!r} from {scope_key}")
+        echo(f"deleted {normalize_state_key(key)!r} from {scope_key}")
     if not existed:
         if not as_json:
             typer.echo(f"statekit: {key!r} not found in {scope_key}", err=True)
@@ -167,12 +199,26 @@ def list_(
 @app.command()
 @scope_options
 def snapshot(url: UrlOption = None, as_json: JsonOption = False, *, address: ScopeAddress) -> None:
-    """Print a scope's entries (--scope-key), or all four scopes of an identity (--runner ...)."""
+    """Print a snapshot: all four scopes of an identity, or one scope's entries.
+
+    With the identity options (--runner ...) the four scopes as a host's snapshot has
+    them; adding --scope prints that scope's dict alone. With --scope-key, the entries
+    stored under that key.
+    """
+    if address.scope_key:
+        scope_key = check_scope_key_or_fail(address.scope_key)
+        if address.scope:
+            address.resolved_scope()  # a usage error when --scope contradicts the key
+    elif address.scope:
+        address.key()  # a usage error when the identity lacks the scope's id
 
     async def work() -> dict[str, Any]:
         async with open_store(url) as store:
             if address.scope_key:
-                return await store.read_scope(check_scope_key_or_fail(address.scope_key))
+                return await store.read_scope(scope_key)
+            if address.scope:
+                scope = address.resolved_scope()
+                return (await store.build_snapshot_from_event(*address.snapshot_of(scope)))[scope]
             return await store.build_snapshot_from_event(
                 address.event(), address.binding_model(), address.descriptor()
             )
@@ -181,7 +227,7 @@ def snapshot(url: UrlOption = None, as_json: JsonOption = False, *, address: Sco
     if as_json:
         emit_json(result)
     else:
-        console.print_json(json.dumps(result, ensure_ascii=False))
+        echo_value(result)
 
 
 def check_scope_key_or_fail(scope_key: str) -> str:
@@ -195,6 +241,7 @@ def _register_more_commands() -> None:
     from statekit.cli import bench, doctor, migrate
 
     app.command("migrate")(migrate.migrate)
+    app.command("init")(doctor.init)
     app.command("doctor")(doctor.doctor)
     app.command("bench")(bench.bench)
 

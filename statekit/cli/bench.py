@@ -13,9 +13,8 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from statekit.cli.options import JsonOption, UrlOption, console
+from statekit.cli.options import JsonOption, UrlOption, rich_console
 from statekit.cli.runtime import emit_json, run
 from statekit.connection import connect
 from statekit.models import ActorContext, AgentBinding, AgentEventEnvelope, RunnerDescriptor
@@ -109,9 +108,11 @@ def bench(
     if as_json:
         emit_json(results)
         return
+    from rich.table import Table  # only for this table: other commands never load Rich
+
     table = Table(title=f"{results['backend']}: {ops} ops, {concurrency} workers")
     table.add_column("operation")
     table.add_column("ops/s", justify="right")
     for name in ("set", "get", "snapshot"):
         table.add_row(name, f"{results[f'{name}_ops_per_s']:,.0f}")
-    console.print(table)
+    rich_console().print(table)

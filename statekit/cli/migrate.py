@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from statekit.backends.base import StateEntry
-from statekit.cli.options import JsonOption, console, err_console
+from statekit.cli.options import JsonOption, echo, rich_console
 from statekit.cli.runtime import ExitCode, emit_json, fail, run
 from statekit.connection import connect, load_settings
 from statekit.store import ImportResult, StateStore
@@ -85,6 +84,9 @@ async def migrate_urls(
     if source_parsed == target_parsed:
         fail("--from and --to are the same store", ExitCode.USAGE)
     report = MigrationReport(str(source_parsed), str(target_parsed), dry_run)
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    err_console = rich_console(stderr=True)
     progress = Progress(
         SpinnerColumn(),
         TextColumn("[progress.description]{task.description}"),
@@ -150,16 +152,14 @@ def migrate(
 def _print(report: MigrationReport) -> None:
     entries, scopes = report.copied.imported, len(report.copied.scope_counts)
     if report.dry_run:
-        console.print(
+        echo(
             f"dry run: would copy {entries} entries in {scopes} scopes "
             f"from {report.source} to {report.target}; nothing written"
         )
     else:
-        console.print(
-            f"copied {entries} entries in {scopes} scopes from {report.source} to {report.target}"
-        )
+        echo(f"copied {entries} entries in {scopes} scopes from {report.source} to {report.target}")
     if report.copied.skipped:
-        console.print(
+        echo(
             f"skipped {report.copied.skipped} entries that the store would refuse "
             "(invalid key, context or JSON)"
         )
@@ -170,4 +170,4 @@ def _print(report: MigrationReport) -> None:
             err=True,
         )
     elif not report.dry_run:
-        console.print("count check: ok (every copied scope has the same number of entries)")
+        echo("count check: ok (every copied scope has the same number of entries)")

@@ -12,6 +12,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import PoolResetState, StaticPool
 
+from statekit.backends.sql import sqlite_connect
 from statekit.backends.sql.options import SQLOptions
 from statekit.errors import ConfigurationError
 
@@ -53,9 +54,14 @@ def _sqlite_arguments(url: URL, options: SQLOptions) -> dict[str, Any]:
     if is_memory_sqlite(url):
         # One connection, so every task sees the same database; the backend serialises
         # its use (see SQLBackend._guard).
-        return {"poolclass": StaticPool, "pool_reset_on_return": None}
+        return {
+            "connect_args": {"async_creator_fn": sqlite_connect.connect},
+            "poolclass": StaticPool,
+            "pool_reset_on_return": None,
+        }
     pool_size, max_overflow = options.pool("sqlite")
     return {
+        "connect_args": {"async_creator_fn": sqlite_connect.connect},
         "pool_reset_on_return": None,
         "pool_size": pool_size,
         "max_overflow": max_overflow,

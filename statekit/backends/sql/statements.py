@@ -8,11 +8,12 @@ thread round trip per cursor call. Parameters are named here and passed by posit
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from operator import attrgetter, itemgetter
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -24,13 +25,15 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ClauseElement, ColumnElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from statekit.backends.base import ScopeContext
 from statekit.backends.sql.schema import CONTEXT_COLUMNS, STATEKIT_SHAPE, TableShape
+
+if TYPE_CHECKING:
+    from sqlalchemy.dialects import postgresql, sqlite
 
 #: Rows fetched per round trip by :meth:`SQLBackend.iter_entries`.
 EXPORT_BATCH_SIZE = 500
@@ -161,7 +164,10 @@ class Statements:
         """The upserts, and with versions the insert of a new key and the conditional
         update."""
         c = table.c
-        insert = postgresql.insert(table) if dialect.name == "postgresql" else sqlite.insert(table)
+        # Each dialect's module is imported for its own URLs only: PostgreSQL's takes
+        # tens of milliseconds, a good part of a short command's start on SQLite.
+        dialects = importlib.import_module(f"sqlalchemy.dialects.{dialect.name}")
+        insert = cast("postgresql.Insert | sqlite.Insert", dialects.insert(table))
         conflict = [c.scope_key, c.state_key]
         # created_at and the context stay as created.
         updated = {

@@ -1,0 +1,5 @@
+"""``python -m statekit.cli``: the ``statekit`` command."""
+
+from statekit.cli import main
+
+main()

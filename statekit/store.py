@@ -63,9 +63,10 @@ _log = logging.getLogger("statekit")
 
 @runtime_checkable
 class _SchemaOwner(Protocol):
-    """A backend with a schema to create (SQL): see :meth:`StateStore.create_schema`."""
+    """A backend with a schema to create or upgrade (SQL): see
+    :meth:`StateStore.create_schema`."""
 
-    async def create_schema(self) -> None: ...
+    async def upgrade_schema(self) -> list[str]: ...
 
 
 _INVALID = object()  # a stored value that is not valid JSON
@@ -379,18 +380,21 @@ class StateStore:
         self._check_open()
         return await self._backend.describe()
 
-    async def create_schema(self) -> None:
-        """Create what the backend stores entries in, if absent: safe to repeat.
+    async def create_schema(self) -> list[str]:
+        """Create what the backend stores entries in, or bring a table found in place up
+        to statekit's layout; safe to repeat. Returns what was changed (``[]``: nothing).
 
-        On SQL: the table and its indexes (and whatever upgrade of an existing table the
-        SQL backend offers). A no-op on backends without a schema (memory, Redis). Run it
+        On SQL: the table and its indexes, and on an existing table (the original
+        store's) the missing ``version`` column, unique key, widths and collation, keeping
+        every row. A no-op on backends without a schema (memory, Redis). Run it
         (``statekit init``) ahead of a deploy whose stores open with
         ``create_schema=False``, or whose database role may not create tables. A backend
-        that has a schema provides it as an ``async create_schema()`` method; faults raise
-        :class:`~statekit.errors.StateBackendError`.
+        that has a schema provides it as an ``async upgrade_schema() -> list[str]``
+        method; faults raise :class:`~statekit.errors.StateBackendError`.
         """
         if isinstance(self._backend, _SchemaOwner):
-            await self._backend.create_schema()
+            return await self._backend.upgrade_schema()
+        return []
 
     async def clear_all(self) -> None:
         """Remove every entry of this store (its key prefix or table), nothing else."""

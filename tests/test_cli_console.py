@@ -161,7 +161,7 @@ def test_usage_errors_are_one_line_with_exit_2(
     tmp_path: Path, args: list[str], message: str
 ) -> None:
     result = statekit_cmd(tmp_path, *args)
-    assert result.returncode == ExitCode.USAGE == 2
+    assert result.returncode == ExitCode.USAGE.value == 2
     assert result.stdout == ""
     [line] = result.stderr.splitlines()
     assert line.startswith(f"statekit: error: {message}")

@@ -50,7 +50,7 @@ def sqlite_tables(path: Path) -> list[str]:
 @pytest.mark.sqlite
 def test_doctor_on_a_fresh_sqlite_file_is_unhealthy_and_creates_no_table(tmp_path: Path) -> None:
     result = statekit_cmd(tmp_path, "doctor")
-    assert result.returncode == ExitCode.BACKEND_UNAVAILABLE == 3
+    assert result.returncode == ExitCode.BACKEND_UNAVAILABLE.value == 3
     assert result.stdout == ""
     assert result.stderr == (
         "statekit: unhealthy: sqlite+aiosqlite:///./statekit.db: layout: missing table "
@@ -84,8 +84,10 @@ def test_init_creates_the_schema_then_doctor_is_healthy(tmp_path: Path) -> None:
 def test_a_create_schema_false_deployment_is_ready_after_init(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path}/state.db?create_schema=false"
     before = statekit_cmd(tmp_path, "set", "k", "1", *RUNNER, "--url", url)
-    assert before.returncode == ExitCode.BACKEND_UNAVAILABLE
-    assert "no such table" in before.stderr
+    # A missing table is a setting to fix, not an outage: exit 2, naming the command.
+    assert before.returncode == ExitCode.USAGE
+    assert "missing table statekit_state" in before.stderr
+    assert "`statekit init`" in before.stderr
     assert statekit_cmd(tmp_path, "init", "--url", url).returncode == 0
     assert statekit_cmd(tmp_path, "set", "k", "1", *RUNNER, "--url", url).returncode == 0
     assert statekit_cmd(tmp_path, "get", "k", *RUNNER, "--url", url).stdout == "1\n"

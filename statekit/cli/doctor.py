@@ -100,21 +100,24 @@ def doctor(
 
 async def _initialise(url: str | None) -> dict[str, Any]:
     async with connect(url) as store:
-        await store.create_schema()
-        return (await store.describe()).as_dict()
+        changes = await store.create_schema()
+        return {**(await store.describe()).as_dict(), "changes": changes}
 
 
 def init(url: UrlOption = None, as_json: JsonOption = False) -> None:
-    """Create the store's schema if absent: safe to repeat.
+    """Create the store's schema, or upgrade a table found in place: safe to repeat.
 
-    SQL: the table and its indexes. A no-op on Redis and memory. Exit 3 if the layout
-    is still not ready afterwards (an existing table of another shape).
+    SQL: the table and its indexes; on an existing table (the original store's) the
+    missing version column, unique key, widths and collation, every row kept. A no-op on
+    Redis and memory. Exit 3 if the layout is still not ready afterwards.
     """
     info = run(lambda: _initialise(url))
     ready = info["layout"] == "ok"
     if as_json:
         emit_json({**info, "ready": ready})
     elif ready:
+        for change in info["changes"]:
+            echo(f"changed: {change}")
         echo(f"ready: {info['backend']} {info['namespace']}")
     if not ready:
         fail(

@@ -11,6 +11,7 @@ SQLAlchemy.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -251,14 +252,17 @@ class SQLBackend:
         ``(scope_key, state_key)`` (refused, changing nothing, while duplicate rows
         exist), columns widened to the limits statekit accepts and PostgreSQL's
         ``COLLATE "C"`` on ``state_key``; all in one transaction. Naive timestamps and a
-        nullable ``value_json`` are served as they are and kept.
+        nullable ``value_json`` are served as they are and kept. A table it cannot bring
+        up (one missing columns other than ``version``) is left as it is: its
+        :meth:`describe` layout says why, and operations raise ConfigurationError.
         """
         self._check_open()
         async with self._gateway.schema_lock():
             self._ready = False  # operations wait for the upgraded table's statements
             await create_table(self._engine, self._gateway, self._table)
             changes = await upgrade_table(self._engine, self._gateway, self._table)
-            await self._adopt()
+            with contextlib.suppress(ConfigurationError):
+                await self._adopt()
         return changes
 
     # ---- reads --------------------------------------------------------------------

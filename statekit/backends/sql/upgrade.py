@@ -59,8 +59,12 @@ async def upgrade_table(engine: AsyncEngine, gateway: Gateway, table: Table) -> 
 
 
 def upgrade_steps(observed: Observed, table: Table, dialect: Dialect) -> list[tuple[str, str]]:
-    """``(what it does, DDL)`` for each change ``observed`` needs, in order."""
-    if not observed.exists:
+    """``(what it does, DDL)`` for each change ``observed`` needs, in order.
+
+    None for a table missing columns other than ``version``: it is not a shape of
+    statekit's table (nor the original store's), and adding columns to it would not make
+    it one; its layout stays not ok and says why."""
+    if not observed.exists or observed.missing_columns:
         return []
     quote = dialect.identifier_preparer
     name = quote.format_table(table)

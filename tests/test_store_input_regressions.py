@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
+import re
+import tracemalloc
 from typing import Any
 
 import pytest
 
-from statekit import MAX_VALUE_DEPTH, MemoryBackend, ScopeContext, StateStore
+from statekit import MAX_VALUE_DEPTH, MAX_VALUE_JSON_BYTES, MemoryBackend, ScopeContext, StateStore
 from statekit.testing import new_identity
 
 
@@ -108,3 +111,94 @@ async def test_stored_json_too_deep_to_decode_is_skipped_not_raised(store: State
         "ok": 1,
         "external.conversation_id": ident.event.conversation_id,
     }
+
+
+def _spine(depth: int, leaf: Any) -> Any:
+    for _ in range(depth):
+        leaf = [leaf]
+    return leaf
+
+
+# Small object graphs whose JSON text is huge: each shares references, so the value takes
+# a few KB of memory while its text takes from 200 MB to far more than any machine has.
+_AMPLIFIED = {
+    "issue": lambda: [["x" * 1000] * 1000] * 200,
+    "shared-ints": lambda: [[0] * 1000] * 1000,
+    "big-ints": lambda: [10**4000] * 10_000,
+    "long-keys": lambda: [{"k" * 10_000: "v" * 10_000}] * 10_000,
+    "chain": lambda: _spine(
+        0, [[[[[[[[[["x"] * 10] * 10] * 10] * 10] * 10] * 10] * 10] * 10] * 10]
+    ),
+    "deep-spine": lambda: _spine(500, [[0] * 1000] * 1000),
+    "escapes": lambda: [["\x00" * 1000] * 1000] * 200,
+}
+
+
+@pytest.mark.parametrize("shape", _AMPLIFIED)
+async def test_amplified_value_is_refused_in_memory_bounded_by_the_limit(
+    store: StateStore, shape: str
+) -> None:
+    # The whole text used to be built before the size check: 200 MB and ~380 MB of peak
+    # memory for the issue's value, and no bound at all for the others.
+    ident = new_identity()
+    value = _AMPLIFIED[shape]()
+    tracemalloc.start()
+    try:
+        ok, error = await store.state_set(ident.scope_key(), "k", value, "r", "b", "conversation")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert not ok
+    assert error is not None
+    assert re.fullmatch(
+        rf"Value size at least \d+ bytes exceeds limit {MAX_VALUE_JSON_BYTES} bytes", error
+    )
+    assert int(error.split()[4]) > 2 * MAX_VALUE_JSON_BYTES
+    assert peak < 16 * MAX_VALUE_JSON_BYTES
+    assert await store.state_get(ident.scope_key(), "k") is None
+
+
+async def test_amplified_value_through_an_event_is_refused_the_same_way(store: StateStore) -> None:
+    ident = new_identity()
+    value = _AMPLIFIED["issue"]()
+    ok, error = await store.apply_update_from_event(
+        ident.event, ident.binding, ident.descriptor, "conversation", "k", value
+    )
+    assert not ok
+    assert error is not None
+    assert error.startswith("Value size at least ")
+    results = await store.apply_updates_from_event(
+        ident.event,
+        ident.binding,
+        ident.descriptor,
+        [("conversation", "k", value), ("conversation", "ok", 1)],
+    )
+    assert results[0][0] is False
+    assert results[1] == (True, None)
+    assert await store.state_get(ident.scope_key(), "k") is None
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        # Sizes up to twice the limit are counted to the end, past the last kept byte.
+        ({"k" * MAX_VALUE_JSON_BYTES: 1}, f"Value size {MAX_VALUE_JSON_BYTES + 6} bytes"),
+        (_spine(600, "x" * 300_000), "Value size 301202 bytes"),
+        # An error found past the limit is the error, as when the text was made whole.
+        (["x" * 300_000, math.nan], "Value is not JSON-serializable: Out of range float values"),
+        (["x" * 300_000, object()], "Value is not JSON-serializable: Object of type object"),
+        (
+            ["y" * 300_000, "\ud800"],
+            "Value is not JSON-serializable: 'utf-8' codec can't encode "
+            "character '\\ud800' in position 300005",
+        ),
+    ],
+)
+async def test_large_values_keep_the_refusals_they_had(
+    store: StateStore, value: Any, message: str
+) -> None:
+    ident = new_identity()
+    ok, error = await store.state_set(ident.scope_key(), "k", value, "r", "b", "conversation")
+    assert not ok
+    assert error is not None
+    assert error.startswith(message)

@@ -16,7 +16,13 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from statekit.backends.base import OPTIONAL_CONTEXT_FIELDS, ScopeContext, StateEntry, StateWrite
+from statekit.backends.base import (
+    CONTEXT_FIELDS,
+    OPTIONAL_CONTEXT_FIELDS,
+    ScopeContext,
+    StateEntry,
+    StateWrite,
+)
 from statekit.json_chunks import json_chunks
 from statekit.scope import VALID_STATE_SCOPES
 
@@ -150,7 +156,7 @@ def checked_context(
 ) -> ScopeContext:
     """The :class:`ScopeContext` of ``extra`` (values in ``OPTIONAL_CONTEXT_FIELDS``
     order), checked by :func:`check_context`. Values that are not text are stored as
-    ``str(value)``.
+    their text (:func:`context_text`), or refused when it cannot be made.
 
     Text ids (the usual case) map to their checked context through a cache, as a runner
     keeps writing to the same few scopes: building and checking it is a good part of a
@@ -160,10 +166,29 @@ def checked_context(
     values = (runner_id, binding_identity, scope, *extra)
     for value in values:
         if value is not None and type(value) is not str:
-            mapping = dict(zip(OPTIONAL_CONTEXT_FIELDS, extra, strict=True))
-            context = ScopeContext.from_mapping(runner_id, binding_identity, scope, mapping)
-            return check_context(context)
+            return check_context(ScopeContext(*map(context_text, CONTEXT_FIELDS, values)))
     return _checked_text_context(values)
+
+
+def context_text(name: str, value: Any) -> Any:
+    """The text a context field is stored as: ``None`` and ``str`` as they are, any other
+    value as ``str(value)``. The one conversion of an id to text, for the State API's
+    ``context`` and an event's ids alike.
+
+    A value whose text cannot be made (an int past Python's digit limit for int-to-str
+    conversion, an object whose ``__str__`` raises) is refused, naming the field.
+    """
+    if value is None or type(value) is str:
+        return value
+    try:
+        return str(value)
+    except Exception:  # the id's own __str__ may raise anything: that is a refusal too
+        raise no_text(name, value) from None
+
+
+def no_text(name: str, value: Any) -> Refusal:
+    """The refusal of a context field (or scope identity field) that has no storable text."""
+    return Refusal(f'Context field "{name}" has no storable text ({type(value).__name__} value)')
 
 
 @functools.lru_cache(maxsize=4096)

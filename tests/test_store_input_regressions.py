@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from statekit import MAX_VALUE_DEPTH, MAX_VALUE_JSON_BYTES, MemoryBackend, ScopeContext, StateStore
-from statekit.testing import new_identity
+from statekit.testing import Identity, new_identity
 
 
 def _nested(depth: int) -> Any:
@@ -202,3 +202,98 @@ async def test_large_values_keep_the_refusals_they_had(
     assert not ok
     assert error is not None
     assert error.startswith(message)
+
+
+# ---- context values whose text cannot be made ----------------------------------------
+
+
+class _NoText:
+    """An id whose ``__str__`` raises, as a host's own id type might."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no text for this id")
+
+
+def _textless(kind: str) -> Any:
+    # Built here: pytest cannot print 10**5000 as a test id.
+    return 10**5000 if kind == "huge-int" else _NoText()
+
+
+_TEXTLESS = ["huge-int", "raising-str"]
+_TEXTLESS_NAMES = {"huge-int": "int", "raising-str": "_NoText"}
+
+
+def _refusal(field: str, kind: str) -> tuple[bool, str]:
+    return False, f'Context field "{field}" has no storable text ({_TEXTLESS_NAMES[kind]} value)'
+
+
+@pytest.mark.parametrize("kind", _TEXTLESS)
+@pytest.mark.parametrize("field", ["bot_id", "thread_id", "subject_id"])
+async def test_state_set_refuses_a_context_value_without_text(
+    store: StateStore, field: str, kind: str
+) -> None:
+    # str(10**5000) raised ValueError (the int-to-str digit limit) out of state_set.
+    ident = new_identity()
+    result = await store.state_set(
+        ident.scope_key(), "k", 1, "r", "b", "conversation", context={field: _textless(kind)}
+    )
+    assert result == _refusal(field, kind)
+    assert await store.state_list(ident.scope_key()) == ([], False)
+
+
+def _event_with(ident: Identity, field: str, value: Any) -> Any:
+    part, _, name = field.rpartition(".")
+    if not part:
+        return ident.event.model_copy(update={field: value})
+    owner = getattr(ident.event, part)
+    return ident.event.model_copy(update={part: owner.model_copy(update={name: value})})
+
+
+# Fields hashed into the scope key (JSON of the id failed) and fields only stored in the
+# context (str() of the id failed): either kind is the same refusal.
+_EVENT_FIELDS = [
+    ("bot_id", "conversation"),
+    ("conversation_id", "conversation"),
+    ("actor.actor_id", "actor"),
+    ("subject.subject_id", "conversation"),
+    ("thread_id", "actor"),
+]
+
+
+@pytest.mark.parametrize("kind", _TEXTLESS)
+@pytest.mark.parametrize(("field", "scope"), _EVENT_FIELDS)
+async def test_event_writes_refuse_an_id_without_text(
+    store: StateStore, field: str, scope: str, kind: str
+) -> None:
+    ident = new_identity()
+    event = _event_with(ident, field, _textless(kind))
+    expected = _refusal(field.rpartition(".")[2], kind)
+    applied = await store.apply_update_from_event(
+        event, ident.binding, ident.descriptor, scope, "k", 1
+    )
+    assert applied == expected
+    batch = await store.apply_updates_from_event(
+        event, ident.binding, ident.descriptor, [(scope, "k", 1), (scope, "k2", 2)]
+    )
+    assert batch == [expected, expected]
+    for scope_name in ("conversation", "actor"):
+        assert await store.state_list(ident.scope_key(scope_name)) == ([], False)
+    # Reads do not raise either: a scope no write could reach reads as empty.
+    snapshot = await store.build_snapshot_from_event(event, ident.binding, ident.descriptor)
+    assert snapshot[scope] in ({}, {"external.conversation_id": event.conversation_id})
+
+
+@pytest.mark.parametrize("kind", _TEXTLESS)
+async def test_event_writes_refuse_a_binding_or_runner_id_without_text(
+    store: StateStore, kind: str
+) -> None:
+    ident = new_identity()
+    binding = ident.binding.model_copy(update={"binding_id": _textless(kind)})
+    descriptor = ident.descriptor.model_copy(update={"id": _textless(kind)})
+    assert await store.apply_update_from_event(
+        ident.event, binding, ident.descriptor, "conversation", "k", 1
+    ) == _refusal("binding_identity", kind)
+    assert await store.apply_update_from_event(
+        ident.event, ident.binding, descriptor, "conversation", "k", 1
+    ) == _refusal("runner_id", kind)
+    assert await store.state_list(ident.scope_key()) == ([], False)

@@ -26,6 +26,7 @@ from statekit.validation import (
     check_scope,
     check_state_key,
     checked_context,
+    context_text,
     encode_value,
 )
 
@@ -257,3 +258,22 @@ def test_a_value_the_scan_overstates_is_still_stored_and_checked_whole() -> None
     assert encode_value([_Overstated("abc"), 1]) == '["abc",1]'
     with pytest.raises(Refusal, match="object keys must be strings, not int"):
         encode_value([_Overstated("abc"), {1: 2}])
+
+
+class _RaisingStr:
+    def __str__(self) -> str:
+        raise LookupError("no text")
+
+
+def test_context_text_is_the_value_s_text_or_a_refusal_naming_the_field() -> None:
+    assert context_text("bot_id", None) is None
+    assert context_text("bot_id", "b") == "b"
+    assert context_text("bot_id", 7) == "7"
+    assert context_text("bot_id", True) == "True"
+    for value, kind in ((10**5000, "int"), (_RaisingStr(), "_RaisingStr")):
+        message = f'Context field "bot_id" has no storable text ({kind} value)'
+        with pytest.raises(Refusal, match=f"^{re.escape(message)}$"):
+            context_text("bot_id", value)
+        extra = (value, *(None,) * (len(OPTIONAL_CONTEXT_FIELDS) - 1))
+        with pytest.raises(Refusal, match=f"^{re.escape(message)}$"):
+            checked_context("r", "b", "actor", extra)

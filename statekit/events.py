@@ -58,11 +58,15 @@ def enabled_scope_keys(
     scopes: Iterable[str], event: EventLike, binding: BindingLike, descriptor: DescriptorLike
 ) -> dict[str, str]:
     """The key of every scope in ``scopes`` that the event has an identity for, in
-    :data:`VALID_STATE_SCOPES` order (names outside it are ignored)."""
+    :data:`VALID_STATE_SCOPES` order (names outside it are ignored). An identity with an
+    id that has no text is left out: no write to it was ever accepted."""
     wanted: dict[str, str] = {}
     for scope in VALID_STATE_SCOPES:
         if scope in scopes:
-            scope_key = build_state_scope_key(scope, event, binding, descriptor)
+            try:
+                scope_key = build_state_scope_key(scope, event, binding, descriptor)
+            except Refusal:
+                continue
             if scope_key:
                 wanted[scope] = scope_key
     return wanted

@@ -77,7 +77,7 @@ def get_binding_identity(binding: BindingLike) -> str:
     """``binding_id``, else ``"{scope_type}:{scope_id}"``, else ``"unknown_binding"``."""
     binding_id = getattr(binding, "binding_id", None)
     if binding_id:
-        return str(binding_id)
+        return binding_id if type(binding_id) is str else _text("binding_identity", binding_id)
     scope = getattr(binding, "scope", None)
     scope_type = getattr(scope, "scope_type", None) if scope is not None else None
     scope_id = getattr(scope, "scope_id", None) if scope is not None else None
@@ -141,7 +141,13 @@ def scope_identity(
 def build_state_scope_key(
     scope: str, event: EventLike, binding: BindingLike, descriptor: DescriptorLike
 ) -> str | None:
-    """``"{scope}:v2:<sha256>"`` of the scope's canonical identity, or ``None`` without one."""
+    """``"{scope}:v2:<sha256>"`` of the scope's canonical identity, or ``None`` without one.
+
+    Ids are hashed as JSON values, so one JSON cannot represent (an arbitrary object, an
+    int past Python's digit limit for int-to-str conversion) raises
+    :class:`~statekit.validation.Refusal` (a ``ValueError``) naming the field: the store
+    reports it as a refused write and reads such a scope as empty.
+    """
     identity = scope_identity(scope, event, binding, descriptor)
     if identity is None:
         return None
@@ -156,9 +162,37 @@ def build_state_scope_key(
 
 
 def _scope_key(identity: dict[str, Any]) -> str:
-    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    try:
+        canonical = _canonical(identity)
+    except (TypeError, ValueError, RecursionError):
+        # An id JSON cannot represent (an object, an int past the digit limit): refused,
+        # naming the first such field.
+        name, value = next(
+            (name, value) for name, value in identity.items() if not _encodable(value)
+        )
+        from statekit.validation import no_text  # validation imports this module
+
+        raise no_text(name, value) from None
     digest = hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
     return f"{identity['scope']}:v{SCOPE_KEY_VERSION}:{digest}"
+
+
+def _canonical(identity: Any) -> str:
+    return json.dumps(identity, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _encodable(value: Any) -> bool:
+    try:
+        _canonical(value)
+    except (TypeError, ValueError, RecursionError):
+        return False
+    return True
+
+
+def _text(name: str, value: Any) -> str:
+    from statekit.validation import context_text  # validation imports this module
+
+    return str(context_text(name, value))
 
 
 @functools.lru_cache(maxsize=4096)

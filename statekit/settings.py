@@ -11,20 +11,30 @@ handed only the options it takes (``key_prefix`` to Redis, ``table_name`` to SQL
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field, PlainSerializer
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from statekit.url import BackendURL
 
 #: The embedded default: an SQLite file in the working directory, no server needed.
 DEFAULT_URL = "sqlite+aiosqlite:///./statekit.db"
+
+#: A URL setting: parsed once into a :class:`~statekit.url.BackendURL`, so that the
+#: settings' ``repr``, ``str`` and ``model_dump()`` show it with its password masked.
+SecretURL = Annotated[
+    BackendURL, BeforeValidator(BackendURL), PlainSerializer(str, return_type=str)
+]
 
 
 class StatekitSettings(BaseSettings):
     """statekit's settings; every field is read from ``STATEKIT_<FIELD>``.
 
     Every field but ``url`` is a backend option: a new one is added here and named in the
-    ``settings_options`` of the backend classes that take it.
+    ``settings_options`` of the backend classes that take it. ``url`` is a
+    :class:`~statekit.url.BackendURL` (``url.unmasked()`` is the text with its password),
+    and a refused value's error never quotes the input, which may hold a password.
     """
 
     model_config = SettingsConfigDict(
@@ -32,14 +42,18 @@ class StatekitSettings(BaseSettings):
         env_file=".env",
         env_file_encoding="utf-8",
         extra="ignore",
+        arbitrary_types_allowed=True,
+        hide_input_in_errors=True,
     )
 
-    url: str = Field(DEFAULT_URL, description="Backend URL; its scheme picks the backend.")
-    key_prefix: str | None = Field(None, description="Redis key prefix.")
-    table_name: str | None = Field(None, description="SQL table name.")
-    pool_size: int | None = Field(None, ge=1, description="Connections per pool.")
-    timeout: float | None = Field(None, gt=0, description="Seconds per operation.")
-    connect_timeout: float | None = Field(None, gt=0, description="Seconds to connect.")
+    url: SecretURL = Field(
+        default=BackendURL(DEFAULT_URL), description="Backend URL; its scheme picks the backend."
+    )
+    key_prefix: str | None = Field(default=None, description="Redis key prefix.")
+    table_name: str | None = Field(default=None, description="SQL table name.")
+    pool_size: int | None = Field(default=None, ge=1, description="Connections per pool.")
+    timeout: float | None = Field(default=None, gt=0, description="Seconds per operation.")
+    connect_timeout: float | None = Field(default=None, gt=0, description="Seconds to connect.")
 
     def backend_options(self) -> dict[str, Any]:
         """The backend options that were set (``None`` ones are left to the backend)."""

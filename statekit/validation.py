@@ -11,11 +11,19 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
 
-from statekit.backends.base import OPTIONAL_CONTEXT_FIELDS, ScopeContext, StateEntry, StateWrite
+from statekit.backends.base import (
+    CONTEXT_FIELDS,
+    OPTIONAL_CONTEXT_FIELDS,
+    ScopeContext,
+    StateEntry,
+    StateWrite,
+)
+from statekit.json_chunks import json_chunks
 from statekit.scope import VALID_STATE_SCOPES
 
 MAX_VALUE_JSON_BYTES = 256 * 1024
@@ -153,7 +161,7 @@ def checked_context(
 ) -> ScopeContext:
     """The :class:`ScopeContext` of ``extra`` (values in ``OPTIONAL_CONTEXT_FIELDS``
     order), checked by :func:`check_context`. Values that are not text are stored as
-    ``str(value)``.
+    their text (:func:`context_text`), or refused when it cannot be made.
 
     Text ids (the usual case) map to their checked context through a cache, as a runner
     keeps writing to the same few scopes: building and checking it is a good part of a
@@ -163,10 +171,29 @@ def checked_context(
     values = (runner_id, binding_identity, scope, *extra)
     for value in values:
         if value is not None and type(value) is not str:
-            mapping = dict(zip(OPTIONAL_CONTEXT_FIELDS, extra, strict=True))
-            context = ScopeContext.from_mapping(runner_id, binding_identity, scope, mapping)
-            return check_context(context)
+            return check_context(ScopeContext(*map(context_text, CONTEXT_FIELDS, values)))
     return _checked_text_context(values)
+
+
+def context_text(name: str, value: Any) -> Any:
+    """The text a context field is stored as: ``None`` and ``str`` as they are, any other
+    value as ``str(value)``. The one conversion of an id to text, for the State API's
+    ``context`` and an event's ids alike.
+
+    A value whose text cannot be made (an int past Python's digit limit for int-to-str
+    conversion, an object whose ``__str__`` raises) is refused, naming the field.
+    """
+    if value is None or type(value) is str:
+        return value
+    try:
+        return str(value)
+    except Exception:  # the id's own __str__ may raise anything: that is a refusal too
+        raise no_text(name, value) from None
+
+
+def no_text(name: str, value: Any) -> Refusal:
+    """The refusal of a context field (or scope identity field) that has no storable text."""
+    return Refusal(f'Context field "{name}" has no storable text ({type(value).__name__} value)')
 
 
 @functools.lru_cache(maxsize=4096)
@@ -184,6 +211,7 @@ def check_limit(limit: object) -> int:
 # What json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")) uses,
 # built once: json.dumps builds a new encoder per call when given any option.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+_CONTAINERS = (dict, list, tuple)
 
 
 def encode_value(value: Any) -> str:
@@ -191,7 +219,27 @@ def encode_value(value: Any) -> str:
 
     Strict means what every JSON parser accepts: no NaN or Infinity, and text that encodes
     as UTF-8 (a lone surrogate is refused). The size counted is that of the stored text.
+
+    Time and memory are bounded by the limit, not by the value: a small object graph that
+    shares references (``[["x" * 1000] * 1000] * 200`` is 200 MB of text) is refused after
+    encoding little more than the limit. One walk bounds the text's size from below; a value
+    it shows to be small (the usual case) is encoded in one call of the C encoder, any other
+    chunk by chunk, keeping no more text than the limit and counting sizes up to twice the
+    limit: a larger value's refusal says ``at least N bytes``, as the rest is never encoded.
     """
+    bound, problem = _scan(value)
+    if bound > MAX_VALUE_JSON_BYTES:
+        text = _encode_in_chunks(value)
+        # Reached only if a subclass's __len__ overstated the bound: check the whole value.
+        problem = _scan(value, math.inf)[1]
+    else:
+        text = _encode_whole(value)
+    if problem is not None:
+        raise Refusal(f"Value is not JSON-serializable: {problem}")
+    return text
+
+
+def _encode_whole(value: Any) -> str:
     try:
         text = _ENCODER.encode(value)
         # ASCII text is its own UTF-8; any other is encoded, which also refuses surrogates.
@@ -201,39 +249,126 @@ def encode_value(value: Any) -> str:
         raise Refusal(f"Value is not JSON-serializable: {exc}") from None
     if size > MAX_VALUE_JSON_BYTES:
         raise Refusal(f"Value size {size} bytes exceeds limit {MAX_VALUE_JSON_BYTES} bytes")
-    _check_structure(value)
     return text
 
 
-def _check_structure(value: Any) -> None:
-    """Refuse non-string object keys (``json.dumps`` would turn ``{1: "a", "1": "b"}`` into
-    an object whose duplicate keys lose a value on the way back) and nesting deeper than
-    :data:`MAX_VALUE_DEPTH`. Iterative, so it cannot itself run out of stack; plain loops,
-    as it walks every value written."""
+def _encode_in_chunks(value: Any) -> str:
+    """:func:`_encode_whole` for a value that may be large: the same text, made piece by
+    piece, keeping it up to the limit and counting on to :data:`_SIZE_COUNTED`, so that the
+    size of a value up to twice the limit is reported exactly."""
+    kept: list[str] = []
+    chunks: list[str] = []  # joined into ``kept`` now and then: a small str costs ~50 bytes
+    size = chars = 0
+    exact = True
+    pieces = json_chunks(value)
+    try:
+        for chunk in pieces:
+            size += len(chunk) if chunk.isascii() else _utf8_size(chunk, chars)
+            chars += len(chunk)
+            if size <= MAX_VALUE_JSON_BYTES:
+                chunks.append(chunk)
+                if len(chunks) == 4096:
+                    kept.append("".join(chunks))
+                    chunks.clear()
+            elif size > _SIZE_COUNTED:
+                more = next(pieces, None)
+                if more is not None:
+                    exact = False
+                    size += _utf8_size(more, chars)
+                break
+    except Refusal:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise Refusal(f"Value is not JSON-serializable: {exc}") from None
+    if size <= MAX_VALUE_JSON_BYTES:
+        return "".join(kept) + "".join(chunks)
+    at_least = "" if exact else "at least "
+    raise Refusal(f"Value size {at_least}{size} bytes exceeds limit {MAX_VALUE_JSON_BYTES} bytes")
+
+
+#: How far the size of a refused value is counted: past it, only "at least N bytes" is known.
+_SIZE_COUNTED = 2 * MAX_VALUE_JSON_BYTES
+
+
+def _utf8_size(chunk: str, offset: int) -> int:
+    """The UTF-8 size of one chunk that starts ``offset`` characters into the text."""
+    if chunk.isascii():
+        return len(chunk)
+    try:
+        return len(chunk.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        # Report the position in the whole text, as encoding it whole does.
+        exc.object, exc.start, exc.end = (
+            chunk.rjust(offset + len(chunk)),
+            *(index + offset for index in (exc.start, exc.end)),
+        )
+        raise Refusal(f"Value is not JSON-serializable: {exc}") from None
+
+
+def _scan(value: Any, budget: float = MAX_VALUE_JSON_BYTES) -> tuple[float, str | None]:
+    """A lower bound of the size of ``value``'s JSON text, counted until it passes
+    ``budget``, and the first structure rule it breaks (``None`` if none was seen).
+
+    The rules: object keys must be strings (``json.dumps`` would turn ``{1: "a", "1": "b"}``
+    into an object whose duplicate keys lose a value on the way back), nesting at most
+    :data:`MAX_VALUE_DEPTH` deep. The bound counts brackets and commas, keys and strings,
+    a digit for every 4 bits of a large int: the text is at most about 25 times that (a
+    float's 24 characters, where the bound counts its comma). Each step adds to the bound,
+    so the walk stops after about ``budget`` steps whatever the value (even a cycle, which
+    the encoder refuses); iterative, so it cannot run out of stack. Plain loops, as it walks
+    every value written.
+    """
+    if not isinstance(value, _CONTAINERS):
+        return _leaf_bound(value), None
+    problem: str | None = None
+    size = 0
     stack: list[tuple[Any, int]] = [(value, 1)]
-    push = stack.append
+    push, pop = stack.append, stack.pop
     while stack:
-        item, depth = stack.pop()
-        if depth > MAX_VALUE_DEPTH:
-            raise Refusal(
-                f"Value is not JSON-serializable: nested deeper than {MAX_VALUE_DEPTH} levels"
-            )
+        item, depth = pop()
+        size += len(item) + 1
+        if size > budget:
+            break
+        if depth > MAX_VALUE_DEPTH and problem is None:
+            problem = f"nested deeper than {MAX_VALUE_DEPTH} levels"
         if isinstance(item, dict):
             for key in item:
                 if not isinstance(key, str):
-                    raise Refusal(
-                        "Value is not JSON-serializable: object keys must be strings, "
-                        f"not {type(key).__name__}"
-                    )
+                    problem = problem or f"object keys must be strings, not {type(key).__name__}"
+                    size += sum(len(key) for key in item if isinstance(key, str))
+                    break
+            else:
+                size += sum(map(len, item))
             item = item.values()
-        elif not isinstance(item, (list, tuple)):
-            continue
         for child in item:
-            if isinstance(child, _CONTAINERS):
+            cls = type(child)
+            if cls is str:
+                size += len(child)
+            elif cls is int:
+                if not -_BIG_INT < child < _BIG_INT:
+                    size += child.bit_length() >> 2
+            elif cls in _PLAIN:
+                pass
+            elif isinstance(child, _CONTAINERS):
                 push((child, depth + 1))
+            else:
+                size += _leaf_bound(child)
+        if size > budget:
+            break
+    return size, problem
 
 
-_CONTAINERS = (dict, list, tuple)
+_PLAIN = frozenset((float, bool, type(None)))  # leaves of at most 24 characters
+_BIG_INT = 2**64  # smaller ints have at most 20 digits: the comma counted is bound enough
+
+
+def _leaf_bound(value: Any) -> int:
+    """A lower bound of the size of a value that is not a container (0 if it is not JSON)."""
+    if isinstance(value, str):
+        return str.__len__(value) + 2
+    if isinstance(value, int):
+        return int.bit_length(value) >> 2
+    return 0
 
 
 def decode_value(value_json: str) -> Any:

@@ -87,7 +87,9 @@ def test_url_never_shows_its_password(url: str, shown: str) -> None:
     assert parsed.unmasked() == url
 
 
-@given(st.text(alphabet=st.characters(blacklist_characters="/?#@", codec="ascii"), min_size=4))
+# '[' and ']' may not stand unencoded in a password either: BackendURL refuses them (as it
+# does '/', '?' and '#'), and tests/test_secrets.py checks that refusal for every character.
+@given(st.text(alphabet=st.characters(blacklist_characters="/?#@[]", codec="ascii"), min_size=4))
 def test_no_password_appears_in_repr(password: str) -> None:
     parsed = BackendURL(f"redis://user:{password}@host:6379/0?timeout=1")
     assert str(parsed) == "redis://user:***@host:6379/0?timeout=1"
@@ -324,8 +326,33 @@ def test_installed_package_adds_a_scheme_but_cannot_take_a_built_in_one(tmp_path
 
 def test_default_url_is_the_embedded_sqlite_file(clean_env: Path) -> None:
     settings = load_settings()
-    assert settings.url == DEFAULT_URL == "sqlite+aiosqlite:///./statekit.db"
+    assert settings.url == BackendURL(DEFAULT_URL)
+    assert settings.url.unmasked() == DEFAULT_URL == "sqlite+aiosqlite:///./statekit.db"
     assert settings.backend_options() == {}
+
+
+def test_settings_never_show_the_url_password(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # repr(StatekitSettings(url=...)) used to print the URL as given, password included.
+    url = "redis://user:s3cr3t-pw@cache:6379/0"
+    monkeypatch.setenv("STATEKIT_URL", url)
+    for settings in (StatekitSettings(url=url), load_settings()):  # type: ignore[arg-type]  # text, as the environment gives it
+        shown = [repr(settings), str(settings), settings.model_dump(), settings.model_dump_json()]
+        assert all("s3cr3t-pw" not in str(text) for text in shown)
+        assert "redis://user:***@cache:6379/0" in repr(settings)
+        assert settings.url.unmasked() == url
+    assert load_settings(url=BackendURL(url)).url == BackendURL(url)
+
+
+def test_a_refused_url_setting_never_quotes_its_password(clean_env: Path) -> None:
+    for bad in ("redis://:pa#s3cr3t-pw@h:6379/0", "notaurl:s3cr3t-pw@h"):
+        with pytest.raises(ConfigurationError, match="STATEKIT_URL") as refused:
+            load_settings(url=bad)
+        assert "s3cr3t-pw" not in str(refused.value)
+        with pytest.raises(ValueError, match="backend URL") as invalid:
+            StatekitSettings(url=bad)  # type: ignore[arg-type]  # text, as the environment gives it
+        assert "s3cr3t-pw" not in str(invalid.value)
 
 
 def test_settings_precedence_keyword_env_dotenv_default(
@@ -385,7 +412,7 @@ def test_every_built_in_class_declares_the_settings_it_takes(
 
 def test_every_setting_but_the_url_is_a_backend_option(clean_env: Path) -> None:
     values: dict[str, Any] = {"key_prefix": "p:", "table_name": "t", "pool_size": 2, "timeout": 1.5}
-    settings = StatekitSettings(url="memory://", connect_timeout=0.5, **values)
+    settings = StatekitSettings(url="memory://", connect_timeout=0.5, **values)  # type: ignore[arg-type]  # text, as the environment gives it
     assert settings.backend_options() == {**values, "connect_timeout": 0.5}
     assert set(settings.backend_options()) == set(StatekitSettings.model_fields) - {"url"}
 
@@ -403,7 +430,7 @@ def test_explicit_settings_object_skips_the_environment(
 ) -> None:
     monkeypatch.setenv("STATEKIT_TIMEOUT", "2")
     # pydantic-settings takes `_env_file` at init; the signature type checkers see has fields only.
-    settings = StatekitSettings(url="recorder://explicit", timeout=5, _env_file=None)  # type: ignore[call-arg]
+    settings = StatekitSettings(url="recorder://explicit", timeout=5, _env_file=None)  # type: ignore[call-arg,arg-type]
     store = connect(settings=settings)
     assert built_with(store).url == BackendURL("recorder://explicit")
     assert built_with(store).options == {"timeout": 5.0}

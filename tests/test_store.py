@@ -34,6 +34,7 @@ def test_public_names_are_exported() -> None:
         "connection",
         "errors",
         "events",
+        "json_chunks",
         "models",
         "scope",
         "settings",

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import math
+import re
+import tracemalloc
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from statekit import MAX_VALUE_DEPTH, MemoryBackend, ScopeContext, StateStore
-from statekit.testing import new_identity
+from statekit import MAX_VALUE_DEPTH, MAX_VALUE_JSON_BYTES, MemoryBackend, ScopeContext, StateStore
+from statekit.testing import Identity, new_identity
 
 
 def _nested(depth: int) -> Any:
@@ -108,3 +112,189 @@ async def test_stored_json_too_deep_to_decode_is_skipped_not_raised(store: State
         "ok": 1,
         "external.conversation_id": ident.event.conversation_id,
     }
+
+
+def _spine(depth: int, leaf: Any) -> Any:
+    for _ in range(depth):
+        leaf = [leaf]
+    return leaf
+
+
+# Small object graphs whose JSON text is huge: each shares references, so the value takes
+# a few KB of memory while its text takes from 200 MB to far more than any machine has.
+_AMPLIFIED: dict[str, Callable[[], Any]] = {
+    "issue": lambda: [["x" * 1000] * 1000] * 200,
+    "shared-ints": lambda: [[0] * 1000] * 1000,
+    "big-ints": lambda: [10**4000] * 10_000,
+    "long-keys": lambda: [{"k" * 10_000: "v" * 10_000}] * 10_000,
+    "chain": lambda: _spine(
+        0, [[[[[[[[[["x"] * 10] * 10] * 10] * 10] * 10] * 10] * 10] * 10] * 10]
+    ),
+    "deep-spine": lambda: _spine(500, [[0] * 1000] * 1000),
+    "escapes": lambda: [["\x00" * 1000] * 1000] * 200,
+}
+
+
+@pytest.mark.parametrize("shape", _AMPLIFIED)
+async def test_amplified_value_is_refused_in_memory_bounded_by_the_limit(
+    store: StateStore, shape: str
+) -> None:
+    # The whole text used to be built before the size check: 200 MB and ~380 MB of peak
+    # memory for the issue's value, and no bound at all for the others.
+    ident = new_identity()
+    value = _AMPLIFIED[shape]()
+    tracemalloc.start()
+    try:
+        ok, error = await store.state_set(ident.scope_key(), "k", value, "r", "b", "conversation")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert not ok
+    assert error is not None
+    assert re.fullmatch(
+        rf"Value size at least \d+ bytes exceeds limit {MAX_VALUE_JSON_BYTES} bytes", error
+    )
+    assert int(error.split()[4]) > 2 * MAX_VALUE_JSON_BYTES
+    assert peak < 16 * MAX_VALUE_JSON_BYTES
+    assert await store.state_get(ident.scope_key(), "k") is None
+
+
+async def test_amplified_value_through_an_event_is_refused_the_same_way(store: StateStore) -> None:
+    ident = new_identity()
+    value = _AMPLIFIED["issue"]()
+    ok, error = await store.apply_update_from_event(
+        ident.event, ident.binding, ident.descriptor, "conversation", "k", value
+    )
+    assert not ok
+    assert error is not None
+    assert error.startswith("Value size at least ")
+    results = await store.apply_updates_from_event(
+        ident.event,
+        ident.binding,
+        ident.descriptor,
+        [("conversation", "k", value), ("conversation", "ok", 1)],
+    )
+    assert results[0][0] is False
+    assert results[1] == (True, None)
+    assert await store.state_get(ident.scope_key(), "k") is None
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        # Sizes up to twice the limit are counted to the end, past the last kept byte.
+        ({"k" * MAX_VALUE_JSON_BYTES: 1}, f"Value size {MAX_VALUE_JSON_BYTES + 6} bytes"),
+        (_spine(600, "x" * 300_000), "Value size 301202 bytes"),
+        # An error found past the limit is the error, as when the text was made whole.
+        (["x" * 300_000, math.nan], "Value is not JSON-serializable: Out of range float values"),
+        (["x" * 300_000, object()], "Value is not JSON-serializable: Object of type object"),
+        (
+            ["y" * 300_000, "\ud800"],
+            "Value is not JSON-serializable: 'utf-8' codec can't encode "
+            "character '\\ud800' in position 300005",
+        ),
+    ],
+)
+async def test_large_values_keep_the_refusals_they_had(
+    store: StateStore, value: Any, message: str
+) -> None:
+    ident = new_identity()
+    ok, error = await store.state_set(ident.scope_key(), "k", value, "r", "b", "conversation")
+    assert not ok
+    assert error is not None
+    assert error.startswith(message)
+
+
+# ---- context values whose text cannot be made ----------------------------------------
+
+
+class _NoText:
+    """An id whose ``__str__`` raises, as a host's own id type might."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no text for this id")
+
+
+def _textless(kind: str) -> Any:
+    # Built here: pytest cannot print 10**5000 as a test id.
+    return 10**5000 if kind == "huge-int" else _NoText()
+
+
+_TEXTLESS = ["huge-int", "raising-str"]
+_TEXTLESS_NAMES = {"huge-int": "int", "raising-str": "_NoText"}
+
+
+def _refusal(field: str, kind: str) -> tuple[bool, str]:
+    return False, f'Context field "{field}" has no storable text ({_TEXTLESS_NAMES[kind]} value)'
+
+
+@pytest.mark.parametrize("kind", _TEXTLESS)
+@pytest.mark.parametrize("field", ["bot_id", "thread_id", "subject_id"])
+async def test_state_set_refuses_a_context_value_without_text(
+    store: StateStore, field: str, kind: str
+) -> None:
+    # str(10**5000) raised ValueError (the int-to-str digit limit) out of state_set.
+    ident = new_identity()
+    result = await store.state_set(
+        ident.scope_key(), "k", 1, "r", "b", "conversation", context={field: _textless(kind)}
+    )
+    assert result == _refusal(field, kind)
+    assert await store.state_list(ident.scope_key()) == ([], False)
+
+
+def _event_with(ident: Identity, field: str, value: Any) -> Any:
+    part, _, name = field.rpartition(".")
+    if not part:
+        return ident.event.model_copy(update={field: value})
+    owner = getattr(ident.event, part)
+    return ident.event.model_copy(update={part: owner.model_copy(update={name: value})})
+
+
+# Fields hashed into the scope key (JSON of the id failed) and fields only stored in the
+# context (str() of the id failed): either kind is the same refusal.
+_EVENT_FIELDS = [
+    ("bot_id", "conversation"),
+    ("conversation_id", "conversation"),
+    ("actor.actor_id", "actor"),
+    ("subject.subject_id", "conversation"),
+    ("thread_id", "actor"),
+]
+
+
+@pytest.mark.parametrize("kind", _TEXTLESS)
+@pytest.mark.parametrize(("field", "scope"), _EVENT_FIELDS)
+async def test_event_writes_refuse_an_id_without_text(
+    store: StateStore, field: str, scope: str, kind: str
+) -> None:
+    ident = new_identity()
+    event = _event_with(ident, field, _textless(kind))
+    expected = _refusal(field.rpartition(".")[2], kind)
+    applied = await store.apply_update_from_event(
+        event, ident.binding, ident.descriptor, scope, "k", 1
+    )
+    assert applied == expected
+    batch = await store.apply_updates_from_event(
+        event, ident.binding, ident.descriptor, [(scope, "k", 1), (scope, "k2", 2)]
+    )
+    assert batch == [expected, expected]
+    for scope_name in ("conversation", "actor"):
+        assert await store.state_list(ident.scope_key(scope_name)) == ([], False)
+    # Reads do not raise either: a scope no write could reach reads as empty.
+    snapshot = await store.build_snapshot_from_event(event, ident.binding, ident.descriptor)
+    assert snapshot[scope] in ({}, {"external.conversation_id": event.conversation_id})
+
+
+@pytest.mark.parametrize("kind", _TEXTLESS)
+async def test_event_writes_refuse_a_binding_or_runner_id_without_text(
+    store: StateStore, kind: str
+) -> None:
+    ident = new_identity()
+    binding = ident.binding.model_copy(update={"binding_id": _textless(kind)})
+    descriptor = ident.descriptor.model_copy(update={"id": _textless(kind)})
+    assert await store.apply_update_from_event(
+        ident.event, binding, ident.descriptor, "conversation", "k", 1
+    ) == _refusal("binding_identity", kind)
+    assert await store.apply_update_from_event(
+        ident.event, ident.binding, descriptor, "conversation", "k", 1
+    ) == _refusal("runner_id", kind)
+    assert await store.state_list(ident.scope_key()) == ([], False)

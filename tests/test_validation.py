@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from statekit.backends.base import OPTIONAL_CONTEXT_FIELDS
+from statekit.json_chunks import json_chunks
 from statekit.scope import VALID_STATE_SCOPES
 from statekit.validation import (
     MAX_STATE_KEY_LENGTH,
@@ -25,6 +26,7 @@ from statekit.validation import (
     check_scope,
     check_state_key,
     checked_context,
+    context_text,
     encode_value,
 )
 
@@ -190,3 +192,88 @@ def test_checked_context_stores_non_text_ids_as_text_and_refuses_unstorable_ones
     for bad in ("x" * 256, "a\x00b"):
         with pytest.raises(Refusal, match=f'^Context field "{OPTIONAL_CONTEXT_FIELDS[0]}"'):
             checked_context("r", "b", "actor", (bad, *extra[1:]))
+
+
+_LEAVES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.text(),
+    st.binary(max_size=2),
+    st.sets(st.integers(), max_size=2),
+)
+_KEYS = st.one_of(
+    st.text(max_size=3), st.integers(), st.floats(), st.booleans(), st.none(), st.tuples()
+)
+_ANY_VALUES = st.recursive(
+    _LEAVES,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.tuples(inner, inner)
+        | st.dictionaries(_KEYS, inner, max_size=4)
+    ),
+    max_leaves=30,
+)
+
+
+def _outcome(encode: Any, value: Any) -> tuple[str, str]:
+    try:
+        return "text", encode(value)
+    except (TypeError, ValueError) as exc:
+        return type(exc).__name__, str(exc)
+
+
+@given(_ANY_VALUES)
+def test_json_chunks_make_the_text_and_errors_of_the_json_module(value: Any) -> None:
+    # The chunked encoder large values go through must store what a small value's gets.
+    reference = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    assert _outcome(lambda v: "".join(json_chunks(v)), value) == _outcome(reference.encode, value)
+
+
+def test_json_chunks_refuse_cycles_and_accept_shared_references() -> None:
+    loop: list[Any] = []
+    loop.append({"again": loop})
+    with pytest.raises(ValueError, match=r"^Circular reference detected$"):
+        "".join(json_chunks(loop))
+    shared = [1]
+    assert "".join(json_chunks([shared, {"a": shared}])) == '[[1],{"a":[1]}]'
+
+
+def test_json_chunks_need_no_stack_for_depth() -> None:
+    deep: list[Any] = []
+    for _ in range(100_000):
+        deep = [deep]
+    assert sum(map(len, json_chunks(deep))) == 200_002
+
+
+class _Overstated(str):
+    def __len__(self) -> int:
+        return 10**9
+
+
+def test_a_value_the_scan_overstates_is_still_stored_and_checked_whole() -> None:
+    # A str subclass may lie about its length: the value then takes the chunked path,
+    # which must still give the text, and the structure rules must still apply.
+    assert encode_value([_Overstated("abc"), 1]) == '["abc",1]'
+    with pytest.raises(Refusal, match="object keys must be strings, not int"):
+        encode_value([_Overstated("abc"), {1: 2}])
+
+
+class _RaisingStr:
+    def __str__(self) -> str:
+        raise LookupError("no text")
+
+
+def test_context_text_is_the_value_s_text_or_a_refusal_naming_the_field() -> None:
+    assert context_text("bot_id", None) is None
+    assert context_text("bot_id", "b") == "b"
+    assert context_text("bot_id", 7) == "7"
+    assert context_text("bot_id", True) == "True"
+    for value, kind in ((10**5000, "int"), (_RaisingStr(), "_RaisingStr")):
+        message = f'Context field "bot_id" has no storable text ({kind} value)'
+        with pytest.raises(Refusal, match=f"^{re.escape(message)}$"):
+            context_text("bot_id", value)
+        extra = (value, *(None,) * (len(OPTIONAL_CONTEXT_FIELDS) - 1))
+        with pytest.raises(Refusal, match=f"^{re.escape(message)}$"):
+            checked_context("r", "b", "actor", extra)

@@ -78,7 +78,12 @@ async def check_counts(target: StateStore, report: MigrationReport) -> None:
 
 
 async def migrate_urls(
-    source_url: str, target_url: str, *, dry_run: bool, batch_size: int, show_progress: bool
+    source_url: str | BackendURL,
+    target_url: str,
+    *,
+    dry_run: bool,
+    batch_size: int,
+    show_progress: bool,
 ) -> MigrationReport:
     source_parsed, target_parsed = BackendURL(source_url), BackendURL(target_url)
     if source_parsed == target_parsed:

@@ -145,7 +145,7 @@ class SQLBackend:
     def from_url(cls, url: str | BackendURL, **options: Any) -> Self:
         """A backend for ``url``; no I/O until first use. Keyword options win over URL
         query parameters; unknown options raise :class:`ConfigurationError`."""
-        parsed, opts = split_options(parse_url(BackendURL(url).unmasked()), options)
+        parsed, opts = split_options(parse_url(BackendURL(url).for_first_at_parsers()), options)
         parsed, connect_args = driver_arguments(parsed)
         return cls(
             build_engine(parsed, opts, connect_args),

@@ -285,6 +285,13 @@ POSTGRES_LOOP_ERRORS = (
 )
 
 
+REDIS_PIPELINE_TWICE = (
+    "found by this storm, under investigation: with auto-pipelining, calls cancelled "
+    "twice once let a listing miss a key whose last write was acknowledged (about 1 storm "
+    "in 5 under heavy load; never seen with calls cancelled once or without the pipeline)"
+)
+
+
 def _known(backends: list[Any], twice: bool) -> list[Any]:
     """``backends`` with the known breaks of "nothing left behind" marked as such."""
     marked = []
@@ -296,6 +303,10 @@ def _known(backends: list[Any], twice: bool) -> list[Any]:
                 pytest.mark.xfail(
                     raises=LoopErrorReported, strict=False, reason=POSTGRES_LOOP_ERRORS
                 )
+            )
+        if twice and name == "redis-auto_pipeline":
+            marks.append(
+                pytest.mark.xfail(raises=AssertionError, strict=False, reason=REDIS_PIPELINE_TWICE)
             )
         marked.append(pytest.param(name, id=param.id, marks=marks))
     return marked

@@ -1,12 +1,15 @@
 """statekit: host-owned state of agent runners, over Redis, PostgreSQL, SQLite or memory."""
 
 from statekit.backends.base import (
+    NEVER,
     BackendInfo,
     Capability,
+    ExpiringBackend,
     ScopeContext,
     StateBackend,
     StateEntry,
     StateWrite,
+    SweepResult,
     VersionedBackend,
 )
 from statekit.backends.memory import MemoryBackend
@@ -57,6 +60,7 @@ __all__ = [
     "MAX_STATE_KEY_LENGTH",
     "MAX_VALUE_DEPTH",
     "MAX_VALUE_JSON_BYTES",
+    "NEVER",
     "STATE_KEY_ALIASES",
     "VALID_STATE_SCOPES",
     "ActorContext",
@@ -69,6 +73,7 @@ __all__ = [
     "BindingScope",
     "Capability",
     "ConfigurationError",
+    "ExpiringBackend",
     "ImportResult",
     "MemoryBackend",
     "RunnerDescriptor",
@@ -84,6 +89,7 @@ __all__ = [
     "StatekitSettings",
     "StoreClosedError",
     "SubjectContext",
+    "SweepResult",
     "UnsupportedCapabilityError",
     "VersionConflictError",
     "VersionedBackend",

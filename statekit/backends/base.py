@@ -16,6 +16,7 @@ The shared semantics are checked by the contract suite in :mod:`statekit.testing
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -34,6 +35,14 @@ class Capability(str, enum.Enum):
     #: Every entry carries a version (1 on creation, +1 on each write): enables
     #: :meth:`VersionedBackend.get_versioned` and ``set(..., expected_version=...)``.
     VERSIONS = "versions"
+    #: Scopes can expire (see :class:`ExpiringBackend`): a write may give its scope a
+    #: deadline, and from that deadline on the whole scope is absent on every read path.
+    EXPIRY = "expiry"
+
+
+#: The ``ttl`` meaning "this scope never expires": a write with it removes the scope's
+#: deadline (a per-call override, ``state_set(..., expiry="never")``).
+NEVER: float = math.inf
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,12 +134,18 @@ class BackendInfo:
 
 @dataclass(frozen=True, slots=True)
 class StateWrite:
-    """One upsert, as handed to :meth:`StateBackend.set_many`."""
+    """One upsert, as handed to :meth:`StateBackend.set_many`.
+
+    ``ttl`` is only set for backends declaring :attr:`Capability.EXPIRY` (see
+    :meth:`ExpiringBackend.set`): seconds from now to the scope's new deadline,
+    :data:`NEVER` to remove it, ``None`` to leave the deadline as it is.
+    """
 
     scope_key: str
     state_key: str
     value_json: str
     context: ScopeContext
+    ttl: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +164,20 @@ class StateEntry:
     created_at: datetime
     updated_at: datetime
     version: int
+    #: The scope's deadline (UTC) when it has one, from a backend with
+    #: :attr:`Capability.EXPIRY`; ``None``: the scope does not expire. An export never
+    #: holds an entry of an expired scope.
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SweepResult:
+    """What :meth:`ExpiringBackend.sweep_expired` reclaimed."""
+
+    #: Expired scopes whose storage was removed.
+    scopes: int = 0
+    #: Entries removed with them.
+    entries: int = 0
 
 
 class StateBackend(Protocol):
@@ -233,4 +262,72 @@ class VersionedBackend(StateBackend, Protocol):
 
     async def get_versioned(self, scope_key: str, state_key: str) -> tuple[str | None, int]:
         """The stored JSON text and its version, or ``(None, 0)`` when absent."""
+        ...
+
+
+class ExpiringBackend(StateBackend, Protocol):
+    """A backend that declares :attr:`Capability.EXPIRY`.
+
+    A scope has at most one deadline, shared by all its entries. The store passes ``ttl``
+    (seconds, > 0) only to such a backend, on these calls:
+
+    * ``set(..., ttl=)`` and :attr:`StateWrite.ttl` in ``set_many``: an accepted write
+      moves its scope's deadline to now + ``ttl`` (:data:`NEVER`: removes it; ``None``:
+      leaves it as it is), atomically with the write (a crash never leaves a scope half
+      expiring). A rejected write (version conflict) moves nothing.
+    * ``get(..., ttl=)``, ``get_versioned(..., ttl=)``, ``read_scopes(..., ttls=)``: a
+      refresh on read. It moves the deadline of a live scope that has a finite deadline to
+      now + ``ttl``; it never gives a deadline to a scope without one, and never creates
+      or revives a scope.
+
+    **Expired means absent**: from its deadline on (``now >= deadline``) a scope is absent
+    on every read path (``get``, ``get_versioned``, ``read_scopes``, ``list_keys`` and its
+    ``has_more``, ``iter_entries``, ``scope_deadline``) and for ``delete`` (``False``),
+    whether or not its storage has been reclaimed. A write to an expired scope starts a
+    new one: no old entry comes back, versions restart at 1 and ``expected_version=0``
+    succeeds. One scope's deadline never touches another scope.
+
+    A backend that keeps time itself (SQL, memory) takes the current time from an
+    attribute ``clock`` (a callable returning POSIX seconds, ``time.time`` by default),
+    which the contract suite replaces to test deadlines without sleeping. A server that
+    keeps its own clock (Redis) has no ``clock``; the suite then uses real time.
+    """
+
+    async def set(
+        self,
+        scope_key: str,
+        state_key: str,
+        value_json: str,
+        context: ScopeContext,
+        expected_version: int | None = None,
+        ttl: float | None = None,
+    ) -> int:
+        """As :meth:`StateBackend.set`, moving the scope's deadline as described above."""
+        ...
+
+    async def get(self, scope_key: str, state_key: str, ttl: float | None = None) -> str | None:
+        """As :meth:`StateBackend.get`; a ``ttl`` refreshes the scope's deadline."""
+        ...
+
+    async def get_versioned(
+        self, scope_key: str, state_key: str, ttl: float | None = None
+    ) -> tuple[str | None, int]:
+        """As :meth:`VersionedBackend.get_versioned`; a ``ttl`` refreshes the deadline."""
+        ...
+
+    async def read_scopes(
+        self, scope_keys: Sequence[str], ttls: Mapping[str, float] | None = None
+    ) -> dict[str, dict[str, str]]:
+        """As :meth:`StateBackend.read_scopes`; ``ttls`` refreshes the named scopes."""
+        ...
+
+    async def scope_deadline(self, scope_key: str) -> datetime | None:
+        """The deadline (UTC) of a live scope, or ``None`` when the scope has none, is
+        absent or has expired."""
+        ...
+
+    async def sweep_expired(self, batch_size: int = 1000) -> SweepResult:
+        """Reclaim the storage of expired scopes, at most ``batch_size`` entries per short
+        transaction so writers are never held up long; returns what was removed. Reads
+        never depend on it. A backend that reclaims by itself (Redis) returns zeros."""
         ...

@@ -13,8 +13,7 @@ from redis_servers import RedisServer, private_prefix, shared_backend
 from services import service_url
 
 from statekit.backends.base import ScopeContext
-from statekit.backends.redis import RedisBackend
-from statekit.backends.redis import pipeline as redis_pipeline
+from statekit.backends.redis import RedisBackend, connections
 from statekit.backends.redis.pipeline import AutoPipeline
 from statekit.backends.redis.transport import StandaloneTransport
 from statekit.errors import (
@@ -36,13 +35,13 @@ class RoundTrips:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.sizes: list[int] = []
-        send = redis_pipeline.round_trip
+        send = connections.round_trip
 
         async def counted(connection: Any, commands: Sequence[Any]) -> list[Any]:
             self.sizes.append(len(commands))
             return await send(connection, commands)
 
-        monkeypatch.setattr(redis_pipeline, "round_trip", counted)
+        monkeypatch.setattr(connections, "round_trip", counted)
 
     @property
     def total(self) -> int:
@@ -282,11 +281,11 @@ async def test_connections_the_server_closed_while_idle_are_opened_again_before_
         assert await asyncio.gather(*writes) == [1] * 30  # several kept connections
         assert isinstance(backend._transport, StandaloneTransport)
         kept = backend._transport.connections
-        assert isinstance(kept, redis_pipeline.KeptConnections)
+        assert isinstance(kept, connections.KeptConnections)
         assert len(kept._opened) > 1
         await admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")  # type: ignore[no-untyped-call]
         for _ in range(500):  # until the event loop has seen every one of them close
-            if not any(map(redis_pipeline.usable, kept._opened)):
+            if not any(map(connections.usable, kept._opened)):
                 break
             await asyncio.sleep(0.01)
         writes = [backend.set("s", f"k{i}", "2", CONTEXT) for i in range(30)]

@@ -29,8 +29,8 @@ from redis.asyncio.connection import AbstractConnection, Connection
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
 from statekit.backends.redis.boundary import ConnectHook
+from statekit.backends.redis.connections import KeptConnections, usable
 from statekit.backends.redis.options import RedisConfig
-from statekit.backends.redis.pipeline import KeptConnections, usable
 from statekit.backends.redis.transport import StandaloneTransport
 from statekit.errors import ConfigurationError
 

@@ -4,8 +4,8 @@
 once, over :class:`Transport`; each way of reaching Redis is one transport class:
 
 * :class:`StandaloneTransport` (here): one server, every command sent by statekit itself
-  (:mod:`~statekit.backends.redis.pipeline`), with auto-pipelining or on pooled
-  connections;
+  (:mod:`~statekit.backends.redis.connections`), with auto-pipelining
+  (:mod:`~statekit.backends.redis.pipeline`) or on pooled connections;
 * :class:`~statekit.backends.redis.cluster.ClusterTransport`: a Redis Cluster through
   redis-py's cluster client (scripts loaded on every primary, writes sent to the key's
   node, multi-key writes split by hash slot);
@@ -44,9 +44,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from statekit.backends.gate import FifoGate
 from statekit.backends.redis.boundary import ConnectHook
-from statekit.backends.redis.options import RedisConfig
-from statekit.backends.redis.pipeline import (
-    AutoPipeline,
+from statekit.backends.redis.connections import (
     Command,
     KeptConnections,
     NotSent,
@@ -54,6 +52,8 @@ from statekit.backends.redis.pipeline import (
     Send,
     send_with_scripts,
 )
+from statekit.backends.redis.options import RedisConfig
+from statekit.backends.redis.pipeline import AutoPipeline
 from statekit.backends.redis.scripts import SCRIPTS
 
 if TYPE_CHECKING:

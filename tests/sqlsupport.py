@@ -8,19 +8,11 @@ import uuid
 from collections.abc import Iterator
 
 from services import service_url
-from sqlalchemy import (
-    BigInteger,
-    Column,
-    DateTime,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    UniqueConstraint,
-    text,
-)
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
+
+# The original store's table, as the baseline benchmark creates it, for the SQL tests.
+from benchmarks.original import original_table as original_table
 
 
 def new_schema_name() -> str:
@@ -62,41 +54,3 @@ def private_schema() -> Iterator[str]:
     name = new_schema_name()
     yield name
     asyncio.run(execute(url, f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
-
-
-#: The context columns of the original store's rows, after runner_id, binding_identity, scope.
-ORIGINAL_CONTEXT = (
-    "bot_id",
-    "workspace_id",
-    "conversation_id",
-    "thread_id",
-    "actor_type",
-    "actor_id",
-    "subject_type",
-    "subject_id",
-)
-
-
-def original_table(
-    metadata: MetaData, schema: str | None = None, name: str = "agent_runner_state"
-) -> Table:
-    """The original store's ``agent_runner_state`` from its published column list:
-    ``scope_key`` of 512, a nullable ``value_json``, ``TIMESTAMP WITHOUT TIME ZONE``
-    (naive UTC from ``datetime.utcnow()``), the database's default collation, no
-    ``version``."""
-    return Table(
-        name,
-        metadata,
-        Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True),
-        Column("runner_id", String(255), nullable=False),
-        Column("binding_identity", String(255), nullable=False),
-        Column("scope", String(32), nullable=False),
-        Column("scope_key", String(512), nullable=False),
-        Column("state_key", String(255), nullable=False),
-        Column("value_json", Text(), nullable=True),
-        *(Column(field, String(255), nullable=True) for field in ORIGINAL_CONTEXT),
-        Column("created_at", DateTime(timezone=False), nullable=False),
-        Column("updated_at", DateTime(timezone=False), nullable=False),
-        UniqueConstraint("scope_key", "state_key", name=f"uq_{name}_scope_key_state_key"),
-        schema=schema,
-    )

@@ -49,10 +49,14 @@ def new_identity(
     scopes: tuple[str, ...] = VALID_STATE_SCOPES,
     *,
     enable_state: bool = True,
+    tag: str | None = None,
     **event: str | None,
 ) -> Identity:
-    """A fresh identity: a random runner id keeps its scope keys unique on shared servers."""
-    tag = uuid.uuid4().hex[:12]
+    """A fresh identity: a random runner id keeps its scope keys unique on shared servers.
+
+    With ``tag`` instead the ids are made of it: every call (every process) given the same
+    tag gets the same identity, and so the same scopes."""
+    tag = uuid.uuid4().hex[:12] if tag is None else tag
     fields: dict[str, str | None] = {
         "bot_id": "bot-1",
         "workspace_id": "ws-1",

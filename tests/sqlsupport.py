@@ -1,18 +1,28 @@
-"""Plumbing shared by the SQL test modules: a private PostgreSQL schema per session, the
-original store's table, and statements run on a connection of the test's own."""
+"""Plumbing shared by the SQL test modules: the dialects they run on, a private PostgreSQL
+schema per session or per test, the original store's table, and statements run on a
+connection of the test's own."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
+import pytest
 from services import service_url
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 # The original store's table, as the baseline benchmark creates it, for the SQL tests.
 from benchmarks.original import original_table as original_table
+
+#: The dialects of a test parametrized over both, each with its marker.
+DIALECTS = [
+    pytest.param("sqlite", marks=pytest.mark.sqlite),
+    pytest.param("postgres", marks=pytest.mark.postgres),
+]
 
 
 def new_schema_name() -> str:
@@ -54,3 +64,21 @@ def private_schema() -> Iterator[str]:
     name = new_schema_name()
     yield name
     asyncio.run(execute(url, f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
+
+
+@contextlib.asynccontextmanager
+async def tables_place(
+    dialect: str, tmp_path: Path, filename: str = "host.db"
+) -> AsyncIterator[tuple[str, str | None]]:
+    """``(url, schema)`` where a test creates its tables: a SQLite file in ``tmp_path``
+    (no schema), or a PostgreSQL schema of the test's own, created here and dropped with
+    everything in it afterwards."""
+    if dialect == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / filename}", None
+        return
+    url, schema = postgres_url(), new_schema_name()
+    await execute(url, f'CREATE SCHEMA "{schema}"')
+    try:
+        yield url, schema
+    finally:
+        await execute(url, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,7 +16,7 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import MetaData, Table, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlsupport import execute, original_table, postgres_url
+from sqlsupport import DIALECTS, original_table, tables_place
 
 from benchmarks.original import utcnow, write_entry
 from statekit import compat
@@ -156,29 +155,17 @@ async def original_set(
     await write_entry(engine, table, scope_key, key, json.dumps(value, ensure_ascii=False), **row)
 
 
-@pytest_asyncio.fixture(
-    params=[
-        pytest.param("sqlite", marks=pytest.mark.sqlite),
-        pytest.param("postgres", marks=pytest.mark.postgres),
-    ]
-)
+@pytest_asyncio.fixture(params=DIALECTS)
 async def host(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[tuple[AsyncEngine, str | None]]:
     """The host's engine with the original table (PostgreSQL: in a private schema)."""
-    schema = None
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'host.db'}"
-    else:
-        url, schema = postgres_url(), f"statekit_test_{uuid.uuid4().hex[:8]}"
-        await execute(url, f'CREATE SCHEMA "{schema}"')
-    engine = create_async_engine(url)
-    async with engine.begin() as conn:
-        await conn.run_sync(original_table(MetaData(), schema).create)
-    yield engine, schema
-    await engine.dispose()
-    if schema is not None:
-        await execute(url, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    async with tables_place(request.param, tmp_path) as (url, schema):
+        engine = create_async_engine(url)
+        async with engine.begin() as conn:
+            await conn.run_sync(original_table(MetaData(), schema).create)
+        yield engine, schema
+        await engine.dispose()
 
 
 # The host's own models before the switch: binding without an id, in pipeline p1.

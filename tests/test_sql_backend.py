@@ -21,7 +21,7 @@ from sqlalchemy import MetaData, create_engine, event, inspect, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import Pool
 from sqlalchemy.util import await_only
-from sqlsupport import execute, postgres_url, private_schema, terminate_connections
+from sqlsupport import DIALECTS, execute, postgres_url, private_schema, terminate_connections
 
 import statekit.backends.sql.backend as sql_backend_module
 import statekit.backends.sql.layout as sql_layout_module
@@ -50,12 +50,7 @@ def sqlite_url(tmp_path: Path, name: str = "state.db") -> str:
     return f"sqlite+aiosqlite:///{tmp_path / name}"
 
 
-@pytest_asyncio.fixture(
-    params=[
-        pytest.param("sqlite", marks=pytest.mark.sqlite),
-        pytest.param("postgres", marks=pytest.mark.postgres),
-    ]
-)
+@pytest_asyncio.fixture(params=DIALECTS)
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SQLBackend]:
     """A fresh backend on each dialect (PostgreSQL: a private schema per test)."""
     if request.param == "sqlite":
@@ -282,13 +277,7 @@ async def test_queries_use_the_unique_index_on_postgres(pg_schema: str) -> None:
 # ---- connections ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "dialect",
-    [
-        pytest.param("sqlite", marks=pytest.mark.sqlite),
-        pytest.param("postgres", marks=pytest.mark.postgres),
-    ],
-)
+@pytest.mark.parametrize("dialect", DIALECTS)
 async def test_load_above_the_pool_size_reuses_connections(
     dialect: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:

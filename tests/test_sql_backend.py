@@ -7,6 +7,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from importlib.metadata import requires
 from pathlib import Path
 from typing import Any
@@ -333,22 +334,32 @@ async def test_a_connection_handed_over_never_blocks_the_engine_for_others(
 # ---- faults -----------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Terminable:
+    """A PostgreSQL backend whose connections carry an application name of their own."""
+
+    backend: SQLBackend
+    application_name: str
+
+    async def terminate(self) -> int:
+        """Terminate the backend's connections (as an administrator or a failover would);
+        how many there were."""
+        return await terminate_connections(self.application_name)
+
+
 @pytest_asyncio.fixture
-async def named_backend(pg_schema: str) -> AsyncIterator[tuple[SQLBackend, str]]:
-    """A PostgreSQL backend whose connections carry an application name of their own, so
-    that a test can terminate them, and that name; cleared and closed afterwards."""
+async def terminable(pg_schema: str) -> AsyncIterator[Terminable]:
+    """A backend whose connections a test can terminate; cleared and closed afterwards."""
     name = f"statekit-fault-{uuid.uuid4().hex[:8]}"
     async with cleared(
         SQLBackend.from_url(postgres_url(), schema=pg_schema, application_name=name)
     ) as backend:
-        yield backend, name
+        yield Terminable(backend, name)
 
 
 @pytest.mark.postgres
-async def test_recovers_after_its_connections_are_terminated(
-    named_backend: tuple[SQLBackend, str],
-) -> None:
-    backend, name = named_backend
+async def test_recovers_after_its_connections_are_terminated(terminable: Terminable) -> None:
+    backend = terminable.backend
     await backend.set("s", "before", "1", CTX)
 
     terminating = asyncio.Event()
@@ -368,7 +379,7 @@ async def test_recovers_after_its_connections_are_terminated(
 
     tasks = [asyncio.create_task(writer(n)) for n in range(8)]
     await asyncio.sleep(0.01)
-    terminated = await terminate_connections(name)
+    terminated = await terminable.terminate()
     terminating.set()
     assert terminated >= 1
     failures = await asyncio.gather(*tasks)  # only typed errors, never a driver exception
@@ -388,13 +399,11 @@ async def test_recovers_after_its_connections_are_terminated(
 
 
 @pytest.mark.postgres
-async def test_reads_retry_once_on_a_terminated_connection(
-    named_backend: tuple[SQLBackend, str],
-) -> None:
-    backend, name = named_backend
+async def test_reads_retry_once_on_a_terminated_connection(terminable: Terminable) -> None:
+    backend = terminable.backend
     await backend.set("s", "k", "1", CTX)
     await asyncio.gather(*(backend.get("s", "k") for _ in range(4)))  # several pooled
-    terminated = await terminate_connections(name)
+    terminated = await terminable.terminate()
     assert terminated >= 1
     assert await backend.get("s", "k") == "1"  # no error: retried on a new connection
     assert await backend.list_keys("s", "", 10, None) == (["k"], False)

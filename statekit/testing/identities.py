@@ -4,6 +4,7 @@ a shared server never see each other's scopes; and the calls most tests make."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -103,6 +104,17 @@ async def put(
         ident.binding_identity,
         scope,
         expected_version=expected_version,
+    )
+
+
+async def put_many(
+    store: StateStore, ident: Identity, entries: Mapping[str, Any], scope: str = "conversation"
+) -> list[tuple[bool, str | None]]:
+    """``entries`` (key to value) written together into ``ident``'s ``scope`` with
+    ``apply_updates_from_event``, as its event, binding and runner; each one's result."""
+    updates = [(scope, key, value) for key, value in entries.items()]
+    return await store.apply_updates_from_event(
+        ident.event, ident.binding, ident.descriptor, updates
     )
 
 

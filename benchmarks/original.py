@@ -10,16 +10,18 @@ This reproduces ``PersistentStateStore`` from ``shared/seed/persistent_state_sto
 - ``state_get``: one ``SELECT value_json``;
 - ``state_list``: ``state_key LIKE 'prefix%'`` (unescaped), ``ORDER BY``, ``LIMIT + 1``.
 
-It uses statekit's scope-key helpers, which are the seed's (same v2 key format). The
-seed does not show its table model; :func:`original_table` gives it the seed's columns, a
-database-default collation and an index on ``(scope_key, state_key)``, the index its
-queries need, so the baseline is never slowed down by a missing index.
+It uses statekit's scope-key helpers, which are the seed's (same v2 key format).
+:func:`original_table` is the seed's table from its published column list, with the
+unique constraint on ``(scope_key, state_key)`` whose index its queries need, so the
+baseline is never slowed down by a missing index; statekit's tests read and write that
+table as a host's (:func:`write_entry` is the original's write, shared with them).
 """
 
 from __future__ import annotations
 
 import json
 import typing
+import warnings
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -29,12 +31,12 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
-    Index,
     Integer,
     MetaData,
     String,
     Table,
     Text,
+    UniqueConstraint,
     select,
     update,
 )
@@ -58,8 +60,13 @@ def _event_context(event: Any) -> dict[str, Any]:
     return dict(zip(OPTIONAL_CONTEXT_FIELDS, event_context_values(event), strict=True))
 
 
-def original_table(metadata: MetaData, name: str, schema: str | None = None) -> Table:
-    """The original ``agent_runner_state`` columns (no ``version``), naive UTC timestamps."""
+def original_table(
+    metadata: MetaData, schema: str | None = None, name: str = "agent_runner_state"
+) -> Table:
+    """The original store's ``agent_runner_state`` from its published column list:
+    ``scope_key`` of 512, a nullable ``value_json``, ``TIMESTAMP WITHOUT TIME ZONE``
+    (naive UTC from ``datetime.utcnow()``), the database's default collation, no
+    ``version``."""
     return Table(
         name,
         metadata,
@@ -67,15 +74,58 @@ def original_table(metadata: MetaData, name: str, schema: str | None = None) -> 
         Column("runner_id", String(255), nullable=False),
         Column("binding_identity", String(255), nullable=False),
         Column("scope", String(32), nullable=False),
-        Column("scope_key", String(255), nullable=False),
+        Column("scope_key", String(512), nullable=False),
         Column("state_key", String(255), nullable=False),
-        Column("value_json", Text(), nullable=False),
-        *(Column(field, String(255)) for field in OPTIONAL_CONTEXT_FIELDS),
-        Column("created_at", DateTime(), nullable=False),
-        Column("updated_at", DateTime(), nullable=False),
-        Index(f"ix_{name}_scope_key_state_key", "scope_key", "state_key"),
+        Column("value_json", Text(), nullable=True),
+        *(Column(field, String(255), nullable=True) for field in OPTIONAL_CONTEXT_FIELDS),
+        Column("created_at", DateTime(timezone=False), nullable=False),
+        Column("updated_at", DateTime(timezone=False), nullable=False),
+        UniqueConstraint("scope_key", "state_key", name=f"uq_{name}_scope_key_state_key"),
         schema=schema,
     )
+
+
+def utcnow() -> datetime:
+    """The original's timestamps: naive UTC (``datetime.utcnow()``, deprecated since
+    Python 3.12, its warning silenced here)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return datetime.utcnow()
+
+
+async def write_entry(
+    engine: AsyncEngine,
+    table: Table,
+    scope_key: str,
+    state_key: str,
+    value_json: str | None,
+    **row: Any,
+) -> None:
+    """The original's write of one entry, in one transaction: ``SELECT id`` of the entry,
+    then an ``UPDATE`` of its value by id, or an ``INSERT`` of the row with the context
+    columns in ``row``; timestamps are naive UTC."""
+    t = table
+    async with engine.begin() as conn:
+        result = await conn.execute(
+            select(t.c.id).where(t.c.scope_key == scope_key).where(t.c.state_key == state_key)
+        )
+        existing = result.first()
+        now = utcnow()
+        if existing:
+            await conn.execute(
+                update(t).where(t.c.id == existing.id).values(value_json=value_json, updated_at=now)
+            )
+        else:
+            await conn.execute(
+                sqlalchemy.insert(t).values(
+                    scope_key=scope_key,
+                    state_key=state_key,
+                    value_json=value_json,
+                    created_at=now,
+                    updated_at=now,
+                    **row,
+                )
+            )
 
 
 class OriginalStore:
@@ -145,34 +195,17 @@ class OriginalStore:
         value_json, error = self._validate_json_value(value)
         if error:
             return False, error
-        binding_identity = get_binding_identity(binding)
-        t = self._t
-        async with self._db_engine.begin() as conn:
-            result = await conn.execute(
-                select(t.c.id).where(t.c.scope_key == scope_key).where(t.c.state_key == key)
-            )
-            existing = result.first()
-            now = datetime.utcnow()
-            if existing:
-                await conn.execute(
-                    update(t)
-                    .where(t.c.id == existing.id)
-                    .values(value_json=value_json, updated_at=now)
-                )
-            else:
-                await conn.execute(
-                    sqlalchemy.insert(t).values(
-                        runner_id=descriptor.id,
-                        binding_identity=binding_identity,
-                        scope=scope,
-                        scope_key=scope_key,
-                        state_key=key,
-                        value_json=value_json,
-                        **_event_context(event),
-                        created_at=now,
-                        updated_at=now,
-                    )
-                )
+        await write_entry(
+            self._db_engine,
+            self._t,
+            scope_key,
+            key,
+            value_json,
+            runner_id=descriptor.id,
+            binding_identity=get_binding_identity(binding),
+            scope=scope,
+            **_event_context(event),
+        )
         return True, None
 
     async def state_get(self, scope_key: str, state_key: str) -> typing.Any:
@@ -226,14 +259,14 @@ class OriginalContender(SeedAPIContender[OriginalStore]):
     @classmethod
     async def open(cls, engine: AsyncEngine, schema: str | None) -> OriginalContender:
         """Create the original's table (in ``schema`` on PostgreSQL) on ``engine``."""
-        table = original_table(MetaData(), "original_state", schema)
+        table = original_table(MetaData(), schema, "original_state")
         async with engine.begin() as conn:
             await conn.run_sync(table.metadata.create_all)
         return cls(engine, table)
 
     async def fill(self, who: Identity, scope: str, entries: Mapping[str, Any]) -> None:
         # Bulk insert for setting up large scopes: not part of the original's algorithm.
-        now = datetime.utcnow()
+        now = utcnow()
         context = _event_context(who.event)
         rows = [
             {

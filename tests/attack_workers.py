@@ -27,36 +27,12 @@ from typing import Any
 
 import statekit
 import statekit.backends.sql  # imported before the first job, as the interpreter starts
-from statekit import (
-    ActorContext,
-    AgentBinding,
-    AgentEventEnvelope,
-    RunnerDescriptor,
-    StatePolicy,
-    StateStore,
-    StateUpdate,
-    SubjectContext,
-)
+from statekit import StateStore, StateUpdate
 from statekit.testing import Identity
-from statekit.testing.identities import try_increment
+from statekit.testing.identities import new_identity, try_increment
 
 #: Keys each writer cycles through, so that later writes overwrite earlier ones.
 WRITE_SLOTS = 12
-
-
-def identity(tag: str) -> Identity:
-    """The same identity in every process that is given ``tag`` (every scope enabled)."""
-    return Identity(
-        event=AgentEventEnvelope(
-            bot_id="bot-1",
-            workspace_id="ws-1",
-            conversation_id=f"conv-{tag}",
-            actor=ActorContext(actor_type="user", actor_id=f"user-{tag}"),
-            subject=SubjectContext(subject_type="ticket", subject_id=f"subject-{tag}"),
-        ),
-        binding=AgentBinding(binding_id=f"binding-{tag}", state_policy=StatePolicy()),
-        descriptor=RunnerDescriptor(id=f"runner-{tag}"),
-    )
 
 
 def planned_write(writer: str, number: int) -> dict[str, Any]:
@@ -115,7 +91,7 @@ async def _serve(mode: str) -> None:
     work = {"increment": _increment, "write": _write}[mode]
     while line := await _read_line():
         config = json.loads(line)
-        ident = identity(config["tag"])
+        ident = new_identity(tag=config["tag"])
         async with statekit.connect(config["url"], **config["options"]) as store:
             await store.describe()  # connected before the start
             print("ready", flush=True)

@@ -7,15 +7,18 @@ its own directory.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import subprocess
 import time
 import uuid
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
+import redis.asyncio as aioredis
 from services import cleared, service_url
 
 from statekit.backends.redis import RedisBackend
@@ -142,6 +145,38 @@ class RedisServer:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=10)
             self.kill()
+
+    @contextlib.asynccontextmanager
+    async def backend(self, **options: Any) -> AsyncIterator[RedisBackend]:
+        """A backend on this server (``options`` as ``from_url`` takes them), closed after
+        the block."""
+        backend = RedisBackend.from_url(self.url, **options)
+        try:
+            yield backend
+        finally:
+            await backend.aclose()
+
+    @contextlib.asynccontextmanager
+    async def client(self, **options: Any) -> AsyncIterator[aioredis.Redis]:
+        """A plain redis-py client of this server, to configure or inspect it; closed after
+        the block."""
+        client = aioredis.Redis.from_url(self.url, **options)
+        try:
+            yield client
+        finally:
+            await client.aclose()
+
+    @contextlib.asynccontextmanager
+    async def busy(self, seconds: float) -> AsyncIterator[asyncio.Task[Any]]:
+        """The server kept busy for ``seconds`` by a ``DEBUG SLEEP`` from a client of its
+        own: the task awaiting that command (the client is closed after the block)."""
+        async with self.client(socket_timeout=30) as blocker:
+            await blocker.ping()  # type: ignore[misc]
+            sleeping = asyncio.create_task(
+                blocker.execute_command("DEBUG", "SLEEP", str(seconds))  # type: ignore[no-untyped-call]
+            )
+            await asyncio.sleep(0.1)  # let DEBUG SLEEP reach the server first
+            yield sleeping
 
 
 def start_cluster(directory: Path) -> str:

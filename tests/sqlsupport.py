@@ -1,26 +1,28 @@
-"""Plumbing shared by the SQL test modules: a private PostgreSQL schema per session, the
-original store's table, and statements run on a connection of the test's own."""
+"""Plumbing shared by the SQL test modules: the dialects they run on, a private PostgreSQL
+schema per session or per test, the original store's table, and statements run on a
+connection of the test's own."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
+import pytest
 from services import service_url
-from sqlalchemy import (
-    BigInteger,
-    Column,
-    DateTime,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    UniqueConstraint,
-    text,
-)
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
+
+# The original store's table, as the baseline benchmark creates it, for the SQL tests.
+from benchmarks.original import original_table as original_table
+
+#: The dialects of a test parametrized over both, each with its marker.
+DIALECTS = [
+    pytest.param("sqlite", marks=pytest.mark.sqlite),
+    pytest.param("postgres", marks=pytest.mark.postgres),
+]
 
 
 def new_schema_name() -> str:
@@ -64,39 +66,19 @@ def private_schema() -> Iterator[str]:
     asyncio.run(execute(url, f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
 
 
-#: The context columns of the original store's rows, after runner_id, binding_identity, scope.
-ORIGINAL_CONTEXT = (
-    "bot_id",
-    "workspace_id",
-    "conversation_id",
-    "thread_id",
-    "actor_type",
-    "actor_id",
-    "subject_type",
-    "subject_id",
-)
-
-
-def original_table(
-    metadata: MetaData, schema: str | None = None, name: str = "agent_runner_state"
-) -> Table:
-    """The original store's ``agent_runner_state`` from its published column list:
-    ``scope_key`` of 512, a nullable ``value_json``, ``TIMESTAMP WITHOUT TIME ZONE``
-    (naive UTC from ``datetime.utcnow()``), the database's default collation, no
-    ``version``."""
-    return Table(
-        name,
-        metadata,
-        Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True),
-        Column("runner_id", String(255), nullable=False),
-        Column("binding_identity", String(255), nullable=False),
-        Column("scope", String(32), nullable=False),
-        Column("scope_key", String(512), nullable=False),
-        Column("state_key", String(255), nullable=False),
-        Column("value_json", Text(), nullable=True),
-        *(Column(field, String(255), nullable=True) for field in ORIGINAL_CONTEXT),
-        Column("created_at", DateTime(timezone=False), nullable=False),
-        Column("updated_at", DateTime(timezone=False), nullable=False),
-        UniqueConstraint("scope_key", "state_key", name=f"uq_{name}_scope_key_state_key"),
-        schema=schema,
-    )
+@contextlib.asynccontextmanager
+async def tables_place(
+    dialect: str, tmp_path: Path, filename: str = "host.db"
+) -> AsyncIterator[tuple[str, str | None]]:
+    """``(url, schema)`` where a test creates its tables: a SQLite file in ``tmp_path``
+    (no schema), or a PostgreSQL schema of the test's own, created here and dropped with
+    everything in it afterwards."""
+    if dialect == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / filename}", None
+        return
+    url, schema = postgres_url(), new_schema_name()
+    await execute(url, f'CREATE SCHEMA "{schema}"')
+    try:
+        yield url, schema
+    finally:
+        await execute(url, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

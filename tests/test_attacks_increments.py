@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from attack_workers import identity
 from services import service_url
 from sqlsupport import postgres_url, private_schema
 from worker_processes import Worker, deadline, open_job, release, results, spawn, stop
 
 import statekit
+from statekit.testing.identities import new_identity
 
 # One group of worker processes serves every test of the module (an interpreter costs
 # more to start than a job), so the tests share the module's event loop.
@@ -66,7 +66,7 @@ async def _assert_no_increment_lost(
     conflicts = sum(int(line.split()[1]) for line in done)
     # The processes really contended: some of their sets were refused as stale.
     assert conflicts > 0, done
-    ident = identity(tag)
+    ident = new_identity(tag=tag)
     async with statekit.connect(url, **options) as store:
         value, version = await store.state_get_versioned(ident.scope_key(), "counter")
         await store.state_delete(ident.scope_key(), "counter")

@@ -23,10 +23,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from attack_workers import identity, state_after
+from attack_workers import state_after
 from worker_processes import Worker, deadline, kill_all, open_job, release, spawn
 
 import statekit
+from statekit.testing.identities import new_identity
 
 pytestmark = [pytest.mark.sqlite, pytest.mark.slow]
 
@@ -107,7 +108,7 @@ async def test_sigkilled_sqlite_writers_lose_no_acknowledged_write(
     with contextlib.closing(sqlite3.connect(path)) as db:
         assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
 
-    ident = identity(tag)
+    ident = new_identity(tag=tag)
     async with statekit.connect(url) as store:
         snapshot = await store.build_snapshot_from_event(
             ident.event, ident.binding, ident.descriptor

@@ -6,8 +6,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import uuid
-import warnings
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,10 +14,11 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from sqlalchemy import MetaData, Table, func, insert, select, update
+from sqlalchemy import MetaData, Table, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlsupport import execute, original_table, postgres_url
+from sqlsupport import DIALECTS, original_table, tables_place
 
+from benchmarks.original import utcnow, write_entry
 from statekit import compat
 from statekit.backends.base import Capability
 from statekit.errors import UnsupportedCapabilityError
@@ -149,61 +148,24 @@ def original_scope_key(scope: str, identity: dict[str, Any]) -> str:
     return f"{scope}:v2:{hashlib.sha256(canonical.encode()).hexdigest()}"
 
 
-def utcnow() -> datetime:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # what the original calls
-        return datetime.utcnow()
-
-
 async def original_set(
     engine: AsyncEngine, table: Table, scope_key: str, key: str, value: Any, **row: Any
 ) -> None:
-    """The original store's write: select, then update by id or insert, naive UTC."""
-    async with engine.begin() as conn:
-        found = await conn.execute(
-            select(table.c.id).where(table.c.scope_key == scope_key, table.c.state_key == key)
-        )
-        existing = found.first()
-        now = utcnow()
-        value_json = json.dumps(value, ensure_ascii=False)
-        if existing:
-            await conn.execute(
-                update(table)
-                .where(table.c.id == existing.id)
-                .values(value_json=value_json, updated_at=now)
-            )
-        else:
-            await conn.execute(
-                insert(table).values(
-                    scope_key=scope_key, state_key=key, value_json=value_json,
-                    created_at=now, updated_at=now, **row,
-                )
-            )  # fmt: skip
+    """The original store's write of ``value``: select, then update by id or insert."""
+    await write_entry(engine, table, scope_key, key, json.dumps(value, ensure_ascii=False), **row)
 
 
-@pytest_asyncio.fixture(
-    params=[
-        pytest.param("sqlite", marks=pytest.mark.sqlite),
-        pytest.param("postgres", marks=pytest.mark.postgres),
-    ]
-)
+@pytest_asyncio.fixture(params=DIALECTS)
 async def host(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[tuple[AsyncEngine, str | None]]:
     """The host's engine with the original table (PostgreSQL: in a private schema)."""
-    schema = None
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'host.db'}"
-    else:
-        url, schema = postgres_url(), f"statekit_test_{uuid.uuid4().hex[:8]}"
-        await execute(url, f'CREATE SCHEMA "{schema}"')
-    engine = create_async_engine(url)
-    async with engine.begin() as conn:
-        await conn.run_sync(original_table(MetaData(), schema).create)
-    yield engine, schema
-    await engine.dispose()
-    if schema is not None:
-        await execute(url, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    async with tables_place(request.param, tmp_path) as (url, schema):
+        engine = create_async_engine(url)
+        async with engine.begin() as conn:
+            await conn.run_sync(original_table(MetaData(), schema).create)
+        yield engine, schema
+        await engine.dispose()
 
 
 # The host's own models before the switch: binding without an id, in pipeline p1.

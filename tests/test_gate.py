@@ -94,12 +94,18 @@ async def test_waiting_is_bounded_and_a_timed_out_waiter_leaves_no_trace() -> No
     gate.release()
 
 
-async def test_a_cancelled_waiter_gives_up_its_turn() -> None:
+async def held_with_two_waiters() -> tuple[FifoGate, asyncio.Task[None], asyncio.Task[None]]:
+    """A gate of one place, held, and two callers queued for it in order."""
     gate = FifoGate(1, None, "connection")
     await gate.acquire()
-    cancelled = asyncio.create_task(gate.acquire())
-    waiting = asyncio.create_task(gate.acquire())
+    first = asyncio.create_task(gate.acquire())
+    second = asyncio.create_task(gate.acquire())
     await asyncio.sleep(0)
+    return gate, first, second
+
+
+async def test_a_cancelled_waiter_gives_up_its_turn() -> None:
+    gate, cancelled, waiting = await held_with_two_waiters()
     cancelled.cancel()
     await asyncio.sleep(0)
     gate.release()
@@ -109,11 +115,7 @@ async def test_a_cancelled_waiter_gives_up_its_turn() -> None:
 
 
 async def test_a_place_handed_over_as_its_waiter_gives_up_is_passed_on() -> None:
-    gate = FifoGate(1, None, "connection")
-    await gate.acquire()
-    first = asyncio.create_task(gate.acquire())
-    second = asyncio.create_task(gate.acquire())
-    await asyncio.sleep(0)
+    gate, first, second = await held_with_two_waiters()
     gate.release()  # handed to first ...
     first.cancel()  # ... which is cancelled before it runs
     with pytest.raises(asyncio.CancelledError):

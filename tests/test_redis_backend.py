@@ -232,17 +232,12 @@ async def test_describe_reports_the_server_version(backend: RedisBackend) -> Non
 
 
 async def test_describe_warns_when_the_server_may_evict_state(own_server: RedisServer) -> None:
-    backend = RedisBackend.from_url(own_server.url)
-    try:
+    async with own_server.backend() as backend, own_server.client() as admin:
         assert (await backend.describe()).warnings == ()  # noeviction default
-        admin = aioredis.Redis.from_url(own_server.url)
         await admin.config_set("maxmemory-policy", "allkeys-lru")
-        await admin.aclose()
         info = await backend.describe()
         assert info.layout_ok
         assert info.warnings == ("maxmemory-policy allkeys-lru may evict state",)
-    finally:
-        await backend.aclose()
 
 
 @pytest.mark.slow
@@ -475,9 +470,7 @@ async def test_a_primary_without_enough_replicas_refuses_writes_with_a_typed_err
 ) -> None:
     """``min-replicas-to-write`` (what narrows an unplanned failover's loss, see
     docs/backends/sentinel.md): a write the primary refuses raises and writes nothing."""
-    backend = RedisBackend.from_url(own_server.url, key_prefix="m:")
-    admin = aioredis.Redis.from_url(own_server.url)
-    try:
+    async with own_server.backend(key_prefix="m:") as backend, own_server.client() as admin:
         await backend.set("s", "k", "1", CONTEXT)
         await admin.config_set("min-replicas-to-write", 1)  # and no replica at all
         for call in (
@@ -493,9 +486,6 @@ async def test_a_primary_without_enough_replicas_refuses_writes_with_a_typed_err
         assert await backend.get("s", "new") is None
         await admin.config_set("min-replicas-to-write", 0)
         assert await backend.set("s", "k", "4", CONTEXT) == 2
-    finally:
-        await admin.aclose()
-        await backend.aclose()
 
 
 async def test_listing_reads_only_the_matching_range_of_the_index(
@@ -504,9 +494,7 @@ async def test_listing_reads_only_the_matching_range_of_the_index(
     """A prefix range of the index, not a scan of the scope, whatever the scope's size:
     the server's command counts (its own server, so no other client adds to them) show
     one ``ZRANGEBYLEX`` per listing and no scan."""
-    backend = RedisBackend.from_url(own_server.url)
-    raw = aioredis.Redis.from_url(own_server.url)
-    try:
+    async with own_server.backend() as backend, own_server.client() as raw:
         await backend.set_many(
             [StateWrite("s", f"other:{i:05d}", "0", CONTEXT) for i in range(3000)]
             + [StateWrite("s", f"hit:{i:02d}", "1", CONTEXT) for i in range(50)]
@@ -520,18 +508,14 @@ async def test_listing_reads_only_the_matching_range_of_the_index(
         stats = await raw.info("commandstats")
         assert stats["cmdstat_zrangebylex"]["calls"] == 1
         assert not {"cmdstat_hscan", "cmdstat_hkeys", "cmdstat_zrange"} & set(stats)
-    finally:
-        await backend.aclose()
-        await raw.aclose()
 
 
 async def test_server_down_raises_unavailable_then_the_same_backend_recovers(
     own_server: RedisServer,
 ) -> None:
-    backend = RedisBackend.from_url(
-        own_server.url, timeout=0.5, connect_timeout=0.5, retries=1, key_prefix="f:"
-    )
-    try:
+    async with own_server.backend(
+        timeout=0.5, connect_timeout=0.5, retries=1, key_prefix="f:"
+    ) as backend:
         await backend.set("s", "k", "1", CONTEXT)
         own_server.kill()
         for call in (
@@ -551,8 +535,6 @@ async def test_server_down_raises_unavailable_then_the_same_backend_recovers(
         assert await backend.get("s", "k") is None
         assert await backend.set("s", "k", "3", CONTEXT) == 1
         assert await backend.get("s", "k") == "3"
-    finally:
-        await backend.aclose()
 
 
 async def _drain(backend: RedisBackend) -> None:
@@ -561,19 +543,13 @@ async def _drain(backend: RedisBackend) -> None:
 
 
 async def test_slow_server_raises_timeout_then_recovers(own_server: RedisServer) -> None:
-    backend = RedisBackend.from_url(own_server.url, timeout=0.3, retries=1, key_prefix="f:")
-    blocker = aioredis.Redis.from_url(own_server.url, socket_timeout=10)
-    try:
+    async with own_server.backend(timeout=0.3, retries=1, key_prefix="f:") as backend:
         await backend.set("s", "k", "1", CONTEXT)
-        sleeping = asyncio.create_task(blocker.execute_command("DEBUG", "SLEEP", "1.5"))  # type: ignore[no-untyped-call]
-        await asyncio.sleep(0.1)  # let DEBUG SLEEP reach the server first
-        with pytest.raises(BackendTimeoutError):
-            await asyncio.wait_for(backend.get("s", "k"), 10)
-        await sleeping
+        async with own_server.busy(1.5) as sleeping:
+            with pytest.raises(BackendTimeoutError):
+                await asyncio.wait_for(backend.get("s", "k"), 10)
+            await sleeping
         assert await backend.get("s", "k") == "1"
-    finally:
-        await blocker.aclose()
-        await backend.aclose()
 
 
 async def test_unreachable_server_fails_fast_with_a_typed_error() -> None:

@@ -1,6 +1,6 @@
 """redis-py's private API that the Redis backend relies on, pinned to the supported versions.
 
-Each private use lives in one named function of :mod:`statekit.backends.redis.pipeline`;
+Each private use lives in one named function of :mod:`statekit.backends.redis.connections`;
 these tests fail, naming that function, when an installed redis-py changes what it reads,
 so an upgrade breaks a test here rather than the backend in production.
 """
@@ -20,7 +20,7 @@ from packaging.version import Version
 from redis.asyncio.connection import Connection, ConnectionPool
 from services import service_url
 
-from statekit.backends.redis import pipeline
+from statekit.backends.redis import connections
 
 pytestmark = pytest.mark.redis
 
@@ -39,36 +39,36 @@ def test_the_installed_redis_py_is_one_the_pins_below_cover() -> None:
     installed = Version(version("redis"))
     assert supported.specifier.contains(installed), (
         f"redis {installed} is outside pyproject's {supported.specifier}: check the private "
-        "API uses of statekit.backends.redis.pipeline (usable, check_out) against it"
+        "API uses of statekit.backends.redis.connections (usable, check_out) against it"
     )
 
 
 async def test_usable_reads_the_private_reader_of_a_connection() -> None:
-    """``pipeline.usable`` tells a live connection from a closed one by redis-py's
+    """``connections.usable`` tells a live connection from a closed one by redis-py's
     ``Connection._reader`` (``None`` once disconnected, at EOF once the server closed)."""
     pool = ConnectionPool.from_url(service_url("STATEKIT_REDIS_URL"))
     connection: Connection = pool.make_connection()  # type: ignore[no-untyped-call]
     assert hasattr(connection, "_reader"), (
-        "pipeline.usable() reads redis-py's private Connection._reader, "
+        "connections.usable() reads redis-py's private Connection._reader, "
         f"which redis {version('redis')} no longer has"
     )
-    assert not pipeline.usable(connection)  # never connected
+    assert not connections.usable(connection)  # never connected
     admin = aioredis.Redis.from_url(service_url("STATEKIT_REDIS_URL"))
     try:
         await connection.connect()  # type: ignore[no-untyped-call]
-        assert pipeline.usable(connection), "pipeline.usable() sees a connected one as closed"
+        assert connections.usable(connection), "connections.usable() sees a connected one as closed"
         await connection.send_command("CLIENT", "ID")
         own_id = await connection.read_response()
         await admin.execute_command("CLIENT", "KILL", "ID", own_id)  # type: ignore[no-untyped-call]  # only this one
         for _ in range(200):  # until the event loop has seen the server close it
-            if not pipeline.usable(connection):
+            if not connections.usable(connection):
                 break
             await asyncio.sleep(0.01)
-        assert not pipeline.usable(connection), (
-            "pipeline.usable() no longer sees a connection the server closed"
+        assert not connections.usable(connection), (
+            "connections.usable() no longer sees a connection the server closed"
         )
         await connection.disconnect()
-        assert not pipeline.usable(connection)
+        assert not connections.usable(connection)
     finally:
         await connection.disconnect()
         await admin.aclose()
@@ -76,13 +76,13 @@ async def test_usable_reads_the_private_reader_of_a_connection() -> None:
 
 
 def test_the_checkout_probe_reads_the_signature_of_this_redis_py() -> None:
-    """``pipeline.checkout_needs_a_command_name`` reads ``ConnectionPool.get_connection``'s
+    """``connections.checkout_needs_a_command_name`` reads ``ConnectionPool.get_connection``'s
     signature: a required ``command_name`` before redis-py 5.3, optional (and warned
     about when given) since."""
     parameters = inspect.signature(ConnectionPool.get_connection).parameters
-    needs_name = pipeline.checkout_needs_a_command_name()
+    needs_name = connections.checkout_needs_a_command_name()
     assert needs_name == (Version(version("redis")) < Version("5.3")), (
-        "pipeline.checkout_needs_a_command_name() misreads ConnectionPool.get_connection"
+        "connections.checkout_needs_a_command_name() misreads ConnectionPool.get_connection"
         f"{inspect.signature(ConnectionPool.get_connection)}"
     )
     if not needs_name:
@@ -90,7 +90,7 @@ def test_the_checkout_probe_reads_the_signature_of_this_redis_py() -> None:
             p.default is not inspect.Parameter.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
             for name, p in parameters.items()
             if name != "self"
-        ), "pipeline.check_out() calls ConnectionPool.get_connection() without arguments"
+        ), "connections.check_out() calls ConnectionPool.get_connection() without arguments"
 
 
 async def test_check_out_gives_a_connected_connection_without_warnings() -> None:
@@ -98,9 +98,9 @@ async def test_check_out_gives_a_connected_connection_without_warnings() -> None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # e.g. redis-py's warning about a command name
-            connection = await pipeline.check_out(pool)
+            connection = await connections.check_out(pool)
         assert isinstance(connection, Connection)
-        assert pipeline.usable(connection)
+        assert connections.usable(connection)
         await pool.release(connection)
     finally:
         await pool.disconnect()

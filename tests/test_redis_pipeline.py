@@ -13,8 +13,7 @@ from redis_servers import RedisServer, private_prefix, shared_backend
 from services import service_url
 
 from statekit.backends.base import ScopeContext
-from statekit.backends.redis import RedisBackend
-from statekit.backends.redis import pipeline as redis_pipeline
+from statekit.backends.redis import RedisBackend, connections
 from statekit.backends.redis.pipeline import AutoPipeline
 from statekit.backends.redis.transport import StandaloneTransport
 from statekit.errors import (
@@ -36,13 +35,13 @@ class RoundTrips:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.sizes: list[int] = []
-        send = redis_pipeline.round_trip
+        send = connections.round_trip
 
         async def counted(connection: Any, commands: Sequence[Any]) -> list[Any]:
             self.sizes.append(len(commands))
             return await send(connection, commands)
 
-        monkeypatch.setattr(redis_pipeline, "round_trip", counted)
+        monkeypatch.setattr(connections, "round_trip", counted)
 
     @property
     def total(self) -> int:
@@ -61,15 +60,6 @@ def _pipeline(backend: RedisBackend) -> AutoPipeline | None:
 async def backend() -> AsyncIterator[RedisBackend]:
     async with shared_backend("pipe") as backend:
         yield backend
-
-
-async def _block(url: str, seconds: float) -> tuple[aioredis.Redis, asyncio.Task[Any]]:
-    """Keep the server busy for ``seconds`` (``DEBUG SLEEP``) from another client."""
-    blocker = aioredis.Redis.from_url(url, socket_timeout=30)
-    await blocker.ping()  # type: ignore[misc]
-    sleeping = asyncio.create_task(blocker.execute_command("DEBUG", "SLEEP", str(seconds)))  # type: ignore[no-untyped-call]
-    await asyncio.sleep(0.1)  # let DEBUG SLEEP reach the server first
-    return blocker, sleeping
 
 
 # ---- coalescing -----------------------------------------------------------------------
@@ -213,9 +203,7 @@ async def test_command_errors_stay_with_their_caller(
 
 
 async def test_lost_scripts_are_loaded_again(own_server: RedisServer) -> None:
-    backend = RedisBackend.from_url(own_server.url, key_prefix="p:")
-    admin = aioredis.Redis.from_url(own_server.url)
-    try:
+    async with own_server.backend(key_prefix="p:") as backend, own_server.client() as admin:
         await backend.set("s", "k0", "1", CONTEXT)
         await admin.script_flush()
         results = await asyncio.gather(
@@ -228,9 +216,6 @@ async def test_lost_scripts_are_loaded_again(own_server: RedisServer) -> None:
         assert results[60] is True
         await admin.script_flush()
         assert await backend.set("s", "k", "x", CONTEXT) == 1  # alone, not batched
-    finally:
-        await admin.aclose()
-        await backend.aclose()
 
 
 # ---- faults -----------------------------------------------------------------------------
@@ -239,11 +224,10 @@ async def test_lost_scripts_are_loaded_again(own_server: RedisServer) -> None:
 async def test_server_killed_mid_batch_fails_every_caller_then_recovers(
     own_server: RedisServer,
 ) -> None:
-    backend = RedisBackend.from_url(
-        own_server.url, timeout=5, connect_timeout=0.5, retries=1, key_prefix="f:"
-    )
-    blocker, sleeping = await _block(own_server.url, 5)
-    try:
+    async with (
+        own_server.backend(timeout=5, connect_timeout=0.5, retries=1, key_prefix="f:") as backend,
+        own_server.busy(5) as sleeping,
+    ):
         calls = [
             asyncio.create_task(backend.get("s", f"k{i}"))
             if i % 2
@@ -265,9 +249,6 @@ async def test_server_killed_mid_batch_fails_every_caller_then_recovers(
             *(backend.set("s", f"k{i}", "2", CONTEXT) for i in range(50))
         )
         assert versions == [1] * 50
-    finally:
-        await blocker.aclose()
-        await backend.aclose()
 
 
 async def test_connections_the_server_closed_while_idle_are_opened_again_before_use(
@@ -275,72 +256,61 @@ async def test_connections_the_server_closed_while_idle_are_opened_again_before_
 ) -> None:
     """A kept connection the server closed (restart, ``CLIENT KILL``, idle ``timeout``) is
     never sent a write: that would fail it with an unknown outcome though it never ran."""
-    backend = RedisBackend.from_url(own_server.url, key_prefix="idle:")
-    admin = aioredis.Redis.from_url(own_server.url)
-    try:
+    async with own_server.backend(key_prefix="idle:") as backend, own_server.client() as admin:
         writes = [backend.set("s", f"k{i}", "1", CONTEXT) for i in range(30)]
         assert await asyncio.gather(*writes) == [1] * 30  # several kept connections
         assert isinstance(backend._transport, StandaloneTransport)
         kept = backend._transport.connections
-        assert isinstance(kept, redis_pipeline.KeptConnections)
+        assert isinstance(kept, connections.KeptConnections)
         assert len(kept._opened) > 1
         await admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")  # type: ignore[no-untyped-call]
         for _ in range(500):  # until the event loop has seen every one of them close
-            if not any(map(redis_pipeline.usable, kept._opened)):
+            if not any(map(connections.usable, kept._opened)):
                 break
             await asyncio.sleep(0.01)
         writes = [backend.set("s", f"k{i}", "2", CONTEXT) for i in range(30)]
         assert await asyncio.gather(*writes) == [2] * 30
         assert await backend.get("s", "k0") == "2"
-    finally:
-        await admin.aclose()
-        await backend.aclose()
 
 
 async def test_a_stalled_server_times_every_caller_out_then_recovers(
     own_server: RedisServer,
 ) -> None:
-    backend = RedisBackend.from_url(own_server.url, timeout=0.3, retries=1, key_prefix="f:")
-    await backend.set("s", "k", "1", CONTEXT)
-    blocker, sleeping = await _block(own_server.url, 1.5)
-    try:
-        results = await asyncio.wait_for(
-            asyncio.gather(*(backend.get("s", "k") for _ in range(50)), return_exceptions=True),
-            10,
-        )
-        assert all(isinstance(r, BackendTimeoutError) for r in results)
-        await sleeping
-        assert await asyncio.gather(*(backend.get("s", "k") for _ in range(50))) == ["1"] * 50
-    finally:
-        await blocker.aclose()
-        await backend.aclose()
+    async with own_server.backend(timeout=0.3, retries=1, key_prefix="f:") as backend:
+        await backend.set("s", "k", "1", CONTEXT)
+        async with own_server.busy(1.5) as sleeping:
+            results = await asyncio.wait_for(
+                asyncio.gather(*(backend.get("s", "k") for _ in range(50)), return_exceptions=True),
+                10,
+            )
+            assert all(isinstance(r, BackendTimeoutError) for r in results)
+            await sleeping
+            assert await asyncio.gather(*(backend.get("s", "k") for _ in range(50))) == ["1"] * 50
 
 
 async def test_a_cancelled_caller_leaves_the_others_alone(own_server: RedisServer) -> None:
-    backend = RedisBackend.from_url(own_server.url, key_prefix="c:")
-    await backend.set_many([])
-    await backend.set("s", "k", "v", CONTEXT)
-    blocker, sleeping = await _block(own_server.url, 0.5)
-    try:
-        calls = [asyncio.create_task(backend.get("s", "k")) for _ in range(40)]
-        await asyncio.sleep(0.1)  # the first call and a batch are on the wire, others queued
-        for index in (0, 5, 39):  # the direct call, one in a batch, one at the end
-            calls[index].cancel()
-        writes = [asyncio.create_task(backend.set("s", f"w{i}", "1", CONTEXT)) for i in range(5)]
-        results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 10)
-        for index, result in enumerate(results):
-            if index in (0, 5, 39):
-                assert isinstance(result, asyncio.CancelledError)
-            else:
-                assert result == "v"
-        assert await asyncio.gather(*writes) == [1] * 5
-        await sleeping
-        # Nothing is stuck: later calls go through, alone and together.
-        assert await backend.get("s", "w0") == "1"
-        assert await asyncio.gather(*(backend.get("s", f"w{i}") for i in range(5))) == ["1"] * 5
-    finally:
-        await blocker.aclose()
-        await backend.aclose()
+    async with own_server.backend(key_prefix="c:") as backend:
+        await backend.set_many([])
+        await backend.set("s", "k", "v", CONTEXT)
+        async with own_server.busy(0.5) as sleeping:
+            calls = [asyncio.create_task(backend.get("s", "k")) for _ in range(40)]
+            await asyncio.sleep(0.1)  # the first call and a batch are on the wire, others queued
+            for index in (0, 5, 39):  # the direct call, one in a batch, one at the end
+                calls[index].cancel()
+            writes = [
+                asyncio.create_task(backend.set("s", f"w{i}", "1", CONTEXT)) for i in range(5)
+            ]
+            results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 10)
+            for index, result in enumerate(results):
+                if index in (0, 5, 39):
+                    assert isinstance(result, asyncio.CancelledError)
+                else:
+                    assert result == "v"
+            assert await asyncio.gather(*writes) == [1] * 5
+            await sleeping
+            # Nothing is stuck: later calls go through, alone and together.
+            assert await backend.get("s", "w0") == "1"
+            assert await asyncio.gather(*(backend.get("s", f"w{i}") for i in range(5))) == ["1"] * 5
 
 
 async def test_calls_after_close_fail_with_a_typed_error(own_server: RedisServer) -> None:

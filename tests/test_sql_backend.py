@@ -7,6 +7,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from importlib.metadata import requires
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,12 @@ import sqlalchemy
 from hypothesis import given
 from hypothesis import strategies as st
 from packaging.requirements import Requirement
+from services import cleared
 from sqlalchemy import MetaData, create_engine, event, inspect, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import Pool
 from sqlalchemy.util import await_only
-from sqlsupport import execute, postgres_url, private_schema, terminate_connections
+from sqlsupport import DIALECTS, execute, postgres_url, private_schema, terminate_connections
 
 import statekit.backends.sql.backend as sql_backend_module
 import statekit.backends.sql.layout as sql_layout_module
@@ -50,12 +52,7 @@ def sqlite_url(tmp_path: Path, name: str = "state.db") -> str:
     return f"sqlite+aiosqlite:///{tmp_path / name}"
 
 
-@pytest_asyncio.fixture(
-    params=[
-        pytest.param("sqlite", marks=pytest.mark.sqlite),
-        pytest.param("postgres", marks=pytest.mark.postgres),
-    ]
-)
+@pytest_asyncio.fixture(params=DIALECTS)
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SQLBackend]:
     """A fresh backend on each dialect (PostgreSQL: a private schema per test)."""
     if request.param == "sqlite":
@@ -282,13 +279,7 @@ async def test_queries_use_the_unique_index_on_postgres(pg_schema: str) -> None:
 # ---- connections ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "dialect",
-    [
-        pytest.param("sqlite", marks=pytest.mark.sqlite),
-        pytest.param("postgres", marks=pytest.mark.postgres),
-    ],
-)
+@pytest.mark.parametrize("dialect", DIALECTS)
 async def test_load_above_the_pool_size_reuses_connections(
     dialect: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
@@ -343,66 +334,79 @@ async def test_a_connection_handed_over_never_blocks_the_engine_for_others(
 # ---- faults -----------------------------------------------------------------------
 
 
-@pytest.mark.postgres
-async def test_recovers_after_its_connections_are_terminated(pg_schema: str) -> None:
+@dataclass(frozen=True)
+class Terminable:
+    """A PostgreSQL backend whose connections carry an application name of their own."""
+
+    backend: SQLBackend
+    application_name: str
+
+    async def terminate(self) -> int:
+        """Terminate the backend's connections (as an administrator or a failover would);
+        how many there were."""
+        return await terminate_connections(self.application_name)
+
+
+@pytest_asyncio.fixture
+async def terminable(pg_schema: str) -> AsyncIterator[Terminable]:
+    """A backend whose connections a test can terminate; cleared and closed afterwards."""
     name = f"statekit-fault-{uuid.uuid4().hex[:8]}"
-    backend = SQLBackend.from_url(postgres_url(), schema=pg_schema, application_name=name)
-    try:
-        await backend.set("s", "before", "1", CTX)
+    async with cleared(
+        SQLBackend.from_url(postgres_url(), schema=pg_schema, application_name=name)
+    ) as backend:
+        yield Terminable(backend, name)
 
-        terminating = asyncio.Event()
 
-        async def writer(n: int) -> int:
-            """Write until the connections are gone, then a few times more."""
-            failures, after = 0, 0
-            while after < 5:
-                try:
-                    await backend.set("s", f"w{n}", str(after), CTX)
-                except BackendUnavailableError:
-                    failures += 1
-                if terminating.is_set():
-                    after += 1
-                await asyncio.sleep(0)
-            return failures
+@pytest.mark.postgres
+async def test_recovers_after_its_connections_are_terminated(terminable: Terminable) -> None:
+    backend = terminable.backend
+    await backend.set("s", "before", "1", CTX)
 
-        tasks = [asyncio.create_task(writer(n)) for n in range(8)]
-        await asyncio.sleep(0.01)
-        terminated = await terminate_connections(name)
-        terminating.set()
-        assert terminated >= 1
-        failures = await asyncio.gather(*tasks)  # only typed errors, never a driver exception
-        assert sum(failures) >= 1
+    terminating = asyncio.Event()
 
-        # The same backend recovers by itself: a fresh connection after at most one failure.
-        for _ in range(2):
+    async def writer(n: int) -> int:
+        """Write until the connections are gone, then a few times more."""
+        failures, after = 0, 0
+        while after < 5:
             try:
-                assert await backend.get("s", "before") == "1"
-                break
+                await backend.set("s", f"w{n}", str(after), CTX)
             except BackendUnavailableError:
-                continue
-        else:
-            pytest.fail("backend did not recover")
-        await backend.set("s", "after", "2", CTX)
-        assert await backend.get("s", "after") == "2"
-    finally:
-        await backend.clear()
-        await backend.aclose()
+                failures += 1
+            if terminating.is_set():
+                after += 1
+            await asyncio.sleep(0)
+        return failures
+
+    tasks = [asyncio.create_task(writer(n)) for n in range(8)]
+    await asyncio.sleep(0.01)
+    terminated = await terminable.terminate()
+    terminating.set()
+    assert terminated >= 1
+    failures = await asyncio.gather(*tasks)  # only typed errors, never a driver exception
+    assert sum(failures) >= 1
+
+    # The same backend recovers by itself: a fresh connection after at most one failure.
+    for _ in range(2):
+        try:
+            assert await backend.get("s", "before") == "1"
+            break
+        except BackendUnavailableError:
+            continue
+    else:
+        pytest.fail("backend did not recover")
+    await backend.set("s", "after", "2", CTX)
+    assert await backend.get("s", "after") == "2"
 
 
 @pytest.mark.postgres
-async def test_reads_retry_once_on_a_terminated_connection(pg_schema: str) -> None:
-    name = f"statekit-fault-{uuid.uuid4().hex[:8]}"
-    backend = SQLBackend.from_url(postgres_url(), schema=pg_schema, application_name=name)
-    try:
-        await backend.set("s", "k", "1", CTX)
-        await asyncio.gather(*(backend.get("s", "k") for _ in range(4)))  # several pooled
-        terminated = await terminate_connections(name)
-        assert terminated >= 1
-        assert await backend.get("s", "k") == "1"  # no error: retried on a new connection
-        assert await backend.list_keys("s", "", 10, None) == (["k"], False)
-    finally:
-        await backend.clear()
-        await backend.aclose()
+async def test_reads_retry_once_on_a_terminated_connection(terminable: Terminable) -> None:
+    backend = terminable.backend
+    await backend.set("s", "k", "1", CTX)
+    await asyncio.gather(*(backend.get("s", "k") for _ in range(4)))  # several pooled
+    terminated = await terminable.terminate()
+    assert terminated >= 1
+    assert await backend.get("s", "k") == "1"  # no error: retried on a new connection
+    assert await backend.list_keys("s", "", 10, None) == (["k"], False)
 
 
 @pytest.mark.postgres

@@ -14,7 +14,7 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import MetaData, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlsupport import execute, original_table, postgres_url
+from sqlsupport import DIALECTS, execute, original_table, tables_place
 
 from statekit import StateStore
 from statekit.backends.base import Capability, ScopeContext
@@ -48,23 +48,13 @@ class Place:
         return SQLBackend(engine, schema=self.schema, **options)
 
 
-@pytest_asyncio.fixture(
-    params=[
-        pytest.param("sqlite", marks=pytest.mark.sqlite),
-        pytest.param("postgres", marks=pytest.mark.postgres),
-    ]
-)
+@pytest_asyncio.fixture(params=DIALECTS)
 async def place(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Place]:
-    if request.param == "sqlite":
-        place = Place(f"sqlite+aiosqlite:///{tmp_path / 'host.db'}", None)
-    else:
-        place = Place(postgres_url(), f"statekit_test_{uuid.uuid4().hex[:8]}")
-        await execute(place.url, f'CREATE SCHEMA "{place.schema}"')
-    yield place
-    for engine in place.engines:
-        await engine.dispose()
-    if place.schema is not None:
-        await execute(place.url, f'DROP SCHEMA IF EXISTS "{place.schema}" CASCADE')
+    async with tables_place(request.param, tmp_path) as (url, schema):
+        place = Place(url, schema)
+        yield place
+        for engine in place.engines:
+            await engine.dispose()
 
 
 async def original(place: Place, **connect_args: Any) -> tuple[AsyncEngine, SQLBackend]:

@@ -15,7 +15,7 @@ dict saw of the accepted writes (:mod:`statekit.testing.model`).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from hypothesis import given
@@ -31,8 +31,10 @@ from statekit.testing.hostile import (
     Delete,
     Get,
     GetVersioned,
+    KeyCall,
     List,
     Set,
+    Snapshot,
     hostile_sweep,
     operations,
 )
@@ -121,63 +123,63 @@ async def _forget(store: StateStore, model: Model) -> None:
 
 
 async def _run(store: StateStore, model: Model, op: Any) -> None:
-    if isinstance(op, Get):
-        value = await store.state_get(model.target(op.target), op.key)
-        expected = model.value(model.target(op.target), op.key)
-        assert (None if value is None else canonical(value)) == (
-            None if expected is None or expected == "null" else expected
-        )
-    elif isinstance(op, GetVersioned):
-        if not model.versioned:
-            await _check_unversioned_read(store, model, op)
-            return
-        value, version = await store.state_get_versioned(model.target(op.target), op.key)
-        expected = model.value(model.target(op.target), op.key)
-        assert (None if value is None else canonical(value)) == (
-            None if expected == "null" else expected
-        )
-        assert version == model.version(model.target(op.target), op.key)
-    elif isinstance(op, Set):
-        await _run_set(store, model, op)
-    elif isinstance(op, Delete):
-        scope_key = model.target(op.target)
-        existed = model.value(scope_key, op.key) is not None
-        assert await store.state_delete(scope_key, op.key) is existed
-        if existed:
-            del model.data[scope_key][str(stored_key(op.key))]
-    elif isinstance(op, List):
-        await _run_list(store, model, op)
-    elif isinstance(op, Apply):
-        result = await store.apply_update_from_event(
-            model.ident.event,
-            model.ident.binding,
-            model.ident.descriptor,
-            op.scope,
-            op.key,
-            op.value[0],
-        )
-        if not check_outcome(result, event_refusals(model, op.scope, op.key), op.value[1]):
-            assert result == (True, None)
-            model.write(model.scope_keys[op.scope], str(stored_key(op.key)), op.value[0])
-    elif isinstance(op, ApplyMany):
-        await _run_apply_many(store, model, op)
-    else:
-        snapshot = await store.build_snapshot_from_event(
-            model.ident.event, model.ident.binding, model.ident.descriptor
-        )
-        expected_snapshot: dict[str, dict[str, str]] = {}
-        for scope in VALID_STATE_SCOPES:
-            entries = model.data.get(model.scope_keys.get(scope, ""), {})
-            enabled = scope in model.enabled
-            expected_snapshot[scope] = {k: v for k, (v, _) in entries.items()} if enabled else {}
-        if "conversation" in model.enabled:
-            conversation_id = canonical(model.ident.event.conversation_id)
-            expected_snapshot["conversation"].setdefault(
-                "external.conversation_id", conversation_id
-            )
-        assert {s: {k: canonical(v) for k, v in d.items()} for s, d in snapshot.items()} == (
-            expected_snapshot
-        )
+    """Make ``op``'s call and check its answer against ``model``, which records what the
+    call wrote."""
+    await _RUNNERS[type(op)](store, model, op)
+
+
+def _check_read(model: Model, op: KeyCall, value: Any) -> None:
+    """``value`` is what the model holds under ``op``'s key (a stored ``null`` reads as
+    missing)."""
+    expected = model.value(model.target(op.target), op.key)
+    assert (None if value is None else canonical(value)) == (
+        None if expected == "null" else expected
+    )
+
+
+async def _run_get(store: StateStore, model: Model, op: Get) -> None:
+    _check_read(model, op, await store.state_get(model.target(op.target), op.key))
+
+
+async def _run_get_versioned(store: StateStore, model: Model, op: GetVersioned) -> None:
+    if not model.versioned:
+        await _check_unversioned_read(store, model, op)
+        return
+    value, version = await store.state_get_versioned(model.target(op.target), op.key)
+    _check_read(model, op, value)
+    assert version == model.version(model.target(op.target), op.key)
+
+
+async def _run_delete(store: StateStore, model: Model, op: Delete) -> None:
+    scope_key = model.target(op.target)
+    existed = model.value(scope_key, op.key) is not None
+    assert await store.state_delete(scope_key, op.key) is existed
+    if existed:
+        del model.data[scope_key][str(stored_key(op.key))]
+
+
+async def _run_apply(store: StateStore, model: Model, op: Apply) -> None:
+    ident = model.ident
+    result = await store.apply_update_from_event(
+        ident.event, ident.binding, ident.descriptor, op.scope, op.key, op.value[0]
+    )
+    if not check_outcome(result, event_refusals(model, op.scope, op.key), op.value[1]):
+        assert result == (True, None)
+        model.write(model.scope_keys[op.scope], str(stored_key(op.key)), op.value[0])
+
+
+async def _run_snapshot(store: StateStore, model: Model, op: Snapshot) -> None:
+    ident = model.ident
+    snapshot = await store.build_snapshot_from_event(ident.event, ident.binding, ident.descriptor)
+    expected: dict[str, dict[str, str]] = {}
+    for scope in VALID_STATE_SCOPES:
+        entries = model.data.get(model.scope_keys.get(scope, ""), {})
+        enabled = scope in model.enabled
+        expected[scope] = {k: v for k, (v, _) in entries.items()} if enabled else {}
+    if "conversation" in model.enabled:
+        conversation_id = canonical(ident.event.conversation_id)
+        expected["conversation"].setdefault("external.conversation_id", conversation_id)
+    assert {s: {k: canonical(v) for k, v in d.items()} for s, d in snapshot.items()} == expected
 
 
 async def _check_unversioned_read(store: StateStore, model: Model, op: GetVersioned) -> None:
@@ -244,6 +246,19 @@ async def _run_apply_many(store: StateStore, model: Model, op: ApplyMany) -> Non
             assert result == (True, None)
             scope, key, value = update_fields(form, update)
             model.write(model.scope_keys[scope], str(stored_key(key)), value)
+
+
+#: The runner of each kind of call.
+_RUNNERS: dict[type[Any], Callable[[StateStore, Model, Any], Awaitable[None]]] = {
+    Get: _run_get,
+    GetVersioned: _run_get_versioned,
+    Set: _run_set,
+    Delete: _run_delete,
+    List: _run_list,
+    Apply: _run_apply,
+    ApplyMany: _run_apply_many,
+    Snapshot: _run_snapshot,
+}
 
 
 async def _check_contents(store: StateStore, model: Model) -> None:

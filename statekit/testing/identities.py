@@ -4,6 +4,7 @@ a shared server never see each other's scopes; and the calls most tests make."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -49,10 +50,14 @@ def new_identity(
     scopes: tuple[str, ...] = VALID_STATE_SCOPES,
     *,
     enable_state: bool = True,
+    tag: str | None = None,
     **event: str | None,
 ) -> Identity:
-    """A fresh identity: a random runner id keeps its scope keys unique on shared servers."""
-    tag = uuid.uuid4().hex[:12]
+    """A fresh identity: a random runner id keeps its scope keys unique on shared servers.
+
+    With ``tag`` instead the ids are made of it: every call (every process) given the same
+    tag gets the same identity, and so the same scopes."""
+    tag = uuid.uuid4().hex[:12] if tag is None else tag
     fields: dict[str, str | None] = {
         "bot_id": "bot-1",
         "workspace_id": "ws-1",
@@ -99,6 +104,17 @@ async def put(
         ident.binding_identity,
         scope,
         expected_version=expected_version,
+    )
+
+
+async def put_many(
+    store: StateStore, ident: Identity, entries: Mapping[str, Any], scope: str = "conversation"
+) -> list[tuple[bool, str | None]]:
+    """``entries`` (key to value) written together into ``ident``'s ``scope`` with
+    ``apply_updates_from_event``, as its event, binding and runner; each one's result."""
+    updates = [(scope, key, value) for key, value in entries.items()]
+    return await store.apply_updates_from_event(
+        ident.event, ident.binding, ident.descriptor, updates
     )
 
 

@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from statekit.store import StateStore
-from statekit.testing.identities import Identity, new_identity, put
+from statekit.testing.identities import Identity, new_identity, put, put_many
 from statekit.testing.strategies import io_examples, listing_keys, prefix_alphabet
 
 
@@ -75,12 +75,7 @@ class ListingContract:
     async def test_limit_is_capped_at_100_with_exact_has_more(
         self, store: StateStore, ident: Identity
     ) -> None:
-        await store.apply_updates_from_event(
-            ident.event,
-            ident.binding,
-            ident.descriptor,
-            [("conversation", f"k{i:03d}", i) for i in range(101)],
-        )
+        await put_many(store, ident, {f"k{i:03d}": i for i in range(101)})
         keys, has_more = await store.state_list(ident.scope_key(), limit=1000)
         assert keys == [f"k{i:03d}" for i in range(100)]
         assert has_more is True
@@ -94,12 +89,7 @@ class ListingContract:
         self, store: StateStore, ident: Identity
     ) -> None:
         expected = sorted(f"item:{i}" for i in range(250))
-        await store.apply_updates_from_event(
-            ident.event,
-            ident.binding,
-            ident.descriptor,
-            [("conversation", k, {"n": k}) for k in expected],
-        )
+        await put_many(store, ident, {k: {"n": k} for k in expected})
         seen: list[str] = []
         pages = 0
         after: str | None = None

@@ -21,8 +21,8 @@ have been applied. A read in that situation is simply sent again.
 
 Modules: :mod:`.backend` (the operations, written once), :mod:`.transport` (the seam, and
 the standalone transport), :mod:`.cluster`, :mod:`.sentinel` (the other transports),
-:mod:`.pipeline` (round trips and auto-pipelining), :mod:`.options` (URL and options),
-:mod:`.scripts` (the Lua scripts).
+:mod:`.connections` (round trips on one server's connections), :mod:`.pipeline`
+(auto-pipelining), :mod:`.options` (URL and options), :mod:`.scripts` (the Lua scripts).
 """
 
 from statekit.backends.redis.backend import RedisBackend, glob_escape

@@ -19,8 +19,8 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 
 from statekit.backends.redis.boundary import Closed
+from statekit.backends.redis.connections import Command
 from statekit.backends.redis.options import RedisConfig
-from statekit.backends.redis.pipeline import Command
 from statekit.backends.redis.scripts import SCRIPTS
 from statekit.backends.redis.transport import Limits, Transport
 from statekit.errors import ConfigurationError

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from typing import TYPE_CHECKING, Any
+from typing import Any, cast
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
@@ -29,13 +29,10 @@ from redis.asyncio.connection import AbstractConnection, Connection
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
 from statekit.backends.redis.boundary import ConnectHook
+from statekit.backends.redis.connections import KeptConnections, usable
 from statekit.backends.redis.options import RedisConfig
-from statekit.backends.redis.pipeline import KeptConnections, usable
 from statekit.backends.redis.transport import StandaloneTransport
 from statekit.errors import ConfigurationError
-
-if TYPE_CHECKING:
-    from typing_extensions import Self
 
 __all__ = ["WATCH_INTERVAL", "SentinelTransport"]
 
@@ -52,26 +49,9 @@ class SentinelTransport(StandaloneTransport):
 
     kind = "redis-sentinel"
     extra_options = frozenset({"sentinel_password"})
-
-    def __init__(
-        self,
-        client: Redis,
-        *,
-        timeout: float | None = None,
-        pool_size: int | None = None,
-        pool_timeout: float | None = 5.0,
-        auto_pipeline: bool = True,
-        owns_client: bool = False,
-    ) -> None:
-        super().__init__(
-            client,
-            timeout=timeout,
-            pool_size=pool_size,
-            pool_timeout=pool_timeout,
-            auto_pipeline=auto_pipeline,
-            owns_client=owns_client,
-        )
-        self._watcher: asyncio.Task[None] | None = None
+    gate_with_pipeline = True
+    #: The task asking the Sentinels where the primary is, started by :meth:`follow_loop`.
+    _watcher: asyncio.Task[None] | None = None
 
     async def follow_loop(self) -> None:
         """As every transport, and the watcher runs on the running loop: it starts with
@@ -91,8 +71,10 @@ class SentinelTransport(StandaloneTransport):
                     await sentinel.connection_pool.disconnect(inuse_connections=True)
 
     @classmethod
-    def from_config(cls, config: RedisConfig) -> Self:
-        """A transport over a new Sentinel-managed client (no I/O until first use)."""
+    def new_client(
+        cls, config: RedisConfig, connection_kwargs: dict[str, Any], hook: ConnectHook
+    ) -> Redis:
+        """A client of the primary that the Sentinels of ``config`` name."""
         username, password, sentinels = config.nodes()
         service, db = _service_and_db(config)
         opts = config.options
@@ -101,9 +83,6 @@ class SentinelTransport(StandaloneTransport):
             raise ConfigurationError(f"ssl_* options need rediss+sentinel://, not {config.url}")
         if config.scheme == "rediss+sentinel":
             tls["ssl"] = True
-        common = opts.connection_kwargs()
-        if opts.auto_pipeline:
-            del common["socket_timeout"]  # each round trip is bounded by the backend
         sentinel_kwargs = {
             "socket_timeout": opts.timeout,
             "socket_connect_timeout": opts.connect_timeout,
@@ -111,7 +90,6 @@ class SentinelTransport(StandaloneTransport):
             "password": opts.sentinel_password,
             **tls,
         }
-        hook = ConnectHook()
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
             sentinels,
             sentinel_kwargs=sentinel_kwargs,
@@ -120,19 +98,9 @@ class SentinelTransport(StandaloneTransport):
             db=db,
             redis_connect_func=hook.on_connect,
             **tls,
-            **common,
+            **connection_kwargs,
         )
-        client = sentinel.master_for(service, max_connections=opts.pool_size)
-        transport = cls(
-            client,
-            timeout=opts.timeout if opts.auto_pipeline else None,
-            pool_size=opts.pool_size,
-            pool_timeout=opts.timeout,
-            auto_pipeline=opts.auto_pipeline,
-            owns_client=True,
-        )
-        transport.connect_hook = hook
-        return transport
+        return cast(Redis, sentinel.master_for(service, max_connections=opts.pool_size))
 
     async def _watch(self) -> None:
         """Every :data:`WATCH_INTERVAL` seconds, ask the Sentinels for the primary; once

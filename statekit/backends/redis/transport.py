@@ -4,8 +4,8 @@
 once, over :class:`Transport`; each way of reaching Redis is one transport class:
 
 * :class:`StandaloneTransport` (here): one server, every command sent by statekit itself
-  (:mod:`~statekit.backends.redis.pipeline`), with auto-pipelining or on pooled
-  connections;
+  (:mod:`~statekit.backends.redis.connections`), with auto-pipelining
+  (:mod:`~statekit.backends.redis.pipeline`) or on pooled connections;
 * :class:`~statekit.backends.redis.cluster.ClusterTransport`: a Redis Cluster through
   redis-py's cluster client (scripts loaded on every primary, writes sent to the key's
   node, multi-key writes split by hash slot);
@@ -44,9 +44,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from statekit.backends.gate import FifoGate
 from statekit.backends.redis.boundary import ConnectHook
-from statekit.backends.redis.options import RedisConfig
-from statekit.backends.redis.pipeline import (
-    AutoPipeline,
+from statekit.backends.redis.connections import (
     Command,
     KeptConnections,
     NotSent,
@@ -54,6 +52,8 @@ from statekit.backends.redis.pipeline import (
     Send,
     send_with_scripts,
 )
+from statekit.backends.redis.options import RedisConfig
+from statekit.backends.redis.pipeline import AutoPipeline
 from statekit.backends.redis.scripts import SCRIPTS
 
 if TYPE_CHECKING:
@@ -194,7 +194,6 @@ class Transport(ABC):
     async def write(self, key: str, command: Command) -> Any:
         """One write command on ``key``'s server, never sent twice; its reply."""
 
-    @abstractmethod
     async def write_grouped(
         self,
         items: Sequence[T],
@@ -204,9 +203,10 @@ class Transport(ABC):
         """Write ``items`` of any scopes with as few commands as the server allows.
 
         ``command(group)`` builds the write of a group of items, ``key(item)`` names a key
-        of the item's scope: one server takes one command for all (atomic); a cluster
-        one per hash slot, concurrently (atomic per slot). Items keep their order.
+        of the item's scope: one server takes one command for all (atomic), as here; a
+        cluster one per hash slot, concurrently (atomic per slot). Items keep their order.
         """
+        await self.write(key(items[0]), command(items))
 
     async def scan(self, pattern: str) -> AsyncIterator[bytes | str]:
         """``SCAN MATCH pattern`` (every primary of a cluster), each step bounded."""
@@ -243,6 +243,9 @@ class StandaloneTransport(Transport):
 
     kind = "redis"
     client: Redis
+    #: Whether :meth:`from_config` puts the gate of ``pool_size`` places in front of the
+    #: client's pool with auto-pipelining too (a pool that raises when full needs it).
+    gate_with_pipeline: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -309,23 +312,32 @@ class StandaloneTransport(Transport):
         if opts.auto_pipeline:
             del common["socket_timeout"]
         hook = ConnectHook()
-        pool = BlockingConnectionPool.from_url(
-            config.driver_url,
-            max_connections=opts.pool_size,
-            timeout=opts.timeout,
-            redis_connect_func=hook.on_connect,
-            **common,
-        )
+        gated = cls.gate_with_pipeline or not opts.auto_pipeline
         transport = cls(
-            Redis.from_pool(pool),
+            cls.new_client(config, common, hook),
             timeout=opts.timeout if opts.auto_pipeline else None,
-            pool_size=None if opts.auto_pipeline else opts.pool_size,
+            pool_size=opts.pool_size if gated else None,
             pool_timeout=opts.timeout,
             auto_pipeline=opts.auto_pipeline,
             owns_client=True,
         )
         transport.connect_hook = hook
         return transport
+
+    @classmethod
+    def new_client(
+        cls, config: RedisConfig, connection_kwargs: dict[str, Any], hook: ConnectHook
+    ) -> Redis:
+        """The client :meth:`from_config` builds the transport over: ``config``'s server,
+        its connections made with ``connection_kwargs`` and announced to ``hook``."""
+        pool = BlockingConnectionPool.from_url(
+            config.driver_url,
+            max_connections=config.options.pool_size,
+            timeout=config.options.timeout,
+            redis_connect_func=hook.on_connect,
+            **connection_kwargs,
+        )
+        return Redis.from_pool(pool)
 
     async def _send_direct(self, commands: Sequence[Command]) -> list[Any]:
         """One round trip of its own (no auto-pipelining)."""
@@ -364,14 +376,6 @@ class StandaloneTransport(Transport):
         if isinstance(reply, Exception):
             raise reply
         return reply
-
-    async def write_grouped(
-        self,
-        items: Sequence[T],
-        key: Callable[[T], str],
-        command: Callable[[Sequence[T]], Command],
-    ) -> None:
-        await self.write(key(items[0]), command(items))
 
     async def aclose(self) -> None:
         self.closed = True

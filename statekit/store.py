@@ -108,7 +108,10 @@ class StateStore(StoreMaintenance):
     def capabilities(self) -> frozenset[Capability]:
         """The backend's optional features. Without :attr:`Capability.VERSIONS`,
         :meth:`state_get_versioned` and ``state_set(..., expected_version=...)`` raise
-        :class:`~statekit.errors.UnsupportedCapabilityError`: check here to choose a path."""
+        :class:`~statekit.errors.UnsupportedCapabilityError`, as ``state_set(...,
+        expiry=...)`` does without :attr:`Capability.EXPIRY` (and the store's expiry
+        options are a :class:`~statekit.errors.ConfigurationError`): check here to
+        choose a path."""
         return self._backend.capabilities
 
     @property

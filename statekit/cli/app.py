@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 import typer
 
 from statekit.backends.base import Capability
 from statekit.cli.addressing import ScopeAddress, scope_options
-from statekit.cli.expiry import deadline_fields, scope_deadline, scope_deadlines
+from statekit.cli.expiry import Deadline, deadline_fields, scope_deadline, scope_deadlines
 from statekit.cli.options import JsonOption, KeyArgument, UrlOption, echo, echo_value, open_store
 from statekit.cli.runtime import ExitCode, emit_json, fail, run
 from statekit.cli.usage import StatekitGroup
@@ -59,7 +58,7 @@ def get(
 ) -> None:
     """Print a value (exit 1 when the key is absent)."""
 
-    async def work() -> tuple[bool, Any, int, datetime | None]:
+    async def work() -> tuple[bool, Any, int, Deadline]:
         async with open_store(url) as store:
             scope_key = address.key()
             if Capability.VERSIONS in store.capabilities:

@@ -20,19 +20,26 @@ from statekit.cli.runtime import ExitCode, emit_json, fail, run
 from statekit.store import StateStore
 
 
-def deadline_fields(deadline: datetime | None) -> dict[str, Any]:
+Deadline = tuple[datetime, float] | None  # the deadline and the backend's time now
+
+
+def deadline_fields(deadline: Deadline) -> dict[str, Any]:
     """``expires_at`` / ``expires_in`` of one scope, as ``--json`` prints them."""
     if deadline is None:
         return {"expires_at": None, "expires_in": None}
-    remaining = max(0.0, deadline.timestamp() - time.time())
-    return {"expires_at": deadline.isoformat(), "expires_in": round(remaining, 3)}
+    at, now = deadline
+    return {"expires_at": at.isoformat(), "expires_in": round(max(0.0, at.timestamp() - now), 3)}
 
 
-async def scope_deadline(store: StateStore, scope_key: str) -> datetime | None:
-    """The scope's deadline, or ``None`` (also on a backend without expiry)."""
+async def scope_deadline(store: StateStore, scope_key: str) -> Deadline:
+    """The scope's deadline with the time it is measured from, or ``None`` (also on a
+    backend without expiry). The time is the backend's own clock when it keeps one (SQL,
+    memory), so ``expires_in`` agrees with the backend's idea of now."""
     if Capability.EXPIRY not in store.capabilities:
         return None
-    return await store.scope_expiry(scope_key)
+    at = await store.scope_expiry(scope_key)
+    clock = getattr(store.backend, "clock", time.time)
+    return None if at is None else (at, clock())
 
 
 async def scope_deadlines(

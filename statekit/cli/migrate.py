@@ -173,7 +173,7 @@ def _print(report: MigrationReport) -> None:
             "(invalid key, context or JSON)"
         )
     if report.copied.expired:
-        echo(f"left out {report.copied.expired} entries of scopes that have expired")
+        echo(f"left out {report.copied.expired} entries whose scope expired during the copy")
     if report.mismatches:
         typer.echo(
             f"statekit: error: count check failed in {len(report.mismatches)} scopes, "

@@ -221,7 +221,7 @@ def snapshot(
         bool,
         typer.Option(
             "--expiry",
-            help="With --json: print {\"snapshot\": ..., \"expiry\": ...}, each scope's "
+            help='With --json: print {"snapshot": ..., "expiry": ...}, each scope\'s '
             "expires_at and expires_in beside the snapshot.",
         ),
     ] = False,

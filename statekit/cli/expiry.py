@@ -19,7 +19,6 @@ from statekit.cli.options import JsonOption, UrlOption, echo, open_store
 from statekit.cli.runtime import ExitCode, emit_json, fail, run
 from statekit.store import StateStore
 
-
 Deadline = tuple[datetime, float] | None  # the deadline and the backend's time now
 
 

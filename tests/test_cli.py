@@ -128,6 +128,8 @@ def test_set_get_list_delete_round_trip_by_identity() -> None:
         "found": True,
         "value": {"lang": "fr"},
         "version": 1,
+        "expires_at": None,
+        "expires_in": None,
     }
     plain = cli("get", "profile", "--scope-key", conversation_key(), *url)
     assert json.loads(plain.stdout) == {"lang": "fr"}

@@ -8,11 +8,13 @@ import typer
 
 from statekit.backends.base import Capability
 from statekit.cli.addressing import ScopeAddress, scope_options
+from statekit.cli.expiry import Deadline, deadline_fields, scope_deadline, scope_deadlines
 from statekit.cli.options import JsonOption, KeyArgument, UrlOption, echo, echo_value, open_store
 from statekit.cli.runtime import ExitCode, emit_json, fail, run
 from statekit.cli.usage import StatekitGroup
 from statekit.cli.values import read_value
-from statekit.scope import normalize_state_key
+from statekit.scope import build_state_scope_keys, normalize_state_key
+from statekit.store import StateStore
 from statekit.validation import Refusal, check_scope_key
 
 app = typer.Typer(
@@ -56,16 +58,19 @@ def get(
 ) -> None:
     """Print a value (exit 1 when the key is absent)."""
 
-    async def work() -> tuple[bool, Any, int]:
+    async def work() -> tuple[bool, Any, int, Deadline]:
         async with open_store(url) as store:
             scope_key = address.key()
             if Capability.VERSIONS in store.capabilities:
                 value, version = await store.state_get_versioned(scope_key, key)
-                return version > 0, value, version
-            value = await store.state_get(scope_key, key)
-            return value is not None, value, 0
+                found = version > 0
+            else:
+                value, version = await store.state_get(scope_key, key), 0
+                found = value is not None
+            deadline = await scope_deadline(store, scope_key) if as_json and found else None
+            return found, value, version, deadline
 
-    found, value, version = run(work)
+    found, value, version, deadline = run(work)
     scope_key = address.key()
     if as_json:
         emit_json(
@@ -75,6 +80,7 @@ def get(
                 "found": found,
                 "value": value,
                 "version": version,
+                **deadline_fields(deadline),
             }
         )
     elif found:
@@ -104,6 +110,15 @@ def set_(
             help="Write only if the version is this (0: only if absent).",
         ),
     ] = None,
+    expiry: Annotated[
+        str | None,
+        typer.Option(
+            "--expiry",
+            help="The scope's expiry for this write ('30m', '7d', 'never'), "
+            "instead of the configured one.",
+            show_default=False,
+        ),
+    ] = None,
     url: UrlOption = None,
     as_json: JsonOption = False,
     *,
@@ -125,6 +140,7 @@ def set_(
                 context.scope,
                 context.as_dict(),
                 expected_version=expected_version,
+                expiry=expiry,
             )
 
     ok, reason = run(work)
@@ -198,13 +214,27 @@ def list_(
 
 @app.command()
 @scope_options
-def snapshot(url: UrlOption = None, as_json: JsonOption = False, *, address: ScopeAddress) -> None:
+def snapshot(
+    url: UrlOption = None,
+    as_json: JsonOption = False,
+    with_expiry: Annotated[
+        bool,
+        typer.Option(
+            "--expiry",
+            help='With --json: print {"snapshot": ..., "expiry": ...}, each scope\'s '
+            "expires_at and expires_in beside the snapshot.",
+        ),
+    ] = False,
+    *,
+    address: ScopeAddress,
+) -> None:
     """Print a snapshot: all four scopes of an identity, or one scope's entries.
 
     With the identity options (--runner ...) the four scopes as a host's snapshot has
     them; adding --scope prints that scope's dict alone. With --scope-key, the entries
     stored under that key.
     """
+    scope_key = ""
     if address.scope_key:
         scope_key = check_scope_key_or_fail(address.scope_key)
         if address.scope:
@@ -212,22 +242,40 @@ def snapshot(url: UrlOption = None, as_json: JsonOption = False, *, address: Sco
     elif address.scope:
         address.key()  # a usage error when the identity lacks the scope's id
 
-    async def work() -> dict[str, Any]:
+    async def work() -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
         async with open_store(url) as store:
-            if address.scope_key:
-                return await store.read_scope(scope_key)
-            if address.scope:
-                scope = address.resolved_scope()
-                return (await store.build_snapshot_from_event(*address.snapshot_of(scope)))[scope]
-            return await store.build_snapshot_from_event(
-                address.event(), address.binding_model(), address.descriptor()
-            )
+            result = await _read_snapshot(store, address, scope_key)
+            keys = _snapshot_scope_keys(address, scope_key) if with_expiry else {}
+            return result, await scope_deadlines(store, keys)
 
-    result = run(work)
-    if as_json:
+    result, expiry = run(work)
+    if as_json and with_expiry:
+        emit_json({"snapshot": result, "expiry": expiry})
+    elif as_json:
         emit_json(result)
     else:
         echo_value(result)
+
+
+async def _read_snapshot(store: StateStore, address: ScopeAddress, scope_key: str) -> Any:
+    if scope_key:
+        return await store.read_scope(scope_key)
+    if address.scope:
+        scope = address.resolved_scope()
+        return (await store.build_snapshot_from_event(*address.snapshot_of(scope)))[scope]
+    return await store.build_snapshot_from_event(
+        address.event(), address.binding_model(), address.descriptor()
+    )
+
+
+def _snapshot_scope_keys(address: ScopeAddress, scope_key: str) -> dict[str, str]:
+    """The scope keys a snapshot read, by the name ``--expiry`` reports them under: the
+    scope key itself for ``--scope-key``, else the scope names."""
+    if scope_key:
+        return {scope_key: scope_key}
+    if address.scope:
+        return {address.resolved_scope(): address.key()}
+    return build_state_scope_keys(address.event(), address.binding_model(), address.descriptor())
 
 
 def check_scope_key_or_fail(scope_key: str) -> str:
@@ -238,12 +286,13 @@ def check_scope_key_or_fail(scope_key: str) -> str:
 
 
 def _register_more_commands() -> None:
-    from statekit.cli import bench, doctor, migrate
+    from statekit.cli import bench, doctor, expiry, migrate
 
     app.command("migrate")(migrate.migrate)
     app.command("init")(doctor.init)
     app.command("doctor")(doctor.doctor)
     app.command("bench")(bench.bench)
+    app.command("sweep")(expiry.sweep)
 
 
 _register_more_commands()

@@ -1,5 +1,8 @@
 """``statekit migrate``: copy every entry, with its context, from one backend to another.
 
+A live scope keeps its deadline in the target (which must then support expiry); an
+expired one is not copied.
+
 The source is streamed (``StateStore.export()``) into the target's
 ``StateStore.import_entries``, which checks each entry as a write and writes in batches,
 so memory stays bounded by the batch and by one counter per scope. Writes are upserts: a
@@ -40,6 +43,7 @@ class MigrationReport:
             "entries": self.copied.imported,
             "scopes": len(self.copied.scope_counts),
             "skipped_invalid": self.copied.skipped,
+            "skipped_expired": self.copied.expired,
             "verified": not self.dry_run and not self.mismatches,
             "mismatches": self.mismatches[:20],
         }
@@ -168,6 +172,8 @@ def _print(report: MigrationReport) -> None:
             f"skipped {report.copied.skipped} entries that the store would refuse "
             "(invalid key, context or JSON)"
         )
+    if report.copied.expired:
+        echo(f"left out {report.copied.expired} entries whose scope expired during the copy")
     if report.mismatches:
         typer.echo(
             f"statekit: error: count check failed in {len(report.mismatches)} scopes, "

@@ -18,10 +18,12 @@ from statekit.backends.base import NEVER
 
 __all__ = ["MAX_TTL_SECONDS", "deadline", "ttl_argument"]
 
-#: The longest ttl kept as given (about 31,700 years); a longer one is taken as this, so
-#: that now + ttl stays exact in the scripts' arithmetic (Lua numbers are doubles).
-MAX_TTL_SECONDS = 1e12
+#: The longest ttl kept as given (about 317 years); a longer one is taken as this, so that
+#: the deadline is a ``datetime`` and now + ttl stays exact in the scripts' arithmetic.
+MAX_TTL_SECONDS = 1e10
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_LATEST = datetime.max.replace(tzinfo=timezone.utc)
+_LATEST_MS = (_LATEST - _EPOCH) // timedelta(milliseconds=1)
 
 
 def ttl_argument(ttl: float) -> str:
@@ -41,7 +43,10 @@ def ttl_argument(ttl: float) -> str:
 def deadline(expire_time: int) -> datetime | None:
     """The deadline of a scope whose value hash has ``expire_time`` (``PEXPIRETIME``:
     ms since the epoch, -1 without one, -2 when absent): the first millisecond the
-    scope is absent, one after the last one Redis keeps the key."""
+    scope is absent, one after the last one Redis keeps the key. An expire time past
+    what a ``datetime`` holds (set by hand: statekit never sets one) reads as the latest."""
     if expire_time < 0:
         return None
+    if expire_time >= _LATEST_MS:
+        return _LATEST
     return _EPOCH + timedelta(milliseconds=expire_time + 1)

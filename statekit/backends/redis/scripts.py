@@ -64,30 +64,59 @@ for i = 0, #KEYS / 4 - 1 do
   versions[#versions + 1] = version
   --[[expire]]
 end
+--[[after]]
 return versions
 """
 
-_WRITE = _WRITE_TEMPLATE.replace("--[[deadline]]\n", "").replace("  --[[expire]]\n", "")
+_WRITE = (
+    _WRITE_TEMPLATE.replace("--[[deadline]]\n", "")
+    .replace("  --[[expire]]\n", "")
+    .replace("--[[after]]\n", "")
+)
 
 # The write with expiry: the same, with one more ARGV per write after all the others
 # (ARGV[3 * n + 2 + i] for write i of n): its ttl in milliseconds, "never" (no deadline)
-# or "" (the deadline left as it is). After a write's own commands, so a key the write
-# created gets its deadline too; never after a refused write (nothing moves).
-_WRITE_TTL = _WRITE_TEMPLATE.replace(
-    "--[[deadline]]\n",
-    """local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(us) / 1000)
+# or "" (the deadline left as it is). A scope's deadline is set once, after all the
+# writes, from its last write with a ttl (the one that wins when each moves it in turn),
+# so the keys any of them created get it too; never after a refused write.
+_WRITE_TTL = (
+    _WRITE_TEMPLATE.replace(
+        "--[[deadline]]\n",
+        """local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(us) / 1000)
 local n = #KEYS / 4
+local ttls = {}
 """,
-).replace(
-    "  --[[expire]]\n",
-    """  local ttl = ARGV[3 * n + 2 + i]
-  if ttl == 'never' then
-    for k = 1, 4 do redis.call('PERSIST', KEYS[4 * i + k]) end
-  elseif ttl ~= '' then
-    local at = string.format('%d', ms + tonumber(ttl) - 1)
-    for k = 1, 4 do redis.call('PEXPIREAT', KEYS[4 * i + k], at) end
+    )
+    .replace(
+        "  --[[expire]]\n",
+        """  local ttl = ARGV[3 * n + 2 + i]
+  if ttl ~= '' then ttls[vkey] = ttl end
+""",
+    )
+    .replace(
+        "--[[after]]\n",
+        """for i = 0, n - 1 do
+  local vkey = KEYS[4 * i + 1]
+  local ttl = ttls[vkey]
+  if ttl then
+    ttls[vkey] = nil
+    local mkey, ckey, ikey = KEYS[4 * i + 2], KEYS[4 * i + 3], KEYS[4 * i + 4]
+    if ttl == 'never' then
+      redis.call('PERSIST', vkey)
+      redis.call('PERSIST', mkey)
+      redis.call('PERSIST', ckey)
+      redis.call('PERSIST', ikey)
+    else
+      local at = string.format('%d', ms + tonumber(ttl) - 1)
+      redis.call('PEXPIREAT', vkey, at)
+      redis.call('PEXPIREAT', mkey, at)
+      redis.call('PEXPIREAT', ckey, at)
+      redis.call('PEXPIREAT', ikey, at)
+    end
   end
+end
 """,
+    )
 )
 
 # KEYS: a scope's four keys. ARGV[1]: ttl in milliseconds, or "never". Refresh on read:

@@ -23,6 +23,7 @@ import pytest
 import pytest_asyncio
 from hypothesis import given
 from hypothesis import strategies as st
+from redis.asyncio.cluster import RedisCluster
 from redis_servers import RedisServer, free_port
 from services import on, open_target
 
@@ -76,6 +77,12 @@ async def sleep_past(moment: datetime | float) -> None:
 
 def unique() -> str:
     return f"conversation:v2:{uuid.uuid4().hex}"
+
+
+async def flush_scripts_on_every_primary(backend: RedisBackend) -> None:
+    client = backend._transport.client
+    assert isinstance(client, RedisCluster)
+    await client.script_flush()  # the cluster client sends it to every primary
 
 
 class RedisExpiryCases:
@@ -365,17 +372,6 @@ class TestRealRedisExpiry(RedisExpiryCases):
             assert isinstance(backend, RedisBackend)
             yield backend
 
-    async def test_scripts_the_server_lost_are_loaded_again(self, backend: RedisBackend) -> None:
-        scope = unique()
-        await backend.set(scope, "a", "1", CONTEXT, ttl=FAR)
-        await raw(backend, "SCRIPT", "FLUSH")
-        assert await backend.get(scope, "a", ttl=10 * FAR) == "1"
-        await raw(backend, "SCRIPT", "FLUSH")
-        assert await backend.set(scope, "a", "2", CONTEXT, ttl=FAR) == 2
-        assert [e.expires_at async for e in backend.iter_entries()] == [
-            await backend.scope_deadline(scope)
-        ]
-
 
 @on(REDIS_CLUSTER)
 class TestRedisClusterExpiry(RedisExpiryCases):
@@ -384,6 +380,21 @@ class TestRedisClusterExpiry(RedisExpiryCases):
         async with open_target(REDIS_CLUSTER, request) as backend:
             assert isinstance(backend, RedisBackend)
             yield backend
+
+    async def test_refreshing_reads_load_the_scripts_a_node_lost(
+        self, backend: RedisBackend
+    ) -> None:
+        """Pipelined reads with scripts (refresh, export) after ``SCRIPT FLUSH`` on every
+        primary (the session's own cluster) load them again and answer."""
+        scopes = [unique() for _ in range(6)]
+        await backend.set_many([StateWrite(s, "a", "1", CONTEXT, ttl=FAR) for s in scopes])
+        await flush_scripts_on_every_primary(backend)
+        read = await backend.read_scopes(scopes, ttls=dict.fromkeys(scopes, 10 * FAR))
+        assert read == {s: {"a": "1"} for s in scopes}
+        for scope in scopes:
+            assert shared(await expire_times(backend, scope)) > (time.time() + 9 * FAR) * 1000
+        await flush_scripts_on_every_primary(backend)
+        assert len([e async for e in backend.iter_entries()]) == len(scopes)
 
 
 @PIPELINING
@@ -399,6 +410,27 @@ class TestRedisSentinelExpiry(RedisExpiryCases):
 
 
 # ---- durability and the ttl rule ------------------------------------------------------
+
+
+@pytest.mark.parametrize("auto_pipeline", [True, False], ids=["auto_pipeline", "direct"])
+async def test_expiry_scripts_the_server_lost_are_loaded_again(
+    own_server: RedisServer, auto_pipeline: bool
+) -> None:
+    """On a server of the test's own: ``SCRIPT FLUSH`` on a shared one would hit others."""
+    backend = RedisBackend.from_url(own_server.url, key_prefix="p:", auto_pipeline=auto_pipeline)
+    try:
+        scope = unique()
+        await backend.set(scope, "a", "1", CONTEXT, ttl=FAR)
+        await raw(backend, "SCRIPT", "FLUSH")
+        assert await backend.get(scope, "a", ttl=10 * FAR) == "1"
+        await raw(backend, "SCRIPT", "FLUSH")
+        assert await backend.set(scope, "a", "2", CONTEXT, ttl=FAR) == 2
+        await raw(backend, "SCRIPT", "FLUSH")
+        deadline_ = await backend.scope_deadline(scope)
+        assert [e.expires_at async for e in backend.iter_entries()] == [deadline_]
+        assert shared(await expire_times(backend, scope)) > 0
+    finally:
+        await backend.aclose()
 
 
 async def test_deadlines_survive_a_crash_and_restart_with_aof(tmp_path: Path) -> None:

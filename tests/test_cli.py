@@ -64,10 +64,12 @@ class Down(MemoryBackend):
     async def describe(self) -> BackendInfo:
         raise BackendUnavailableError("connection refused by down://")
 
-    async def get(self, scope_key: str, state_key: str) -> str | None:
+    async def get(self, scope_key: str, state_key: str, ttl: float | None = None) -> str | None:
         raise BackendUnavailableError("connection refused by down://")
 
-    async def get_versioned(self, scope_key: str, state_key: str) -> tuple[str | None, int]:
+    async def get_versioned(
+        self, scope_key: str, state_key: str, ttl: float | None = None
+    ) -> tuple[str | None, int]:
         raise BackendUnavailableError("connection refused by down://")
 
     async def iter_entries(self) -> AsyncIterator[StateEntry]:

@@ -1,6 +1,7 @@
 """The contract suite on the in-process memory backend."""
 
 from collections.abc import AsyncIterator
+from typing import Any, cast
 
 import pytest
 import pytest_asyncio
@@ -9,13 +10,13 @@ from services import on, open_target
 from benchmarks.matrix import MEMORY
 from statekit import MemoryBackend
 from statekit.backends.base import StateBackend
-from statekit.testing import StateBackendContract
+from statekit.testing import ExpiryContract, StateBackendContract
 
 pytestmark = pytest.mark.memory
 
 
 @on(MEMORY)
-class TestMemoryBackend(StateBackendContract):
+class TestMemoryBackend(StateBackendContract, ExpiryContract):
     @pytest_asyncio.fixture
     async def backend(self, request: pytest.FixtureRequest) -> AsyncIterator[StateBackend]:
         async with open_target(MEMORY, request) as backend:
@@ -28,11 +29,34 @@ class _UnversionedMemoryBackend(MemoryBackend):
     capabilities = frozenset()
 
 
-class TestBackendWithoutCapabilities(StateBackendContract):
+class TestBackendWithoutCapabilities(StateBackendContract, ExpiryContract):
     """The suite skips the tests of undeclared capabilities (their refusal: test_refusals)."""
 
     @pytest_asyncio.fixture
     async def backend(self) -> AsyncIterator[MemoryBackend]:
         backend = _UnversionedMemoryBackend()
+        yield backend
+        await backend.aclose()
+
+
+class _ServerClock:
+    """The memory backend seen as a server that keeps its own time (as Redis does): no
+    ``clock`` attribute, so the expiry contract runs in real time."""
+
+    def __init__(self) -> None:
+        self._backend = MemoryBackend()
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "clock":
+            raise AttributeError(name)
+        return getattr(self._backend, name)
+
+
+class TestExpiryInRealTime(ExpiryContract):
+    """The real-time side of the expiry contract, which no other memory class reaches."""
+
+    @pytest_asyncio.fixture
+    async def backend(self) -> AsyncIterator[StateBackend]:
+        backend = cast(StateBackend, _ServerClock())
         yield backend
         await backend.aclose()

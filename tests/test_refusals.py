@@ -40,9 +40,10 @@ class RecordingBackend(MemoryBackend):
         value_json: str,
         context: ScopeContext,
         expected_version: int | None = None,
+        ttl: float | None = None,
     ) -> int:
         self.writes.append(("set", state_key))
-        return await super().set(scope_key, state_key, value_json, context, expected_version)
+        return await super().set(scope_key, state_key, value_json, context, expected_version, ttl)
 
     async def set_many(self, writes: Sequence[StateWrite]) -> None:
         for write in writes:

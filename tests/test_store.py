@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime, timezone
 from types import SimpleNamespace
 
@@ -144,7 +144,7 @@ async def test_invalid_json_stored_outside_statekit_is_skipped_with_a_warning(
 
 async def test_disabled_policy_snapshot_does_no_io() -> None:
     class Exploding(MemoryBackend):
-        async def read_scopes(self, scope_keys):  # type: ignore[no-untyped-def]
+        async def read_scopes(self, scope_keys, ttls=None):  # type: ignore[no-untyped-def]
             raise AssertionError("no read expected")
 
     ident = new_identity(enable_state=False)
@@ -161,7 +161,10 @@ class _Unversioned(MemoryBackend):
 
 
 async def test_capabilities_are_the_backends_and_gate_versioned_calls() -> None:
-    assert StateStore(MemoryBackend()).capabilities == {statekit.Capability.VERSIONS}
+    assert StateStore(MemoryBackend()).capabilities == {
+        statekit.Capability.VERSIONS,
+        statekit.Capability.EXPIRY,
+    }
     store = StateStore(_Unversioned())
     assert store.capabilities == frozenset()
     with pytest.raises(statekit.UnsupportedCapabilityError):
@@ -173,9 +176,11 @@ class _CountingReads(MemoryBackend):
         super().__init__()
         self.reads: list[list[str]] = []
 
-    async def read_scopes(self, scope_keys: Sequence[str]) -> dict[str, dict[str, str]]:
+    async def read_scopes(
+        self, scope_keys: Sequence[str], ttls: Mapping[str, float] | None = None
+    ) -> dict[str, dict[str, str]]:
         self.reads.append(list(scope_keys))
-        return await super().read_scopes(scope_keys)
+        return await super().read_scopes(scope_keys, ttls)
 
 
 async def test_read_scope_decodes_one_scope_in_code_point_order() -> None:

@@ -2,12 +2,15 @@
 
 Every method completes without awaiting, so under asyncio each call is atomic without a
 lock. It is not shared between threads or processes, and keeps nothing across restarts.
+Expired scopes are reclaimed lazily, by the first call that meets them (or a sweep).
 """
 
 from __future__ import annotations
 
+import math
+import time
 from bisect import bisect_left, bisect_right
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
 from itertools import islice, takewhile
@@ -19,20 +22,27 @@ from statekit.backends.base import (
     ScopeContext,
     StateEntry,
     StateWrite,
+    SweepResult,
 )
 from statekit.errors import ConfigurationError, StoreClosedError, VersionConflictError
 from statekit.url import BackendURL
 
 
 class MemoryBackend:
-    """``memory://``: a dict of scopes, each a dict of entries."""
+    """``memory://``: a dict of scopes, each a dict of entries, and a deadline per scope.
 
-    capabilities = frozenset({Capability.VERSIONS})
+    ``clock`` (POSIX seconds, ``time.time`` by default) is the time deadlines are measured
+    against; tests replace it to move time without sleeping.
+    """
+
+    capabilities = frozenset({Capability.VERSIONS, Capability.EXPIRY})
     #: No setting applies to process memory.
     settings_options: ClassVar[frozenset[str]] = frozenset()
 
-    def __init__(self) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
         self._data: dict[str, dict[str, StateEntry]] | None = {}
+        self._deadlines: dict[str, float] = {}
 
     @property
     def _scopes(self) -> dict[str, dict[str, StateEntry]]:
@@ -52,18 +62,51 @@ class MemoryBackend:
             raise ConfigurationError("The memory backend takes no options")
         return cls()
 
-    async def get(self, scope_key: str, state_key: str) -> str | None:
-        entry = self._scopes.get(scope_key, {}).get(state_key)
+    def _live(self, scope_key: str, now: float, ttl: float | None = None) -> dict[str, StateEntry]:
+        """The scope's entries (``{}`` when absent), reclaiming it once expired; a
+        ``ttl`` refreshes a finite deadline (the refresh on read)."""
+        entries = self._scopes.get(scope_key)
+        if entries is None:
+            return {}
+        deadline = self._deadlines.get(scope_key)
+        if deadline is not None:
+            if now >= deadline:
+                self._drop(scope_key)
+                return {}
+            if ttl is not None:
+                self._move_deadline(scope_key, now, ttl)
+        return entries
+
+    def _drop(self, scope_key: str) -> None:
+        self._scopes.pop(scope_key, None)
+        self._deadlines.pop(scope_key, None)
+
+    def _move_deadline(self, scope_key: str, now: float, ttl: float | None) -> None:
+        if ttl is None:
+            return
+        if math.isinf(ttl):
+            self._deadlines.pop(scope_key, None)
+        else:
+            self._deadlines[scope_key] = now + ttl
+
+    async def get(self, scope_key: str, state_key: str, ttl: float | None = None) -> str | None:
+        entry = self._live(scope_key, self.clock(), ttl).get(state_key)
         return None if entry is None else entry.value_json
 
-    async def get_versioned(self, scope_key: str, state_key: str) -> tuple[str | None, int]:
-        entry = self._scopes.get(scope_key, {}).get(state_key)
+    async def get_versioned(
+        self, scope_key: str, state_key: str, ttl: float | None = None
+    ) -> tuple[str | None, int]:
+        entry = self._live(scope_key, self.clock(), ttl).get(state_key)
         return (None, 0) if entry is None else (entry.value_json, entry.version)
 
-    async def read_scopes(self, scope_keys: Sequence[str]) -> dict[str, dict[str, str]]:
-        scopes = self._scopes
+    async def read_scopes(
+        self, scope_keys: Sequence[str], ttls: Mapping[str, float] | None = None
+    ) -> dict[str, dict[str, str]]:
+        now, ttls = self.clock(), ttls or {}
         return {
-            scope_key: {k: e.value_json for k, e in scopes.get(scope_key, {}).items()}
+            scope_key: {
+                k: e.value_json for k, e in self._live(scope_key, now, ttls.get(scope_key)).items()
+            }
             for scope_key in scope_keys
         }
 
@@ -74,40 +117,48 @@ class MemoryBackend:
         value_json: str,
         context: ScopeContext,
         expected_version: int | None = None,
+        ttl: float | None = None,
     ) -> int:
+        now = self.clock()
+        self._live(scope_key, now)  # an expired scope is dropped: the write starts anew
         entries = self._scopes.setdefault(scope_key, {})
         current = entries.get(state_key)
         if expected_version is not None:
             actual = 0 if current is None else current.version
             if actual != expected_version:
+                if not entries:
+                    del self._scopes[scope_key]
                 raise VersionConflictError(scope_key, state_key, expected_version, actual)
-        now = datetime.now(timezone.utc)
+        stamp = datetime.fromtimestamp(now, timezone.utc)
         if current is None:
-            entry = StateEntry(scope_key, state_key, value_json, context, now, now, 1)
+            entry = StateEntry(scope_key, state_key, value_json, context, stamp, stamp, 1)
         else:
             entry = replace(
-                current, value_json=value_json, updated_at=now, version=current.version + 1
+                current, value_json=value_json, updated_at=stamp, version=current.version + 1
             )
         entries[state_key] = entry
+        self._move_deadline(scope_key, now, ttl)
         return entry.version
 
     async def set_many(self, writes: Sequence[StateWrite]) -> None:
         _ = self._scopes  # refused once closed, even with nothing to write
         for write in writes:
-            await self.set(write.scope_key, write.state_key, write.value_json, write.context)
+            await self.set(
+                write.scope_key, write.state_key, write.value_json, write.context, ttl=write.ttl
+            )
 
     async def delete(self, scope_key: str, state_key: str) -> bool:
-        entries = self._scopes.get(scope_key)
-        if entries is None or entries.pop(state_key, None) is None:
+        entries = self._live(scope_key, self.clock())
+        if entries.pop(state_key, None) is None:
             return False
         if not entries:
-            del self._scopes[scope_key]
+            self._drop(scope_key)
         return True
 
     async def list_keys(
         self, scope_key: str, prefix: str, limit: int, after: str | None
     ) -> tuple[list[str], bool]:
-        keys = sorted(self._scopes.get(scope_key, {}))
+        keys = sorted(self._live(scope_key, self.clock()))
         start = bisect_left(keys, prefix)
         if after is not None:
             start = max(start, bisect_right(keys, after))
@@ -117,12 +168,32 @@ class MemoryBackend:
         return page[:limit], len(page) > limit
 
     async def iter_entries(self) -> AsyncIterator[StateEntry]:
-        for entries in list(self._scopes.values()):
+        for scope_key in list(self._scopes):
+            entries = self._live(scope_key, self.clock())
+            expires_at = self._deadline_at(scope_key)
             for entry in list(entries.values()):
-                yield entry
+                yield entry if expires_at is None else replace(entry, expires_at=expires_at)
+
+    async def scope_deadline(self, scope_key: str) -> datetime | None:
+        self._live(scope_key, self.clock())
+        return self._deadline_at(scope_key)
+
+    def _deadline_at(self, scope_key: str) -> datetime | None:
+        deadline = self._deadlines.get(scope_key)
+        return None if deadline is None else datetime.fromtimestamp(deadline, timezone.utc)
+
+    async def sweep_expired(self, batch_size: int = 1000) -> SweepResult:
+        """Drop every expired scope (one call: nothing else runs meanwhile)."""
+        now = self.clock()
+        expired = [key for key, deadline in self._deadlines.items() if now >= deadline]
+        entries = sum(len(self._scopes.get(key, {})) for key in expired)
+        for scope_key in expired:
+            self._drop(scope_key)
+        return SweepResult(scopes=len(expired), entries=entries)
 
     async def clear(self) -> None:
         self._scopes.clear()
+        self._deadlines.clear()
 
     async def describe(self) -> BackendInfo:
         _ = self._scopes  # refused once closed, as every call

@@ -41,9 +41,19 @@ if _missing:
         name=_missing[0],
     )
 
+from statekit.testing.clocks import FakeClock  # noqa: E402
 from statekit.testing.contract import StateBackendContract  # noqa: E402
+from statekit.testing.expiry import ExpiryContract  # noqa: E402
 from statekit.testing.fuzz import FuzzContract  # noqa: E402
 from statekit.testing.identities import Identity, new_identity  # noqa: E402
 from statekit.testing.isolation import IsolationContract  # noqa: E402
 
-__all__ = ["FuzzContract", "Identity", "IsolationContract", "StateBackendContract", "new_identity"]
+__all__ = [
+    "ExpiryContract",
+    "FakeClock",
+    "FuzzContract",
+    "Identity",
+    "IsolationContract",
+    "StateBackendContract",
+    "new_identity",
+]

@@ -16,11 +16,11 @@ from sqlsupport import execute, new_schema_name, original_table, postgres_url
 from benchmarks.matrix import POSTGRES, SQLITE, SQLITE_MEMORY
 from statekit.backends.base import Capability, StateBackend
 from statekit.backends.sql import SQLBackend
-from statekit.testing import StateBackendContract
+from statekit.testing import ExpiryContract, StateBackendContract
 
 
 @on(SQLITE)
-class TestSQLiteFile(StateBackendContract):
+class TestSQLiteFile(StateBackendContract, ExpiryContract):
     @pytest_asyncio.fixture
     async def backend(self, request: pytest.FixtureRequest) -> AsyncIterator[StateBackend]:
         async with open_target(SQLITE, request) as backend:
@@ -28,7 +28,7 @@ class TestSQLiteFile(StateBackendContract):
 
 
 @pytest.mark.sqlite
-class TestSQLiteHostEngine(StateBackendContract):
+class TestSQLiteHostEngine(StateBackendContract, ExpiryContract):
     """A host's own engine: its connections stay in sqlite3's default transaction mode."""
 
     @pytest_asyncio.fixture
@@ -41,7 +41,7 @@ class TestSQLiteHostEngine(StateBackendContract):
 
 
 @on(SQLITE_MEMORY)
-class TestSQLiteMemory(StateBackendContract):
+class TestSQLiteMemory(StateBackendContract, ExpiryContract):
     @pytest_asyncio.fixture
     async def backend(self, request: pytest.FixtureRequest) -> AsyncIterator[StateBackend]:
         async with open_target(SQLITE_MEMORY, request) as backend:
@@ -49,7 +49,7 @@ class TestSQLiteMemory(StateBackendContract):
 
 
 @on(POSTGRES)
-class TestPostgres(StateBackendContract):
+class TestPostgres(StateBackendContract, ExpiryContract):
     @pytest_asyncio.fixture
     async def backend(self, request: pytest.FixtureRequest) -> AsyncIterator[StateBackend]:
         async with open_target(POSTGRES, request) as backend:
@@ -73,7 +73,7 @@ async def _original_table_backend(url: str, schema: str | None) -> SQLBackend:
 
 
 @pytest.mark.sqlite
-class TestSQLiteOriginalTable(StateBackendContract):
+class TestSQLiteOriginalTable(StateBackendContract, ExpiryContract):
     """The original store's table as it is: no version column, naive timestamps, a
     nullable value_json."""
 
@@ -88,7 +88,7 @@ class TestSQLiteOriginalTable(StateBackendContract):
 
 
 @pytest.mark.postgres
-class TestPostgresOriginalTable(StateBackendContract):
+class TestPostgresOriginalTable(StateBackendContract, ExpiryContract):
     """The original table on PostgreSQL: also the database's default collation, so
     listings ask for code-point order themselves."""
 

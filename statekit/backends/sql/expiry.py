@@ -17,9 +17,11 @@ entries.
   succeeds on a live scope; otherwise, and with ``ttl``, they run in a transaction that
   locks the scope's row first.
 
-A write does not move a deadline already within :func:`tolerance` of its target: the
-update of the scopes row (a new row version and index entry) is skipped, the deadline
-is at most that much early (``min(1 s, 0.1% of the ttl)``).
+A deadline already equal to its target is not written again. With a tolerance
+(``SQLBackend.deadline_tolerance``, a share of the ttl, capped at 1 s) a write also leaves
+a deadline that close to its target unmoved: the update of the scopes row (a new row
+version and index entry) is skipped, and the deadline is at most that much early. It is
+0 (exact) by default: ``docs/backends/sql.md`` has what it saves.
 """
 
 from __future__ import annotations
@@ -38,14 +40,14 @@ from statekit.backends.sql.statements import DriverStatement, Statements
 from statekit.errors import VersionConflictError
 
 _context_values = attrgetter(*CONTEXT_COLUMNS)
-#: The longest a write or refresh leaves a deadline unmoved, and its share of the ttl.
+#: The longest a write or refresh leaves a deadline unmoved, whatever the share.
 MAX_TOLERANCE = 1.0
-TOLERANCE_SHARE = 0.001
 
 
-def tolerance(ttl: float) -> float:
-    """How far from its target a deadline may stay unmoved by a write with ``ttl``."""
-    return min(MAX_TOLERANCE, TOLERANCE_SHARE * ttl) if math.isfinite(ttl) else 0.0
+def tolerance(ttl: float, share: float) -> float:
+    """How far from its target a deadline may stay unmoved by a write with ``ttl``:
+    ``share`` of it, at most :data:`MAX_TOLERANCE`."""
+    return min(MAX_TOLERANCE, share * ttl) if math.isfinite(ttl) else 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,18 +62,20 @@ class Deadline:
     tolerance: float
 
     @classmethod
-    def of(cls, now: float, ttl: float | None) -> Deadline:
+    def of(cls, now: float, ttl: float | None, share: float = 0.0) -> Deadline:
         if ttl is None:
             return cls(now, None, False, 0.0)
-        return cls(now, now + ttl if math.isfinite(ttl) else None, True, tolerance(ttl))
+        at = now + ttl if math.isfinite(ttl) else None
+        return cls(now, at, True, tolerance(ttl, share))
 
     def extras(self) -> tuple[Any, ...]:
         """The parameters :attr:`ExpirySQL.write` takes after the row's."""
         return (self.now, self.at, self.touch, self.tolerance)
 
 
-def _expired(rows: Sequence[Any], now: float) -> bool:
-    return bool(rows) and rows[0][0] is not None and rows[0][0] <= now
+def _ended(rows: Sequence[Any]) -> bool:
+    """Whether :attr:`.expiry_sql.ExpirySQL.lock` found a scope to restart."""
+    return bool(rows) and bool(rows[0][0])
 
 
 class Expiry:
@@ -93,7 +97,7 @@ class Expiry:
     def _restart(self, session: Session, scope_key: str, now: float) -> bool:
         """Restart ``scope_key`` if it has expired (its row locked first); whether it had."""
         sql = self.sql
-        if not _expired(session.fetch(sql.lock.sql, (scope_key,)), now):
+        if not _ended(session.fetch(sql.lock.sql, (scope_key, now))):
             return False
         session.fetch(sql.drop_entries.sql, (scope_key,))
         session.fetch(sql.reset_deadline.sql, (scope_key,))
@@ -156,7 +160,9 @@ class Expiry:
 
         return run
 
-    def sqlite_write_many(self, writes: Sequence[StateWrite], ts: Any, now: float) -> Program:
+    def sqlite_write_many(
+        self, writes: Sequence[StateWrite], ts: Any, now: float, share: float
+    ) -> Program:
         """SQLite's ``set_many`` in one transaction. Without any ``ttl`` the upserts that
         skip expired scopes run first and are all there is unless one skipped; then the
         expired scopes are restarted and their writes made; finally each scope's last
@@ -180,7 +186,7 @@ class Expiry:
             last: dict[str, Deadline] = {}
             for w in writes:
                 if w.ttl is not None:
-                    last[w.scope_key] = Deadline.of(now, w.ttl)
+                    last[w.scope_key] = Deadline.of(now, w.ttl, share)
             if last:
                 session.many(
                     self.sql.set_deadline.sql,
@@ -195,6 +201,7 @@ class Expiry:
         now: float,
         read: DriverStatement,
         params: Mapping[str, Any],
+        share: float,
     ) -> Program:
         """Move the live, finite deadlines of ``ttls``' scopes, then ``read``."""
         refresh = self.sql.refresh.sql
@@ -202,7 +209,7 @@ class Expiry:
         def run(session: Session) -> Sequence[Any]:
             moves = []
             for scope_key, ttl in ttls.items():
-                d = Deadline.of(now, ttl)
+                d = Deadline.of(now, ttl, share)
                 moves.append((scope_key, d.at, d.tolerance, now))
             if moves:
                 session.many(refresh, moves)

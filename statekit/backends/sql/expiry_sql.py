@@ -74,9 +74,15 @@ class ExpirySQL:
 
     def _build(self) -> None:
         t, s, p = self._t, self._s, self._p
-        expired_scope = (
-            f"SELECT 1 FROM {s} WHERE scope_key = {p('scope_key')} AND expires_at <= {p('now')}"
+        present = " AND value_json IS NOT NULL" if self._shape.nullable_values else ""
+        #: Whether the scope has entries (a scope emptied by deletes has ended).
+        self._entries = f"EXISTS (SELECT 1 FROM {t} WHERE {t}.scope_key = {s}.scope_key{present})"
+        #: A scope to restart before writing: its deadline passed, or it has one but no
+        #: entries left (deleted one by one: it ended, and its deadline with it).
+        self._ended = (
+            f"(expires_at <= {p('now')} OR (expires_at IS NOT NULL AND NOT {self._entries}))"
         )
+        expired_scope = f"SELECT 1 FROM {s} WHERE scope_key = {p('scope_key')} AND {self._ended}"
         columns = ", ".join(ROW_COLUMNS)
         values = ", ".join(p(name) for name in ROW_COLUMNS)
         version = "version" if self._shape.versions else "0"
@@ -104,8 +110,10 @@ class ExpirySQL:
             ROW_COLUMNS,
         )
         lock = " FOR UPDATE" if self._postgres else ""
+        #: The scope's row (locked on PostgreSQL): whether it has to be restarted.
         self.lock = self._sql(
-            f"SELECT expires_at FROM {s} WHERE scope_key = {p('scope_key')}{lock}"
+            f"SELECT {self._ended} FROM {s} WHERE scope_key = {p('scope_key')}{lock}",
+            ("scope_key", "now"),
         )
         self.drop_entries = self._sql(f"DELETE FROM {t} WHERE scope_key = {p('scope_key')}")
         self.reset_deadline = self._sql(
@@ -124,17 +132,16 @@ class ExpirySQL:
             f"WHERE {moved}",
             ("scope_key", "deadline", "tolerance"),
         )
-        #: Refresh on read: only a live, finite deadline moves.
+        #: Refresh on read: only a live, finite deadline moves (``NULL``: it is removed).
         self.refresh = self._sql(
             f"UPDATE {s} SET expires_at = {p('deadline')} WHERE scope_key = {p('scope_key')} "
-            f"AND expires_at > {p('now')} AND abs(expires_at - {p('deadline')}) > {p('tolerance')}",
+            f"AND expires_at > {p('now')} AND ({p('deadline')} IS NULL "
+            f"OR abs(expires_at - {p('deadline')}) > {p('tolerance')})",
             ("scope_key", "deadline", "tolerance", "now"),
         )
-        present = " AND value_json IS NOT NULL" if self._shape.nullable_values else ""
         self.deadline = self._sql(
             f"SELECT expires_at FROM {s} WHERE scope_key = {p('scope_key')} "
-            f"AND expires_at > {p('now')} AND EXISTS (SELECT 1 FROM {t} "
-            f"WHERE scope_key = {p('scope_key')}{present})"
+            f"AND expires_at > {p('now')} AND {self._entries}"
         )
         self.clear_scopes = self._sql(f"DELETE FROM {s}")
         if self._postgres:
@@ -145,7 +152,8 @@ class ExpirySQL:
         """PostgreSQL's write of one entry, in one statement: the upsert, the deadline,
         and, when the scope has expired, its restart.
 
-        ``expired`` locks the scope's row only if its deadline has passed; ``gone`` then
+        ``expired`` locks the scope's row only if its deadline has passed (or its entries
+        are all deleted, which ends a scope as expiry does); ``gone`` then
         deletes the scope's other entries and the upsert's ``CASE`` makes the written one
         new (version 1, its own creation time and context). ``deadline`` sets the new
         deadline (``touch``), or clears an expired one. The entry's ``INSERT`` reads from
@@ -168,7 +176,7 @@ class ExpirySQL:
         )
         return (
             f"WITH expired AS (SELECT scope_key FROM {s} WHERE scope_key = {p('scope_key')} "
-            f"AND expires_at <= {p('now')} FOR UPDATE), "
+            f"AND {self._ended} FOR UPDATE), "
             f"gone AS (DELETE FROM {t} WHERE scope_key = {p('scope_key')} "
             f"AND state_key <> {p('state_key')} AND {restarted} RETURNING 1), "
             f"deadline AS (INSERT INTO {s} AS sc (scope_key, expires_at) "

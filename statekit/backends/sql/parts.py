@@ -22,6 +22,9 @@ class Parts:
     _shared_connection: bool
     #: The time deadlines are set and checked by (POSIX seconds); tests replace it.
     clock: Callable[[], float]
+    #: The share of a ttl (at most 1 s) by which a write may leave a deadline short of
+    #: its target rather than update the scopes row; 0: deadlines are exact.
+    deadline_tolerance: float = 0.0
 
     if TYPE_CHECKING:
 

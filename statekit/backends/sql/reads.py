@@ -37,7 +37,9 @@ class Reads(Parts):
         now = params["now"] = self.clock()
         if not ttls:
             return await self._rows(statement, params, what, read=True)
-        refresh = self._require_expiry().refreshed(ttls, now, statement, params)
+        refresh = self._require_expiry().refreshed(
+            ttls, now, statement, params, self.deadline_tolerance
+        )
         rows: Sequence[Any] = await self._program(refresh, what, transaction=False)
         return rows
 

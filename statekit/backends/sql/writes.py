@@ -70,7 +70,7 @@ class Writes(Parts):
         ttl: float | None,
     ) -> int:
         """``set`` on a table with expiry: one statement where it can (see :mod:`.expiry`)."""
-        deadline = Deadline.of(self.clock(), ttl)
+        deadline = Deadline.of(self.clock(), ttl, self.deadline_tolerance)
         sql = expiry.sql
         if expected_version is None:
             if expiry.postgres:
@@ -108,7 +108,7 @@ class Writes(Parts):
         now = statements.timestamp(datetime.now(timezone.utc))
         expiry = self._expiry
         if expiry is not None and not expiry.postgres:
-            program = expiry.sqlite_write_many(writes, now, self.clock())
+            program = expiry.sqlite_write_many(writes, now, self.clock(), self.deadline_tolerance)
             await self._program(program, "set many", transaction=True)
             return
         if expiry is not None:
@@ -118,7 +118,7 @@ class Writes(Parts):
                 [
                     (
                         *expiry.row(w.scope_key, w.state_key, w.value_json, w.context, now),
-                        *Deadline.of(clock, w.ttl).extras(),
+                        *Deadline.of(clock, w.ttl, self.deadline_tolerance).extras(),
                     )
                     for w in writes
                 ],

@@ -261,7 +261,8 @@ class SQLBackend(Reads, Writes):
         return await self._run(driver.run_program, "", (program, transaction), what)
 
     async def create_schema(self) -> None:
-        """Create the table (and PostgreSQL schema) if absent; safe to call repeatedly.
+        """Create the table, the scopes table beside it (and the PostgreSQL schema) where
+        absent; safe to call repeatedly.
 
         A table already there is left as it is (:meth:`upgrade_schema` changes it) and
         the backend adopts it as found (see :attr:`capabilities`)."""
@@ -274,7 +275,8 @@ class SQLBackend(Reads, Writes):
         """Create the table if absent, then bring a table found in place up to statekit's
         layout; what ``statekit init`` runs. Returns what was changed (nothing: ``[]``).
 
-        Only changes that keep every row: the ``version`` column (entries start at 1,
+        Only changes that keep every row: the scopes table (expiry; no deadline yet),
+        the ``version`` column (entries start at 1,
         and the backend then has ``Capability.VERSIONS``), the unique
         ``(scope_key, state_key)`` (refused, changing nothing, while duplicate rows
         exist), columns widened to the limits statekit accepts and PostgreSQL's
@@ -286,8 +288,10 @@ class SQLBackend(Reads, Writes):
         self._check_open()
         async with self._gateway.schema_lock():
             self._ready = False  # operations wait for the upgraded table's statements
-            await create_table(self._engine, self._gateway, self._table)
+            # A table found in place is upgraded first, so the scopes table it lacks is
+            # one of the changes reported; a missing table is then created whole.
             changes = await upgrade_table(self._engine, self._gateway, self._table)
+            await create_table(self._engine, self._gateway, self._table)
             with contextlib.suppress(ConfigurationError):
                 await self._adopt()
         return changes

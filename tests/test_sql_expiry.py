@@ -86,7 +86,7 @@ async def test_the_scopes_table_is_created_beside_the_entries_table(place: Place
     backend = place.backend()
     await backend.create_schema()
 
-    def layout(conn: Any) -> tuple[list[str], list[Any], list[str]]:
+    def layout(conn: Any) -> tuple[list[str], list[Any], list[Any]]:
         insp = inspect(conn)
         columns = [c["name"] for c in insp.get_columns("statekit_state_scopes", place.schema)]
         key = insp.get_pk_constraint("statekit_state_scopes", place.schema)["constrained_columns"]

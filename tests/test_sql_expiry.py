@@ -6,7 +6,6 @@ a private schema of the real PostgreSQL server, on a fake clock where time matte
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -15,12 +14,13 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from sqlalchemy import MetaData, inspect, text
+from sqlalchemy import MetaData, inspect
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlsupport import execute, original_table, postgres_url
 from test_cli_schema import statekit_cmd
 
-from statekit.backends.base import Capability, ScopeContext, StateWrite
+from benchmarks.sql_expiry import fill_expired, sweep_under_writers
+from statekit.backends.base import Capability, ScopeContext, StateWrite, SweepResult
 from statekit.backends.sql import SQLBackend
 from statekit.backends.sql.layout import no_scopes_table
 from statekit.errors import ConfigurationError, UnsupportedCapabilityError
@@ -253,77 +253,6 @@ SWEPT_ENTRIES = 20_000
 WRITERS = 16
 
 
-async def fill_expired(backend: SQLBackend, entries: int, per_scope: int = 10) -> None:
-    """``entries`` entries in scopes of ``per_scope`` whose deadline passed long ago,
-    written straight into the tables (fast)."""
-    await backend.create_schema()
-    table, scopes = backend.table_fullname, backend.table_fullname + "_scopes"
-    if backend.engine.dialect.name == "postgresql":
-        table, scopes = (f'"{backend.table.schema}".{n.split(".")[1]}' for n in (table, scopes))
-    series = (
-        "generate_series(0, :n - 1) AS g(i)"
-        if backend.engine.dialect.name == "postgresql"
-        else "(WITH RECURSIVE g(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM g WHERE i < :n - 1) "
-        "SELECT i FROM g) AS g"
-    )
-    now = "'2024-01-01 00:00:00'"
-    async with backend.engine.begin() as conn:
-        await conn.execute(
-            text(
-                f"INSERT INTO {table} (runner_id, binding_identity, scope, scope_key, "
-                "state_key, value_json, created_at, updated_at) "
-                f"SELECT 'r', 'b', 'conversation', 'gone:' || (i / {per_scope}), "
-                f"'k' || (i % {per_scope}), '1', {now}, {now} FROM {series}"
-            ),
-            {"n": entries},
-        )
-        await conn.execute(
-            text(
-                f"INSERT INTO {scopes} (scope_key, expires_at) "
-                f"SELECT 'gone:' || i, 1.0 FROM {series}"
-            ),
-            {"n": entries // per_scope},
-        )
-
-
-@dataclass
-class SweepRun:
-    swept: Any
-    writes: int
-    worst_write_ms: float
-    seconds: float
-
-
-async def sweep_under_writers(backend: SQLBackend, writers: int = WRITERS) -> SweepRun:
-    """Sweep while ``writers`` tasks write to live scopes (with a ttl) until it is done;
-    every writer's keys are checked afterwards."""
-    done = asyncio.Event()
-    latencies: list[float] = []
-
-    async def writer(number: int) -> int:
-        count = 0
-        while not done.is_set() or count == 0:
-            started = time.perf_counter()
-            await backend.set(f"live:{number}", f"k{count}", str(count), CTX, ttl=HOUR)
-            latencies.append(time.perf_counter() - started)
-            count += 1
-        return count
-
-    tasks = [asyncio.ensure_future(writer(n)) for n in range(writers)]
-    await asyncio.sleep(0.05)  # the writers are under way
-    started = time.perf_counter()
-    try:
-        swept = await backend.sweep_expired(batch_size=1000)
-    finally:
-        seconds = time.perf_counter() - started
-        done.set()
-        counts = await asyncio.gather(*tasks)
-    for number, count in enumerate(counts):
-        stored = (await backend.read_scopes([f"live:{number}"]))[f"live:{number}"]
-        assert stored == {f"k{i}": str(i) for i in range(count)}, number
-    return SweepRun(swept, sum(counts), max(latencies) * 1000, seconds)
-
-
 async def test_the_sweep_reclaims_expired_rows_and_no_live_one_under_16_writers(
     place: Place, summary_line: Callable[[str], None]
 ) -> None:
@@ -334,7 +263,7 @@ async def test_the_sweep_reclaims_expired_rows_and_no_live_one_under_16_writers(
     backend = place.backend(pool_size=8 if place.postgres else 1)
     await backend.set("forever", "k", "1", CTX)
     await fill_expired(backend, SWEPT_ENTRIES)
-    run = await sweep_under_writers(backend)
+    run = await sweep_under_writers(backend, WRITERS)
     summary_line(
         f"sweep on {'postgres' if place.postgres else 'sqlite'}: {run.swept.entries} expired "
         f"rows in {run.seconds:.2f} s ({run.swept.entries / run.seconds:,.0f} rows/s) under "
@@ -343,4 +272,4 @@ async def test_the_sweep_reclaims_expired_rows_and_no_live_one_under_16_writers(
     )
     assert (run.swept.scopes, run.swept.entries) == (SWEPT_ENTRIES // 10, SWEPT_ENTRIES)
     assert await backend.get("forever", "k") == "1"
-    assert await backend.sweep_expired() == type(run.swept)()
+    assert await backend.sweep_expired() == SweepResult()

@@ -8,11 +8,13 @@ the scope's old entries and clears the deadline, under the scope row's lock (Pos
 or SQLite's write lock, so two writers restarting one scope never delete each other's
 entries.
 
-* PostgreSQL: an unconditional write, with or without ``ttl``, is one statement
+* A write without ``ttl`` is one statement that does nothing on an expired scope; only
+  then does the write below run.
+* PostgreSQL: a write with ``ttl`` (or to an expired scope) is one statement
   (:meth:`.expiry_sql.ExpirySQL._pg_write`), restart included; ``set_many`` runs it once
   per write in one round trip.
-* SQLite: a write without ``ttl`` is one statement that does nothing on an expired scope;
-  only then (and for a write with ``ttl``) a short ``BEGIN IMMEDIATE`` transaction runs.
+* SQLite: a write with ``ttl`` (or to an expired scope) is a short ``BEGIN IMMEDIATE``
+  transaction.
 * Conditional writes (``expected_version``) without ``ttl`` try one statement that only
   succeeds on a live scope; otherwise, and with ``ttl``, they run in a transaction that
   locks the scope's row first.

@@ -73,14 +73,15 @@ class Writes(Parts):
         deadline = Deadline.of(self.clock(), ttl, self.deadline_tolerance)
         sql = expiry.sql
         if expected_version is None:
+            if ttl is None:
+                # One statement, which writes nothing on a scope to restart.
+                rows = await self._run(driver.run, sql.live_upsert.sql, (*row, deadline.now), "set")
+                if rows:
+                    return int(rows[0][0])
             if expiry.postgres:
                 arguments = (*row, *deadline.extras())
                 rows = await self._run(driver.run, sql.write.sql, arguments, "set")
                 return int(rows[0][0])
-            if ttl is None:
-                rows = await self._run(driver.run, sql.live_upsert.sql, (*row, deadline.now), "set")
-                if rows:
-                    return int(rows[0][0])
             program = expiry.sqlite_write(row, deadline)
             return int(await self._program(program, "set", transaction=True))
         if ttl is None:

@@ -15,7 +15,7 @@ from sqlsupport import execute, new_schema_name, original_table, postgres_url
 
 from benchmarks.matrix import POSTGRES, SQLITE, SQLITE_MEMORY
 from statekit.backends.base import Capability, StateBackend
-from statekit.backends.sql import SQLBackend
+from statekit.backends.sql import SQLBackend, scopes_table
 from statekit.testing import ExpiryContract, StateBackendContract
 
 
@@ -56,12 +56,17 @@ class TestPostgres(StateBackendContract, ExpiryContract):
             yield backend
 
 
-async def _original_table_backend(url: str, schema: str | None) -> SQLBackend:
+async def _original_table_backend(
+    url: str, schema: str | None, *, scopes: bool = False
+) -> SQLBackend:
     engine = create_async_engine(url)
     async with engine.begin() as conn:
         if schema is not None:
             await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
         await conn.run_sync(original_table(MetaData(), schema).create)
+        if scopes:
+            tables = scopes_table(MetaData(), "agent_runner_state", schema)
+            await conn.run_sync(tables.create)
     backend = SQLBackend(
         engine, table_name="agent_runner_state", schema=schema, create_schema=False
     )
@@ -69,6 +74,7 @@ async def _original_table_backend(url: str, schema: str | None) -> SQLBackend:
     # (what the SQL page tells hosts to do when they need the capabilities up front).
     await backend.describe()
     assert Capability.VERSIONS not in backend.capabilities
+    assert (Capability.EXPIRY in backend.capabilities) is scopes
     return backend
 
 
@@ -96,6 +102,35 @@ class TestPostgresOriginalTable(StateBackendContract, ExpiryContract):
     async def backend(self) -> AsyncIterator[SQLBackend]:
         schema = new_schema_name()
         backend = await _original_table_backend(postgres_url(), schema)
+        yield backend
+        await backend.aclose()
+        await backend.engine.dispose()
+        await execute(postgres_url(), f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.mark.sqlite
+class TestSQLiteOriginalTableWithExpiry(StateBackendContract, ExpiryContract):
+    """The original store's columns as they are, with the scopes table beside them (what
+    `statekit init` adds, here without the version column)."""
+
+    @pytest_asyncio.fixture
+    async def backend(self, tmp_path: Path) -> AsyncIterator[SQLBackend]:
+        backend = await _original_table_backend(
+            f"sqlite+aiosqlite:///{tmp_path / 'original.db'}", None, scopes=True
+        )
+        yield backend
+        await backend.aclose()
+        await backend.engine.dispose()
+
+
+@pytest.mark.postgres
+class TestPostgresOriginalTableWithExpiry(StateBackendContract, ExpiryContract):
+    """The original table and a scopes table on PostgreSQL."""
+
+    @pytest_asyncio.fixture
+    async def backend(self) -> AsyncIterator[SQLBackend]:
+        schema = new_schema_name()
+        backend = await _original_table_backend(postgres_url(), schema, scopes=True)
         yield backend
         await backend.aclose()
         await backend.engine.dispose()

@@ -146,6 +146,10 @@ class ExpirySQL:
         self.clear_scopes = self._sql(f"DELETE FROM {s}")
         if self._postgres:
             self.write = self._sql(self._pg_write(), (*ROW_COLUMNS, *WRITE_EXTRAS))
+            #: Takes the row's parameters, then ``now``, ``deadline`` and ``tolerance``.
+            self.write_live = self._sql(
+                self._pg_write_live(), (*ROW_COLUMNS, "now", "deadline", "tolerance")
+            )
         self._build_sweep()
 
     def _pg_write(self) -> str:
@@ -189,6 +193,36 @@ class ExpirySQL:
             "ON CONFLICT (scope_key, state_key) DO UPDATE SET "
             f"value_json = excluded.value_json, updated_at = excluded.updated_at, {version}{kept} "
             f"RETURNING {'t.version' if self._shape.versions else '0'}"
+        )
+
+    def _pg_write_live(self) -> str:
+        """PostgreSQL's write with ``ttl`` to a scope that has not expired, the usual case.
+
+        ``current`` reads the scope's deadline. Unless it is already within the tolerance
+        of its target, ``deadline`` upserts the scope row (only while the scope is live),
+        and the entry's upsert reads from both, so the scope row is locked before the
+        entry's. Within the tolerance the scope row is only read: no row version, lock or
+        WAL record for it. Nothing when the scope has expired: :meth:`_pg_write` then
+        restarts it. (An emptied scope needs no restart here: the write gives it its new
+        deadline, and its first entry starts at version 1.)"""
+        t, s, p = self._t, self._s, self._p
+        version = "t.version" if self._shape.versions else "0"
+        bump = ", version = t.version + 1" if self._shape.versions else ""
+        live = f"(expires_at IS NULL OR expires_at > {p('now')})"
+        close = f"{live} AND coalesce(abs(expires_at - {p('deadline')}) <= {p('tolerance')}, false)"
+        return (
+            f"WITH current AS (SELECT expires_at FROM {s} WHERE scope_key = {p('scope_key')}), "
+            f"deadline AS (INSERT INTO {s} AS sc (scope_key, expires_at) "
+            f"SELECT {p('scope_key')}, {p('deadline')} "
+            f"WHERE NOT EXISTS (SELECT FROM current WHERE {close}) "
+            "ON CONFLICT (scope_key) DO UPDATE SET expires_at = excluded.expires_at "
+            f"WHERE sc.expires_at IS NULL OR sc.expires_at > {p('now')} RETURNING 1) "
+            f"INSERT INTO {t} AS t ({', '.join(ROW_COLUMNS)}) "
+            f"SELECT {', '.join(p(name) for name in ROW_COLUMNS)} "
+            f"WHERE EXISTS (SELECT FROM deadline) OR EXISTS (SELECT FROM current WHERE {close}) "
+            "ON CONFLICT (scope_key, state_key) DO UPDATE SET "
+            f"value_json = excluded.value_json, updated_at = excluded.updated_at{bump} "
+            f"RETURNING {version}"
         )
 
     def _build_sweep(self) -> None:

@@ -79,6 +79,11 @@ class Writes(Parts):
                 if rows:
                     return int(rows[0][0])
             if expiry.postgres:
+                if ttl is not None:
+                    live = (*row, deadline.now, deadline.at, deadline.tolerance)
+                    rows = await self._run(driver.run, sql.write_live.sql, live, "set")
+                    if rows:
+                        return int(rows[0][0])
                 arguments = (*row, *deadline.extras())
                 rows = await self._run(driver.run, sql.write.sql, arguments, "set")
                 return int(rows[0][0])

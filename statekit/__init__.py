@@ -24,6 +24,7 @@ from statekit.errors import (
     UnsupportedCapabilityError,
     VersionConflictError,
 )
+from statekit.expiry import ExpiryPolicy
 from statekit.models import (
     ActorContext,
     AgentBinding,
@@ -74,6 +75,7 @@ __all__ = [
     "Capability",
     "ConfigurationError",
     "ExpiringBackend",
+    "ExpiryPolicy",
     "ImportResult",
     "MemoryBackend",
     "RunnerDescriptor",

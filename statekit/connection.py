@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import ValidationError
 
 from statekit.backends.registry import open_backend
 from statekit.errors import ConfigurationError
+from statekit.expiry import Duration, ExpiryPolicy
 from statekit.settings import StatekitSettings
 from statekit.store import StateStore
 from statekit.url import BackendURL
@@ -29,6 +31,9 @@ def connect(
     url: str | BackendURL | None = None,
     *,
     settings: StatekitSettings | None = None,
+    expiry: Mapping[str, Duration | None] | ExpiryPolicy | None = None,
+    refresh_on_read: bool | None = None,
+    sweep_interval: Duration | None = None,
     **options: Any,
 ) -> StateStore:
     """Open the store named by ``url`` (default: ``STATEKIT_URL``, else the embedded
@@ -40,8 +45,33 @@ def connect(
     :class:`~statekit.errors.ConfigurationError` at once. ``options`` go to the backend
     as they are and win over the URL's query and the settings. Use the store as
     ``async with statekit.connect(url) as store:`` or close it with ``await store.aclose()``.
+
+    ``expiry``, ``refresh_on_read`` and ``sweep_interval`` are the store's (see
+    :class:`~statekit.StateStore`); each wins over its setting, ``expiry`` scope by scope
+    (``STATEKIT_EXPIRY_<SCOPE>``; a scope given ``None`` here has no lifetime).
     """
     if settings is None:
         settings = load_settings()
+    store_options = _store_options(settings, expiry, refresh_on_read, sweep_interval)
     target = settings.url if url is None else url
-    return StateStore(open_backend(target, options, settings.backend_options()))
+    return StateStore(open_backend(target, options, settings.backend_options()), **store_options)
+
+
+def _store_options(
+    settings: StatekitSettings,
+    expiry: Mapping[str, Duration | None] | ExpiryPolicy | None,
+    refresh_on_read: bool | None,
+    sweep_interval: Duration | None,
+) -> dict[str, Any]:
+    chosen = settings.store_options()
+    if isinstance(expiry, ExpiryPolicy):
+        expiry = expiry.ttls
+    if expiry is not None:
+        if not isinstance(expiry, Mapping):
+            raise ConfigurationError("expiry must map scope names to lifetimes")
+        chosen["expiry"] = {**chosen["expiry"], **expiry}
+    if refresh_on_read is not None:
+        chosen["refresh_on_read"] = refresh_on_read
+    if sweep_interval is not None:
+        chosen["sweep_interval"] = sweep_interval
+    return chosen

@@ -3,27 +3,27 @@
 :class:`StateStore` keeps the public methods and return conventions of the original
 SQL-only persistent state store (``(ok, error_message)`` tuples, ``None`` for a missing
 value, ``(keys, has_more)`` for listings) and adds what a production store needs:
-conditional sets, batch updates, export and import, and typed backend errors. It is the
-only door to a backend: the CLI and the benchmarks go through it too.
+conditional sets, batch updates, per-scope expiry (:mod:`statekit.expiry`), export and
+import and the other whole-store operations (:mod:`statekit.maintenance`, its base class),
+and typed backend errors. It is the only door to a backend: the CLI and the benchmarks go
+through it too.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import Any, Protocol, cast, runtime_checkable
+from typing import Any, cast
 
-from statekit import transfer
 from statekit.backends.base import (
-    BackendInfo,
     Capability,
     StateBackend,
-    StateEntry,
     StateWrite,
     VersionedBackend,
 )
+from statekit.decoding import decode_scope, decode_stored
 from statekit.errors import StoreClosedError, UnsupportedCapabilityError, VersionConflictError
 from statekit.events import (
     StateUpdate,
@@ -33,6 +33,8 @@ from statekit.events import (
     prepare_event_write,
     unpack_update,
 )
+from statekit.expiry import Duration, ExpiryPolicy, StoreExpiry
+from statekit.maintenance import StoreMaintenance
 from statekit.scope import (
     VALID_STATE_SCOPES,
     BindingLike,
@@ -52,24 +54,12 @@ from statekit.validation import (
     check_scope_key,
     check_state_key,
     checked_context,
-    decode_value,
     encode_value,
 )
 
 __all__ = ["ImportResult", "StateStore", "StateUpdate", "get_state_store", "reset_state_store"]
 
 _log = logging.getLogger("statekit")
-
-
-@runtime_checkable
-class _SchemaOwner(Protocol):
-    """A backend with a schema to create or upgrade (SQL): see
-    :meth:`StateStore.create_schema`."""
-
-    async def upgrade_schema(self) -> list[str]: ...
-
-
-_INVALID = object()  # a stored value that is not valid JSON
 
 Result = tuple[bool, str | None]
 
@@ -78,7 +68,7 @@ def _empty_snapshot() -> dict[str, dict[str, Any]]:
     return {scope: {} for scope in VALID_STATE_SCOPES}
 
 
-class StateStore:
+class StateStore(StoreMaintenance):
     """Host-owned runner state over any :class:`~statekit.backends.base.StateBackend`.
 
     Refused input never raises and never writes: setters return ``(False, message)``,
@@ -86,11 +76,27 @@ class StateStore:
     :class:`~statekit.errors.StateBackendError` subclass. Use as ``async with`` or call
     :meth:`aclose` to release the backend's connections; after it, every method raises
     :class:`~statekit.errors.StoreClosedError`.
+
+    ``expiry`` gives scope names a lifetime (seconds, ``timedelta`` or ``"30d"``-style
+    text, see :mod:`statekit.expiry`): each accepted write moves its scope's deadline to
+    now + that lifetime, and with ``refresh_on_read`` snapshots, ``read_scope`` and gets
+    do too. ``sweep_interval`` (seconds) runs :meth:`sweep_expired` in the background,
+    in the loop of the store's first call, until :meth:`aclose`. Any of them on a backend
+    without :attr:`Capability.EXPIRY`, an unknown scope name or a bad lifetime raise
+    :class:`~statekit.errors.ConfigurationError`.
     """
 
-    def __init__(self, backend: StateBackend) -> None:
+    def __init__(
+        self,
+        backend: StateBackend,
+        *,
+        expiry: Mapping[str, Duration | None] | ExpiryPolicy | None = None,
+        refresh_on_read: bool = False,
+        sweep_interval: Duration | None = None,
+    ) -> None:
         self._backend = backend
         self._closed = False
+        self._expiry = StoreExpiry(backend, expiry, refresh_on_read, sweep_interval)
 
     @property
     def backend(self) -> StateBackend:
@@ -102,8 +108,16 @@ class StateStore:
     def capabilities(self) -> frozenset[Capability]:
         """The backend's optional features. Without :attr:`Capability.VERSIONS`,
         :meth:`state_get_versioned` and ``state_set(..., expected_version=...)`` raise
-        :class:`~statekit.errors.UnsupportedCapabilityError`: check here to choose a path."""
+        :class:`~statekit.errors.UnsupportedCapabilityError`, as ``state_set(...,
+        expiry=...)`` does without :attr:`Capability.EXPIRY` (and the store's expiry
+        options are a :class:`~statekit.errors.ConfigurationError`): check here to
+        choose a path."""
         return self._backend.capabilities
+
+    @property
+    def expiry(self) -> ExpiryPolicy:
+        """The lifetime of each scope name (those without one are left out)."""
+        return self._expiry.policy
 
     async def __aenter__(self) -> StateStore:
         self._check_open()
@@ -125,13 +139,18 @@ class StateStore:
         in the host (a module-level store closed at shutdown while a task still runs),
         never a reason to reconnect. Calls already under way end as the backend makes
         them: each completes, or raises ``StoreClosedError`` (every built-in backend).
+        The background sweeper, if any, is stopped and awaited first.
         """
         self._closed = True
+        if self._expiry.sweeper is not None:
+            await self._expiry.sweeper.stop()
         await self._backend.aclose()
 
     def _check_open(self) -> None:
         if self._closed:
             raise StoreClosedError("This StateStore was closed with aclose(); open a new one")
+        if self._expiry.sweeper is not None:
+            self._expiry.sweeper.start()
 
     # ---- event-driven API -------------------------------------------------------
 
@@ -150,9 +169,9 @@ class StateStore:
             return snapshot
         wanted = enabled_scope_keys(scopes, event, binding, descriptor)
         if wanted:
-            stored = await self._backend.read_scopes(list(wanted.values()))
+            stored = await self._expiry.read_scopes(list(wanted.values()))
             for scope, scope_key in wanted.items():
-                snapshot[scope] = self._decode_scope(scope_key, stored.get(scope_key, {}))
+                snapshot[scope] = decode_scope(scope_key, stored.get(scope_key, {}))
         conversation_id = getattr(event, "conversation_id", None)
         if "conversation" in scopes and conversation_id:
             snapshot["conversation"].setdefault("external.conversation_id", conversation_id)
@@ -177,7 +196,7 @@ class StateStore:
             write = prepare_event_write(event, binding, descriptor, scope, key, value)
         except Refusal as refusal:
             return self._refuse(refusal, logger)
-        await self._backend.set(*write)
+        await self._expiry.set(*write, None, self._expiry.policy.for_scope(scope))
         return True, None
 
     async def apply_updates_from_event(
@@ -203,9 +222,8 @@ class StateStore:
         for update in updates:
             try:
                 scope, key, value = unpack_update(update)
-                writes.append(
-                    StateWrite(*prepare_event_write(event, binding, descriptor, scope, key, value))
-                )
+                write = prepare_event_write(event, binding, descriptor, scope, key, value)
+                writes.append(StateWrite(*write, ttl=self._expiry.policy.for_scope(scope)))
                 results.append((True, None))
             except Refusal as refusal:
                 results.append(self._refuse(refusal, logger))
@@ -228,9 +246,9 @@ class StateStore:
             scope_key = check_scope_key(scope_key)
         except Refusal:
             return {}
-        stored = await self._backend.read_scopes([scope_key])
+        stored = await self._expiry.read_scopes([scope_key])
         entries = stored.get(scope_key, {})
-        return self._decode_scope(scope_key, dict(sorted(entries.items())))
+        return decode_scope(scope_key, dict(sorted(entries.items())))
 
     async def state_get(self, scope_key: str, state_key: str) -> Any:
         """The stored value, or ``None`` when absent or when the key is invalid."""
@@ -239,11 +257,8 @@ class StateStore:
             scope_key, state_key = self._address(scope_key, state_key)
         except Refusal:
             return None
-        value_json = await self._backend.get(scope_key, state_key)
-        if value_json is None:
-            return None
-        value = self._decode(scope_key, state_key, value_json)
-        return None if value is _INVALID else value
+        value_json = await self._expiry.get(scope_key, state_key)
+        return None if value_json is None else decode_stored(scope_key, state_key, value_json)
 
     async def state_get_versioned(self, scope_key: str, state_key: str) -> tuple[Any, int]:
         """``(value, version)``; ``(None, 0)`` when absent or when the key is invalid.
@@ -257,11 +272,10 @@ class StateStore:
             scope_key, state_key = self._address(scope_key, state_key)
         except Refusal:
             return None, 0
-        value_json, version = await backend.get_versioned(scope_key, state_key)
+        value_json, version = await self._expiry.get_versioned(backend, scope_key, state_key)
         if value_json is None:
             return None, 0
-        value = self._decode(scope_key, state_key, value_json)
-        return (None if value is _INVALID else value), version
+        return decode_stored(scope_key, state_key, value_json), version
 
     async def state_set(
         self,
@@ -275,18 +289,23 @@ class StateStore:
         logger: Any = None,
         *,
         expected_version: int | None = None,
+        expiry: Duration | None = None,
     ) -> Result:
         """Upsert one value; ``(True, None)`` or ``(False, reason)``, nothing written on refusal.
 
         ``context`` may carry bot_id, workspace_id, conversation_id, thread_id, actor_type,
         actor_id, subject_type and subject_id; it is stored when the entry is created.
         With ``expected_version`` the write happens only if the stored version equals it
-        (0: only if absent); otherwise ``(False, "Version conflict ...")``.
+        (0: only if absent); otherwise ``(False, "Version conflict ...")``. ``expiry``
+        (a lifetime, ``"never"`` included) replaces the scope's configured one for this
+        write. Either on a backend without the capability raises
+        :class:`~statekit.errors.UnsupportedCapabilityError`.
         """
         self._check_open()
         if expected_version is not None:
             self._versioned()
         try:
+            ttl = None if expiry is None else self._expiry.override(expiry)
             scope_key, state_key = self._address(scope_key, state_key)
             scope = check_scope(scope)
             runner_id, binding_identity = check_owner(runner_id, binding_identity)
@@ -297,8 +316,10 @@ class StateStore:
             ctx = checked_context(runner_id, binding_identity, scope, extra)
         except Refusal as refusal:
             return self._refuse(refusal, logger)
+        if expiry is None:
+            ttl = self._expiry.policy.for_scope(scope)
         try:
-            await self._backend.set(scope_key, state_key, value_json, ctx, expected_version)
+            await self._expiry.set(scope_key, state_key, value_json, ctx, expected_version, ttl)
         except VersionConflictError as conflict:
             return False, str(conflict)
         return True, None
@@ -339,68 +360,6 @@ class StateStore:
             return [], False
         return await self._backend.list_keys(scope_key, prefix, limit, after)
 
-    def export(self) -> AsyncIterator[StateEntry]:
-        """Every stored entry with its context and timestamps (for migration and backups)."""
-        self._check_open()
-        return self._backend.iter_entries()
-
-    async def import_entries(
-        self,
-        entries: AsyncIterable[StateEntry] | Iterable[StateEntry],
-        *,
-        batch_size: int = 500,
-        dry_run: bool = False,
-    ) -> ImportResult:
-        """Write exported entries (another store's :meth:`export`) with their context.
-
-        Each entry gets the checks of a write (:func:`~statekit.validation.check_entry`;
-        its value is encoded again); a refused one is counted in ``skipped`` (logged at
-        debug level) and the others go on. Valid ones are upserted ``batch_size`` at a
-        time, so a re-run after an interruption is harmless; versions and timestamps are
-        this store's own. ``dry_run`` checks and counts, writing nothing. A backend fault
-        raises :class:`~statekit.errors.StateBackendError`, earlier batches staying
-        written. Memory: one batch and one counter per scope. ``batch_size < 1`` raises
-        ``ValueError``.
-        """
-        self._check_open()
-        return await transfer.import_entries(self._backend, entries, batch_size, dry_run)
-
-    async def count_entries(self, scope_keys: Iterable[str]) -> dict[str, int]:
-        """How many entries each given scope holds, undecodable ones included; an invalid
-        scope key counts 0 without I/O.
-
-        The backend contract has no count: scopes are read with their values, 100 per
-        round trip. Meant for checks such as ``statekit migrate``'s, not for a hot path.
-        """
-        self._check_open()
-        return await transfer.count_entries(self._backend, scope_keys)
-
-    async def describe(self) -> BackendInfo:
-        """What the backend is and whether its layout is ready (one round trip, read-only)."""
-        self._check_open()
-        return await self._backend.describe()
-
-    async def create_schema(self) -> list[str]:
-        """Create what the backend stores entries in, or bring a table found in place up
-        to statekit's layout; safe to repeat. Returns what was changed (``[]``: nothing).
-
-        On SQL: the table and its indexes, and on an existing table (the original
-        store's) the missing ``version`` column, unique key, widths and collation, keeping
-        every row. A no-op on backends without a schema (memory, Redis). Run it
-        (``statekit init``) ahead of a deploy whose stores open with
-        ``create_schema=False``, or whose database role may not create tables. A backend
-        that has a schema provides it as an ``async upgrade_schema() -> list[str]``
-        method; faults raise :class:`~statekit.errors.StateBackendError`.
-        """
-        if isinstance(self._backend, _SchemaOwner):
-            return await self._backend.upgrade_schema()
-        return []
-
-    async def clear_all(self) -> None:
-        """Remove every entry of this store (its key prefix or table), nothing else."""
-        self._check_open()
-        await self._backend.clear()
-
     # ---- internals ----------------------------------------------------------------
 
     @staticmethod
@@ -420,28 +379,6 @@ class StateStore:
     def _refuse(refusal: Refusal, logger: Any) -> Result:
         (logger or _log).debug("state update refused: %s", refusal)
         return False, str(refusal)
-
-    def _decode_scope(self, scope_key: str, entries: Mapping[str, str]) -> dict[str, Any]:
-        decoded: dict[str, Any] = {}
-        for state_key, value_json in entries.items():
-            value = self._decode(scope_key, state_key, value_json)
-            if value is not _INVALID:
-                decoded[state_key] = value
-        return decoded
-
-    @staticmethod
-    def _decode(scope_key: str, state_key: str, value_json: str) -> Any:
-        try:
-            return decode_value(value_json)
-        except (ValueError, RecursionError):
-            # Rows written outside statekit may hold invalid JSON (or JSON nested deeper
-            # than statekit accepts); the original store skipped them, and so do we, loudly.
-            _log.warning(
-                "skipped %r in %s: undecodable JSON (invalid or nested too deep)",
-                state_key,
-                scope_key,
-            )
-            return _INVALID
 
 
 _default_store: StateStore | None = None

@@ -4,11 +4,13 @@ verify it. :class:`statekit.StateStore` exposes both; ``statekit migrate`` uses 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
-from dataclasses import dataclass, field
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field, replace
 from itertools import islice
 
-from statekit.backends.base import StateBackend, StateEntry, StateWrite
+from statekit.backends.base import Capability, StateBackend, StateEntry, StateWrite
+from statekit.errors import UnsupportedCapabilityError
 from statekit.validation import Refusal, check_entry, check_scope_key
 
 _log = logging.getLogger("statekit")
@@ -19,11 +21,13 @@ COUNT_BATCH = 100
 @dataclass
 class ImportResult:
     """What :meth:`StateStore.import_entries` did: entries written (or, in a dry run, that
-    would be), entries refused, and how many entries each written scope received."""
+    would be), entries refused, entries left out because their scope had expired, and how
+    many entries each written scope received."""
 
     imported: int = 0
     skipped: int = 0
     scope_counts: dict[str, int] = field(default_factory=dict)
+    expired: int = 0
 
 
 async def import_entries(
@@ -37,6 +41,7 @@ async def import_entries(
         raise ValueError(f"batch_size must be at least 1, not {batch_size}")
     result = ImportResult()
     batch: list[StateWrite] = []
+    clock: Callable[[], float] = getattr(backend, "clock", time.time)
     async for entry in _each(entries):
         try:
             write = check_entry(entry)
@@ -44,6 +49,12 @@ async def import_entries(
             _log.debug("import skipped %s / %r: %s", entry.scope_key, entry.state_key, refusal)
             result.skipped += 1
             continue
+        if entry.expires_at is not None:
+            ttl = _remaining(backend, entry, clock)
+            if ttl is None:
+                result.expired += 1
+                continue
+            write = replace(write, ttl=ttl)
         result.imported += 1
         counts = result.scope_counts
         counts[write.scope_key] = counts.get(write.scope_key, 0) + 1
@@ -55,6 +66,21 @@ async def import_entries(
     if batch:
         await backend.set_many(batch)
     return result
+
+
+def _remaining(
+    backend: StateBackend, entry: StateEntry, clock: Callable[[], float]
+) -> float | None:
+    """Seconds from now to ``entry``'s deadline, measured on the target's clock; ``None``
+    once it has passed. A target without expiry could only make the scope immortal."""
+    if Capability.EXPIRY not in backend.capabilities:
+        raise UnsupportedCapabilityError(
+            f"{type(backend).__name__} does not support expiry (Capability.EXPIRY): "
+            f"the entries of scope {entry.scope_key!r} have a deadline it cannot keep"
+        )
+    assert entry.expires_at is not None
+    remaining = entry.expires_at.timestamp() - clock()
+    return remaining if remaining > 0 else None
 
 
 async def count_entries(backend: StateBackend, scope_keys: Iterable[str]) -> dict[str, int]:

@@ -20,7 +20,7 @@ from statekit import BackendURL, ConfigurationError, MemoryBackend, StatekitSett
 from statekit.backends import registry
 from statekit.backends.sql import SQLBackend
 from statekit.connection import load_settings
-from statekit.settings import DEFAULT_URL
+from statekit.settings import DEFAULT_URL, STORE_SETTINGS
 
 pytestmark = pytest.mark.memory
 
@@ -410,11 +410,15 @@ def test_every_built_in_class_declares_the_settings_it_takes(
     assert expected <= set(StatekitSettings.model_fields) - {"url"}
 
 
-def test_every_setting_but_the_url_is_a_backend_option(clean_env: Path) -> None:
+def test_every_setting_but_the_url_and_the_stores_own_is_a_backend_option(
+    clean_env: Path,
+) -> None:
     values: dict[str, Any] = {"key_prefix": "p:", "table_name": "t", "pool_size": 2, "timeout": 1.5}
     settings = StatekitSettings(url="memory://", connect_timeout=0.5, **values)  # type: ignore[arg-type]  # text, as the environment gives it
     assert settings.backend_options() == {**values, "connect_timeout": 0.5}
-    assert set(settings.backend_options()) == set(StatekitSettings.model_fields) - {"url"}
+    assert set(settings.backend_options()) == (
+        set(StatekitSettings.model_fields) - {"url"} - STORE_SETTINGS
+    )
 
 
 def test_invalid_setting_names_the_variable(

@@ -17,7 +17,7 @@ import pytest
 from statekit.backends.base import NEVER, Capability, ExpiringBackend, StateBackend
 from statekit.errors import VersionConflictError
 from statekit.testing.clocks import ExpiryTime, FakeClock, FakeTime, RealTime, retry_too_late
-from statekit.testing.expiry_checks import Scope, assert_absent, assert_live, expiring
+from statekit.testing.expiry_checks import Scope, as_expiring, assert_absent, assert_live
 from statekit.testing.expiry_rules import ExpiryRulesContract
 
 
@@ -31,7 +31,7 @@ class ExpiryContract(ExpiryRulesContract):
     def expiring(self, backend: StateBackend) -> ExpiringBackend:
         if Capability.EXPIRY not in backend.capabilities:
             pytest.skip(f"backend does not declare {Capability.EXPIRY.value}")
-        return expiring(backend)
+        return as_expiring(backend)
 
     @pytest.fixture
     def expiry_time(self, expiring: ExpiringBackend) -> Iterator[ExpiryTime]:

@@ -54,7 +54,7 @@ class Scope:
         return StateWrite(self.key, state_key, str(value), self.context, ttl)
 
 
-def expiring(backend: StateBackend) -> ExpiringBackend:
+def as_expiring(backend: StateBackend) -> ExpiringBackend:
     """``backend`` as an :class:`ExpiringBackend` (the caller checked the capability)."""
     return cast(ExpiringBackend, backend)
 

@@ -1,0 +1,45 @@
+"""Stored JSON text back to values, for the store's readers.
+
+Rows written outside statekit may hold invalid JSON (or JSON nested deeper than statekit
+accepts); the original store skipped them, and so does statekit, loudly: a warning on
+the ``statekit`` logger names the key and scope, never the value.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from statekit.validation import decode_value
+
+_log = logging.getLogger("statekit")
+_INVALID = object()  # a stored value that is not valid JSON
+
+
+def decode_stored(scope_key: str, state_key: str, value_json: str) -> Any:
+    """The value of one stored entry; ``None`` (with a warning) when it is undecodable."""
+    value = _decode(scope_key, state_key, value_json)
+    return None if value is _INVALID else value
+
+
+def decode_scope(scope_key: str, entries: Mapping[str, str]) -> dict[str, Any]:
+    """The values of a scope's entries, in their order; undecodable ones left out."""
+    decoded: dict[str, Any] = {}
+    for state_key, value_json in entries.items():
+        value = _decode(scope_key, state_key, value_json)
+        if value is not _INVALID:
+            decoded[state_key] = value
+    return decoded
+
+
+def _decode(scope_key: str, state_key: str, value_json: str) -> Any:
+    try:
+        return decode_value(value_json)
+    except (ValueError, RecursionError):
+        _log.warning(
+            "skipped %r in %s: undecodable JSON (invalid or nested too deep)",
+            state_key,
+            scope_key,
+        )
+        return _INVALID

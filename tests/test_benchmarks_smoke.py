@@ -102,3 +102,23 @@ def test_quick_run_on_redis_records_every_figure(tmp_path: Path) -> None:
 def test_quick_run_on_postgres_records_every_figure(tmp_path: Path) -> None:
     url = service_url("STATEKIT_POSTGRES_URL")
     _assert_complete(_quick_run(tmp_path, "postgres", "--postgres-url", url), "postgres")
+
+
+@pytest.mark.redis
+async def test_the_redis_expiry_benchmark_measures_every_case_and_the_memory_per_scope() -> None:
+    from benchmarks import redis_expiry
+
+    url = service_url("STATEKIT_REDIS_URL")
+    document = await redis_expiry.main(url, runs=1, scopes=5, quick=True)
+    cases = {(c["level"], c["auto_pipeline"], c["in_flight"]) for c in document["write_cost"]}
+    assert cases == {
+        (level, pipelined, n)
+        for level in ("backend", "store")
+        for pipelined, n in redis_expiry.CASES
+    }
+    for case in document["write_cost"]:
+        _assert_positive(case, "no_ttl_ops_per_s", "ttl_ops_per_s", "ratio")
+    memory = document["memory"]
+    _assert_positive(memory, "memory_usage_per_scope")  # used_memory: shared, noisy
+    # Four keys, ten values of ~210 bytes: the values alone are 2.1 KB.
+    assert memory["memory_usage_per_scope"] > 10 * memory["value_json_bytes"]

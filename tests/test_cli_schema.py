@@ -71,7 +71,7 @@ def test_init_creates_the_schema_then_doctor_is_healthy(tmp_path: Path) -> None:
     first = statekit_cmd(tmp_path, "init")
     assert first.returncode == 0, first.stderr
     assert first.stdout == "ready: sqlite statekit_state\n"
-    assert sqlite_tables(tmp_path / "statekit.db") == ["statekit_state"]
+    assert sqlite_tables(tmp_path / "statekit.db") == ["statekit_state", "statekit_state_scopes"]
     again = statekit_cmd(tmp_path, "init", "--json")
     assert again.returncode == 0
     assert json.loads(again.stdout)["ready"] is True

@@ -15,12 +15,12 @@ from sqlsupport import execute, new_schema_name, original_table, postgres_url
 
 from benchmarks.matrix import POSTGRES, SQLITE, SQLITE_MEMORY
 from statekit.backends.base import Capability, StateBackend
-from statekit.backends.sql import SQLBackend
-from statekit.testing import StateBackendContract
+from statekit.backends.sql import SQLBackend, scopes_table
+from statekit.testing import ExpiryContract, StateBackendContract
 
 
 @on(SQLITE)
-class TestSQLiteFile(StateBackendContract):
+class TestSQLiteFile(StateBackendContract, ExpiryContract):
     @pytest_asyncio.fixture
     async def backend(self, request: pytest.FixtureRequest) -> AsyncIterator[StateBackend]:
         async with open_target(SQLITE, request) as backend:
@@ -28,7 +28,7 @@ class TestSQLiteFile(StateBackendContract):
 
 
 @pytest.mark.sqlite
-class TestSQLiteHostEngine(StateBackendContract):
+class TestSQLiteHostEngine(StateBackendContract, ExpiryContract):
     """A host's own engine: its connections stay in sqlite3's default transaction mode."""
 
     @pytest_asyncio.fixture
@@ -41,7 +41,7 @@ class TestSQLiteHostEngine(StateBackendContract):
 
 
 @on(SQLITE_MEMORY)
-class TestSQLiteMemory(StateBackendContract):
+class TestSQLiteMemory(StateBackendContract, ExpiryContract):
     @pytest_asyncio.fixture
     async def backend(self, request: pytest.FixtureRequest) -> AsyncIterator[StateBackend]:
         async with open_target(SQLITE_MEMORY, request) as backend:
@@ -49,19 +49,24 @@ class TestSQLiteMemory(StateBackendContract):
 
 
 @on(POSTGRES)
-class TestPostgres(StateBackendContract):
+class TestPostgres(StateBackendContract, ExpiryContract):
     @pytest_asyncio.fixture
     async def backend(self, request: pytest.FixtureRequest) -> AsyncIterator[StateBackend]:
         async with open_target(POSTGRES, request) as backend:
             yield backend
 
 
-async def _original_table_backend(url: str, schema: str | None) -> SQLBackend:
+async def _original_table_backend(
+    url: str, schema: str | None, *, scopes: bool = False
+) -> SQLBackend:
     engine = create_async_engine(url)
     async with engine.begin() as conn:
         if schema is not None:
             await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
         await conn.run_sync(original_table(MetaData(), schema).create)
+        if scopes:
+            tables = scopes_table(MetaData(), "agent_runner_state", schema)
+            await conn.run_sync(tables.create)
     backend = SQLBackend(
         engine, table_name="agent_runner_state", schema=schema, create_schema=False
     )
@@ -69,11 +74,12 @@ async def _original_table_backend(url: str, schema: str | None) -> SQLBackend:
     # (what the SQL page tells hosts to do when they need the capabilities up front).
     await backend.describe()
     assert Capability.VERSIONS not in backend.capabilities
+    assert (Capability.EXPIRY in backend.capabilities) is scopes
     return backend
 
 
 @pytest.mark.sqlite
-class TestSQLiteOriginalTable(StateBackendContract):
+class TestSQLiteOriginalTable(StateBackendContract, ExpiryContract):
     """The original store's table as it is: no version column, naive timestamps, a
     nullable value_json."""
 
@@ -88,7 +94,7 @@ class TestSQLiteOriginalTable(StateBackendContract):
 
 
 @pytest.mark.postgres
-class TestPostgresOriginalTable(StateBackendContract):
+class TestPostgresOriginalTable(StateBackendContract, ExpiryContract):
     """The original table on PostgreSQL: also the database's default collation, so
     listings ask for code-point order themselves."""
 
@@ -96,6 +102,35 @@ class TestPostgresOriginalTable(StateBackendContract):
     async def backend(self) -> AsyncIterator[SQLBackend]:
         schema = new_schema_name()
         backend = await _original_table_backend(postgres_url(), schema)
+        yield backend
+        await backend.aclose()
+        await backend.engine.dispose()
+        await execute(postgres_url(), f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.mark.sqlite
+class TestSQLiteOriginalTableWithExpiry(StateBackendContract, ExpiryContract):
+    """The original store's columns as they are, with the scopes table beside them (what
+    `statekit init` adds, here without the version column)."""
+
+    @pytest_asyncio.fixture
+    async def backend(self, tmp_path: Path) -> AsyncIterator[SQLBackend]:
+        backend = await _original_table_backend(
+            f"sqlite+aiosqlite:///{tmp_path / 'original.db'}", None, scopes=True
+        )
+        yield backend
+        await backend.aclose()
+        await backend.engine.dispose()
+
+
+@pytest.mark.postgres
+class TestPostgresOriginalTableWithExpiry(StateBackendContract, ExpiryContract):
+    """The original table and a scopes table on PostgreSQL."""
+
+    @pytest_asyncio.fixture
+    async def backend(self) -> AsyncIterator[SQLBackend]:
+        schema = new_schema_name()
+        backend = await _original_table_backend(postgres_url(), schema, scopes=True)
         yield backend
         await backend.aclose()
         await backend.engine.dispose()

@@ -165,7 +165,8 @@ async def test_each_operation_is_one_statement(backend: SQLBackend) -> None:
     await count()
     batch = [s.strip().split()[0].upper() for s in seen[6:]]
     if backend.engine.dialect.name == "postgresql":
-        assert batch == ["INSERT"]  # one executemany: one round trip, atomic
+        # One executemany: one round trip, atomic (a WITH query: the deadline's part).
+        assert batch == ["WITH"]
     else:
         assert batch == ["BEGIN", *["INSERT"] * 20, "COMMIT"]  # one transaction
 
@@ -241,8 +242,17 @@ async def test_queries_use_the_unique_index_on_postgres(pg_schema: str) -> None:
                 for k in range(60)
             ]
         )
+        scopes = backend.table_fullname + "_scopes"
         async with backend.engine.connect() as conn:
+            # Deadlines of many other scopes: each read checks its scope's by the key.
+            await conn.execute(
+                text(
+                    f"INSERT INTO {scopes} SELECT 'subject:v2:' || md5(i::text), i "
+                    "FROM generate_series(1, 5000) AS i"
+                )
+            )
             await conn.execute(text(f"ANALYZE {backend.table_fullname}"))
+            await conn.execute(text(f"ANALYZE {scopes}"))
             await conn.commit()
         scope = f"conversation:v2:{7:064x}"
         sql = backend._statements
@@ -262,6 +272,9 @@ async def test_queries_use_the_unique_index_on_postgres(pg_schema: str) -> None:
             ),
         }
         for name, (statement, params) in statements.items():
+            # The clock, where half the other scopes have expired: every read checks
+            # its own scope's deadline, by the scopes table's key.
+            params["now"] = 2500.0
             # The very SQL the backend sends, with its parameters bound.
             async with backend.engine.connect() as conn:
                 driver = (await conn.get_raw_connection()).driver_connection
@@ -269,6 +282,7 @@ async def test_queries_use_the_unique_index_on_postgres(pg_schema: str) -> None:
                 rows = await driver.fetch(f"EXPLAIN {statement.sql}", *statement.arguments(params))
             plan = "\n".join(row[0] for row in rows)
             assert "uq_statekit_state_scope_key_state_key" in plan, (name, plan)
+            assert "statekit_state_scopes_pkey" in plan, (name, plan)
             assert "Seq Scan" not in plan, (name, plan)
             assert "Sort" not in plan, (name, plan)
     finally:

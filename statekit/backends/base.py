@@ -38,6 +38,9 @@ class Capability(str, enum.Enum):
     #: Scopes can expire (see :class:`ExpiringBackend`): a write may give its scope a
     #: deadline, and from that deadline on the whole scope is absent on every read path.
     EXPIRY = "expiry"
+    #: Scopes can be found, exported and erased by identity (access and erasure
+    #: requests): see :class:`statekit.backends.identity.ErasingBackend`.
+    ERASURE = "erasure"
 
 
 #: The ``ttl`` meaning "this scope never expires": a write with it removes the scope's

@@ -15,14 +15,21 @@ consistent atomically. The index makes a listing O(log n + limit) in a scope of 
 members at one score sort by their bytes, and UTF-8 byte order is code-point order, the
 order every backend lists in.
 
+Expiry: a scope with a deadline has it on all four keys, as their expire time
+(``PEXPIREAT``, set in the write's own script with the server's clock), so Redis drops
+the whole scope at one millisecond and reclaims its memory by itself
+(:mod:`~statekit.backends.redis.expiry`). A scope without a deadline has none on any key.
+
 A write is never sent twice: if its connection drops before the reply arrives, the
 caller gets :class:`~statekit.errors.BackendUnavailableError` and the write may or may not
 have been applied. A read in that situation is simply sent again.
 
 Modules: :mod:`.backend` (the operations, written once), :mod:`.transport` (the seam, and
 the standalone transport), :mod:`.cluster`, :mod:`.sentinel` (the other transports),
-:mod:`.connections` (round trips on one server's connections), :mod:`.pipeline`
-(auto-pipelining), :mod:`.options` (URL and options), :mod:`.scripts` (the Lua scripts).
+:mod:`.modes` (which transport a URL or client gets), :mod:`.connections` (round trips on
+one server's connections), :mod:`.pipeline` (auto-pipelining), :mod:`.options` (URL and
+options), :mod:`.scripts` (the Lua scripts), :mod:`.entries` (replies into entries),
+:mod:`.expiry` (ttls and deadlines).
 """
 
 from statekit.backends.redis.backend import RedisBackend, glob_escape

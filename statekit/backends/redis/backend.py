@@ -2,15 +2,14 @@
 
 How the commands reach Redis (one server, a Cluster, the primary a Sentinel names) is the
 :class:`~statekit.backends.redis.transport.Transport`'s business; which transport a URL
-gets is decided once, in :meth:`RedisBackend.from_url`, by its scheme.
+gets is decided once, in :meth:`RedisBackend.from_url`, by its scheme
+(:mod:`~statekit.backends.redis.modes`).
 """
 
 from __future__ import annotations
 
-import functools
-import json
-from collections.abc import AsyncIterator, Sequence
-from datetime import datetime, timedelta, timezone
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 # ``from redis import``: without redis-py, the error names the package to install.
@@ -22,14 +21,24 @@ from statekit.backends.base import (
     ScopeContext,
     StateEntry,
     StateWrite,
+    SweepResult,
 )
 from statekit.backends.redis.boundary import ErrorBoundary
-from statekit.backends.redis.cluster import ClusterTransport
+from statekit.backends.redis.entries import context_json, pairs, scope_entries, text
+from statekit.backends.redis.expiry import deadline, ttl_argument
+from statekit.backends.redis.modes import TRANSPORTS, transport_for
 from statekit.backends.redis.options import DEFAULT_KEY_PREFIX, parse_url, validate_key_prefix
 from statekit.backends.redis.pipeline import Command
-from statekit.backends.redis.scripts import DELETE_SHA, GET_VERSIONED_SHA, LIST_SHA, WRITE_SHA
-from statekit.backends.redis.sentinel import SentinelTransport
-from statekit.backends.redis.transport import SCAN_BATCH, StandaloneTransport, Transport
+from statekit.backends.redis.scripts import (
+    DELETE_SHA,
+    ENTRIES_SHA,
+    GET_VERSIONED_SHA,
+    LIST_SHA,
+    REFRESH_SHA,
+    WRITE_SHA,
+    WRITE_TTL_SHA,
+)
+from statekit.backends.redis.transport import SCAN_BATCH, Transport
 from statekit.errors import ConfigurationError, VersionConflictError
 from statekit.url import BackendURL
 
@@ -38,81 +47,12 @@ if TYPE_CHECKING:
 
 __all__ = ["RedisBackend", "glob_escape"]
 
-#: scheme -> the transport its URLs are served by.
-_TRANSPORTS: dict[str, type[Transport]] = {
-    "redis": StandaloneTransport,
-    "rediss": StandaloneTransport,
-    "unix": StandaloneTransport,
-    "redis+cluster": ClusterTransport,
-    "rediss+cluster": ClusterTransport,
-    "redis+sentinel": SentinelTransport,
-    "rediss+sentinel": SentinelTransport,
-}
-
 _GLOB_SPECIAL = frozenset("*?[]\\")
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def glob_escape(text: str) -> str:
     """``text`` as a literal in a Redis ``MATCH`` pattern."""
     return "".join("\\" + c if c in _GLOB_SPECIAL else c for c in text)
-
-
-def _text(raw: bytes | str) -> str:
-    return raw.decode() if isinstance(raw, bytes) else raw
-
-
-def _timestamp(micros: str) -> datetime:
-    return _EPOCH + timedelta(microseconds=int(micros))
-
-
-def _pairs(reply: Any) -> dict[str, str]:
-    """A ``HGETALL`` reply as text: a flat list from the wire (RESP2), or the dict that
-    RESP3 and redis-py's own parsing give."""
-    if isinstance(reply, dict):
-        return {_text(k): _text(v) for k, v in reply.items()}
-    return {_text(k): _text(v) for k, v in zip(reply[::2], reply[1::2], strict=True)}
-
-
-@functools.lru_cache(maxsize=4096)
-def _context_json(context: ScopeContext) -> str:
-    """The context as stored in ``P{S}:ctx``; cached, as a runner writes with few contexts
-    (and the store hands over the same checked context object for the same scope)."""
-    return json.dumps(context.as_dict(), separators=(",", ":"))
-
-
-def transport_for(
-    client: aioredis.Redis | aioredis.RedisCluster,
-    *,
-    timeout: float | None,
-    pool_size: int | None,
-    pool_timeout: float | None,
-    auto_pipeline: bool,
-    owns_client: bool,
-) -> Transport:
-    """The transport over a host's own client, by the client's kind (closed on close only
-    if ``owns_client``)."""
-    if isinstance(client, aioredis.RedisCluster):
-        return ClusterTransport(
-            client,
-            timeout=timeout,
-            pool_size=pool_size,
-            pool_timeout=pool_timeout,
-            owns_client=owns_client,
-        )
-    mode = (
-        SentinelTransport
-        if isinstance(client.connection_pool, aioredis.SentinelConnectionPool)
-        else StandaloneTransport
-    )
-    return mode(
-        client,
-        timeout=timeout,
-        pool_size=pool_size,
-        pool_timeout=pool_timeout,
-        auto_pipeline=auto_pipeline,
-        owns_client=owns_client,
-    )
 
 
 class RedisBackend:
@@ -145,7 +85,7 @@ class RedisBackend:
     raise :class:`~statekit.errors.ConfigurationError` (no retry can help).
     """
 
-    capabilities = frozenset({Capability.VERSIONS})
+    capabilities = frozenset({Capability.VERSIONS, Capability.EXPIRY})
     #: The :class:`~statekit.settings.StatekitSettings` fields this backend takes.
     settings_options: ClassVar[frozenset[str]] = frozenset(
         {"key_prefix", "pool_size", "timeout", "connect_timeout"}
@@ -189,7 +129,7 @@ class RedisBackend:
         Unknown or invalid options raise :class:`~statekit.errors.ConfigurationError`.
         """
         parsed = BackendURL(url)
-        mode = _TRANSPORTS.get(parsed.scheme)
+        mode = TRANSPORTS.get(parsed.scheme)
         if mode is None:
             raise ConfigurationError(f"Not a Redis URL: {parsed}")
         config = parse_url(parsed, options, mode.extra_options)
@@ -222,29 +162,70 @@ class RedisBackend:
 
     # ---- reads --------------------------------------------------------------------
 
-    async def get(self, scope_key: str, state_key: str) -> str | None:
-        with self._errors:
-            raw = await self._transport.read(("HGET", f"{self._prefix}{{{scope_key}}}", state_key))
-        return None if raw is None else _text(raw)
+    def _refresh(self, scope_key: str, ttl: float) -> Command:
+        """The refresh on read of a scope: its existing deadline (if any) to now + ttl."""
+        return ("EVALSHA", REFRESH_SHA, 4, *self._keys(scope_key), ttl_argument(ttl))
 
-    async def get_versioned(self, scope_key: str, state_key: str) -> tuple[str | None, int]:
-        value_key, meta_key, _, _ = self._keys(scope_key)
+    async def get(self, scope_key: str, state_key: str, ttl: float | None = None) -> str | None:
+        read = ("HGET", f"{self._prefix}{{{scope_key}}}", state_key)
         with self._errors:
-            raw, meta = await self._transport.read(
-                ("EVALSHA", GET_VERSIONED_SHA, 2, value_key, meta_key, state_key)
-            )
+            if ttl is None:
+                raw = await self._transport.read(read)
+            else:
+                _, raw = await self._transport.read_many((self._refresh(scope_key, ttl), read))
+        return None if raw is None else text(raw)
+
+    async def get_versioned(
+        self, scope_key: str, state_key: str, ttl: float | None = None
+    ) -> tuple[str | None, int]:
+        value_key, meta_key, _, _ = self._keys(scope_key)
+        read = ("EVALSHA", GET_VERSIONED_SHA, 2, value_key, meta_key, state_key)
+        with self._errors:
+            if ttl is None:
+                raw, meta = await self._transport.read(read)
+            else:
+                _, (raw, meta) = await self._transport.read_many(
+                    (self._refresh(scope_key, ttl), read)
+                )
         if raw is None or meta is None:
             return None, 0
-        return _text(raw), int(_text(meta).split(":", 1)[0])
+        return text(raw), int(text(meta).split(":", 1)[0])
 
-    async def read_scopes(self, scope_keys: Sequence[str]) -> dict[str, dict[str, str]]:
+    async def read_scopes(
+        self, scope_keys: Sequence[str], ttls: Mapping[str, float] | None = None
+    ) -> dict[str, dict[str, str]]:
+        """Pipelined ``HGETALL``s; each scope named in ``ttls`` refreshed just before its
+        read, in the same round trip."""
         unique = list(dict.fromkeys(scope_keys))
         if not unique:
             return {}
-        commands = [("HGETALL", f"{self._prefix}{{{scope_key}}}") for scope_key in unique]
+        commands: list[Command] = []
+        for scope_key in unique:
+            if ttls and scope_key in ttls:
+                commands.append(self._refresh(scope_key, ttls[scope_key]))
+            commands.append(("HGETALL", f"{self._prefix}{{{scope_key}}}"))
         with self._errors:
             replies = await self._transport.read_many(commands)
-        return {scope_key: _pairs(reply) for scope_key, reply in zip(unique, replies, strict=True)}
+        reads = (
+            reply
+            for command, reply in zip(commands, replies, strict=True)
+            if command[0] == "HGETALL"
+        )
+        return {scope_key: pairs(reply) for scope_key, reply in zip(unique, reads, strict=True)}
+
+    async def scope_deadline(self, scope_key: str) -> datetime | None:
+        """``PEXPIRETIME`` of the scope's value hash (all its keys share it), as the
+        deadline: ``None`` for a scope without one, absent or expired."""
+        with self._errors:
+            expire_time = await self._transport.read(
+                ("PEXPIRETIME", f"{self._prefix}{{{scope_key}}}")
+            )
+        return deadline(int(expire_time))
+
+    async def sweep_expired(self, batch_size: int = 1000) -> SweepResult:
+        """Nothing to do: Redis reclaims expired keys by itself (on access, and by its
+        background sampling of keys with an expire time), so this returns zeros."""
+        return SweepResult(0, 0)
 
     async def list_keys(
         self, scope_key: str, prefix: str, limit: int, after: str | None
@@ -262,14 +243,14 @@ class RedisBackend:
             keys = await self._transport.read(
                 ("EVALSHA", LIST_SHA, 2, meta_key, index_key, low, high, limit + 1)
             )
-        keys = [_text(k) for k in keys]
+        keys = [text(k) for k in keys]
         return keys[:limit], len(keys) > limit
 
     async def iter_entries(self) -> AsyncIterator[StateEntry]:
         batch: list[str] = []
         with self._errors:
             async for raw in self._transport.scan(glob_escape(self._prefix) + "{*}"):
-                batch.append(_text(raw))
+                batch.append(text(raw))
                 if len(batch) >= SCAN_BATCH:
                     for entry in await self._read_entries(batch):
                         yield entry
@@ -279,37 +260,13 @@ class RedisBackend:
                     yield entry
 
     async def _read_entries(self, value_keys: list[str]) -> list[StateEntry]:
-        commands: list[Command] = []
-        for value_key in value_keys:
-            commands += [
-                ("HGETALL", value_key),
-                ("HGETALL", value_key + ":meta"),
-                ("GET", value_key + ":ctx"),
-            ]
+        commands: list[Command] = [
+            ("EVALSHA", ENTRIES_SHA, 3, key, key + ":meta", key + ":ctx") for key in value_keys
+        ]
         replies = await self._transport.read_many(commands)
         entries = []
-        for i, value_key in enumerate(value_keys):
-            values, metas, ctx = replies[3 * i : 3 * i + 3]
-            if ctx is None:
-                continue  # deleted between SCAN and read
-            context = ScopeContext(**json.loads(ctx))
-            meta_by_key = _pairs(metas)
-            for state_key, value_json in _pairs(values).items():
-                meta = meta_by_key.get(state_key)
-                if meta is None:
-                    continue
-                version, created, updated = meta.split(":")
-                entries.append(
-                    StateEntry(
-                        scope_key=self._scope_of(value_key),
-                        state_key=state_key,
-                        value_json=value_json,
-                        context=context,
-                        created_at=_timestamp(created),
-                        updated_at=_timestamp(updated),
-                        version=int(version),
-                    )
-                )
+        for value_key, reply in zip(value_keys, replies, strict=True):
+            entries += scope_entries(self._scope_of(value_key), reply)
         return entries
 
     # ---- writes -------------------------------------------------------------------
@@ -321,11 +278,15 @@ class RedisBackend:
         value_json: str,
         context: ScopeContext,
         expected_version: int | None = None,
+        ttl: float | None = None,
     ) -> int:
         keys = self._keys(scope_key)
         expected = "" if expected_version is None else str(expected_version)
-        context_json = _context_json(context)
-        command = ("EVALSHA", WRITE_SHA, 4, *keys, expected, state_key, value_json, context_json)
+        args = (*keys, expected, state_key, value_json, context_json(context))
+        if ttl is None:
+            command: Command = ("EVALSHA", WRITE_SHA, 4, *args)
+        else:
+            command = ("EVALSHA", WRITE_TTL_SHA, 4, *args, ttl_argument(ttl))
         with self._errors:
             reply = await self._transport.write(keys[0], command)
         if reply[0] == -1:
@@ -338,22 +299,31 @@ class RedisBackend:
 
         On a cluster a script may only touch one slot, so the batch runs as one atomic
         script per slot, the slots concurrently (atomic per slot, not across slots).
+        Each write's ``ttl`` moves its scope's deadline; a batch without any takes the
+        script without expiry.
         """
         if not writes:
             return
+        for write in writes:  # every ttl checked before anything is sent
+            if write.ttl is not None:
+                ttl_argument(write.ttl)
         with self._errors:
             await self._transport.write_grouped(
                 writes, lambda write: self._keys(write.scope_key)[0], self._write_command
             )
 
     def _write_command(self, writes: Sequence[StateWrite]) -> Command:
-        """The ``EVALSHA`` of the write script for ``writes``, unconditional."""
+        """The ``EVALSHA`` of the write script for ``writes`` (unconditional); the script
+        with expiry, and each write's ttl argument, when any of them has a ttl."""
         keys: list[str] = []
         args: list[str] = [""]
         for write in writes:
             keys.extend(self._keys(write.scope_key))
-            args.extend((write.state_key, write.value_json, _context_json(write.context)))
-        return ("EVALSHA", WRITE_SHA, len(keys), *keys, *args)
+            args.extend((write.state_key, write.value_json, context_json(write.context)))
+        if all(write.ttl is None for write in writes):
+            return ("EVALSHA", WRITE_SHA, len(keys), *keys, *args)
+        args.extend("" if w.ttl is None else ttl_argument(w.ttl) for w in writes)
+        return ("EVALSHA", WRITE_TTL_SHA, len(keys), *keys, *args)
 
     async def delete(self, scope_key: str, state_key: str) -> bool:
         keys = self._keys(scope_key)
@@ -372,7 +342,7 @@ class RedisBackend:
         batch: list[str] = []
         with self._errors:
             async for key in self._transport.scan(glob_escape(self._prefix) + "{*"):
-                batch.append(_text(key))
+                batch.append(text(key))
                 if len(batch) >= SCAN_BATCH:
                     await self._unlink(batch)
                     batch = []

@@ -149,6 +149,17 @@ class ClusterTransport(Transport):
 
     async def read_many(self, commands: Sequence[Command]) -> list[Any]:
         await self.follow_loop()
+        await self._load_scripts()
+        try:
+            return await self._pipelined(commands)
+        except redis_errors.NoScriptError:
+            # A node lost its scripts (failover, SCRIPT FLUSH): load them again and send
+            # the reads once more (a refresh sent twice only moves a deadline again).
+            for script in SCRIPTS.values():
+                await self.limits.run(self.client.script_load(script))
+            return await self._pipelined(commands)
+
+    async def _pipelined(self, commands: Sequence[Command]) -> list[Any]:
         async with self.client.pipeline(transaction=False) as pipe:
             for command in commands:
                 pipe.execute_command(*command)

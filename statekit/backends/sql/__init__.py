@@ -5,7 +5,7 @@ Importing this module imports SQLAlchemy; ``import statekit`` alone never does.
 
 from statekit.backends.sql.backend import SQLBackend
 from statekit.backends.sql.options import SQLOptions
-from statekit.backends.sql.schema import DEFAULT_TABLE_NAME, metadata, state_table
+from statekit.backends.sql.schema import DEFAULT_TABLE_NAME, metadata, scopes_table, state_table
 from statekit.backends.sql.statements import EXPORT_BATCH_SIZE, prefix_successor
 
 __all__ = [
@@ -15,5 +15,6 @@ __all__ = [
     "SQLOptions",
     "metadata",
     "prefix_successor",
+    "scopes_table",
     "state_table",
 ]

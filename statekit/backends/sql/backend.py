@@ -12,8 +12,8 @@ SQLAlchemy.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Mapping, Sequence
-from datetime import datetime, timezone
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import Table
@@ -24,36 +24,35 @@ from sqlalchemy.schema import MetaData
 from statekit.backends.base import (
     BackendInfo,
     Capability,
-    ScopeContext,
-    StateEntry,
-    StateWrite,
 )
 from statekit.backends.sql import driver
 from statekit.backends.sql.engine import build_engine
+from statekit.backends.sql.expiry import Expiry
+from statekit.backends.sql.expiry_sql import ExpirySQL
 from statekit.backends.sql.faults import TRANSLATED, translate
 from statekit.backends.sql.gateway import CLOSED_MESSAGE, DriverRun, Gateway
 from statekit.backends.sql.layout import observe_table, server_and_layout
 from statekit.backends.sql.naming import check_table
 from statekit.backends.sql.options import parse_url, split_options
+from statekit.backends.sql.reads import Reads
 from statekit.backends.sql.schema import (
-    CONTEXT_COLUMNS,
     DEFAULT_SCHEMA,
     DEFAULT_TABLE_NAME,
+    TableShape,
     state_table,
 )
 from statekit.backends.sql.statements import (
     EXPORT_BATCH_SIZE,
     DriverStatement,
     Statements,
-    prefix_successor,
 )
 from statekit.backends.sql.upgrade import create_table, upgrade_table
 from statekit.backends.sql.urlparams import driver_arguments
+from statekit.backends.sql.writes import Writes
 from statekit.errors import (
     ConfigurationError,
     StoreClosedError,
     UnsupportedCapabilityError,
-    VersionConflictError,
 )
 from statekit.url import BackendURL, mask_password
 
@@ -63,14 +62,12 @@ if TYPE_CHECKING:
 __all__ = ["EXPORT_BATCH_SIZE", "SQLBackend"]
 
 
-def _utc(moment: datetime) -> datetime:
-    # SQLite hands back the naive UTC text it was given.
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
+def _capabilities(shape: TableShape) -> frozenset[Capability]:
+    found = ((Capability.VERSIONS, shape.versions), (Capability.EXPIRY, shape.expiry))
+    return frozenset(capability for capability, present in found if present)
 
 
-class SQLBackend:
+class SQLBackend(Reads, Writes):
     """``postgresql+asyncpg://...`` and ``sqlite+aiosqlite:///path``: one SQL table.
 
     Build it with :meth:`from_url` (the backend owns and disposes its engine), or pass an
@@ -90,7 +87,8 @@ class SQLBackend:
     ``VERSIONS`` (a versioned call made first raises
     :class:`~statekit.errors.UnsupportedCapabilityError` after the look); naive
     timestamps hold UTC whatever the session's time zone; a ``NULL`` ``value_json`` is
-    absent. :meth:`upgrade_schema` brings such a table up to statekit's. ``pool_size``
+    absent; without the scopes table beside it (``<table>_scopes``) ``EXPIRY`` is dropped.
+    :meth:`upgrade_schema` brings such a table up to statekit's. ``pool_size``
     (``from_url``: the pool's size + overflow) admits that many operations at once, first
     come first served, each waiting at most ``pool_timeout`` seconds for its turn
     (:class:`~statekit.errors.BackendTimeoutError`); give a host engine's pool size here
@@ -102,11 +100,15 @@ class SQLBackend:
     new pool on PostgreSQL, whose connections belong to one loop; two loops running at
     once get :class:`~statekit.errors.StateBackendError`. After :meth:`aclose` every
     method raises :class:`~statekit.errors.StoreClosedError`.
+
+    Expiry (see :mod:`.expiry`): deadlines are POSIX seconds from :attr:`clock`, compared
+    in every statement as parameters, never with the server's time.
     """
 
-    #: Until first use (or :meth:`describe`), what statekit's own table has; then what
-    #: the table found has: no ``VERSIONS`` without a ``version`` column.
-    capabilities: frozenset[Capability] = frozenset({Capability.VERSIONS})
+    #: Until first use (or :meth:`describe`), what statekit's own tables have; then what
+    #: the tables found have: no ``VERSIONS`` without a ``version`` column, no ``EXPIRY``
+    #: without the scopes table.
+    capabilities: frozenset[Capability] = frozenset({Capability.VERSIONS, Capability.EXPIRY})
     #: The settings :func:`statekit.connect` hands to :meth:`from_url`.
     settings_options: ClassVar[frozenset[str]] = frozenset(
         {"table_name", "pool_size", "timeout", "connect_timeout"}
@@ -140,6 +142,9 @@ class SQLBackend:
         self._shared_connection = isinstance(engine.pool, StaticPool)
         self._gateway = Gateway(engine, 1 if self._shared_connection else pool_size, pool_timeout)
         self._statements = Statements(self._table, engine.dialect)
+        self._expiry: Expiry | None = None
+        #: The time deadlines are set and checked by (POSIX seconds); tests replace it.
+        self.clock: Callable[[], float] = time.time
 
     @classmethod
     def from_url(cls, url: str | BackendURL, **options: Any) -> Self:
@@ -199,8 +204,18 @@ class SQLBackend:
             )
         shape = observed.shape
         self._table = state_table(MetaData(), self._table.name, self._table.schema, shape=shape)
-        self._statements = Statements(self._table, self._engine.dialect, shape)
-        self.capabilities = frozenset({Capability.VERSIONS} if shape.versions else ())
+        dialect = self._engine.dialect
+        self._statements = statements = Statements(self._table, dialect, shape)
+        self._expiry = (
+            Expiry(
+                ExpirySQL(self._table, statements.scopes, dialect, shape),
+                statements,
+                postgres=self._dialect == "postgresql",
+            )
+            if shape.expiry
+            else None
+        )
+        self.capabilities = _capabilities(shape)
         self._ready = True
 
     def _require_versions(self) -> None:
@@ -211,6 +226,14 @@ class SQLBackend:
                 f"{self.table_fullname} has no version column: conditional sets and "
                 "versions are unavailable (`statekit init` adds the column)"
             )
+
+    def _require_expiry(self) -> Expiry:
+        if self._expiry is None:
+            raise UnsupportedCapabilityError(
+                f"{self.table_fullname} has no scopes table beside it: expiry is "
+                "unavailable (`statekit init` creates the table)"
+            )
+        return self._expiry
 
     async def _run(
         self, run: DriverRun, sql: str, arguments: Any, what: str, *, read: bool = False
@@ -233,8 +256,13 @@ class SQLBackend:
         rows: Sequence[Any] = await self._run(driver.run, statement.sql, arguments, what, read=read)
         return rows
 
+    async def _program(self, program: driver.Program, what: str, *, transaction: bool) -> Any:
+        """Run ``program`` on one connection (see :func:`.driver.run_program`)."""
+        return await self._run(driver.run_program, "", (program, transaction), what)
+
     async def create_schema(self) -> None:
-        """Create the table (and PostgreSQL schema) if absent; safe to call repeatedly.
+        """Create the table, the scopes table beside it (and the PostgreSQL schema) where
+        absent; safe to call repeatedly.
 
         A table already there is left as it is (:meth:`upgrade_schema` changes it) and
         the backend adopts it as found (see :attr:`capabilities`)."""
@@ -247,7 +275,8 @@ class SQLBackend:
         """Create the table if absent, then bring a table found in place up to statekit's
         layout; what ``statekit init`` runs. Returns what was changed (nothing: ``[]``).
 
-        Only changes that keep every row: the ``version`` column (entries start at 1,
+        Only changes that keep every row: the scopes table (expiry; no deadline yet),
+        the ``version`` column (entries start at 1,
         and the backend then has ``Capability.VERSIONS``), the unique
         ``(scope_key, state_key)`` (refused, changing nothing, while duplicate rows
         exist), columns widened to the limits statekit accepts and PostgreSQL's
@@ -259,185 +288,13 @@ class SQLBackend:
         self._check_open()
         async with self._gateway.schema_lock():
             self._ready = False  # operations wait for the upgraded table's statements
-            await create_table(self._engine, self._gateway, self._table)
+            # A table found in place is upgraded first, so the scopes table it lacks is
+            # one of the changes reported; a missing table is then created whole.
             changes = await upgrade_table(self._engine, self._gateway, self._table)
+            await create_table(self._engine, self._gateway, self._table)
             with contextlib.suppress(ConfigurationError):
                 await self._adopt()
         return changes
-
-    # ---- reads --------------------------------------------------------------------
-
-    async def get(self, scope_key: str, state_key: str) -> str | None:
-        if not self._ready:
-            await self._prepare()
-        params = {"scope_key": scope_key, "state_key": state_key}
-        rows = await self._rows(self._statements.get, params, "get", read=True)
-        return rows[0][0] if rows else None
-
-    async def get_versioned(self, scope_key: str, state_key: str) -> tuple[str | None, int]:
-        if not self._ready:
-            await self._prepare()
-        self._require_versions()
-        params = {"scope_key": scope_key, "state_key": state_key}
-        statement = self._statements.get_versioned
-        rows = await self._rows(statement, params, "get", read=True)
-        return (rows[0][0], rows[0][1]) if rows else (None, 0)
-
-    async def read_scopes(self, scope_keys: Sequence[str]) -> dict[str, dict[str, str]]:
-        snapshot: dict[str, dict[str, str]] = {scope_key: {} for scope_key in scope_keys}
-        if not snapshot:
-            return snapshot
-        if not self._ready:
-            await self._prepare()
-        params = {f"scope_key_{i}": scope_key for i, scope_key in enumerate(snapshot)}
-        statement = self._statements.snapshot(len(params))
-        for scope_key, state_key, value_json in await self._rows(
-            statement, params, "read a snapshot", read=True
-        ):
-            snapshot[scope_key][state_key] = value_json
-        return snapshot
-
-    async def list_keys(
-        self, scope_key: str, prefix: str, limit: int, after: str | None
-    ) -> tuple[list[str], bool]:
-        if not self._ready:
-            await self._prepare()
-        params: dict[str, Any] = {"scope_key": scope_key, "limit": limit + 1}
-        low: str | None = None
-        if after is not None and after >= prefix:
-            low, params["low"] = ">", after
-        elif prefix:
-            low, params["low"] = ">=", prefix
-        high = prefix_successor(prefix) if prefix else None
-        if high is not None:
-            params["high"] = high
-        statement = self._statements.lists[(low, high is not None)]
-        rows = await self._rows(statement, params, "list keys", read=True)
-        keys = [row[0] for row in rows]
-        return keys[:limit], len(keys) > limit
-
-    async def iter_entries(self) -> AsyncIterator[StateEntry]:
-        if not self._ready:
-            await self._prepare()
-        if self._shared_connection:
-            async for entry in self._iter_pages():
-                yield entry
-            return
-        try:
-            async with self._gateway.guard(streaming=True), self._engine.connect() as conn:
-                try:
-                    result = await conn.stream(
-                        self._statements.export.execution_options(yield_per=EXPORT_BATCH_SIZE)
-                    )
-                    async for row in result:
-                        yield self._entry(row)
-                        self._check_open()
-                finally:
-                    if self._gateway.closed:
-                        # The pool may be disposed already: close the connection itself.
-                        await conn.invalidate()
-        except TRANSLATED as exc:
-            raise translate(exc, "export entries") from exc
-
-    async def _iter_pages(self) -> AsyncIterator[StateEntry]:
-        # The shared in-memory connection cannot stay lent to a cursor while the caller
-        # uses the backend between entries: read short pages by id instead.
-        last_id = 0
-        while True:
-            try:
-                async with self._gateway.guard(), self._engine.connect() as conn:
-                    result = await conn.execute(self._statements.export_page, {"last_id": last_id})
-                    rows = result.all()
-            except TRANSLATED as exc:
-                raise translate(exc, "export entries") from exc
-            for row in rows:
-                yield self._entry(row[1:])
-                self._check_open()
-            if len(rows) < EXPORT_BATCH_SIZE:
-                return
-            last_id = rows[-1][0]
-
-    @staticmethod
-    def _entry(row: Sequence[Any]) -> StateEntry:
-        """A row of ``_export``'s columns as an entry."""
-        end = 3 + len(CONTEXT_COLUMNS)
-        created_at, updated_at, version = row[end:]
-        return StateEntry(
-            row[0],
-            row[1],
-            row[2],
-            ScopeContext(*row[3:end]),
-            _utc(created_at),
-            _utc(updated_at),
-            version,
-        )
-
-    # ---- writes -------------------------------------------------------------------
-
-    async def set(
-        self,
-        scope_key: str,
-        state_key: str,
-        value_json: str,
-        context: ScopeContext,
-        expected_version: int | None = None,
-    ) -> int:
-        if not self._ready:
-            await self._prepare()
-        if expected_version is not None:
-            self._require_versions()
-        statements = self._statements
-        now = statements.timestamp(datetime.now(timezone.utc))
-        if expected_version is None:
-            row = statements.row(scope_key, state_key, value_json, context, now)
-            rows = await self._run(driver.run, statements.upsert.sql, row, "set")
-            return int(rows[0][0])
-        while True:
-            if expected_version == 0:
-                row = statements.row(scope_key, state_key, value_json, context, now)
-                rows = await self._run(driver.run, statements.insert_new.sql, row, "set")
-            else:
-                params = {
-                    "key_scope": scope_key,
-                    "key_state": state_key,
-                    "expected": expected_version,
-                    "new_value": value_json,
-                    "now": now,
-                }
-                rows = await self._rows(statements.update_if, params, "set")
-            if rows:
-                return int(rows[0][0])
-            key = {"scope_key": scope_key, "state_key": state_key}
-            found = await self._rows(statements.version, key, "set")
-            actual = int(found[0][0]) if found else 0
-            if actual != expected_version:
-                raise VersionConflictError(scope_key, state_key, expected_version, actual)
-            # Deleted or re-created between the two statements: the condition holds now.
-
-    async def set_many(self, writes: Sequence[StateWrite]) -> None:
-        if not writes:
-            return
-        if not self._ready:
-            await self._prepare()
-        statements = self._statements
-        now = statements.timestamp(datetime.now(timezone.utc))
-        rows = [
-            statements.row(w.scope_key, w.state_key, w.value_json, w.context, now) for w in writes
-        ]
-        # The driver applies the rows in order, in one transaction (one round trip on
-        # PostgreSQL).
-        await self._run(driver.run_many, statements.upsert_many.sql, rows, "set many")
-
-    async def delete(self, scope_key: str, state_key: str) -> bool:
-        if not self._ready:
-            await self._prepare()
-        params = {"scope_key": scope_key, "state_key": state_key}
-        return bool(await self._rows(self._statements.delete, params, "delete"))
-
-    async def clear(self) -> None:
-        if not self._ready:
-            await self._prepare()
-        await self._rows(self._statements.clear, {}, "clear")
 
     # ---- lifecycle ----------------------------------------------------------------
 
@@ -448,8 +305,8 @@ class SQLBackend:
                 server_version, observed = await server_and_layout(conn, self._table)
         except TRANSLATED as exc:
             raise translate(exc, "describe") from exc
-        if observed.exists and not observed.shape.versions:
-            self.capabilities = frozenset()
+        if observed.exists:
+            self.capabilities = _capabilities(observed.shape)
         return BackendInfo(
             backend=self._dialect,
             server_version=server_version,

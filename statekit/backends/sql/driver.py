@@ -119,6 +119,66 @@ def run_many(connections: Connections, sql: str, rows: Sequence[Sequence[Any]]) 
             raise
 
 
+class Session:
+    """The statements of one :func:`run_program` call, on one driver connection."""
+
+    def __init__(self, driver: Any, postgres: bool) -> None:
+        self._driver = driver
+        self._postgres = postgres
+
+    def fetch(self, sql: str, arguments: Sequence[Any]) -> Sequence[Any]:
+        """Run one statement and return its rows (possibly none)."""
+        if self._postgres:
+            return await_only(self._driver.fetch(sql, *arguments))
+        rows: Sequence[Any] = await_only(self._driver.execute_fetchall(sql, arguments))
+        return rows
+
+    def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        """Run one statement once per row, in order (one round trip on PostgreSQL); how
+        many rows SQLite says it changed (-1 on PostgreSQL, which does not say)."""
+        if self._postgres:
+            await_only(self._driver.executemany(sql, rows))
+            return -1
+        cursor = await_only(self._driver.executemany(sql, rows))
+        return int(cursor.rowcount)
+
+
+#: What :func:`run_program` runs: statements on a :class:`Session`, returning a result.
+Program = Callable[[Session], Any]
+
+
+def run_program(connections: Connections, sql: str, program: tuple[Program, bool]) -> Any:
+    """Run ``program`` (a :data:`Program` and whether it needs a transaction) on one
+    connection and return what it returns (``sql`` is unused: the program has its own).
+
+    In a transaction it is all or nothing: an exception it raises (a version conflict)
+    rolls everything back. SQLite's transaction is ``BEGIN IMMEDIATE``: it takes the
+    write lock first, so it never fails on a lock it would have to upgrade. Without one,
+    each statement stands alone (sqlite3's legacy mode: committed at the end).
+    """
+    run, transaction = program
+    postgres = connections.engine.dialect.name == "postgresql"
+    with _checked_out(connections) as driver:
+        session = Session(driver, postgres)
+        if not transaction:
+            result = run(session)
+            if not postgres and driver.in_transaction:
+                await_only(driver.commit())
+            return result
+        if postgres:
+            tx = driver.transaction()
+            await_only(tx.start())
+        elif not driver.in_transaction:
+            await_only(driver.execute_fetchall("BEGIN IMMEDIATE", ()))
+        try:
+            result = run(session)
+        except Exception:
+            await_only(tx.rollback() if postgres else driver.rollback())
+            raise
+        await_only(tx.commit() if postgres else driver.commit())
+        return result
+
+
 @contextlib.contextmanager
 def _checked_out(connections: Connections) -> Iterator[Any]:
     """asyncpg's or aiosqlite's connection of a pooled connection, for one use."""

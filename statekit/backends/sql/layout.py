@@ -4,7 +4,9 @@
 widths the validation limits need, the unique ``(scope_key, state_key)`` the upsert
 targets, and on PostgreSQL the ``"C"`` collation that gives code-point order) and tells
 the :class:`~.schema.TableShape` it has, so a host's table (the original store's) is
-served as it is and reported exactly as wrong as it is, never changed.
+served as it is and reported exactly as wrong as it is, never changed. The scopes table
+beside it (:func:`.schema.scopes_table`) is looked for too: without it the table is served
+without expiry, as a table without ``version`` is served without versions.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from statekit.backends.sql.schema import (
     EXPECTED_COLUMNS,
     STATEKIT_SHAPE,
     TableShape,
+    scopes_name,
 )
 
 #: Said where versions are unavailable because the table has no version column.
@@ -30,6 +33,16 @@ NO_VERSION_COLUMN = (
     "no version column: versions (Capability.VERSIONS) are unavailable until "
     "`statekit init` (SQLBackend.upgrade_schema) adds it"
 )
+#: The columns a scopes table must have for the backend to declare expiry.
+SCOPES_COLUMNS = ("scope_key", "expires_at")
+
+
+def no_scopes_table(name: str) -> str:
+    """Said where expiry is unavailable because the scopes table ``name`` is missing."""
+    return (
+        f"no scopes table {name}: expiry (Capability.EXPIRY) is unavailable until "
+        "`statekit init` (SQLBackend.upgrade_schema) creates it"
+    )
 
 
 @dataclass(frozen=True)
@@ -44,6 +57,10 @@ class Observed:
     unique: bool = True
     #: Columns narrower than the limits statekit accepts: name -> width needed.
     narrow: dict[str, int] = field(default_factory=dict)
+    #: The scopes table's full name, and whether it exists at all (``shape.expiry`` says
+    #: whether it has the columns statekit needs).
+    scopes_fullname: str = ""
+    scopes_exist: bool = True
 
     @property
     def blocking(self) -> list[str]:
@@ -63,6 +80,10 @@ class Observed:
             f"{name} holds fewer than the {width} characters statekit accepts"
             for name, width in self.narrow.items()
         ]
+        if self.exists and self.scopes_exist and not self.shape.expiry:
+            problems.append(
+                f"{self.scopes_fullname} lacks the columns " + ", ".join(SCOPES_COLUMNS)
+            )
         return "; ".join(problems) if problems else "ok"
 
     @property
@@ -71,6 +92,8 @@ class Observed:
         found: list[str] = []
         if self.exists and not self.shape.versions:
             found.append(NO_VERSION_COLUMN)
+        if self.exists and not self.scopes_exist:
+            found.append(no_scopes_table(self.scopes_fullname))
         if self.exists and not self.shape.code_point_keys:
             found.append(
                 'state_key collation is not "C": listings sort in code-point order without '
@@ -104,8 +127,16 @@ def observe(conn: Connection, table: Table) -> Observed:
     """The table named like ``table``, as found on ``conn`` (read-only)."""
     name, schema = table.name, table.schema
     inspector = inspect(conn)
+    scopes = scopes_name(name)
+    scopes_fullname = scopes if schema is None else f"{schema}.{scopes}"
     if not inspector.has_table(name, schema=schema):
-        return Observed(table.fullname, exists=False)
+        return Observed(table.fullname, exists=False, scopes_fullname=scopes_fullname)
+    scopes_exist = inspector.has_table(scopes, schema=schema)
+    scopes_columns = (
+        {column["name"] for column in inspector.get_columns(scopes, schema)}
+        if scopes_exist
+        else set()
+    )
     columns = {column["name"]: column for column in inspector.get_columns(name, schema)}
     missing = tuple(c for c in EXPECTED_COLUMNS if c not in columns and c != "version")
     uniques: list[list[str | None]] = [
@@ -116,14 +147,16 @@ def observe(conn: Connection, table: Table) -> Observed:
     return Observed(
         table.fullname,
         exists=True,
-        shape=_shape(columns, postgres=postgres),
+        shape=_shape(columns, postgres=postgres, expiry=scopes_columns >= set(SCOPES_COLUMNS)),
         missing_columns=missing,
         unique=["scope_key", "state_key"] in uniques,
         narrow=_narrow(columns) if postgres else {},
+        scopes_fullname=scopes_fullname,
+        scopes_exist=scopes_exist,
     )
 
 
-def _shape(columns: dict[str, Any], *, postgres: bool) -> TableShape:
+def _shape(columns: dict[str, Any], *, postgres: bool, expiry: bool) -> TableShape:
     value_json = columns.get("value_json")
     created_at = columns.get("created_at")
     state_key = columns.get("state_key")
@@ -135,6 +168,7 @@ def _shape(columns: dict[str, Any], *, postgres: bool) -> TableShape:
         code_point_keys=not postgres
         or state_key is None
         or getattr(state_key["type"], "collation", None) == "C",
+        expiry=expiry,
     )
 
 

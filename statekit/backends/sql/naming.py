@@ -8,8 +8,11 @@ store never reaches another's data through a name:
   name with capitals could reach another store's table;
 * no names of system catalogs (``pg_*``, ``sqlite_*``, ``information_schema``): statekit
   would read, write and ``clear_all()`` them;
-* every name derived from the table's (its constraints and indexes) fits PostgreSQL's 63
-  characters: longer names fail when the table is created, not at construction.
+* every name derived from the table's (its constraints and indexes, its scopes table's)
+  fits PostgreSQL's 63 characters: longer names fail when the table is created, not at
+  construction;
+* no table name ending in ``_scopes``: that is where the scopes table of another store's
+  entries table lives (``x_scopes`` beside ``x``).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import re
 
 from sqlalchemy import Table
 
+from statekit.backends.sql.schema import SCOPES_SUFFIX, deadline_index_name, scopes_name
 from statekit.errors import ConfigurationError
 
 #: PostgreSQL's longest identifier (NAMEDATALEN - 1); SQLite has no limit, but one rule
@@ -58,7 +62,8 @@ def derived_names(table: Table) -> list[str]:
     names = [f"{table.name}_pkey", f"{table.name}_id_seq"]
     names += [str(c.name) for c in table.constraints if isinstance(c.name, str)]
     names += [str(i.name) for i in table.indexes if isinstance(i.name, str)]
-    return names
+    scopes = scopes_name(table.name)
+    return [*names, scopes, f"{scopes}_pkey", deadline_index_name(table.name)]
 
 
 def check_table(table: Table) -> None:
@@ -67,6 +72,12 @@ def check_table(table: Table) -> None:
     if table.schema is not None:
         check_name("schema", table.schema)
     check_name("table", table.name)
+    if table.name.endswith(SCOPES_SUFFIX):
+        raise ConfigurationError(
+            f"The table name {table.name!r} ends with {SCOPES_SUFFIX!r}, the names of "
+            f"scopes tables (the one beside {table.name[: -len(SCOPES_SUFFIX)]!r}): "
+            "choose another name"
+        )
     longest = max(derived_names(table), key=len)
     if len(longest) > MAX_IDENTIFIER_LENGTH:
         allowed = MAX_IDENTIFIER_LENGTH - (len(longest) - len(table.name))

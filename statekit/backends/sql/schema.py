@@ -13,8 +13,12 @@ A table the backend finds in place (a host's, the original store's) may differ i
 ways :class:`TableShape` lists; the backend then declares the table as it is found, so
 its statements fit it.
 
-Hosts with their own migrations add :data:`metadata` (or a table made by
-:func:`state_table` on their own ``MetaData``) to Alembic's ``target_metadata``.
+Expiry lives in a second table beside it, ``<table>_scopes`` (:func:`scopes_table`): one
+row per scope with a deadline, so the entries table keeps the original store's columns.
+
+Hosts with their own migrations add :data:`metadata` (or the tables made by
+:func:`state_table` and :func:`scopes_table` on their own ``MetaData``) to Alembic's
+``target_metadata``.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    Double,
+    Index,
     Integer,
     MetaData,
     String,
@@ -69,6 +75,9 @@ class TableShape:
     #: ``state_key`` sorts in code-point order by itself (PostgreSQL: ``COLLATE "C"``);
     #: else the statements ask for that order (without the index's help).
     code_point_keys: bool = True
+    #: The scopes table beside it (:func:`scopes_table`): without one, the backend lacks
+    #: ``Capability.EXPIRY``.
+    expiry: bool = True
 
 
 #: The table statekit creates.
@@ -136,9 +145,45 @@ def state_table(
     )
 
 
-#: statekit's table with the default name, for ``target_metadata`` in Alembic.
+#: What a scopes table's name ends with; no entries table's name may (see :mod:`.naming`).
+SCOPES_SUFFIX = "_scopes"
+
+
+def scopes_name(table_name: str) -> str:
+    """The name of the scopes table beside the entries table ``table_name``."""
+    return f"{table_name}{SCOPES_SUFFIX}"
+
+
+def deadline_index_name(table_name: str) -> str:
+    """The name of the index on the scopes table's ``expires_at`` (what the sweep scans)."""
+    return f"ix_{scopes_name(table_name)}_expires_at"
+
+
+def scopes_table(
+    metadata: MetaData, table_name: str = DEFAULT_TABLE_NAME, schema: str | None = None
+) -> Table:
+    """Declare the scopes table beside ``table_name`` on ``metadata``: one row per scope
+    that has (or had) a deadline, which every read of the entries checks.
+
+    ``expires_at`` is the deadline in POSIX seconds (``NULL``: none), compared with the
+    backend's own clock, never the server's: the entries table keeps its columns (the
+    original store's table included), and a scope without a row never expires. The index
+    on ``expires_at`` is what the sweep scans.
+    """
+    return Table(
+        scopes_name(table_name),
+        metadata,
+        Column("scope_key", String(MAX_SCOPE_KEY_LENGTH), primary_key=True),
+        Column("expires_at", Double(), nullable=True),
+        Index(deadline_index_name(table_name), "expires_at"),
+        schema=schema,
+    )
+
+
+#: statekit's tables with the default names, for ``target_metadata`` in Alembic.
 metadata = MetaData()
 state_table(metadata)
+scopes_table(metadata)
 
 #: Column names ``describe`` checks for: every column of the table, in its order.
 EXPECTED_COLUMNS = tuple(column.name for column in state_table(MetaData()).columns)

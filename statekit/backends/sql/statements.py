@@ -17,20 +17,31 @@ from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import (
     BigInteger,
+    Double,
     Integer,
+    MetaData,
     Table,
     bindparam,
     delete,
+    exists,
     literal_column,
+    null,
+    or_,
     select,
     update,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ClauseElement, ColumnElement
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import BindParameter
 
 from statekit.backends.base import ScopeContext
-from statekit.backends.sql.schema import CONTEXT_COLUMNS, STATEKIT_SHAPE, TableShape
+from statekit.backends.sql.schema import (
+    CONTEXT_COLUMNS,
+    STATEKIT_SHAPE,
+    TableShape,
+    scopes_table,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.dialects import postgresql, sqlite
@@ -108,7 +119,10 @@ class Statements:
 
     ``shape`` says how the table differs from statekit's own: without ``versions`` the
     versioned statements are absent and writes return version 0; with
-    ``nullable_values`` every read skips rows whose ``value_json`` is ``NULL``.
+    ``nullable_values`` every read skips rows whose ``value_json`` is ``NULL``. With
+    ``expiry`` every read (and the delete, and the conditional update) skips the rows of
+    an expired scope: each takes a parameter ``now`` (POSIX seconds, the backend's
+    clock) and checks the scope's row in the scopes table by its primary key.
     """
 
     get_versioned: DriverStatement
@@ -122,9 +136,14 @@ class Statements:
         self._shape = shape
         c = table.c
         # A NULL value_json (the original store's table allows it) reads as absent.
-        self._present = (c.value_json.is_not(None),) if shape.nullable_values else ()
+        present = (c.value_json.is_not(None),) if shape.nullable_values else ()
+        self.scopes = scopes_table(MetaData(), table.name, table.schema)
+        s = self.scopes.c
+        now: BindParameter[float] = bindparam("now", type_=Double())
+        self._now = now
+        self._present = present
         key = (c.scope_key == bindparam("scope_key"), c.state_key == bindparam("state_key"))
-        found = (*key, *self._present)
+        found = (*key, *present, *self._live(bindparam("scope_key")))
         self._writes(table, dialect)
         self.get = _compile(select(c.value_json).where(*found), dialect)
         if shape.versions:
@@ -136,7 +155,13 @@ class Statements:
         self.clear = _compile(delete(table), dialect)
         self.lists = {
             shape_: _compile(
-                _listing(table, *shape_, self._present, shape.code_point_keys), dialect
+                _listing(
+                    table,
+                    *shape_,
+                    (*present, *self._live(bindparam("scope_key"))),
+                    shape.code_point_keys,
+                ),
+                dialect,
             )
             for shape_ in _LIST_SHAPES
         }
@@ -144,7 +169,7 @@ class Statements:
         timestamp = c.created_at.type.dialect_impl(dialect).bind_processor(dialect)
         self._timestamp: Callable[[datetime], Any] | None = timestamp
         version = c.version if shape.versions else literal_column("0", BigInteger)
-        self.export = select(
+        columns = (
             c.scope_key,
             c.state_key,
             c.value_json,
@@ -152,13 +177,33 @@ class Statements:
             c.created_at,
             c.updated_at,
             version,
-        ).where(*self._present)
+        )
+        if shape.expiry:
+            # Each entry with its scope's deadline; an expired scope's entries are left out.
+            joined = table.outerjoin(self.scopes, s.scope_key == c.scope_key)
+            self.export = (
+                select(*columns, s.expires_at)
+                .select_from(joined)
+                .where(*present, or_(s.expires_at.is_(None), s.expires_at > now))
+            )
+        else:
+            self.export = select(*columns, null().label("expires_at")).where(*present)
         self.export_page = (
-            select(c.id, *self.export.selected_columns)
-            .where(c.id > bindparam("last_id"), *self._present)
+            self.export.add_columns(c.id)
+            .where(c.id > bindparam("last_id"))
             .order_by(c.id)
             .limit(EXPORT_BATCH_SIZE)
         )
+
+    def _live(self, scope_key: Any, keys: Sequence[Any] = ()) -> tuple[ColumnElement[bool], ...]:
+        """With expiry, the condition that ``scope_key``'s scope has not expired (a scope
+        without a row in the scopes table never does); ``keys``: among which it is, so the
+        check reads those keys' rows only, whatever the table holds."""
+        if not self._shape.expiry:
+            return ()
+        s = self.scopes.c
+        among = (s.scope_key.in_(keys),) if keys else ()
+        return (~exists().where(s.scope_key == scope_key, *among, s.expires_at <= self._now),)
 
     def _writes(self, table: Table, dialect: Dialect) -> None:
         """The upserts, and with versions the insert of a new key and the conditional
@@ -208,8 +253,9 @@ class Statements:
                 c.state_key == bindparam("key_state"),
                 c.version == bindparam("expected"),
                 *self._present,
+                *self._live(bindparam("key_scope")),
             )
-            .values(value_json=bindparam("new_value"), updated_at=bindparam("now"), version=bumped)
+            .values(value_json=bindparam("new_value"), updated_at=bindparam("ts"), version=bumped)
             .returning(c.version),
             dialect,
         )
@@ -230,7 +276,7 @@ class Statements:
         keys = [bindparam(f"scope_key_{i}", type_=c.scope_key.type) for i in range(size)]
         statement = _compile(
             select(c.scope_key, c.state_key, c.value_json).where(
-                c.scope_key.in_(keys), *self._present
+                c.scope_key.in_(keys), *self._present, *self._live(c.scope_key, keys)
             ),
             self._dialect,
         )

@@ -1,8 +1,9 @@
 """Creating the table, and bringing one found in place up to statekit's layout (what
 ``statekit init`` runs).
 
-Only additions and widenings that keep every row as it is: the ``version`` column
-(existing rows start at version 1), the unique ``(scope_key, state_key)`` the upsert
+Only additions and widenings that keep every row as it is: the scopes table beside the
+entries table (expiry; no scope has a deadline yet), the ``version`` column (existing rows
+start at version 1), the unique ``(scope_key, state_key)`` the upsert
 targets (it fails, changing nothing, if the table holds duplicate rows: remove them
 first), ``VARCHAR`` columns widened to the limits statekit accepts and, on PostgreSQL,
 ``state_key`` given ``COLLATE "C"``. Naive timestamps and a nullable ``value_json`` are
@@ -16,24 +17,37 @@ from sqlalchemy import MetaData, Table, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.schema import CreateSchema, CreateTable
+from sqlalchemy.schema import CreateIndex, CreateSchema, CreateTable
 
 from statekit.backends.sql.faults import TRANSLATED, translate
 from statekit.backends.sql.gateway import Gateway
 from statekit.backends.sql.layout import Observed, observe
-from statekit.backends.sql.schema import COLUMN_WIDTHS, DEFAULT_SCHEMA, state_table, unique_name
+from statekit.backends.sql.schema import (
+    COLUMN_WIDTHS,
+    DEFAULT_SCHEMA,
+    scopes_table,
+    state_table,
+    unique_name,
+)
+
+#: What :func:`upgrade_steps` says when it creates the scopes table.
+CREATE_SCOPES = "create the scopes table {name} (expiry; no scope has a deadline yet)"
 
 
 async def create_table(engine: AsyncEngine, gateway: Gateway, table: Table) -> None:
-    """Create statekit's table named like ``table`` (and its PostgreSQL schema, unless
-    ``public``) if absent; a table already there is left as it is."""
+    """Create statekit's table named like ``table`` and the scopes table beside it (and
+    their PostgreSQL schema, unless ``public``) where absent; a table already there is
+    left as it is."""
     table = state_table(MetaData(), table.name, table.schema)
+    scopes = scopes_table(MetaData(), table.name, table.schema)
     for attempt in (1, 2):
         try:
             async with gateway.guard(), engine.begin() as conn:
                 if table.schema not in (None, DEFAULT_SCHEMA):
                     await conn.execute(CreateSchema(table.schema, if_not_exists=True))
                 await conn.execute(CreateTable(table, if_not_exists=True))
+                for ddl in _scopes_ddl(scopes):
+                    await conn.execute(ddl)
             return
         except (sa_exc.IntegrityError, sa_exc.ProgrammingError) as exc:
             # PostgreSQL's IF NOT EXISTS can still lose a race with another process
@@ -52,14 +66,23 @@ async def upgrade_table(engine: AsyncEngine, gateway: Gateway, table: Table) -> 
             observed = await conn.run_sync(observe, table)
             steps = upgrade_steps(observed, table, engine.dialect)
             for _, ddl in steps:
-                await conn.execute(text(ddl))
+                for statement in ddl.split(";\n"):
+                    await conn.execute(text(statement))
     except TRANSLATED as exc:
         raise translate(exc, "upgrade the schema") from exc
     return [what for what, _ in steps]
 
 
+def _scopes_ddl(scopes: Table) -> list[CreateTable | CreateIndex]:
+    return [
+        CreateTable(scopes, if_not_exists=True),
+        *(CreateIndex(index, if_not_exists=True) for index in scopes.indexes),
+    ]
+
+
 def upgrade_steps(observed: Observed, table: Table, dialect: Dialect) -> list[tuple[str, str]]:
-    """``(what it does, DDL)`` for each change ``observed`` needs, in order.
+    """``(what it does, DDL)`` for each change ``observed`` needs, in order (a DDL of
+    several statements separates them by ``";\\n"``).
 
     None for a table missing columns other than ``version``: it is not a shape of
     statekit's table (nor the original store's), and adding columns to it would not make
@@ -84,8 +107,18 @@ def upgrade_steps(observed: Observed, table: Table, dialect: Dialect) -> list[tu
                 f"ON {name} (scope_key, state_key)",
             )
         )
-    if dialect.name != "postgresql":
-        return steps  # SQLite neither enforces widths nor needs a collation
+    if dialect.name == "postgresql":  # SQLite neither enforces widths nor needs a collation
+        steps += _retype_steps(observed, name, dialect)
+    if not observed.scopes_exist:
+        scopes = scopes_table(MetaData(), table.name, table.schema)
+        ddl = ";\n".join(str(d.compile(dialect=dialect)).strip() for d in _scopes_ddl(scopes))
+        steps.append((CREATE_SCOPES.format(name=observed.scopes_fullname), ddl))
+    return steps
+
+
+def _retype_steps(observed: Observed, name: str, dialect: Dialect) -> list[tuple[str, str]]:
+    quote = dialect.identifier_preparer
+    steps: list[tuple[str, str]] = []
     retyped = dict(observed.narrow)
     if not observed.shape.code_point_keys:
         retyped["state_key"] = COLUMN_WIDTHS["state_key"]

@@ -1,0 +1,69 @@
+"""Replies of the Redis backend's reads turned into statekit's values, and contexts into
+the JSON the scripts store (see the key layout in :mod:`statekit.backends.redis`)."""
+
+from __future__ import annotations
+
+import functools
+import json
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from statekit.backends.base import ScopeContext, StateEntry
+from statekit.backends.redis.expiry import deadline
+
+__all__ = ["context_json", "pairs", "scope_entries", "text"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def text(raw: bytes | str) -> str:
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+def _timestamp(micros: str) -> datetime:
+    return _EPOCH + timedelta(microseconds=int(micros))
+
+
+def pairs(reply: Any) -> dict[str, str]:
+    """A ``HGETALL`` reply as text: a flat list from the wire (RESP2, and any script's
+    reply), or the dict that RESP3 and redis-py's own parsing give."""
+    if isinstance(reply, dict):
+        return {text(k): text(v) for k, v in reply.items()}
+    return {text(k): text(v) for k, v in zip(reply[::2], reply[1::2], strict=True)}
+
+
+@functools.lru_cache(maxsize=4096)
+def context_json(context: ScopeContext) -> str:
+    """The context as stored in ``P{S}:ctx``; cached, as a runner writes with few contexts
+    (and the store hands over the same checked context object for the same scope)."""
+    return json.dumps(context.as_dict(), separators=(",", ":"))
+
+
+def scope_entries(scope_key: str, reply: Any) -> list[StateEntry]:
+    """The entries of one scope from the ``ENTRIES`` script's reply (values, metas,
+    context, expire time, all read at one instant); none when the scope is gone."""
+    values, metas, ctx, expire_time = reply
+    if ctx is None or int(expire_time) == -2:
+        return []  # deleted (or expired) between SCAN and read
+    context = ScopeContext(**json.loads(ctx))
+    expires_at = deadline(int(expire_time))
+    meta_by_key = pairs(metas)
+    entries = []
+    for state_key, value_json in pairs(values).items():
+        meta = meta_by_key.get(state_key)
+        if meta is None:
+            continue
+        version, created, updated = meta.split(":")
+        entries.append(
+            StateEntry(
+                scope_key=scope_key,
+                state_key=state_key,
+                value_json=value_json,
+                context=context,
+                created_at=_timestamp(created),
+                updated_at=_timestamp(updated),
+                version=int(version),
+                expires_at=expires_at,
+            )
+        )
+    return entries

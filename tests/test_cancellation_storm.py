@@ -50,8 +50,9 @@ REDIS_POOL = 8
 PG_POOL, PG_OVERFLOW = 4, 4
 SQLITE_POOL = 4
 #: Extra Redis connections tolerated above the pool while calls are being cancelled (one
-#: being closed while its replacement opens). PostgreSQL gets none: the server never saw
-#: more than the pool's connections at once.
+#: being closed while its replacement opens). PostgreSQL gets none: a cancelled
+#: statement's connection keeps its place in the pool until the server has ended it (its
+#: backend process leaves pg_stat_activity before the server closes the socket).
 MARGIN = 2
 #: SQLite's are counted as threads, and a cancelled call's connection is discarded: its
 #: thread ends only once the close has run there, while a new connection has its own.

@@ -293,3 +293,62 @@ def test_calls_cancelled_twice_mid_flight_leave_nothing_behind(make_backend: Fac
     assert reports == []  # e.g. "Task was destroyed but it is pending!"
     assert [str(w.message) for w in caught] == []
     assert threads_settle_at(threads)
+
+
+async def _until_waiting_for_a_lock(application_name: str) -> None:
+    """Return once a session of ``application_name`` waits for a lock (ten seconds at most)."""
+    engine = create_async_engine(postgres_url())
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE application_name = :name AND wait_event_type = 'Lock'"
+    )
+    try:
+        for _ in range(500):
+            async with engine.connect() as conn:
+                if (await conn.execute(query, {"name": application_name})).scalar_one():
+                    return
+            await asyncio.sleep(0.02)
+        pytest.fail("the statement never waited for the lock")
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_a_cancelled_statement_frees_its_place_once_the_server_ended_its_connection(
+    pg_schema: str, application_name: str
+) -> None:
+    """A statement cancelled while it waits for a row lock: its connection is closed, and
+    the next call gets the pool's only place once the server has ended that connection,
+    so the server never holds more of the backend's connections than the pool's size.
+    (Dropped on the client's side only, the server's session would wait for the lock on,
+    next to the next call's.)"""
+    backend = SQLBackend.from_url(
+        postgres_url(),
+        schema=pg_schema,
+        application_name=application_name,
+        pool_size=1,
+        max_overflow=0,
+        timeout=30,
+    )
+    locker = create_async_engine(postgres_url())
+    try:
+        await backend.set("s", "locked", "1", CTX)
+        async with locker.connect() as conn:
+            await conn.execute(
+                text(
+                    f"SELECT 1 FROM {backend.table_fullname} WHERE state_key = 'locked' FOR UPDATE"
+                )
+            )
+            blocked = asyncio.ensure_future(backend.set("s", "locked", "2", CTX))
+            await _until_waiting_for_a_lock(application_name)
+            blocked.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await blocked
+            assert await backend.get("s", "other") is None  # the lock is still held
+            assert await server_connections(application_name) == 1
+            await conn.rollback()
+        assert await backend.get("s", "locked") == "1"  # the cancelled write never landed
+    finally:
+        await backend.clear()
+        await backend.aclose()
+        await locker.dispose()

@@ -26,7 +26,7 @@ from sqlalchemy.pool import QueuePool
 from sqlsupport import postgres_url, private_schema
 
 from statekit.backends.base import ScopeContext, StateWrite
-from statekit.backends.sql import SQLBackend
+from statekit.backends.sql import SQLBackend, postgres_connect
 from statekit.errors import StateBackendError, StoreClosedError
 
 CTX = ScopeContext("runner-1", "binding-1", "runner")
@@ -352,3 +352,41 @@ async def test_a_cancelled_statement_frees_its_place_once_the_server_ended_its_c
         await backend.clear()
         await backend.aclose()
         await locker.dispose()
+
+
+class _HeldConnect:
+    """asyncpg's ``connect`` as a test holds it: the attempt ends when ``done`` is set."""
+
+    def __init__(self) -> None:
+        self.done = asyncio.Event()
+        self.closed = False
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> _HeldConnect:
+        await self.done.wait()
+        return self
+
+    async def close(self, timeout: float | None = None) -> None:
+        self.closed = True
+
+
+async def test_a_connect_cancelled_twice_ends_and_closes_before_the_cancellation_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The pool frees a connection's place when the attempt to open it fails: a cancelled
+    caller's attempt runs to its end and its connection is closed first."""
+    asyncpg = pytest.importorskip("asyncpg")
+    held = _HeldConnect()
+    monkeypatch.setattr(asyncpg, "connect", held)
+    caller = asyncio.ensure_future(postgres_connect.connect(timeout=5))
+    await asyncio.sleep(0)
+    caller.cancel()
+    await asyncio.sleep(0)
+    caller.cancel()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not caller.done()  # held back while the attempt is under way
+    held.done.set()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert held.closed
+    assert await postgres_connect.connect(timeout=5) is held  # not cancelled: the connection

@@ -563,9 +563,13 @@ def test_postgres_options_and_password_masking() -> None:
         ("not a url", {}),
     ],
 )
-def test_bad_url_or_option_is_a_configuration_error(url: str, options: dict[str, Any]) -> None:
+def test_bad_url_or_option_is_a_configuration_error(
+    url: str, options: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # where a relative SQLite path would be created
     with pytest.raises(ConfigurationError):
         SQLBackend.from_url(url, **options)
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.sqlite

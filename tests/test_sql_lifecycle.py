@@ -23,7 +23,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import QueuePool
-from sqlsupport import postgres_url, private_schema
+from sqlsupport import postgres_url, private_schema, until_lock_waits
 
 from statekit.backends.base import ScopeContext, StateWrite
 from statekit.backends.sql import SQLBackend, postgres_connect
@@ -295,24 +295,6 @@ def test_calls_cancelled_twice_mid_flight_leave_nothing_behind(make_backend: Fac
     assert threads_settle_at(threads)
 
 
-async def _until_waiting_for_a_lock(application_name: str) -> None:
-    """Return once a session of ``application_name`` waits for a lock (ten seconds at most)."""
-    engine = create_async_engine(postgres_url())
-    query = text(
-        "SELECT count(*) FROM pg_stat_activity "
-        "WHERE application_name = :name AND wait_event_type = 'Lock'"
-    )
-    try:
-        for _ in range(500):
-            async with engine.connect() as conn:
-                if (await conn.execute(query, {"name": application_name})).scalar_one():
-                    return
-            await asyncio.sleep(0.02)
-        pytest.fail("the statement never waited for the lock")
-    finally:
-        await engine.dispose()
-
-
 @pytest.mark.postgres
 async def test_a_cancelled_statement_frees_its_place_once_the_server_ended_its_connection(
     pg_schema: str, application_name: str
@@ -340,7 +322,7 @@ async def test_a_cancelled_statement_frees_its_place_once_the_server_ended_its_c
                 )
             )
             blocked = asyncio.ensure_future(backend.set("s", "locked", "2", CTX))
-            await _until_waiting_for_a_lock(application_name)
+            await until_lock_waits(application_name, waiting=True)
             blocked.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await blocked

@@ -642,11 +642,15 @@ async def test_existing_table_is_used_after_the_documented_migration(
     with pytest.raises(ConfigurationError, match="missing unique"):
         await existing.get("s", "old")  # statements that cannot run are never tried
     # What `statekit init` runs: every change the documented migration makes.
+    scopes = (
+        f"{backend.table.schema}.agent_runner_state_scopes" if pg else "agent_runner_state_scopes"
+    )
     changes = await existing.upgrade_schema()
     assert changes == [
         "add the version column (existing entries start at version 1)",
         "add the unique (scope_key, state_key)",
         *(["make scope_key VARCHAR(512)", 'make state_key VARCHAR(255) COLLATE "C"'] if pg else []),
+        f"create the scopes table {scopes} (expiry; no scope has a deadline yet)",
     ]
     info = await existing.describe()
     assert (info.layout, info.warnings) == ("ok", ())

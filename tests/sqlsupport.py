@@ -58,6 +58,22 @@ async def terminate_connections(application_name: str) -> int:
     )
 
 
+async def until_lock_waits(application_name: str, *, waiting: bool) -> None:
+    """Return once a PostgreSQL session of ``application_name`` waits for a lock
+    (``waiting``) or none does; fail after ten seconds."""
+    query = (
+        "SELECT pid FROM pg_stat_activity "
+        f"WHERE application_name = '{application_name}' AND wait_event_type = 'Lock'"
+    )
+    for _ in range(200):
+        if bool(await execute(postgres_url(), query)) == waiting:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(
+        f"sessions of {application_name} never {'began' if waiting else 'ended'} waiting for a lock"
+    )
+
+
 def private_schema() -> Iterator[str]:
     """A schema name no other run uses; dropped with everything in it at the end."""
     url = postgres_url()

@@ -23,7 +23,14 @@ from sqlalchemy import MetaData, create_engine, event, inspect, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import Pool
 from sqlalchemy.util import await_only
-from sqlsupport import DIALECTS, execute, postgres_url, private_schema, terminate_connections
+from sqlsupport import (
+    DIALECTS,
+    execute,
+    postgres_url,
+    private_schema,
+    terminate_connections,
+    until_lock_waits,
+)
 
 import statekit.backends.sql.backend as sql_backend_module
 import statekit.backends.sql.layout as sql_layout_module
@@ -425,7 +432,11 @@ async def test_reads_retry_once_on_a_terminated_connection(terminable: Terminabl
 
 @pytest.mark.postgres
 async def test_a_blocked_statement_times_out(pg_schema: str) -> None:
-    backend = SQLBackend.from_url(postgres_url(), schema=pg_schema, timeout=0.3)
+    name = f"statekit-blocked-{uuid.uuid4().hex[:8]}"
+    # Long enough for the writes around the blocked one to commit on a loaded server.
+    backend = SQLBackend.from_url(
+        postgres_url(), schema=pg_schema, timeout=1, application_name=name
+    )
     locker = create_async_engine(postgres_url())
     try:
         await backend.set(StateWrite("s", "locked", "1", CTX))
@@ -437,6 +448,11 @@ async def test_a_blocked_statement_times_out(pg_schema: str) -> None:
             )
             with pytest.raises(BackendTimeoutError):
                 await backend.set(StateWrite("s", "locked", "2", CTX))
+            # The client gives up first (asyncpg's command_timeout); the server ends the
+            # statement at its statement_timeout or on the cancel request. Released before
+            # that, the lock would let the blocked write land after all (as a timeout's
+            # write may: BackendTimeoutError).
+            await until_lock_waits(name, waiting=False)
             await conn.rollback()
         assert await backend.set(StateWrite("s", "locked", "3", CTX)) == 2
     finally:
@@ -581,9 +597,13 @@ def test_postgres_options_and_password_masking() -> None:
         ("not a url", {}),
     ],
 )
-def test_bad_url_or_option_is_a_configuration_error(url: str, options: dict[str, Any]) -> None:
+def test_bad_url_or_option_is_a_configuration_error(
+    url: str, options: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # where a relative SQLite path would be created
     with pytest.raises(ConfigurationError):
         SQLBackend.from_url(url, **options)
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.sqlite
@@ -646,11 +666,15 @@ async def test_existing_table_is_used_after_the_documented_migration(
     with pytest.raises(ConfigurationError, match="missing unique"):
         await existing.get("s", "old")  # statements that cannot run are never tried
     # What `statekit init` runs: every change the documented migration makes.
+    scopes = (
+        f"{backend.table.schema}.agent_runner_state_scopes" if pg else "agent_runner_state_scopes"
+    )
     changes = await existing.upgrade_schema()
     assert changes == [
         "add the version column (existing entries start at version 1)",
         "add the unique (scope_key, state_key)",
         *(["make scope_key VARCHAR(512)", 'make state_key VARCHAR(255) COLLATE "C"'] if pg else []),
+        f"create the scopes table {scopes} (expiry; no scope has a deadline yet)",
     ]
     info = await existing.describe()
     assert (info.layout, info.warnings) == ("ok", ())

@@ -23,10 +23,10 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import QueuePool
-from sqlsupport import postgres_url, private_schema
+from sqlsupport import postgres_url, private_schema, until_lock_waits
 
 from statekit.backends.base import ScopeContext, StateWrite
-from statekit.backends.sql import SQLBackend
+from statekit.backends.sql import SQLBackend, postgres_connect
 from statekit.errors import StateBackendError, StoreClosedError
 
 CTX = ScopeContext("runner-1", "binding-1", "runner")
@@ -303,3 +303,82 @@ def test_calls_cancelled_twice_mid_flight_leave_nothing_behind(make_backend: Fac
     assert reports == []  # e.g. "Task was destroyed but it is pending!"
     assert [str(w.message) for w in caught] == []
     assert threads_settle_at(threads)
+
+
+@pytest.mark.postgres
+async def test_a_cancelled_statement_frees_its_place_once_the_server_ended_its_connection(
+    pg_schema: str, application_name: str
+) -> None:
+    """A statement cancelled while it waits for a row lock: its connection is closed, and
+    the next call gets the pool's only place once the server has ended that connection,
+    so the server never holds more of the backend's connections than the pool's size.
+    (Dropped on the client's side only, the server's session would wait for the lock on,
+    next to the next call's.)"""
+    backend = SQLBackend.from_url(
+        postgres_url(),
+        schema=pg_schema,
+        application_name=application_name,
+        pool_size=1,
+        max_overflow=0,
+        timeout=30,
+    )
+    locker = create_async_engine(postgres_url())
+    try:
+        await backend.set(StateWrite("s", "locked", "1", CTX))
+        async with locker.connect() as conn:
+            await conn.execute(
+                text(
+                    f"SELECT 1 FROM {backend.table_fullname} WHERE state_key = 'locked' FOR UPDATE"
+                )
+            )
+            blocked = asyncio.ensure_future(backend.set(StateWrite("s", "locked", "2", CTX)))
+            await until_lock_waits(application_name, waiting=True)
+            blocked.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await blocked
+            assert await backend.get("s", "other") is None  # the lock is still held
+            assert await server_connections(application_name) == 1
+            await conn.rollback()
+        assert await backend.get("s", "locked") == "1"  # the cancelled write never landed
+    finally:
+        await backend.clear()
+        await backend.aclose()
+        await locker.dispose()
+
+
+class _HeldConnect:
+    """asyncpg's ``connect`` as a test holds it: the attempt ends when ``done`` is set."""
+
+    def __init__(self) -> None:
+        self.done = asyncio.Event()
+        self.closed = False
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> _HeldConnect:
+        await self.done.wait()
+        return self
+
+    async def close(self, timeout: float | None = None) -> None:
+        self.closed = True
+
+
+async def test_a_connect_cancelled_twice_ends_and_closes_before_the_cancellation_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The pool frees a connection's place when the attempt to open it fails: a cancelled
+    caller's attempt runs to its end and its connection is closed first."""
+    asyncpg = pytest.importorskip("asyncpg")
+    held = _HeldConnect()
+    monkeypatch.setattr(asyncpg, "connect", held)
+    caller = asyncio.ensure_future(postgres_connect.connect(timeout=5))
+    await asyncio.sleep(0)
+    caller.cancel()
+    await asyncio.sleep(0)
+    caller.cancel()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not caller.done()  # held back while the attempt is under way
+    held.done.set()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert held.closed
+    assert await postgres_connect.connect(timeout=5) is held  # not cancelled: the connection

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from statekit import StateStore
-from statekit.backends.base import ScopeContext
+from statekit.backends.base import ScopeContext, StateWrite
 from statekit.backends.redis import RedisBackend
 from statekit.testing import new_identity
 
@@ -124,7 +124,9 @@ def _set_ops(backend: RedisBackend) -> dict[str, Op]:
         async def set_(i: int) -> object:
             scope = i % SCOPES
             scope_key = f"conversation:v2:{tag}-{scope}"
-            return await backend.set(scope_key, f"k{i % 100}", VALUE_JSON, contexts[scope], ttl=ttl)
+            return await backend.set(
+                StateWrite(scope_key, f"k{i % 100}", VALUE_JSON, contexts[scope], ttl=ttl)
+            )
 
         return set_
 
@@ -217,7 +219,7 @@ async def memory(url: str, scopes: int) -> dict[str, Any]:
         # Written again with a ttl: an existing entry, so the stored context is kept.
         context = ScopeContext("runner", "binding", "conversation")
         for scope_key in keys:
-            await backend.set(scope_key, "step.0", stored["step.0"], context, ttl=TTL)
+            await backend.set(StateWrite(scope_key, "step.0", stored["step.0"], context, ttl=TTL))
         timed = await _used_memory(backend)
         timed_keys = await _key_bytes(backend, keys)
         value_bytes = statistics.mean(len(v) for v in stored.values())

@@ -153,10 +153,10 @@ async def test_each_operation_is_one_statement(backend: SQLBackend) -> None:
         await asyncio.sleep(0)
         return len(seen)
 
-    assert await backend.set("s1", "k", '"a"', CTX) == 1
+    assert await backend.set(StateWrite("s1", "k", '"a"', CTX)) == 1
     assert await count() == 1  # no BEGIN / COMMIT around it either
     assert "ON CONFLICT" in seen[0]
-    assert await backend.set("s1", "k", '"b"', CTX) == 2
+    assert await backend.set(StateWrite("s1", "k", '"b"', CTX)) == 2
     assert await count() == 2
     assert await backend.read_scopes(["s1", "s2", "s3", "s4"]) == {
         "s1": {"k": '"b"'}, "s2": {}, "s3": {}, "s4": {}
@@ -164,7 +164,7 @@ async def test_each_operation_is_one_statement(backend: SQLBackend) -> None:
     assert await count() == 3
     assert await backend.get("s1", "k") == '"b"'
     assert await backend.list_keys("s1", "k", 10, None) == (["k"], False)
-    assert await backend.set("s1", "k", '"c"', CTX, expected_version=2) == 3
+    assert await backend.set(StateWrite("s1", "k", '"c"', CTX), 2) == 3
     assert await count() == 6
     assert sum(1 for s in seen if s.lstrip().upper().startswith("SELECT")) == 3
     writes = [StateWrite("s2", f"k{i}", str(i), CTX) for i in range(20)]
@@ -191,9 +191,9 @@ async def test_set_many_applies_repeated_keys_in_order(backend: SQLBackend) -> N
 
 
 async def test_update_keeps_the_context_of_creation(backend: SQLBackend) -> None:
-    await backend.set("s", "k", "1", CTX)
+    await backend.set(StateWrite("s", "k", "1", CTX))
     other = ScopeContext("runner-2", "binding-2", "conversation", thread_id="t")
-    await backend.set("s", "k", "2", other)
+    await backend.set(StateWrite("s", "k", "2", other))
     (entry,) = [e async for e in backend.iter_entries()]
     assert entry.context == CTX
     assert entry.version == 2
@@ -226,7 +226,7 @@ def test_prefix_range_selects_exactly_the_keys_with_the_prefix(prefix: str, key:
 async def test_listing_at_the_edges_of_the_code_space(backend: SQLBackend) -> None:
     keys = ["a", "a\U0010ffff", "a\U0010ffffz", "b", "\ud7ff1", "\ue000", "\U0010ffff"]
     for key in keys:
-        await backend.set("s", key, "1", CTX)
+        await backend.set(StateWrite("s", key, "1", CTX))
     assert await backend.list_keys("s", "a\U0010ffff", 10, None) == (
         ["a\U0010ffff", "a\U0010ffffz"],
         False,
@@ -318,7 +318,7 @@ async def test_load_above_the_pool_size_reuses_connections(
 
         async def work(i: int) -> None:
             for n in range(10):
-                await backend.set("load", f"k{i % 8}", str(n), CTX)
+                await backend.set(StateWrite("load", f"k{i % 8}", str(n), CTX))
                 assert await backend.get("load", f"k{i % 8}") is not None
                 await backend.set_many([StateWrite("load", f"m{i}", str(n), CTX)])
 
@@ -343,7 +343,7 @@ async def test_a_connection_handed_over_never_blocks_the_engine_for_others(
         # get second. The set's connection is handed over for the get, yet the describe
         # (next in line, on the engine itself) gets it.
         _, info, value = await asyncio.gather(
-            backend.set("s", "k", "1", CTX), backend.describe(), backend.get("s", "k")
+            backend.set(StateWrite("s", "k", "1", CTX)), backend.describe(), backend.get("s", "k")
         )
         assert info.layout == "ok"
         assert value == "1"
@@ -381,7 +381,7 @@ async def terminable(pg_schema: str) -> AsyncIterator[Terminable]:
 @pytest.mark.postgres
 async def test_recovers_after_its_connections_are_terminated(terminable: Terminable) -> None:
     backend = terminable.backend
-    await backend.set("s", "before", "1", CTX)
+    await backend.set(StateWrite("s", "before", "1", CTX))
 
     terminating = asyncio.Event()
 
@@ -390,7 +390,7 @@ async def test_recovers_after_its_connections_are_terminated(terminable: Termina
         failures, after = 0, 0
         while after < 5:
             try:
-                await backend.set("s", f"w{n}", str(after), CTX)
+                await backend.set(StateWrite("s", f"w{n}", str(after), CTX))
             except BackendUnavailableError:
                 failures += 1
             if terminating.is_set():
@@ -415,14 +415,14 @@ async def test_recovers_after_its_connections_are_terminated(terminable: Termina
             continue
     else:
         pytest.fail("backend did not recover")
-    await backend.set("s", "after", "2", CTX)
+    await backend.set(StateWrite("s", "after", "2", CTX))
     assert await backend.get("s", "after") == "2"
 
 
 @pytest.mark.postgres
 async def test_reads_retry_once_on_a_terminated_connection(terminable: Terminable) -> None:
     backend = terminable.backend
-    await backend.set("s", "k", "1", CTX)
+    await backend.set(StateWrite("s", "k", "1", CTX))
     await asyncio.gather(*(backend.get("s", "k") for _ in range(4)))  # several pooled
     terminated = await terminable.terminate()
     assert terminated >= 1
@@ -439,7 +439,7 @@ async def test_a_blocked_statement_times_out(pg_schema: str) -> None:
     )
     locker = create_async_engine(postgres_url())
     try:
-        await backend.set("s", "locked", "1", CTX)
+        await backend.set(StateWrite("s", "locked", "1", CTX))
         async with locker.connect() as conn:
             await conn.execute(
                 text(
@@ -447,14 +447,14 @@ async def test_a_blocked_statement_times_out(pg_schema: str) -> None:
                 )
             )
             with pytest.raises(BackendTimeoutError):
-                await backend.set("s", "locked", "2", CTX)
+                await backend.set(StateWrite("s", "locked", "2", CTX))
             # The client gives up first (asyncpg's command_timeout); the server ends the
             # statement at its statement_timeout or on the cancel request. Released before
             # that, the lock would let the blocked write land after all (as a timeout's
             # write may: BackendTimeoutError).
             await until_lock_waits(name, waiting=False)
             await conn.rollback()
-        assert await backend.set("s", "locked", "3", CTX) == 2
+        assert await backend.set(StateWrite("s", "locked", "3", CTX)) == 2
     finally:
         await backend.clear()
         await backend.aclose()
@@ -481,7 +481,7 @@ async def test_unreachable_server_is_a_typed_error() -> None:
 @pytest.mark.sqlite
 async def test_sqlite_file_persists_across_close_and_reopen(tmp_path: Path) -> None:
     backend = SQLBackend.from_url(sqlite_url(tmp_path))
-    await backend.set("s", "k", '{"kept": true}', CTX)
+    await backend.set(StateWrite("s", "k", '{"kept": true}', CTX))
     await backend.aclose()
     reopened = SQLBackend.from_url(sqlite_url(tmp_path), busy_timeout=2.5)
     try:
@@ -504,7 +504,7 @@ async def test_concurrent_writers_on_one_sqlite_file_never_fail(tmp_path: Path) 
 
         async def write(i: int) -> None:
             backend = first if i % 2 else second
-            await backend.set("s", f"k{i % 10}", str(i), CTX)
+            await backend.set(StateWrite("s", f"k{i % 10}", str(i), CTX))
             await backend.set_many([StateWrite("t", f"k{i}", str(i), CTX)])
 
         await asyncio.gather(*(write(i) for i in range(50)))
@@ -522,7 +522,7 @@ async def test_memory_database_is_shared_by_concurrent_tasks() -> None:
     try:
 
         async def work(i: int) -> None:
-            await backend.set("s", f"k{i}", str(i), CTX)
+            await backend.set(StateWrite("s", f"k{i}", str(i), CTX))
             await backend.set_many([StateWrite("t", f"k{i}", str(i), CTX)])
             assert await backend.get("s", f"k{i}") == str(i)
 
@@ -532,7 +532,7 @@ async def test_memory_database_is_shared_by_concurrent_tasks() -> None:
         exported = 0
         async for entry in backend.iter_entries():
             exported += 1
-            await backend.set("u", entry.state_key, "0", CTX)
+            await backend.set(StateWrite("u", entry.state_key, "0", CTX))
         assert exported == 100
     finally:
         await backend.aclose()
@@ -610,7 +610,7 @@ def test_bad_url_or_option_is_a_configuration_error(
 async def test_host_owned_engine_is_not_disposed(tmp_path: Path) -> None:
     engine = create_async_engine(sqlite_url(tmp_path))
     backend = SQLBackend(engine, table_name="host_state")
-    await backend.set("s", "k", "1", CTX)
+    await backend.set(StateWrite("s", "k", "1", CTX))
     await backend.aclose()
     await backend.aclose()  # idempotent
     with pytest.raises(StoreClosedError):
@@ -680,8 +680,8 @@ async def test_existing_table_is_used_after_the_documented_migration(
     assert (info.layout, info.warnings) == ("ok", ())
     assert await existing.upgrade_schema() == []  # nothing left to do
     assert await existing.get_versioned("s", "old") == ('"v"', 1)
-    assert await existing.set("s", "old", '"w"', CTX) == 2
-    assert await existing.set("s", "new", '"n"', CTX) == 1
+    assert await existing.set(StateWrite("s", "old", '"w"', CTX)) == 2
+    assert await existing.set(StateWrite("s", "new", '"n"', CTX)) == 1
     entries = {e.state_key: e async for e in existing.iter_entries()}
     assert entries["old"].created_at.year == 2024
     assert entries["old"].context.runner_id == "r"  # the context of creation is kept
@@ -692,7 +692,7 @@ async def test_existing_table_is_used_after_the_documented_migration(
 async def test_host_engine_handed_over_with_owns_client_is_disposed(tmp_path: Path) -> None:
     engine = create_async_engine(sqlite_url(tmp_path))
     backend = SQLBackend(engine, owns_client=True)
-    await backend.set("s", "k", "1", CTX)
+    await backend.set(StateWrite("s", "k", "1", CTX))
     assert engine.pool.checkedin() == 1  # type: ignore[attr-defined]
     await backend.aclose()
     assert engine.pool.checkedin() == 0  # type: ignore[attr-defined]

@@ -125,7 +125,7 @@ async def _without_scopes(place: Place) -> SQLBackend:
     """statekit's table with an entry, whose scopes table has been dropped; a backend over
     it that creates nothing."""
     first = place.backend()
-    await first.set("s", "old", '"v"', CTX)
+    await first.set(StateWrite("s", "old", '"v"', CTX))
     await execute(place.url, f"DROP TABLE {place.name('statekit_state_scopes')}")
     return place.backend(create_schema=False)
 
@@ -138,11 +138,11 @@ async def test_a_table_without_scopes_table_is_served_without_expiry(place: Plac
     assert info.warnings == (no_scopes_table(scopes),)
     assert backend.capabilities == frozenset({Capability.VERSIONS})
     with pytest.raises(UnsupportedCapabilityError, match="scopes table"):
-        await backend.set("s", "k", "1", CTX, ttl=HOUR)
+        await backend.set(StateWrite("s", "k", "1", CTX, ttl=HOUR))
     with pytest.raises(UnsupportedCapabilityError, match="scopes table"):
         await backend.set_many([StateWrite("s", "k", "1", CTX, ttl=HOUR)])
     assert await backend.get("s", "k") is None  # nothing was written
-    assert await backend.set("s", "k", "1", CTX) == 1
+    assert await backend.set(StateWrite("s", "k", "1", CTX)) == 1
     assert await backend.read_scopes(["s"]) == {"s": {"old": '"v"', "k": "1"}}
     assert await backend.scope_deadline("s") is None
     assert [e.expires_at async for e in backend.iter_entries()] == [None, None]
@@ -156,7 +156,7 @@ async def test_upgrade_schema_adds_the_scopes_table(place: Place) -> None:
     assert Capability.EXPIRY in backend.capabilities
     assert (await backend.describe()).warnings == ()
     clock = faked(backend)
-    await backend.set("s", "k", "1", CTX, ttl=10)
+    await backend.set(StateWrite("s", "k", "1", CTX, ttl=10))
     assert await backend.read_scopes(["s"]) == {"s": {"old": '"v"', "k": "1"}}
     clock.advance(10)
     assert await backend.read_scopes(["s"]) == {"s": {}}
@@ -190,7 +190,7 @@ async def test_the_original_table_expires_after_statekit_init(place: Place) -> N
     backend = SQLBackend(
         engine, table_name="agent_runner_state", schema=place.schema, create_schema=False
     )
-    await backend.set("kept", "k", "1", CTX)  # a scope written before expiry existed
+    await backend.set(StateWrite("kept", "k", "1", CTX))  # a scope written before expiry existed
     assert Capability.EXPIRY not in backend.capabilities
     await backend.upgrade_schema()
     assert backend.capabilities == frozenset({Capability.VERSIONS, Capability.EXPIRY})
@@ -202,8 +202,8 @@ async def test_the_original_table_expires_after_statekit_init(place: Place) -> N
         found = await conn.run_sync(columns)
     assert found == [c.name for c in original_table(MetaData()).columns] + ["version"]
     clock = faked(backend)
-    assert await backend.set("s", "a", "1", CTX, ttl=10) == 1
-    assert await backend.set("s", "b", "2", CTX) == 1
+    assert await backend.set(StateWrite("s", "a", "1", CTX, ttl=10)) == 1
+    assert await backend.set(StateWrite("s", "b", "2", CTX)) == 1
     clock.advance(9.999)
     assert await backend.read_scopes(["s", "kept"]) == {
         "s": {"a": "1", "b": "2"},
@@ -211,7 +211,7 @@ async def test_the_original_table_expires_after_statekit_init(place: Place) -> N
     }
     clock.advance(0.001)
     assert await backend.read_scopes(["s", "kept"]) == {"s": {}, "kept": {"k": "1"}}
-    assert await backend.set("s", "a", "3", CTX, expected_version=0) == 1  # a new scope
+    assert await backend.set(StateWrite("s", "a", "3", CTX), 0) == 1  # a new scope
     assert await backend.read_scopes(["s"]) == {"s": {"a": "3"}}
     assert await backend.scope_deadline("s") is None
 
@@ -234,7 +234,7 @@ async def test_writers_racing_into_an_expired_scope_never_bring_an_old_entry_bac
             calls.append(backend.set_many([StateWrite("s", f"new{i}", str(i), CTX, ttl=ttl)]))
         else:
             expected = 0 if i % 5 == 0 else None
-            calls.append(backend.set("s", f"new{i}", str(i), CTX, expected, ttl))
+            calls.append(backend.set(StateWrite("s", f"new{i}", str(i), CTX, ttl=ttl), expected))
     calls.append(backend.sweep_expired(batch_size=3))
     await asyncio.gather(*calls)
     stored = await backend.read_scopes(["s"])
@@ -261,7 +261,7 @@ async def test_the_sweep_reclaims_expired_rows_and_no_live_one_under_16_writers(
     # wait in order rather than in SQLite's busy handler, whose backoff alone makes some
     # writes wait over a second with 8 connections, sweep or not.
     backend = place.backend(pool_size=8 if place.postgres else 1)
-    await backend.set("forever", "k", "1", CTX)
+    await backend.set(StateWrite("forever", "k", "1", CTX))
     await fill_expired(backend, SWEPT_ENTRIES)
     run = await sweep_under_writers(backend, WRITERS)
     summary_line(

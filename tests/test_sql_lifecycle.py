@@ -100,7 +100,9 @@ def test_a_backend_serves_one_asyncio_run_after_another(make_backend: Factory) -
 
     async def round_trip(n: int) -> list[str | None]:
         # Concurrent calls, so that several pooled connections of the loop are used.
-        await asyncio.gather(*(backend.set("s", f"k{i}", str(n), CTX) for i in range(8)))
+        await asyncio.gather(
+            *(backend.set(StateWrite("s", f"k{i}", str(n), CTX)) for i in range(8))
+        )
         return await asyncio.gather(*(backend.get("s", f"k{i}") for i in range(8)))
 
     for n in range(4):
@@ -133,7 +135,7 @@ def test_a_loop_closed_by_hand_leaves_the_backend_working(pg_schema: str) -> Non
     for n in range(3):
         loop = asyncio.new_event_loop()
         try:  # no shutdown_asyncgens(): the connections cannot be closed on their loop
-            loop.run_until_complete(backend.set("s", "k", str(n), CTX))
+            loop.run_until_complete(backend.set(StateWrite("s", "k", str(n), CTX)))
             assert loop.run_until_complete(backend.get("s", "k")) == str(n)
         finally:
             loop.close()
@@ -147,7 +149,9 @@ def test_two_loops_running_at_once_are_refused_by_name(tmp_path: Path) -> None:
     thread = threading.Thread(target=other.run_forever)
     thread.start()
     try:
-        asyncio.run_coroutine_threadsafe(backend.set("s", "k", "1", CTX), other).result(10)
+        asyncio.run_coroutine_threadsafe(backend.set(StateWrite("s", "k", "1", CTX)), other).result(
+            10
+        )
         with pytest.raises(StateBackendError, match="another running event loop"):
             asyncio.run(backend.get("s", "k"))
     finally:
@@ -171,8 +175,8 @@ CALLS: dict[str, Callable[[SQLBackend], Coroutine[Any, Any, Any]]] = {
     "read_scopes": lambda b: b.read_scopes(["s"]),
     "list_keys": lambda b: b.list_keys("s", "", 10, None),
     "iter_entries": _export,
-    "set": lambda b: b.set("s", "k", "2", CTX),
-    "set_versioned": lambda b: b.set("s", "k", "2", CTX, expected_version=1),
+    "set": lambda b: b.set(StateWrite("s", "k", "2", CTX)),
+    "set_versioned": lambda b: b.set(StateWrite("s", "k", "2", CTX), 1),
     "set_many": lambda b: b.set_many([StateWrite("s", "k", "2", CTX)]),
     "delete": lambda b: b.delete("s", "k"),
     "clear": lambda b: b.clear(),
@@ -187,7 +191,7 @@ async def test_every_method_after_aclose_raises_store_closed(
     make_backend: Factory, method: str
 ) -> None:
     backend = make_backend()
-    await backend.set("s", "k", "1", CTX)
+    await backend.set(StateWrite("s", "k", "1", CTX))
     await backend.aclose()
     with pytest.raises(StoreClosedError):
         await CALLS[method](backend)
@@ -199,9 +203,11 @@ async def test_aclose_during_calls_ends_each_with_its_result_or_store_closed(
     make_backend: Factory, application_name: str
 ) -> None:
     backend = make_backend(pool_size=2)
-    await backend.set("s", "k", "1", CTX)
+    await backend.set(StateWrite("s", "k", "1", CTX))
     calls = [
-        asyncio.ensure_future(backend.get("s", "k") if i % 2 else backend.set("s", "k", "1", CTX))
+        asyncio.ensure_future(
+            backend.get("s", "k") if i % 2 else backend.set(StateWrite("s", "k", "1", CTX))
+        )
         for i in range(40)
     ]
     await asyncio.sleep(0)  # two calls hold the connections, the rest wait for them
@@ -241,10 +247,14 @@ async def test_aclose_during_an_export_ends_it_with_store_closed(make_backend: F
 async def _cancel_twice_mid_flight(backend: SQLBackend, calls: int) -> int:
     """Run ``calls`` calls, each cancelled twice at random points; how many were cancelled."""
     random.seed(11)
-    await backend.set("s", "k", "0", CTX)
+    await backend.set(StateWrite("s", "k", "0", CTX))
     cancelled = 0
     for i in range(calls):
-        call = backend.set("s", f"k{i % 50}", str(i), CTX) if i % 2 else backend.get("s", "k")
+        call = (
+            backend.set(StateWrite("s", f"k{i % 50}", str(i), CTX))
+            if i % 2
+            else backend.get("s", "k")
+        )
         task = asyncio.ensure_future(call)
         for _ in range(random.randint(1, 4)):
             await asyncio.sleep(0)
@@ -314,14 +324,14 @@ async def test_a_cancelled_statement_frees_its_place_once_the_server_ended_its_c
     )
     locker = create_async_engine(postgres_url())
     try:
-        await backend.set("s", "locked", "1", CTX)
+        await backend.set(StateWrite("s", "locked", "1", CTX))
         async with locker.connect() as conn:
             await conn.execute(
                 text(
                     f"SELECT 1 FROM {backend.table_fullname} WHERE state_key = 'locked' FOR UPDATE"
                 )
             )
-            blocked = asyncio.ensure_future(backend.set("s", "locked", "2", CTX))
+            blocked = asyncio.ensure_future(backend.set(StateWrite("s", "locked", "2", CTX)))
             await until_lock_waits(application_name, waiting=True)
             blocked.cancel()
             with pytest.raises(asyncio.CancelledError):

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy.engine import make_url
 from sqlsupport import postgres_url
 
-from statekit.backends.base import ScopeContext
+from statekit.backends.base import ScopeContext, StateWrite
 from statekit.backends.sql import SQLBackend
 from statekit.backends.sql.urlparams import driver_arguments, server_settings
 from statekit.errors import BackendUnavailableError, ConfigurationError, StateBackendError
@@ -89,14 +89,14 @@ async def test_sqlite_uri_parameters_reach_sqlite(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///file:{tmp_path / 'x.db'}?uri=true"
     writer = SQLBackend.from_url(url + "&mode=rwc")
     try:
-        await writer.set("s", "k", "1", CTX)
+        await writer.set(StateWrite("s", "k", "1", CTX))
     finally:
         await writer.aclose()
     reader = SQLBackend.from_url(url + "&mode=ro")
     try:
         assert await reader.get("s", "k") == "1"
         with pytest.raises(StateBackendError, match="readonly"):
-            await reader.set("s", "k", "2", CTX)
+            await reader.set(StateWrite("s", "k", "2", CTX))
     finally:
         await reader.aclose()
     assert set(os.listdir(tmp_path)) <= {"x.db", "x.db-wal", "x.db-shm"}

@@ -168,6 +168,7 @@ async def test_capabilities_are_the_backends_and_gate_versioned_calls() -> None:
     assert StateStore(MemoryBackend()).capabilities == {
         statekit.Capability.VERSIONS,
         statekit.Capability.EXPIRY,
+        statekit.Capability.ERASURE,
     }
     store = StateStore(_Unversioned())
     assert store.capabilities == frozenset()

@@ -28,6 +28,7 @@ from statekit.testing import new_identity
 def test_public_names_are_exported() -> None:
     public = {name for name in dir(statekit) if not name.startswith("_")}
     modules = {
+        "access",
         "backends",
         "cli",
         "compat",

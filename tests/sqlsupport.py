@@ -8,15 +8,18 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from services import service_url
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 # The original store's table, as the baseline benchmark creates it, for the SQL tests.
 from benchmarks.original import original_table as original_table
+from statekit.backends.sql import SQLBackend
 
 #: The dialects of a test parametrized over both, each with its marker.
 DIALECTS = [
@@ -98,3 +101,43 @@ async def tables_place(
         yield url, schema
     finally:
         await execute(url, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@dataclass
+class Place:
+    """Where a test's tables go: a SQLite file or a private PostgreSQL schema, with the
+    engines the test opened there (disposed by :func:`place_of`)."""
+
+    url: str
+    schema: str | None
+    engines: list[AsyncEngine] = field(default_factory=list)
+
+    @property
+    def postgres(self) -> bool:
+        return self.schema is not None
+
+    def engine(self, **connect_args: Any) -> AsyncEngine:
+        engine = create_async_engine(self.url, connect_args=connect_args)
+        self.engines.append(engine)
+        return engine
+
+    def backend(self, engine: AsyncEngine | None = None, **options: Any) -> SQLBackend:
+        """A backend in this place, on ``engine`` or on a new engine of its own."""
+        return SQLBackend(engine or self.engine(), schema=self.schema, **options)
+
+    def name(self, table: str) -> str:
+        """``table`` as a statement names it here (schema-qualified on PostgreSQL)."""
+        return table if self.schema is None else f'"{self.schema}".{table}'
+
+
+@contextlib.asynccontextmanager
+async def place_of(dialect: str, tmp_path: Path, filename: str = "host.db") -> AsyncIterator[Place]:
+    """A :class:`Place` for ``dialect`` (see :func:`tables_place`), its engines disposed
+    and its schema dropped afterwards."""
+    async with tables_place(dialect, tmp_path, filename) as (url, schema):
+        place = Place(url, schema)
+        try:
+            yield place
+        finally:
+            for engine in place.engines:
+                await engine.dispose()

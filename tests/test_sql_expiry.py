@@ -6,17 +6,15 @@ a private schema of the real PostgreSQL server, on a fake clock where time matte
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
 from sqlalchemy import MetaData, inspect
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlsupport import execute, original_table, postgres_url
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlsupport import DIALECTS, Place, execute, original_table, place_of
 from test_cli_schema import statekit_cmd
 
 from benchmarks.sql_expiry import fill_expired, sweep_under_writers
@@ -30,47 +28,10 @@ CTX = ScopeContext("runner-1", "binding-1", "conversation")
 HOUR = 3600.0
 
 
-@dataclass
-class Place:
-    """Where a test's tables go: a SQLite file or a private PostgreSQL schema."""
-
-    url: str
-    schema: str | None
-    engines: list[AsyncEngine] = field(default_factory=list)
-
-    @property
-    def postgres(self) -> bool:
-        return self.schema is not None
-
-    def engine(self) -> AsyncEngine:
-        engine = create_async_engine(self.url)
-        self.engines.append(engine)
-        return engine
-
-    def backend(self, **options: Any) -> SQLBackend:
-        return SQLBackend(self.engine(), schema=self.schema, **options)
-
-    def name(self, table: str) -> str:
-        return table if self.schema is None else f'"{self.schema}".{table}'
-
-
-@pytest_asyncio.fixture(
-    params=[
-        pytest.param("sqlite", marks=pytest.mark.sqlite),
-        pytest.param("postgres", marks=pytest.mark.postgres),
-    ]
-)
+@pytest_asyncio.fixture(params=DIALECTS)
 async def place(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Place]:
-    if request.param == "sqlite":
-        place = Place(f"sqlite+aiosqlite:///{tmp_path / 'state.db'}", None)
-    else:
-        place = Place(postgres_url(), f"statekit_test_{uuid.uuid4().hex[:8]}")
-        await execute(place.url, f'CREATE SCHEMA "{place.schema}"')
-    yield place
-    for engine in place.engines:
-        await engine.dispose()
-    if place.schema is not None:
-        await execute(place.url, f'DROP SCHEMA IF EXISTS "{place.schema}" CASCADE')
+    async with place_of(request.param, tmp_path, "state.db") as place:
+        yield place
 
 
 def faked(backend: SQLBackend) -> FakeClock:

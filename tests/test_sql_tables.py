@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import MetaData, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlsupport import DIALECTS, execute, original_table, tables_place
+from sqlsupport import DIALECTS, Place, execute, original_table, place_of
 
 from statekit import StateStore
 from statekit.backends.base import Capability, ScopeContext, StateWrite
@@ -27,34 +26,10 @@ CTX = ScopeContext("runner-1", "binding-1", "conversation", bot_id="bot-1")
 PG_URL = "postgresql+asyncpg://u@localhost/db"  # for checks made before any I/O
 
 
-@dataclass
-class Place:
-    """Where a test's tables go: a SQLite file or a private PostgreSQL schema."""
-
-    url: str
-    schema: str | None
-    engines: list[AsyncEngine] = field(default_factory=list)
-
-    @property
-    def postgres(self) -> bool:
-        return self.schema is not None
-
-    def engine(self, **connect_args: Any) -> AsyncEngine:
-        engine = create_async_engine(self.url, connect_args=connect_args)
-        self.engines.append(engine)
-        return engine
-
-    def backend(self, engine: AsyncEngine, **options: Any) -> SQLBackend:
-        return SQLBackend(engine, schema=self.schema, **options)
-
-
 @pytest_asyncio.fixture(params=DIALECTS)
 async def place(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Place]:
-    async with tables_place(request.param, tmp_path) as (url, schema):
-        place = Place(url, schema)
+    async with place_of(request.param, tmp_path) as place:
         yield place
-        for engine in place.engines:
-            await engine.dispose()
 
 
 async def original(place: Place, **connect_args: Any) -> tuple[AsyncEngine, SQLBackend]:

@@ -26,6 +26,7 @@ from statekit.backends.base import (
 from statekit.backends.redis.boundary import ErrorBoundary
 from statekit.backends.redis.entries import context_json, pairs, scope_entries, text
 from statekit.backends.redis.expiry import deadline, ttl_argument
+from statekit.backends.redis.identity import IdentityIndex
 from statekit.backends.redis.modes import TRANSPORTS, transport_for
 from statekit.backends.redis.options import DEFAULT_KEY_PREFIX, parse_url, validate_key_prefix
 from statekit.backends.redis.pipeline import Command
@@ -55,7 +56,7 @@ def glob_escape(text: str) -> str:
     return "".join("\\" + c if c in _GLOB_SPECIAL else c for c in text)
 
 
-class RedisBackend:
+class RedisBackend(IdentityIndex):
     """``redis://``, ``rediss://``, ``unix://``, ``redis+cluster://``, ``redis+sentinel://``:
     state in Redis hashes (the key layout is in :mod:`statekit.backends.redis`).
 
@@ -85,7 +86,7 @@ class RedisBackend:
     raise :class:`~statekit.errors.ConfigurationError` (no retry can help).
     """
 
-    capabilities = frozenset({Capability.VERSIONS, Capability.EXPIRY})
+    capabilities = frozenset({Capability.VERSIONS, Capability.EXPIRY, Capability.ERASURE})
     #: The :class:`~statekit.settings.StatekitSettings` fields this backend takes.
     settings_options: ClassVar[frozenset[str]] = frozenset(
         {"key_prefix", "pool_size", "timeout", "connect_timeout"}
@@ -282,13 +283,20 @@ class RedisBackend:
     ) -> int:
         keys = self._keys(scope_key)
         expected = "" if expected_version is None else str(expected_version)
-        args = (*keys, expected, state_key, value_json, context_json(context))
-        if ttl is None:
-            command: Command = ("EVALSHA", WRITE_SHA, 4, *args)
-        else:
-            command = ("EVALSHA", WRITE_TTL_SHA, 4, *args, ttl_argument(ttl))
+        ttl_arg = None if ttl is None else ttl_argument(ttl)
+
+        def command(context_arg: str) -> Command:
+            args = (*keys, expected, state_key, value_json, context_arg)
+            if ttl_arg is None:
+                return ("EVALSHA", WRITE_SHA, 4, *args)
+            return ("EVALSHA", WRITE_TTL_SHA, 4, *args, ttl_arg)
+
         with self._errors:
-            reply = await self._transport.write(keys[0], command)
+            reply = await self._transport.write(keys[0], command(context_json(context)))
+            if reply[0] == -2:  # a new scope: indexed first (see .identity)
+                reply = await self._create_scopes(
+                    keys[0], reply, lambda _: scope_key, lambda p: command(p[scope_key])
+                )
         if reply[0] == -1:
             assert expected_version is not None  # the script only refuses conditional sets
             raise VersionConflictError(scope_key, state_key, expected_version, int(reply[1]))
@@ -308,18 +316,25 @@ class RedisBackend:
             if write.ttl is not None:
                 ttl_argument(write.ttl)
         with self._errors:
-            await self._transport.write_grouped(
+            replies = await self._transport.write_grouped(
                 writes, lambda write: self._keys(write.scope_key)[0], self._write_command
             )
+            for group, reply in replies:
+                if reply[0] == -2:  # new scopes: indexed first (see .identity)
+                    await self._create_group(group, reply)
 
-    def _write_command(self, writes: Sequence[StateWrite]) -> Command:
+    def _write_command(
+        self, writes: Sequence[StateWrite], presented: Mapping[str, str] | None = None
+    ) -> Command:
         """The ``EVALSHA`` of the write script for ``writes`` (unconditional); the script
-        with expiry, and each write's ttl argument, when any of them has a ttl."""
+        with expiry, and each write's ttl argument, when any of them has a ttl.
+        ``presented``: the stored contexts of claimed scopes, to create them."""
         keys: list[str] = []
         args: list[str] = [""]
         for write in writes:
             keys.extend(self._keys(write.scope_key))
-            args.extend((write.state_key, write.value_json, context_json(write.context)))
+            context = presented.get(write.scope_key) if presented else None
+            args.extend((write.state_key, write.value_json, context or context_json(write.context)))
         if all(write.ttl is None for write in writes):
             return ("EVALSHA", WRITE_SHA, len(keys), *keys, *args)
         args.extend("" if w.ttl is None else ttl_argument(w.ttl) for w in writes)

@@ -24,7 +24,13 @@ from statekit.backends.base import (
     SweepResult,
 )
 from statekit.backends.redis.boundary import ErrorBoundary
-from statekit.backends.redis.entries import context_json, pairs, scope_entries, text
+from statekit.backends.redis.entries import (
+    context_json,
+    glob_escape,
+    pairs,
+    scope_entries,
+    text,
+)
 from statekit.backends.redis.expiry import deadline, ttl_argument
 from statekit.backends.redis.identity import IdentityIndex
 from statekit.backends.redis.modes import TRANSPORTS, transport_for
@@ -47,13 +53,6 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
 __all__ = ["RedisBackend", "glob_escape"]
-
-_GLOB_SPECIAL = frozenset("*?[]\\")
-
-
-def glob_escape(text: str) -> str:
-    """``text`` as a literal in a Redis ``MATCH`` pattern."""
-    return "".join("\\" + c if c in _GLOB_SPECIAL else c for c in text)
 
 
 class RedisBackend(IdentityIndex):
@@ -224,8 +223,11 @@ class RedisBackend(IdentityIndex):
         return deadline(int(expire_time))
 
     async def sweep_expired(self, batch_size: int = 1000) -> SweepResult:
-        """Nothing to do: Redis reclaims expired keys by itself (on access, and by its
-        background sampling of keys with an expire time), so this returns zeros."""
+        """Zeros: Redis reclaims expired keys by itself (on access, and by its background
+        sampling of keys with an expire time). What lingers is the identity index entries
+        of expired scopes, in sets of other hash slots: about ``batch_size`` of the index
+        are checked per call (:meth:`prune_identity_index`)."""
+        await self.prune_identity_index(batch_size)
         return SweepResult(0, 0)
 
     async def list_keys(

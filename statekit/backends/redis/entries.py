@@ -11,9 +11,15 @@ from typing import Any
 from statekit.backends.base import ScopeContext, StateEntry
 from statekit.backends.redis.expiry import deadline
 
-__all__ = ["context_json", "pairs", "scope_entries", "stored_context", "text"]
+__all__ = ["context_json", "glob_escape", "pairs", "scope_entries", "stored_context", "text"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_GLOB_SPECIAL = frozenset("*?[]\\")
+
+
+def glob_escape(text: str) -> str:
+    """``text`` as a literal in a Redis ``MATCH`` pattern."""
+    return "".join("\\" + c if c in _GLOB_SPECIAL else c for c in text)
 
 
 def text(raw: bytes | str) -> str:

@@ -29,6 +29,7 @@ and :meth:`~IdentityIndex.erase` remove those they meet. A scope goes in one scr
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -36,9 +37,10 @@ from typing import TYPE_CHECKING, Any
 from statekit.backends.base import ScopeContext, StateEntry, StateWrite
 from statekit.backends.identity import IDENTITY_FIELDS, ErasureResult, IdentityFilter, ScopeInfo
 from statekit.backends.redis.boundary import ErrorBoundary
-from statekit.backends.redis.entries import stored_context, text
+from statekit.backends.redis.entries import glob_escape, stored_context, text
 from statekit.backends.redis.pipeline import Command
 from statekit.backends.redis.scripts import (
+    ADOPT_SHA,
     ERASE_SHA,
     INDEX_ADD_SHA,
     INDEX_REMOVE_SHA,
@@ -95,6 +97,8 @@ class IdentityIndex:
     _transport: Transport
     _prefix: str
     _errors: ErrorBoundary
+    #: Where the last :meth:`prune_identity_index` stopped: the rest of its pass.
+    _pruning: AsyncIterator[bytes | str] | None = None
 
     if TYPE_CHECKING:
 
@@ -224,7 +228,8 @@ class IdentityIndex:
                 members = [text(member) for member in raw]
                 if not members:
                     break
-                yield await self._check(identity, key, members)
+                live, _ = await self._check(identity, key, members)
+                yield live
                 if len(members) < SCAN_BATCH:
                     break
                 low = "(" + members[-1]
@@ -248,10 +253,11 @@ class IdentityIndex:
         return chosen
 
     async def _check(
-        self, identity: IdentityFilter, key: str, members: list[str]
-    ) -> list[tuple[ScopeInfo, str]]:
-        """The members of ``key`` that are live scopes ``identity`` matches; the stale
-        ones removed. A claimed scope not created yet is neither."""
+        self, identity: IdentityFilter | None, key: str, members: list[str]
+    ) -> tuple[list[tuple[ScopeInfo, str]], int]:
+        """The members of ``key`` that are live scopes ``identity`` matches (none without
+        one), and how many stale ones were removed. A claimed scope not created yet is
+        neither."""
         found = [member.rpartition(" ") for member in members]
         states = await self._transport.read_many(
             [
@@ -267,7 +273,93 @@ class IdentityIndex:
             stored_token, context = (None, None) if stored is None else stored_context(stored)
             if stored_token != token:
                 stale.append((key, member))
-            elif context is not None and int(count) > 0 and identity.matches(context):
+            elif identity and context and int(count) > 0 and identity.matches(context):
                 live.append((ScopeInfo(scope_key, context.scope, context, int(count)), token))
         await self._remove_members(stale)
-        return live
+        return live, len(stale)
+
+    # ---- maintenance ----------------------------------------------------------------
+
+    async def prune_identity_index(self, batch_size: int = 1000) -> int:
+        """Remove stale identity index entries (of scopes that expired, were deleted or
+        never got created), checking the sets of a pass over every identity set in turn
+        until about ``batch_size`` entries were checked; the next call goes on from there
+        (a new pass after the last). How many it removed.
+
+        Searches and erasures remove the stale entries they meet; this reaches the sets
+        no search reads (a conversation's, once it expired). It runs as the expiry
+        sweep (:meth:`sweep_expired`) on Redis.
+        """
+        checked = removed = 0
+        with self._errors:
+            if self._pruning is None:
+                pattern = glob_escape(self._prefix) + "{*}:scopes"
+                self._pruning = aiter(self._transport.scan(pattern))
+            try:
+                while checked < batch_size:
+                    key = await anext(self._pruning, None)
+                    if key is None:
+                        self._pruning = None
+                        break
+                    done, gone = await self._prune_set(text(key))
+                    checked, removed = checked + done, removed + gone
+            except BaseException:
+                self._pruning = None
+                raise
+        return removed
+
+    async def _prune_set(self, key: str) -> tuple[int, int]:
+        """Every member of one identity set checked, the stale ones removed: how many of
+        each."""
+        checked = removed = 0
+        low = "-"
+        while True:
+            raw = await self._transport.read(("ZRANGEBYLEX", key, low, "+", "LIMIT", 0, SCAN_BATCH))
+            members = [text(member) for member in raw]
+            if members:
+                _, stale = await self._check(None, key, members)
+                checked, removed = checked + len(members), removed + stale
+            if len(members) < SCAN_BATCH:
+                return checked, removed
+            low = "(" + members[-1]
+
+    async def index_existing_scopes(self) -> int:
+        """Index every scope written by a version of statekit without identity indexes
+        (its stored context has no token), so that searches and erasures find it; run it
+        once after upgrading, with writers running or not. A ``SCAN`` of the store's
+        keys, so its cost is the store's size; how many scopes it indexed.
+
+        Each scope's context gets its token first (one script, if it is unchanged), its
+        index entries after: the order a new scope's write follows.
+        """
+        indexed = 0
+        batch: list[str] = []
+        with self._errors:
+            async for key in self._transport.scan(glob_escape(self._prefix) + "{*}:ctx"):
+                batch.append(text(key))
+                if len(batch) >= SCAN_BATCH:
+                    indexed, batch = indexed + await self._adopt(batch), []
+            if batch:
+                indexed += await self._adopt(batch)
+        return indexed
+
+    async def _adopt(self, context_keys: list[str]) -> int:
+        values = await self._transport.read_many([("GET", key) for key in context_keys])
+        legacy = [
+            (key, text(value))
+            for key, value in zip(context_keys, values, strict=True)
+            if value is not None and text(value).startswith("{")
+        ]
+        adopted = await asyncio.gather(
+            *(
+                self._transport.write(key, ("EVALSHA", ADOPT_SHA, 1, key, value))
+                for key, value in legacy
+            )
+        )
+        claimed = {
+            key[len(self._prefix) + 1 : -len("}:ctx")]: text(now)
+            for (key, _), now in zip(legacy, adopted, strict=True)
+            if now is not None and not text(now).startswith("{")
+        }
+        await self._add_members(claimed)
+        return len(claimed)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 
 __all__ = [
+    "ADOPT_SHA",
     "CLAIM_MS",
     "DELETE_SHA",
     "ENTRIES_SHA",
@@ -243,6 +244,19 @@ end
 return counts
 """
 
+# KEYS: context key. ARGV[1]: the context as read (plain JSON, a scope created before
+# identity indexes). Gives it a token, keeping its lifetime, unless it changed since:
+# the context as it is now (false: gone).
+_ADOPT = """
+local ctx = redis.call('GET', KEYS[1])
+if ctx ~= ARGV[1] then return ctx end
+local t = redis.call('TIME')
+local us = t[2]
+ctx = t[1] .. string.sub('00000', #us) .. us .. ':' .. ctx
+redis.call('SET', KEYS[1], ctx, 'KEEPTTL')
+return ctx
+"""
+
 # KEYS: context key, value hash. A scope as an index entry leads to it: its stored
 # context and entry count, at one instant.
 _SCOPE_STATE = """
@@ -275,6 +289,7 @@ SCRIPTS: dict[str, str] = {
         _SCOPE_STATE,
         _INDEX_ADD,
         _INDEX_REMOVE,
+        _ADOPT,
     )
 }
 (
@@ -289,4 +304,5 @@ SCRIPTS: dict[str, str] = {
     SCOPE_STATE_SHA,
     INDEX_ADD_SHA,
     INDEX_REMOVE_SHA,
+    ADOPT_SHA,
 ) = SCRIPTS

@@ -30,7 +30,7 @@ from services import service_url
 from statekit.backends.base import ScopeContext, StateWrite
 from statekit.backends.identity import IdentityFilter
 from statekit.backends.redis import RedisBackend, glob_escape
-from statekit.backends.redis.identity import index_keys
+from statekit.backends.redis.identity import index_keys, index_member
 from statekit.errors import (
     BackendTimeoutError,
     BackendUnavailableError,
@@ -99,8 +99,9 @@ async def test_layout_is_one_hash_per_scope_with_meta_context_and_index(
     assert sorted(await raw.keys(glob_escape(prefix) + "*")) == sorted(
         [value_key, value_key + ":meta", value_key + ":ctx", value_key + ":idx", *identity_sets]
     )
+    member = index_member(scope_key, token)
     for key in identity_sets:
-        assert await raw.zrange(key, 0, -1, withscores=True) == [(f"{scope_key} {token}", 0.0)]
+        assert await raw.zrange(key, 0, -1, withscores=True) == [(member, 0.0)]
 
     other = ScopeContext(runner_id="r-2", binding_identity="b-2", scope="conversation")
     assert await backend.set(scope_key, "k", "2", other) == 2

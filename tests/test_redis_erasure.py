@@ -16,6 +16,8 @@ from typing import Any
 import fakeredis
 import pytest
 import pytest_asyncio
+from hypothesis import given
+from hypothesis import strategies as st
 from redis_expiry_support import SHORT, raw, sleep_past
 from redis_servers import RedisServer, private_prefix, shared_backend
 
@@ -23,7 +25,7 @@ from statekit.backends.base import StateWrite
 from statekit.backends.identity import IdentityFilter
 from statekit.backends.redis import RedisBackend, glob_escape
 from statekit.backends.redis.entries import context_json, stored_context, text
-from statekit.backends.redis.identity import index_keys
+from statekit.backends.redis.identity import index_keys, index_member, parse_member
 from statekit.backends.redis.scripts import CLAIM_MS, SCRIPTS, WRITE_SHA
 from statekit.testing.erasure_places import Place, base_fields, found, new_tag
 
@@ -84,8 +86,9 @@ async def assert_indexed(backend: RedisBackend, place: Place) -> None:
     if not await raw(backend, "EXISTS", value_key):
         return
     token, context = stored_context(await raw(backend, "GET", ctx_key))
+    assert token is not None, "a scope without a token: never indexed"
+    member = index_member(place.key, token)
     for key in index_keys(backend.key_prefix, context):
-        member = f"{place.key} {token}"
         assert await raw(backend, "ZSCORE", key, member) is not None, (key, member)
 
 
@@ -359,3 +362,27 @@ async def test_a_write_to_an_existing_scope_is_one_script_call(own_server: Redis
         calls = await _calls(admin)
         assert calls["cmdstat_evalsha"] == 10
         assert calls["cmdstat_zadd"] == 1  # k1 into the scope's listing index, no more
+
+
+# ---- the members --------------------------------------------------------------------
+
+
+@given(
+    name=st.sampled_from(["conversation", "actor", "subject", "runner"]),
+    digest=st.binary(min_size=32, max_size=32),
+    token=st.from_regex(r"[0-9]{1,20}", fullmatch=True),
+)
+def test_a_store_scope_key_is_a_member_of_at_most_64_bytes(
+    name: str, digest: bytes, token: str
+) -> None:
+    """Under the size up to which Redis keeps small sorted sets compact, and read back
+    as the same scope key and token."""
+    scope_key = f"{name}:v2:{digest.hex()}"
+    member = index_member(scope_key, token[:16])
+    assert len(member.encode()) <= 64
+    assert parse_member(member) == (scope_key, token[:16])
+
+
+@given(scope_key=st.text(min_size=1), token=st.from_regex(r"[0-9]{1,20}", fullmatch=True))
+def test_any_other_scope_key_is_read_back_as_it_is(scope_key: str, token: str) -> None:
+    assert parse_member(index_member(scope_key, token)) == (scope_key, token)

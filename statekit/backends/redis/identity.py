@@ -3,7 +3,7 @@
 For each identity field of a scope (see :data:`~statekit.backends.identity.IDENTITY_FIELDS`)
 one sorted set names every scope with that value, for a store with ``key_prefix`` ``P``::
 
-    P{<scope name>:<field>:<digest>}:scopes   sorted set  "<scope key> <token>" at score 0
+    P{<scope name>:<field>:<digest>}:scopes   sorted set  "<scope> <token>" at score 0
 
 ``<digest>`` is the first 32 hex digits of the value's SHA-256: ids never appear in key
 names (as in scope keys), and the braces spread the sets over a cluster's hash slots. The
@@ -14,7 +14,8 @@ updates both; the order of the steps keeps them right instead:
    stores the context with a fresh token (``"<token>:<JSON>"``, a grace lifetime of
    :data:`~statekit.backends.redis.scripts.CLAIM_MS`) and refuses the batch, writing
    nothing else.
-2. The client adds ``"<scope key> <token>"`` to every identity set of the stored context.
+2. The client adds ``"<scope> <token>"`` (:func:`index_member`) to every identity set of
+   the stored context.
 3. It sends the batch again presenting the stored context; the script creates the scope
    only while its context still has that token.
 
@@ -30,7 +31,9 @@ and :meth:`~IdentityIndex.erase` remove those they meet. A scope goes in one scr
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import re
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +52,14 @@ from statekit.backends.redis.scripts import (
 from statekit.backends.redis.transport import SCAN_BATCH, Transport
 from statekit.errors import StateBackendError
 
-__all__ = ["CLAIM_ATTEMPTS", "IdentityIndex", "index_key", "index_keys"]
+__all__ = [
+    "CLAIM_ATTEMPTS",
+    "IdentityIndex",
+    "index_key",
+    "index_keys",
+    "index_member",
+    "parse_member",
+]
 
 #: How many times a write claims a scope before giving up (each time an erasure or an
 #: expiry removed the claim between two of its steps).
@@ -73,8 +83,33 @@ def index_keys(prefix: str, context: ScopeContext) -> list[str]:
     ]
 
 
-def _member(scope_key: str, token: str) -> str:
-    return f"{scope_key} {token}"
+_CODES = {"conversation": "c", "actor": "a", "subject": "s", "runner": "r"}
+_NAMES = {code: name for name, code in _CODES.items()}
+_STORE_KEY = re.compile(r"(conversation|actor|subject|runner):v2:([0-9a-f]{64})")
+
+
+def index_member(scope_key: str, token: str) -> str:
+    """The member naming a scope (with its context's token) in an identity set.
+
+    A scope key as the store makes them (``actor:v2:<64 hex digits>``) is written in 44
+    characters (the name's initial, the digest in base64url), so that a member stays
+    under the 64 bytes up to which Redis keeps a small sorted set compact (a listpack);
+    any other key as it is, after a ``:``.
+    """
+    store_key = _STORE_KEY.fullmatch(scope_key)
+    if store_key is None:
+        return f":{scope_key} {token}"
+    digest = base64.urlsafe_b64encode(bytes.fromhex(store_key[2])).decode().rstrip("=")
+    return f"{_CODES[store_key[1]]}{digest} {token}"
+
+
+def parse_member(member: str) -> tuple[str, str]:
+    """The scope key and token of an identity set's member."""
+    ref, _, token = member.rpartition(" ")
+    if ref.startswith(":"):
+        return ref[1:], token
+    digest = base64.urlsafe_b64decode(ref[1:] + "=").hex()
+    return f"{_NAMES[ref[0]]}:v2:{digest}", token
 
 
 def _grouped_script(sha: str) -> Callable[[Sequence[tuple[str, str]]], Command]:
@@ -154,7 +189,9 @@ class IdentityIndex:
         for scope_key, stored in claimed.items():
             token, context = stored_context(stored)
             assert token is not None  # a claim always has one
-            pairs += [(key, _member(scope_key, token)) for key in index_keys(self._prefix, context)]
+            pairs += [
+                (key, index_member(scope_key, token)) for key in index_keys(self._prefix, context)
+            ]
         if pairs:
             await self._transport.write_grouped(pairs, _first, _grouped_script(INDEX_ADD_SHA))
 
@@ -210,7 +247,7 @@ class IdentityIndex:
                 if int(count) < 0:
                     continue  # gone, or created again since it was found
                 erased.append((info, int(count)))
-                member = _member(info.scope_key, token)
+                member = index_member(info.scope_key, token)
                 members += [(key, member) for key in index_keys(self._prefix, info.context)]
         await self._remove_members(members)
         return [(info, count) for info, count in erased if count > 0]
@@ -258,18 +295,16 @@ class IdentityIndex:
         """The members of ``key`` that are live scopes ``identity`` matches (none without
         one), and how many stale ones were removed. A claimed scope not created yet is
         neither."""
-        found = [member.rpartition(" ") for member in members]
+        found = [parse_member(member) for member in members]
         states = await self._transport.read_many(
             [
                 ("EVALSHA", SCOPE_STATE_SHA, 2, self._keys(scope_key)[2], self._keys(scope_key)[0])
-                for scope_key, _, _ in found
+                for scope_key, _ in found
             ]
         )
         live: list[tuple[ScopeInfo, str]] = []
         stale: list[tuple[str, str]] = []
-        for member, (scope_key, _, token), (stored, count) in zip(
-            members, found, states, strict=True
-        ):
+        for member, (scope_key, token), (stored, count) in zip(members, found, states, strict=True):
             stored_token, context = (None, None) if stored is None else stored_context(stored)
             if stored_token != token:
                 stale.append((key, member))

@@ -53,46 +53,58 @@ CLAIM_MS = 600_000
 # Otherwise the context argument is the plain JSON, and the first such write claims the
 # scope: it stores the context with a fresh token (the server's clock, in microseconds),
 # for a grace period only, and the batch is refused with the stored context. A write to
-# a scope that exists (the common case) needs none of this: one EXISTS per scope.
+# a scope that exists (the common case) needs none of this: the first write to each
+# scope reads its meta before any write (and reuses it), and a key that exists says the
+# scope does; only a new key asks EXISTS. A conditional write (expected version not 0)
+# never creates a scope: it conflicts.
 _WRITE_TEMPLATE = """
 local t = redis.call('TIME')
 local us = t[2]
 local now = t[1] .. string.sub('00000', #us) .. us
 --[[deadline]]
 local expected = ARGV[1]
-local fresh = {}
-local refused = {-2}
-for i = 0, #KEYS / 4 - 1 do
-  local vkey = KEYS[4 * i + 1]
-  if fresh[vkey] == nil then
-    fresh[vkey] = false
-    if (expected == '' or expected == '0') and redis.call('EXISTS', vkey) == 0 then
-      local ckey, arg = KEYS[4 * i + 3], ARGV[3 * i + 4]
-      local ctx = redis.call('GET', ckey)
-      local token = string.match(arg, '^(%d+):')
-      if ctx and token and string.sub(ctx, 1, #token + 1) == token .. ':' then
-        fresh[vkey] = ckey
-      else
-        if not ctx or string.sub(ctx, 1, 1) == '{' then
-          ctx = now .. ':' .. (token and string.sub(arg, #token + 2) or arg)
-          redis.call('SET', ckey, ctx, 'PX', CLAIM_MS)
+local n = #KEYS / 4
+local first, metas = nil, nil
+if expected == '' or expected == '0' then
+  local seen, persist, refused
+  if n > 1 then seen, metas = {}, {} end
+  for i = 0, n - 1 do
+    local vkey = KEYS[4 * i + 1]
+    if n == 1 or not seen[vkey] then
+      local meta = redis.call('HGET', KEYS[4 * i + 2], ARGV[3 * i + 2])
+      if n == 1 then first = meta else seen[vkey], metas[i] = true, meta end
+      if not meta and redis.call('EXISTS', vkey) == 0 then
+        local ckey, arg = KEYS[4 * i + 3], ARGV[3 * i + 4]
+        local ctx = redis.call('GET', ckey)
+        local token = string.match(arg, '^(%d+):')
+        if ctx and token and string.sub(ctx, 1, #token + 1) == token .. ':' then
+          persist = persist or {}
+          persist[#persist + 1] = ckey
+        else
+          if not ctx or string.sub(ctx, 1, 1) == '{' then
+            ctx = now .. ':' .. (token and string.sub(arg, #token + 2) or arg)
+            redis.call('SET', ckey, ctx, 'PX', CLAIM_MS)
+          end
+          refused = refused or {-2}
+          refused[#refused + 1] = i
+          refused[#refused + 1] = ctx
         end
-        refused[#refused + 1] = i
-        refused[#refused + 1] = ctx
       end
     end
   end
-end
-if #refused > 1 then return refused end
-for _, ckey in pairs(fresh) do
-  if ckey then redis.call('PERSIST', ckey) end
+  if refused then return refused end
+  if persist then
+    for j = 1, #persist do redis.call('PERSIST', persist[j]) end
+  end
 end
 local versions = {}
-for i = 0, #KEYS / 4 - 1 do
+for i = 0, n - 1 do
   local vkey, mkey, ckey, ikey = KEYS[4 * i + 1], KEYS[4 * i + 2], KEYS[4 * i + 3], KEYS[4 * i + 4]
   local field = ARGV[3 * i + 2]
   local version, created = 0, now
-  local meta = redis.call('HGET', mkey, field)
+  local meta = first
+  if metas then meta = metas[i] end
+  if meta == nil then meta = redis.call('HGET', mkey, field) end
   if meta then
     local v, c = string.match(meta, '^(%d+):(%d+):')
     version, created = tonumber(v), c
@@ -128,7 +140,6 @@ _WRITE_TTL = (
     _WRITE_TEMPLATE.replace(
         "--[[deadline]]\n",
         """local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(us) / 1000)
-local n = #KEYS / 4
 local ttls = {}
 """,
     )

@@ -83,12 +83,13 @@ async def _one_run(
     return found_at - start, erased_at - found_at
 
 
-async def main(url: str, runs: int, sizes: list[int]) -> None:
+async def main(url: str, runs: int, sizes: list[int]) -> list[dict[str, float]]:
+    """Measure every size, print the table; its rows."""
     prefix = f"statekit-bench:{uuid.uuid4().hex}:"
     backend = RedisBackend.from_url(url, key_prefix=prefix)
     store = StateStore(backend)
     fields = base_fields(uuid.uuid4().hex[:8])
-    rows = []
+    rows: list[dict[str, float]] = []
     try:
         filled = 0
         for size in sizes:
@@ -101,17 +102,25 @@ async def main(url: str, runs: int, sizes: list[int]) -> None:
                 finds.append(find)
                 erases.append(erase)
             rows.append(
-                (size, statistics.median(finds), statistics.median(erases), index / size, create)
+                {
+                    "unrelated_scopes": size,
+                    "find_s": statistics.median(finds),
+                    "erase_s": statistics.median(erases),
+                    "index_bytes_per_scope": index / size,
+                    "create_s_per_scope": create,
+                }
             )
     finally:
         await store.clear_all()
         await store.aclose()
     head = ("unrelated scopes", "find ms", "erase ms", "index B/scope", "create us/scope")
     print(" ".join(f"{name:>16}" for name in head))
-    for size, find, erase, per_scope, create in rows:
-        figures = [f"{size}", f"{find * 1e3:.2f}", f"{erase * 1e3:.2f}"]
-        figures += [f"{per_scope:.0f}", f"{create * 1e6:.1f}"]
+    for row in rows:
+        figures = [f"{row['unrelated_scopes']:.0f}", f"{row['find_s'] * 1e3:.2f}"]
+        figures += [f"{row['erase_s'] * 1e3:.2f}", f"{row['index_bytes_per_scope']:.0f}"]
+        figures += [f"{row['create_s_per_scope'] * 1e6:.1f}"]
         print(" ".join(f"{figure:>16}" for figure in figures))
+    return rows
 
 
 if __name__ == "__main__":

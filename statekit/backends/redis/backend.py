@@ -310,7 +310,8 @@ class RedisBackend(IdentityIndex):
         On a cluster a script may only touch one slot, so the batch runs as one atomic
         script per slot, the slots concurrently (atomic per slot, not across slots).
         Each write's ``ttl`` moves its scope's deadline; a batch without any takes the
-        script without expiry.
+        script without expiry. A batch creating scopes is sent again once they are
+        indexed (:mod:`~statekit.backends.redis.identity`): nothing is written before.
         """
         if not writes:
             return

@@ -189,9 +189,8 @@ class IdentityIndex:
         for scope_key, stored in claimed.items():
             token, context = stored_context(stored)
             assert token is not None  # a claim always has one
-            pairs += [
-                (key, index_member(scope_key, token)) for key in index_keys(self._prefix, context)
-            ]
+            member = index_member(scope_key, token)
+            pairs += [(key, member) for key in index_keys(self._prefix, context)]
         if pairs:
             await self._transport.write_grouped(pairs, _first, _grouped_script(INDEX_ADD_SHA))
 

@@ -147,8 +147,9 @@ class ErasureRaceContract:
 
     async def test_writes_racing_an_erase(self, erasing: ErasingBackend) -> None:
         """Nothing acknowledged before the erase started survives it, everything written
-        after it returned does, scopes it does not match lose nothing, and the matching
-        scopes written again are found again (their index kept up)."""
+        after it returned does, scopes it does not match lose nothing, each matching scope
+        is counted once (erased once, even when a racing write brought it back), and the
+        matching scopes written again are found again (their index kept up)."""
         fields = base_fields(new_tag())
         actor_id = fields["actor_id"]
         matching = [

@@ -90,7 +90,8 @@ class StoreMaintenance:
 
         On SQL: the table and its indexes, and on an existing table (the original
         store's) the missing ``version`` column, unique key, widths and collation, keeping
-        every row. A no-op on backends without a schema (memory, Redis). Run it
+        every row. On Redis: the identity index entries of scopes an earlier version wrote
+        without them. A no-op on memory. Run it
         (``statekit init``) ahead of a deploy whose stores open with
         ``create_schema=False``, or whose database role may not create tables. A backend
         that has a schema provides it as an ``async upgrade_schema() -> list[str]``

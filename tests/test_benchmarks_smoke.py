@@ -122,3 +122,13 @@ async def test_the_redis_expiry_benchmark_measures_every_case_and_the_memory_per
     _assert_positive(memory, "memory_usage_per_scope")  # used_memory: shared, noisy
     # Four keys, ten values of ~210 bytes: the values alone are 2.1 KB.
     assert memory["memory_usage_per_scope"] > 10 * memory["value_json_bytes"]
+
+
+@pytest.mark.redis
+async def test_the_redis_erasure_benchmark_measures_every_size() -> None:
+    from benchmarks import redis_erasure
+
+    rows = await redis_erasure.main(service_url("STATEKIT_REDIS_URL"), runs=1, sizes=[20, 40])
+    assert [row["unrelated_scopes"] for row in rows] == [20, 40]
+    for row in rows:
+        _assert_positive(row, "find_s", "erase_s", "index_bytes_per_scope", "create_s_per_scope")

@@ -14,7 +14,7 @@ from services import on, open_target
 from benchmarks.matrix import REDIS, REDIS_CLUSTER, REDIS_SENTINEL
 from statekit.backends.base import StateBackend
 from statekit.backends.redis import RedisBackend
-from statekit.testing import ExpiryContract, StateBackendContract
+from statekit.testing import ErasureContract, ExpiryContract, StateBackendContract
 
 pytestmark = pytest.mark.redis
 
@@ -30,7 +30,7 @@ PIPELINING = pytest.mark.parametrize(
 
 
 @PIPELINING
-class TestFakeRedisBackend(StateBackendContract, ExpiryContract):
+class TestFakeRedisBackend(StateBackendContract, ExpiryContract, ErasureContract):
     @pytest_asyncio.fixture
     async def backend(self, auto_pipeline: bool) -> AsyncIterator[RedisBackend]:
         client = fakeredis.FakeAsyncRedis()
@@ -42,7 +42,7 @@ class TestFakeRedisBackend(StateBackendContract, ExpiryContract):
 
 @PIPELINING
 @on(REDIS)
-class TestRealRedisBackend(StateBackendContract, ExpiryContract):
+class TestRealRedisBackend(StateBackendContract, ExpiryContract, ErasureContract):
     @pytest_asyncio.fixture
     async def backend(
         self, request: pytest.FixtureRequest, auto_pipeline: bool
@@ -52,7 +52,7 @@ class TestRealRedisBackend(StateBackendContract, ExpiryContract):
 
 
 @on(REDIS_CLUSTER)
-class TestRedisClusterBackend(StateBackendContract, ExpiryContract):
+class TestRedisClusterBackend(StateBackendContract, ExpiryContract, ErasureContract):
     @pytest_asyncio.fixture
     async def backend(self, request: pytest.FixtureRequest) -> AsyncIterator[StateBackend]:
         async with open_target(REDIS_CLUSTER, request) as backend:
@@ -61,7 +61,7 @@ class TestRedisClusterBackend(StateBackendContract, ExpiryContract):
 
 @PIPELINING
 @on(REDIS_SENTINEL)
-class TestRedisSentinelBackend(StateBackendContract, ExpiryContract):
+class TestRedisSentinelBackend(StateBackendContract, ExpiryContract, ErasureContract):
     @pytest_asyncio.fixture
     async def backend(
         self, request: pytest.FixtureRequest, auto_pipeline: bool

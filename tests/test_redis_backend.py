@@ -28,7 +28,9 @@ from redis_servers import (
 from services import service_url
 
 from statekit.backends.base import ScopeContext, StateWrite
+from statekit.backends.identity import IdentityFilter
 from statekit.backends.redis import RedisBackend, glob_escape
+from statekit.backends.redis.identity import index_keys, index_member
 from statekit.errors import (
     BackendTimeoutError,
     BackendUnavailableError,
@@ -66,6 +68,13 @@ async def backend() -> AsyncIterator[RedisBackend]:
 # ---- layout -------------------------------------------------------------------------
 
 
+def _stored_context(stored: str) -> tuple[str, dict[str, str | None]]:
+    """A stored ``:ctx``: its token (digits) and its context."""
+    token, _, context = stored.partition(":")
+    assert token.isdigit(), stored
+    return token, json.loads(context)
+
+
 async def test_layout_is_one_hash_per_scope_with_meta_context_and_index(
     backend: RedisBackend, raw: aioredis.Redis
 ) -> None:
@@ -81,31 +90,46 @@ async def test_layout_is_one_hash_per_scope_with_meta_context_and_index(
     assert created == updated
     created_at = datetime.fromtimestamp(int(created) / 1e6, timezone.utc)
     assert abs((created_at - before).total_seconds()) < 60  # server clock, same machine
-    assert json.loads(await raw.get(value_key + ":ctx")) == CONTEXT.as_dict()
+    token, stored = _stored_context(await raw.get(value_key + ":ctx"))
+    assert stored == CONTEXT.as_dict()
+    assert await raw.pttl(value_key + ":ctx") == -1  # the claim's grace lifetime is gone
     assert await raw.zrange(value_key + ":idx", 0, -1, withscores=True) == [("k", 0.0)]
+    identity_sets = index_keys(prefix, CONTEXT)
+    assert len(identity_sets) == 4  # runner, binding, bot, conversation: the fields set
     assert sorted(await raw.keys(glob_escape(prefix) + "*")) == sorted(
-        [value_key, value_key + ":meta", value_key + ":ctx", value_key + ":idx"]
+        [value_key, value_key + ":meta", value_key + ":ctx", value_key + ":idx", *identity_sets]
     )
+    member = index_member(scope_key, token)
+    for key in identity_sets:
+        assert await raw.zrange(key, 0, -1, withscores=True) == [(member, 0.0)]
 
     other = ScopeContext(runner_id="r-2", binding_identity="b-2", scope="conversation")
     assert await backend.set(StateWrite(scope_key, "k", "2", other)) == 2
     version, created_again, updated_again = (await raw.hget(value_key + ":meta", "k")).split(":")  # type: ignore[misc]
     assert (version, created_again) == ("2", created)
     assert int(updated_again) >= int(updated)
-    # The context stored at the scope's creation is kept.
-    assert json.loads(await raw.get(value_key + ":ctx")) == CONTEXT.as_dict()
+    # The context stored at the scope's creation is kept, with its token.
+    assert _stored_context(await raw.get(value_key + ":ctx")) == (token, CONTEXT.as_dict())
 
     assert await backend.delete(scope_key, "k") is True
-    assert await raw.keys(glob_escape(prefix) + "*") == []
+    # The identity sets sit in other hash slots: their entries stay, stale, until a
+    # search meets them.
+    assert sorted(await raw.keys(glob_escape(prefix) + "*")) == sorted(identity_sets)
+    found = backend.find_scopes(IdentityFilter({"conversation_id": "c-1"}))
+    assert [info async for info in found] == []
+    remaining = await raw.keys(glob_escape(prefix) + "*")
+    assert sorted(remaining) == sorted(k for k in identity_sets if "conversation_id" not in k)
 
 
 async def test_all_keys_of_a_scope_share_one_cluster_slot(
     backend: RedisBackend, raw: aioredis.Redis
 ) -> None:
     await backend.set(StateWrite("actor:v2:xyz", "k", "1", CONTEXT))
-    keys = await raw.keys(glob_escape(backend._prefix) + "*")
-    slots = {key_slot(key.encode()) for key in keys}
-    assert len(keys) == 4
+    keys = set(await raw.keys(glob_escape(backend._prefix) + "*"))
+    identity_sets = set(index_keys(backend._prefix, CONTEXT))
+    assert identity_sets <= keys
+    slots = {key_slot(key.encode()) for key in keys - identity_sets}
+    assert len(keys - identity_sets) == 4
     assert len(slots) == 1
 
 

@@ -5,7 +5,8 @@ Key layout, for a store with ``key_prefix`` ``P`` (default ``statekit:``) and a 
 
     P{S}        hash  state_key -> value JSON            (read by get / read_scopes)
     P{S}:meta   hash  state_key -> "version:created_us:updated_us"
-    P{S}:ctx    string  the scope's ScopeContext as JSON (set when the scope is created)
+    P{S}:ctx    string  "<token>:" and the scope's ScopeContext as JSON (set when the
+                scope is created; the token ties it to its identity index entries)
     P{S}:idx    sorted set  every state_key at score 0, for listing by prefix
 
 Timestamps are microseconds since the epoch from the server's ``TIME``. Reads of values
@@ -20,6 +21,9 @@ Expiry: a scope with a deadline has it on all four keys, as their expire time
 the whole scope at one millisecond and reclaims its memory by itself
 (:mod:`~statekit.backends.redis.expiry`). A scope without a deadline has none on any key.
 
+Erasure and access by identity: per-identity index sets, written before a scope is
+created, name every scope by the fields of its identity (:mod:`~statekit.backends.redis.identity`).
+
 A write is never sent twice: if its connection drops before the reply arrives, the
 caller gets :class:`~statekit.errors.BackendUnavailableError` and the write may or may not
 have been applied. A read in that situation is simply sent again.
@@ -29,7 +33,7 @@ the standalone transport), :mod:`.cluster`, :mod:`.sentinel` (the other transpor
 :mod:`.modes` (which transport a URL or client gets), :mod:`.connections` (round trips on
 one server's connections), :mod:`.pipeline` (auto-pipelining), :mod:`.options` (URL and
 options), :mod:`.scripts` (the Lua scripts), :mod:`.entries` (replies into entries),
-:mod:`.expiry` (ttls and deadlines).
+:mod:`.expiry` (ttls and deadlines), :mod:`.identity` (the identity index, find and erase).
 """
 
 from statekit.backends.redis.backend import RedisBackend, glob_escape

@@ -23,8 +23,15 @@ from statekit.backends.base import (
     SweepResult,
 )
 from statekit.backends.redis.boundary import ErrorBoundary
-from statekit.backends.redis.entries import context_json, pairs, scope_entries, text
+from statekit.backends.redis.entries import (
+    context_json,
+    glob_escape,
+    pairs,
+    scope_entries,
+    text,
+)
 from statekit.backends.redis.expiry import deadline, ttl_argument
+from statekit.backends.redis.identity import IdentityIndex
 from statekit.backends.redis.modes import TRANSPORTS, transport_for
 from statekit.backends.redis.options import DEFAULT_KEY_PREFIX, parse_url, validate_key_prefix
 from statekit.backends.redis.pipeline import Command
@@ -46,15 +53,8 @@ if TYPE_CHECKING:
 
 __all__ = ["RedisBackend", "glob_escape"]
 
-_GLOB_SPECIAL = frozenset("*?[]\\")
 
-
-def glob_escape(text: str) -> str:
-    """``text`` as a literal in a Redis ``MATCH`` pattern."""
-    return "".join("\\" + c if c in _GLOB_SPECIAL else c for c in text)
-
-
-class RedisBackend:
+class RedisBackend(IdentityIndex):
     """``redis://``, ``rediss://``, ``unix://``, ``redis+cluster://``, ``redis+sentinel://``:
     state in Redis hashes (the key layout is in :mod:`statekit.backends.redis`).
 
@@ -84,7 +84,7 @@ class RedisBackend:
     raise :class:`~statekit.errors.ConfigurationError` (no retry can help).
     """
 
-    capabilities = frozenset({Capability.VERSIONS, Capability.EXPIRY})
+    capabilities = frozenset({Capability.VERSIONS, Capability.EXPIRY, Capability.ERASURE})
     #: The :class:`~statekit.settings.StatekitSettings` fields this backend takes.
     settings_options: ClassVar[frozenset[str]] = frozenset(
         {"key_prefix", "pool_size", "timeout", "connect_timeout"}
@@ -222,8 +222,11 @@ class RedisBackend:
         return deadline(int(expire_time))
 
     async def sweep_expired(self, batch_size: int = 1000) -> SweepResult:
-        """Nothing to do: Redis reclaims expired keys by itself (on access, and by its
-        background sampling of keys with an expire time), so this returns zeros."""
+        """Zeros: Redis reclaims expired keys by itself (on access, and by its background
+        sampling of keys with an expire time). What lingers is the identity index entries
+        of expired scopes, in sets of other hash slots: about ``batch_size`` of the index
+        are checked per call (:meth:`prune_identity_index`)."""
+        await self.prune_identity_index(batch_size)
         return SweepResult(0, 0)
 
     async def list_keys(
@@ -268,19 +271,33 @@ class RedisBackend:
             entries += scope_entries(self._scope_of(value_key), reply)
         return entries
 
+    async def upgrade_schema(self) -> list[str]:
+        """What ``statekit init`` (``StateStore.create_schema``) runs on Redis: index the
+        scopes an earlier version wrote without identity index entries, so that searches
+        and erasures find them (:meth:`index_existing_scopes`; safe to repeat)."""
+        indexed = await self.index_existing_scopes()
+        return [f"index {indexed} scopes written before the identity index"] if indexed else []
+
     # ---- writes -------------------------------------------------------------------
 
     async def set(self, write: StateWrite, expected_version: int | None = None) -> int:
         scope_key, state_key = write.scope_key, write.state_key
         keys = self._keys(scope_key)
         expected = "" if expected_version is None else str(expected_version)
-        args = (*keys, expected, state_key, write.value_json, context_json(write.context))
-        if write.ttl is None:
-            command: Command = ("EVALSHA", WRITE_SHA, 4, *args)
-        else:
-            command = ("EVALSHA", WRITE_TTL_SHA, 4, *args, ttl_argument(write.ttl))
+        ttl_arg = None if write.ttl is None else ttl_argument(write.ttl)
+
+        def command(context_arg: str) -> Command:
+            args = (*keys, expected, state_key, write.value_json, context_arg)
+            if ttl_arg is None:
+                return ("EVALSHA", WRITE_SHA, 4, *args)
+            return ("EVALSHA", WRITE_TTL_SHA, 4, *args, ttl_arg)
+
         with self._errors:
-            reply = await self._transport.write(keys[0], command)
+            reply = await self._transport.write(keys[0], command(context_json(write.context)))
+            if reply[0] == -2:  # a new scope: indexed first (see .identity)
+                reply = await self._create_scopes(
+                    keys[0], reply, lambda _: scope_key, lambda p: command(p[scope_key])
+                )
         if reply[0] == -1:
             assert expected_version is not None  # the script only refuses conditional sets
             raise VersionConflictError(scope_key, state_key, expected_version, int(reply[1]))
@@ -292,7 +309,8 @@ class RedisBackend:
         On a cluster a script may only touch one slot, so the batch runs as one atomic
         script per slot, the slots concurrently (atomic per slot, not across slots).
         Each write's ``ttl`` moves its scope's deadline; a batch without any takes the
-        script without expiry.
+        script without expiry. A batch creating scopes is sent again once they are
+        indexed (:mod:`~statekit.backends.redis.identity`): nothing is written before.
         """
         if not writes:
             return
@@ -300,18 +318,25 @@ class RedisBackend:
             if write.ttl is not None:
                 ttl_argument(write.ttl)
         with self._errors:
-            await self._transport.write_grouped(
+            replies = await self._transport.write_grouped(
                 writes, lambda write: self._keys(write.scope_key)[0], self._write_command
             )
+            for group, reply in replies:
+                if reply[0] == -2:  # new scopes: indexed first (see .identity)
+                    await self._create_group(group, reply)
 
-    def _write_command(self, writes: Sequence[StateWrite]) -> Command:
+    def _write_command(
+        self, writes: Sequence[StateWrite], presented: Mapping[str, str] | None = None
+    ) -> Command:
         """The ``EVALSHA`` of the write script for ``writes`` (unconditional); the script
-        with expiry, and each write's ttl argument, when any of them has a ttl."""
+        with expiry, and each write's ttl argument, when any of them has a ttl.
+        ``presented``: the stored contexts of claimed scopes, to create them."""
         keys: list[str] = []
         args: list[str] = [""]
         for write in writes:
             keys.extend(self._keys(write.scope_key))
-            args.extend((write.state_key, write.value_json, context_json(write.context)))
+            context = presented.get(write.scope_key) if presented else None
+            args.extend((write.state_key, write.value_json, context or context_json(write.context)))
         if all(write.ttl is None for write in writes):
             return ("EVALSHA", WRITE_SHA, len(keys), *keys, *args)
         args.extend("" if w.ttl is None else ttl_argument(w.ttl) for w in writes)

@@ -174,14 +174,16 @@ class ClusterTransport(Transport):
         items: Sequence[T],
         key: Callable[[T], str],
         command: Callable[[Sequence[T]], Command],
-    ) -> None:
+    ) -> list[tuple[Sequence[T], Any]]:
         # A command may only name keys of one slot.
         by_slot: dict[int, list[T]] = {}
         for item in items:
             by_slot.setdefault(key_slot(key(item).encode()), []).append(item)
-        await asyncio.gather(
-            *(self.write(key(group[0]), command(group)) for group in by_slot.values())
+        groups = list(by_slot.values())
+        replies = await asyncio.gather(
+            *(self.write(key(group[0]), command(group)) for group in groups)
         )
+        return list(zip(groups, replies, strict=True))
 
     async def _call(self, command: Command, write_key: str | None) -> Any:
         """One command, ``EVALSHA`` included.

@@ -11,9 +11,15 @@ from typing import Any
 from statekit.backends.base import ScopeContext, StateEntry
 from statekit.backends.redis.expiry import deadline
 
-__all__ = ["context_json", "pairs", "scope_entries", "text"]
+__all__ = ["context_json", "glob_escape", "pairs", "scope_entries", "stored_context", "text"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_GLOB_SPECIAL = frozenset("*?[]\\")
+
+
+def glob_escape(text: str) -> str:
+    """``text`` as a literal in a Redis ``MATCH`` pattern."""
+    return "".join("\\" + c if c in _GLOB_SPECIAL else c for c in text)
 
 
 def text(raw: bytes | str) -> str:
@@ -39,13 +45,23 @@ def context_json(context: ScopeContext) -> str:
     return json.dumps(context.as_dict(), separators=(",", ":"))
 
 
+def stored_context(raw: bytes | str) -> tuple[str | None, ScopeContext]:
+    """The token and context of a stored ``P{S}:ctx``: ``"<token>:<JSON>"``, or the plain
+    JSON a scope created before identity indexes has (no token)."""
+    stored = text(raw)
+    token: str | None = None
+    if not stored.startswith("{"):
+        token, _, stored = stored.partition(":")
+    return token, ScopeContext(**json.loads(stored))
+
+
 def scope_entries(scope_key: str, reply: Any) -> list[StateEntry]:
     """The entries of one scope from the ``ENTRIES`` script's reply (values, metas,
     context, expire time, all read at one instant); none when the scope is gone."""
     values, metas, ctx, expire_time = reply
     if ctx is None or int(expire_time) == -2:
         return []  # deleted (or expired) between SCAN and read
-    context = ScopeContext(**json.loads(ctx))
+    _, context = stored_context(ctx)
     expires_at = deadline(int(expire_time))
     meta_by_key = pairs(metas)
     entries = []

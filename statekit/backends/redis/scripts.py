@@ -20,33 +20,91 @@ from __future__ import annotations
 import hashlib
 
 __all__ = [
+    "ADOPT_SHA",
+    "CLAIM_MS",
     "DELETE_SHA",
     "ENTRIES_SHA",
+    "ERASE_SHA",
     "GET_VERSIONED_SHA",
+    "INDEX_ADD_SHA",
+    "INDEX_REMOVE_SHA",
     "LIST_SHA",
     "REFRESH_SHA",
+    "SCOPE_STATE_SHA",
     "SCRIPTS",
     "WRITE_SHA",
     "WRITE_TTL_SHA",
 ]
 
+#: How long a claimed scope's context lives (ms) if the scope is never created (the client
+#: that claimed it stopped before its write): it then counts as absent and goes by itself.
+CLAIM_MS = 600_000
+
 # KEYS: (value hash, meta hash, context key, index) per write. ARGV[1]: expected version or ""
-# (only with a single write); then (field, value JSON, context JSON) per write.
-# Returns the new versions, or {-1, actual} when the expected version differs.
-# The context is written (if absent) only with a new key: an existing key means the scope
-# and its context exist, and a SET per update cost about a tenth of the script.
+# (only with a single write); then (field, value JSON, context argument) per write.
+# Returns the new versions, {-1, actual} when the expected version differs, or
+# {-2, (write position, stored context) ...} when the batch would create a scope whose
+# identity is not yet indexed: nothing is written then (see "Creating a scope" below).
+#
+# Creating a scope: a scope (its value hash) is created only under a stored context
+# carrying a token ("<token>:<context JSON>") that the write presents as its context
+# argument ("<token>:<context JSON>"), which the client does only after adding the scope
+# to its identity index sets with that token (:mod:`~statekit.backends.redis.identity`).
+# Otherwise the context argument is the plain JSON, and the first such write claims the
+# scope: it stores the context with a fresh token (the server's clock, in microseconds),
+# for a grace period only, and the batch is refused with the stored context. A write to
+# a scope that exists (the common case) needs none of this: the first write to each
+# scope reads its meta before any write (and reuses it), and a key that exists says the
+# scope does; only a new key asks EXISTS. A conditional write (expected version not 0)
+# never creates a scope: it conflicts.
 _WRITE_TEMPLATE = """
 local t = redis.call('TIME')
 local us = t[2]
 local now = t[1] .. string.sub('00000', #us) .. us
 --[[deadline]]
 local expected = ARGV[1]
+local n = #KEYS / 4
+local first, metas = nil, nil
+if expected == '' or expected == '0' then
+  local seen, persist, refused
+  if n > 1 then seen, metas = {}, {} end
+  for i = 0, n - 1 do
+    local vkey = KEYS[4 * i + 1]
+    if n == 1 or not seen[vkey] then
+      local meta = redis.call('HGET', KEYS[4 * i + 2], ARGV[3 * i + 2])
+      if n == 1 then first = meta else seen[vkey], metas[i] = true, meta end
+      if not meta and redis.call('EXISTS', vkey) == 0 then
+        local ckey, arg = KEYS[4 * i + 3], ARGV[3 * i + 4]
+        local ctx = redis.call('GET', ckey)
+        local token = string.match(arg, '^(%d+):')
+        if ctx and token and string.sub(ctx, 1, #token + 1) == token .. ':' then
+          persist = persist or {}
+          persist[#persist + 1] = ckey
+        else
+          if not ctx or string.sub(ctx, 1, 1) == '{' then
+            ctx = now .. ':' .. (token and string.sub(arg, #token + 2) or arg)
+            redis.call('SET', ckey, ctx, 'PX', CLAIM_MS)
+          end
+          refused = refused or {-2}
+          refused[#refused + 1] = i
+          refused[#refused + 1] = ctx
+        end
+      end
+    end
+  end
+  if refused then return refused end
+  if persist then
+    for j = 1, #persist do redis.call('PERSIST', persist[j]) end
+  end
+end
 local versions = {}
-for i = 0, #KEYS / 4 - 1 do
+for i = 0, n - 1 do
   local vkey, mkey, ckey, ikey = KEYS[4 * i + 1], KEYS[4 * i + 2], KEYS[4 * i + 3], KEYS[4 * i + 4]
   local field = ARGV[3 * i + 2]
   local version, created = 0, now
-  local meta = redis.call('HGET', mkey, field)
+  local meta = first
+  if metas then meta = metas[i] end
+  if meta == nil then meta = redis.call('HGET', mkey, field) end
   if meta then
     local v, c = string.match(meta, '^(%d+):(%d+):')
     version, created = tonumber(v), c
@@ -56,7 +114,6 @@ for i = 0, #KEYS / 4 - 1 do
   end
   if not meta then
     redis.call('ZADD', ikey, 0, field)
-    redis.call('SET', ckey, ARGV[3 * i + 4], 'NX')
   end
   version = version + 1
   redis.call('HSET', vkey, field, ARGV[3 * i + 3])
@@ -66,7 +123,7 @@ for i = 0, #KEYS / 4 - 1 do
 end
 --[[after]]
 return versions
-"""
+""".replace("CLAIM_MS", str(CLAIM_MS))
 
 _WRITE = (
     _WRITE_TEMPLATE.replace("--[[deadline]]\n", "")
@@ -83,7 +140,6 @@ _WRITE_TTL = (
     _WRITE_TEMPLATE.replace(
         "--[[deadline]]\n",
         """local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(us) / 1000)
-local n = #KEYS / 4
 local ttls = {}
 """,
     )
@@ -181,11 +237,83 @@ _GET_VERSIONED = """
 return {redis.call('HGET', KEYS[1], ARGV[1]), redis.call('HGET', KEYS[2], ARGV[1])}
 """
 
+# KEYS: (value hash, meta hash, context key, index) per scope; ARGV: the token of each
+# scope's context as found. Each scope whose context still has that token (the scope the
+# caller found, not one created again since) is deleted whole: its entry count, else -1.
+_ERASE = """
+local counts = {}
+for i = 0, #KEYS / 4 - 1 do
+  local token = ARGV[i + 1] .. ':'
+  local ctx = redis.call('GET', KEYS[4 * i + 3])
+  if ctx and string.sub(ctx, 1, #token) == token then
+    counts[i + 1] = redis.call('HLEN', KEYS[4 * i + 1])
+    redis.call('DEL', KEYS[4 * i + 1], KEYS[4 * i + 2], KEYS[4 * i + 3], KEYS[4 * i + 4])
+  else
+    counts[i + 1] = -1
+  end
+end
+return counts
+"""
+
+# KEYS: context key. ARGV[1]: the context as read (plain JSON, a scope created before
+# identity indexes). Gives it a token, keeping its lifetime, unless it changed since:
+# the context as it is now (false: gone).
+_ADOPT = """
+local ctx = redis.call('GET', KEYS[1])
+if ctx ~= ARGV[1] then return ctx end
+local t = redis.call('TIME')
+local us = t[2]
+ctx = t[1] .. string.sub('00000', #us) .. us .. ':' .. ctx
+redis.call('SET', KEYS[1], ctx, 'KEEPTTL')
+return ctx
+"""
+
+# KEYS: context key, value hash. A scope as an index entry leads to it: its stored
+# context and entry count, at one instant.
+_SCOPE_STATE = """
+return {redis.call('GET', KEYS[1]), redis.call('HLEN', KEYS[2])}
+"""
+
+# KEYS: identity index sets (one hash slot); ARGV: one member for each.
+_INDEX_ADD = """
+for i = 1, #KEYS do redis.call('ZADD', KEYS[i], 0, ARGV[i]) end
+return #KEYS
+"""
+_INDEX_REMOVE = """
+local removed = 0
+for i = 1, #KEYS do removed = removed + redis.call('ZREM', KEYS[i], ARGV[i]) end
+return removed
+"""
+
 #: SHA1 -> script text, for ``SCRIPT LOAD`` after a ``NOSCRIPT`` reply.
 SCRIPTS: dict[str, str] = {
     hashlib.sha1(s.encode()).hexdigest(): s
-    for s in (_WRITE, _DELETE, _GET_VERSIONED, _LIST, _WRITE_TTL, _REFRESH, _ENTRIES)
+    for s in (
+        _WRITE,
+        _DELETE,
+        _GET_VERSIONED,
+        _LIST,
+        _WRITE_TTL,
+        _REFRESH,
+        _ENTRIES,
+        _ERASE,
+        _SCOPE_STATE,
+        _INDEX_ADD,
+        _INDEX_REMOVE,
+        _ADOPT,
+    )
 }
-WRITE_SHA, DELETE_SHA, GET_VERSIONED_SHA, LIST_SHA, WRITE_TTL_SHA, REFRESH_SHA, ENTRIES_SHA = (
-    SCRIPTS
-)
+(
+    WRITE_SHA,
+    DELETE_SHA,
+    GET_VERSIONED_SHA,
+    LIST_SHA,
+    WRITE_TTL_SHA,
+    REFRESH_SHA,
+    ENTRIES_SHA,
+    ERASE_SHA,
+    SCOPE_STATE_SHA,
+    INDEX_ADD_SHA,
+    INDEX_REMOVE_SHA,
+    ADOPT_SHA,
+) = SCRIPTS

@@ -199,14 +199,15 @@ class Transport(ABC):
         items: Sequence[T],
         key: Callable[[T], str],
         command: Callable[[Sequence[T]], Command],
-    ) -> None:
-        """Write ``items`` of any scopes with as few commands as the server allows.
+    ) -> list[tuple[Sequence[T], Any]]:
+        """Write ``items`` of any scopes with as few commands as the server allows; each
+        group of items with its command's reply.
 
         ``command(group)`` builds the write of a group of items, ``key(item)`` names a key
         of the item's scope: one server takes one command for all (atomic), as here; a
         cluster one per hash slot, concurrently (atomic per slot). Items keep their order.
         """
-        await self.write(key(items[0]), command(items))
+        return [(items, await self.write(key(items[0]), command(items)))]
 
     async def scan(self, pattern: str) -> AsyncIterator[bytes | str]:
         """``SCAN MATCH pattern`` (every primary of a cluster), each step bounded."""

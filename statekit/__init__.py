@@ -12,12 +12,14 @@ from statekit.backends.base import (
     SweepResult,
     VersionedBackend,
 )
+from statekit.backends.identity import ErasingBackend, ErasureResult, IdentityFilter, ScopeInfo
 from statekit.backends.memory import MemoryBackend
 from statekit.connection import connect
 from statekit.errors import (
     BackendTimeoutError,
     BackendUnavailableError,
     ConfigurationError,
+    InvalidFilterError,
     StateBackendError,
     StatekitError,
     StoreClosedError,
@@ -74,12 +76,17 @@ __all__ = [
     "BindingScope",
     "Capability",
     "ConfigurationError",
+    "ErasingBackend",
+    "ErasureResult",
     "ExpiringBackend",
     "ExpiryPolicy",
+    "IdentityFilter",
     "ImportResult",
+    "InvalidFilterError",
     "MemoryBackend",
     "RunnerDescriptor",
     "ScopeContext",
+    "ScopeInfo",
     "StateBackend",
     "StateBackendError",
     "StateEntry",

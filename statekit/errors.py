@@ -5,6 +5,7 @@ Backends translate every driver exception at their boundary into one of these, w
 
     StatekitError                  base of everything statekit raises on purpose
     ├── ConfigurationError         bad URL, unknown scheme, missing driver extra, bad option
+    ├── InvalidFilterError         an identity filter (find_scopes, export, erase) is refused
     ├── UnsupportedCapabilityError the backend did not declare the capability a call needs
     ├── StoreClosedError           a call on a store (or its backend) after ``aclose()``
     ├── VersionConflictError       a conditional set lost: someone else wrote first
@@ -26,6 +27,14 @@ class StatekitError(Exception):
 
 class ConfigurationError(StatekitError, ValueError):
     """A URL, option or installation problem found before any I/O."""
+
+
+class InvalidFilterError(StatekitError, ValueError):
+    """An identity filter of ``find_scopes``, ``export`` or ``erase`` was refused before
+    any I/O: an unknown field or scope name, a value that is not non-empty text, a type
+    without its id, a combination no scope has, or no field at all (an empty filter
+    would match every scope, and erasing everything is ``clear_all``'s job, never a
+    filter's). Nothing was read or removed."""
 
 
 class UnsupportedCapabilityError(StatekitError):

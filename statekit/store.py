@@ -4,8 +4,9 @@
 SQL-only persistent state store (``(ok, error_message)`` tuples, ``None`` for a missing
 value, ``(keys, has_more)`` for listings) and adds what a production store needs:
 conditional sets, batch updates, per-scope expiry (:mod:`statekit.expiry`), export and
-import and the other whole-store operations (:mod:`statekit.maintenance`, its base class),
-and typed backend errors. It is the only door to a backend: the CLI and the benchmarks go
+import and the other whole-store operations (:mod:`statekit.maintenance`), access and
+erasure requests by identity (:mod:`statekit.access`; both are its base classes), and
+typed backend errors. It is the only door to a backend: the CLI and the benchmarks go
 through it too.
 """
 
@@ -17,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any, cast
 
+from statekit.access import StoreAccess
 from statekit.backends.base import (
     Capability,
     StateBackend,
@@ -34,7 +36,6 @@ from statekit.events import (
     unpack_update,
 )
 from statekit.expiry import Duration, ExpiryPolicy, StoreExpiry
-from statekit.maintenance import StoreMaintenance
 from statekit.scope import (
     VALID_STATE_SCOPES,
     BindingLike,
@@ -68,7 +69,7 @@ def _empty_snapshot() -> dict[str, dict[str, Any]]:
     return {scope: {} for scope in VALID_STATE_SCOPES}
 
 
-class StateStore(StoreMaintenance):
+class StateStore(StoreAccess):
     """Host-owned runner state over any :class:`~statekit.backends.base.StateBackend`.
 
     Refused input never raises and never writes: setters return ``(False, message)``,

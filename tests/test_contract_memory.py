@@ -10,13 +10,13 @@ from services import on, open_target
 from benchmarks.matrix import MEMORY
 from statekit import MemoryBackend
 from statekit.backends.base import StateBackend
-from statekit.testing import ExpiryContract, StateBackendContract
+from statekit.testing import ErasureContract, ExpiryContract, StateBackendContract
 
 pytestmark = pytest.mark.memory
 
 
 @on(MEMORY)
-class TestMemoryBackend(StateBackendContract, ExpiryContract):
+class TestMemoryBackend(StateBackendContract, ExpiryContract, ErasureContract):
     @pytest_asyncio.fixture
     async def backend(self, request: pytest.FixtureRequest) -> AsyncIterator[StateBackend]:
         async with open_target(MEMORY, request) as backend:
@@ -29,7 +29,7 @@ class _UnversionedMemoryBackend(MemoryBackend):
     capabilities = frozenset()
 
 
-class TestBackendWithoutCapabilities(StateBackendContract, ExpiryContract):
+class TestBackendWithoutCapabilities(StateBackendContract, ExpiryContract, ErasureContract):
     """The suite skips the tests of undeclared capabilities (their refusal: test_refusals)."""
 
     @pytest_asyncio.fixture
@@ -52,8 +52,9 @@ class _ServerClock:
         return getattr(self._backend, name)
 
 
-class TestExpiryInRealTime(ExpiryContract):
-    """The real-time side of the expiry contract, which no other memory class reaches."""
+class TestExpiryInRealTime(ExpiryContract, ErasureContract):
+    """The real-time side of the expiry contract (and of erasure's expired scopes), which
+    no other memory class reaches."""
 
     @pytest_asyncio.fixture
     async def backend(self) -> AsyncIterator[StateBackend]:

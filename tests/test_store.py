@@ -28,6 +28,7 @@ from statekit.testing import new_identity
 def test_public_names_are_exported() -> None:
     public = {name for name in dir(statekit) if not name.startswith("_")}
     modules = {
+        "access",
         "backends",
         "cli",
         "compat",
@@ -168,6 +169,7 @@ async def test_capabilities_are_the_backends_and_gate_versioned_calls() -> None:
     assert StateStore(MemoryBackend()).capabilities == {
         statekit.Capability.VERSIONS,
         statekit.Capability.EXPIRY,
+        statekit.Capability.ERASURE,
     }
     store = StateStore(_Unversioned())
     assert store.capabilities == frozenset()

@@ -24,6 +24,7 @@ from statekit.backends.base import (
     StateWrite,
     SweepResult,
 )
+from statekit.backends.identity import ErasureResult, IdentityFilter, ScopeInfo
 from statekit.errors import ConfigurationError, StoreClosedError, VersionConflictError
 from statekit.url import BackendURL
 
@@ -35,7 +36,7 @@ class MemoryBackend:
     against; tests replace it to move time without sleeping.
     """
 
-    capabilities = frozenset({Capability.VERSIONS, Capability.EXPIRY})
+    capabilities = frozenset({Capability.VERSIONS, Capability.EXPIRY, Capability.ERASURE})
     #: No setting applies to process memory.
     settings_options: ClassVar[frozenset[str]] = frozenset()
 
@@ -190,6 +191,42 @@ class MemoryBackend:
         for scope_key in expired:
             self._drop(scope_key)
         return SweepResult(scopes=len(expired), entries=entries)
+
+    # ---- erasure and access by identity: a scan, which process memory can afford ----
+
+    def _matching(self, identity: IdentityFilter, scope_key: str) -> ScopeInfo | None:
+        """The live scope ``scope_key`` as ``identity`` finds it, or ``None``. Each entry
+        keeps its first write's context; the scope matches when one of them does (they
+        agree on the identity fields whenever the writes came from events)."""
+        entries = self._live(scope_key, self.clock())
+        for entry in entries.values():
+            if identity.matches(entry.context):
+                return ScopeInfo(scope_key, entry.context.scope, entry.context, len(entries))
+        return None
+
+    async def find_scopes(self, identity: IdentityFilter) -> AsyncIterator[ScopeInfo]:
+        for scope_key in list(self._scopes):
+            found = self._matching(identity, scope_key)
+            if found is not None:
+                yield found
+
+    async def scope_entries(self, scope_key: str) -> list[StateEntry]:
+        entries = self._live(scope_key, self.clock())
+        expires_at = self._deadline_at(scope_key)
+        return [replace(entry, expires_at=expires_at) for entry in entries.values()]
+
+    async def erase(self, identity: IdentityFilter) -> ErasureResult:
+        """Every matching scope dropped in one step (nothing else runs meanwhile)."""
+        found = [
+            info
+            for scope_key in list(self._scopes)
+            if (info := self._matching(identity, scope_key)) is not None
+        ]
+        by_scope: dict[str, int] = {}
+        for info in found:
+            self._drop(info.scope_key)
+            by_scope[info.scope] = by_scope.get(info.scope, 0) + 1
+        return ErasureResult(len(found), sum(info.entries for info in found), by_scope)
 
     async def clear(self) -> None:
         self._scopes.clear()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar, cast
 
@@ -120,47 +120,60 @@ class ScopeAddress:
         )
 
 
-def _option(*names: str, help: str) -> Any:
-    return typer.Option(*names, help=help, rich_help_panel=_PANEL)
+def panel_option(*names: str, help: str, panel: str = _PANEL) -> Any:
+    """A ``str | None`` option shown under ``panel`` in ``--help``."""
+    return typer.Option(*names, help=help, rich_help_panel=panel)
 
 
-_SCOPE_OPTIONS: dict[str, tuple[Any, str | None]] = {
-    "scope_key": (_option("--scope-key", "-k", help="The scope key, as stored."), None),
-    "scope": (_option("--scope", help="conversation, actor, subject or runner."), None),
-    "runner": (_option("--runner", help="Runner id."), None),
-    "binding": (_option("--binding", help=f"Binding identity (default: {UNKNOWN_BINDING})."), None),
-    "bot": (_option("--bot", help="Bot id."), None),
-    "workspace": (_option("--workspace", help="Workspace id."), None),
-    "conversation": (_option("--conversation", help="Conversation id."), None),
-    "thread": (_option("--thread", help="Thread id."), None),
-    "actor": (_option("--actor", help="Actor id."), None),
-    "actor_type": (_option("--actor-type", help="Actor type (default: user)."), None),
-    "subject": (_option("--subject", help="Subject id."), None),
-    "subject_type": (_option("--subject-type", help="Subject type (default: unknown)."), None),
+_SCOPE_OPTIONS: dict[str, Any] = {
+    "scope_key": panel_option("--scope-key", "-k", help="The scope key, as stored."),
+    "scope": panel_option("--scope", help="conversation, actor, subject or runner."),
+    "runner": panel_option("--runner", help="Runner id."),
+    "binding": panel_option("--binding", help=f"Binding identity (default: {UNKNOWN_BINDING})."),
+    "bot": panel_option("--bot", help="Bot id."),
+    "workspace": panel_option("--workspace", help="Workspace id."),
+    "conversation": panel_option("--conversation", help="Conversation id."),
+    "thread": panel_option("--thread", help="Thread id."),
+    "actor": panel_option("--actor", help="Actor id."),
+    "actor_type": panel_option("--actor-type", help="Actor type (default: user)."),
+    "subject": panel_option("--subject", help="Subject id."),
+    "subject_type": panel_option("--subject-type", help="Subject type (default: unknown)."),
 }
 
 
-def scope_options(command: F) -> F:
-    """Give ``command`` the scope options; it receives them as ``address: ScopeAddress``."""
-    signature = inspect.signature(command, eval_str=True)
-    own = [p for name, p in signature.parameters.items() if name != "address"]
-    added = [
-        inspect.Parameter(
-            name,
-            inspect.Parameter.KEYWORD_ONLY,
-            default=default,
-            annotation=Annotated[str | None, option],
-        )
-        for name, (option, default) in _SCOPE_OPTIONS.items()
-    ]
+def option_group(
+    options: Mapping[str, Any], build: Callable[..., Any], param: str
+) -> Callable[[F], F]:
+    """A decorator giving a command ``options`` (parameter name to ``typer.Option``, each
+    a ``str | None`` defaulting to ``None``); the command receives them built into one
+    value, ``build(**given)``, as its keyword argument ``param``."""
 
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        fields = {name: kwargs.pop(name, None) for name in _SCOPE_OPTIONS}
-        return command(*args, address=ScopeAddress(**fields), **kwargs)
+    def decorate(command: F) -> F:
+        signature = inspect.signature(command, eval_str=True)
+        own = [p for name, p in signature.parameters.items() if name != param]
+        added = [
+            inspect.Parameter(
+                name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=None,
+                annotation=Annotated[str | None, option],
+            )
+            for name, option in options.items()
+        ]
 
-    params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + added
-    wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
-    wrapper.__annotations__ = {p.name: p.annotation for p in params}
-    del wrapper.__wrapped__
-    return cast(F, wrapper)
+        @functools.wraps(command)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            fields = {name: kwargs.pop(name, None) for name in options}
+            return command(*args, **{param: build(**fields)}, **kwargs)
+
+        params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + added
+        wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in params}
+        del wrapper.__wrapped__
+        return cast(F, wrapper)
+
+    return decorate
+
+
+#: Give a command the scope options; it receives them as ``address: ScopeAddress``.
+scope_options = option_group(_SCOPE_OPTIONS, ScopeAddress, "address")

@@ -286,13 +286,16 @@ def check_scope_key_or_fail(scope_key: str) -> str:
 
 
 def _register_more_commands() -> None:
-    from statekit.cli import bench, doctor, expiry, migrate
+    from statekit.cli import access, bench, doctor, expiry, migrate
 
     app.command("migrate")(migrate.migrate)
     app.command("init")(doctor.init)
     app.command("doctor")(doctor.doctor)
     app.command("bench")(bench.bench)
     app.command("sweep")(expiry.sweep)
+    app.command("find")(access.find)
+    app.command("export")(access.export)
+    app.command("erase")(access.erase)
 
 
 _register_more_commands()

@@ -20,6 +20,7 @@ import typer
 from statekit.errors import (
     BackendTimeoutError,
     ConfigurationError,
+    InvalidFilterError,
     StateBackendError,
     UnsupportedCapabilityError,
 )
@@ -33,7 +34,8 @@ class ExitCode(enum.IntEnum):
     OK = 0
     #: The key is absent, or the store refused the value (validation, version conflict).
     NOT_FOUND_OR_REFUSED = 1
-    #: Bad options or arguments: invalid JSON, unknown scheme, missing driver extra.
+    #: Bad options or arguments: invalid JSON, unknown scheme, missing driver extra, an
+    #: identity filter refused, ``erase`` without ``--yes`` off a terminal.
     USAGE = 2
     #: The backend cannot be reached, timed out or failed; ``doctor`` found it unhealthy.
     BACKEND_UNAVAILABLE = 3
@@ -74,7 +76,7 @@ def run(work: Callable[[], Awaitable[T]]) -> T:
             return asyncio.run(_awaited(work))
     except (typer.Exit, typer.Abort):
         raise
-    except (ConfigurationError, UnsupportedCapabilityError) as exc:
+    except (ConfigurationError, InvalidFilterError, UnsupportedCapabilityError) as exc:
         _exit(str(exc), ExitCode.USAGE)
     except BackendTimeoutError as exc:
         _exit(f"backend timed out: {exc}", ExitCode.BACKEND_UNAVAILABLE)

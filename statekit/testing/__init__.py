@@ -19,7 +19,9 @@ fixture that yields a fresh, empty backend (and closes it afterwards)::
             await backend.aclose()
 
 Tests of optional features run only where the backend declares the matching
-:class:`statekit.Capability`. :class:`IsolationContract` (no call reaches outside its
+:class:`statekit.Capability`; those of expiry and erasure are the mixins
+:class:`ExpiryContract` and :class:`ErasureContract`, added next to
+:class:`StateBackendContract`. :class:`IsolationContract` (no call reaches outside its
 scope key) and :class:`FuzzContract` (hostile input against a model) are part of it.
 
 The suite holds what a backend can get wrong; refusals the store makes before any
@@ -43,12 +45,14 @@ if _missing:
 
 from statekit.testing.clocks import FakeClock  # noqa: E402
 from statekit.testing.contract import StateBackendContract  # noqa: E402
+from statekit.testing.erasure import ErasureContract  # noqa: E402
 from statekit.testing.expiry import ExpiryContract  # noqa: E402
 from statekit.testing.fuzz import FuzzContract  # noqa: E402
 from statekit.testing.identities import Identity, new_identity  # noqa: E402
 from statekit.testing.isolation import IsolationContract  # noqa: E402
 
 __all__ = [
+    "ErasureContract",
     "ExpiryContract",
     "FakeClock",
     "FuzzContract",

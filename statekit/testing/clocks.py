@@ -10,11 +10,12 @@ surely ahead, absent once it is surely past, never at the boundary itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 _T = TypeVar("_T")
 
@@ -185,6 +186,24 @@ class RealTime:
             when is not None
             and deadline.earliest - slack <= when.timestamp() <= deadline.latest + slack
         )
+
+
+@contextlib.contextmanager
+def expiry_time_of(backend: object) -> Iterator[ExpiryTime]:
+    """The time to test ``backend``'s deadlines in: a :class:`FakeClock` installed as its
+    ``clock`` for the block (the real one restored afterwards), or :class:`RealTime` for a
+    backend without one."""
+    if not hasattr(backend, "clock"):
+        yield RealTime()
+        return
+    keeper: Any = backend
+    real_clock = keeper.clock
+    fake = FakeClock()
+    keeper.clock = fake
+    try:
+        yield FakeTime(fake)
+    finally:
+        keeper.clock = real_clock
 
 
 async def retry_too_late(attempt: Callable[[], Awaitable[None]], attempts: int = 5) -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from statekit.backends.base import NEVER, Capability, ExpiringBackend, StateBackend
 from statekit.errors import VersionConflictError
-from statekit.testing.clocks import ExpiryTime, FakeClock, FakeTime, RealTime, retry_too_late
+from statekit.testing.clocks import ExpiryTime, expiry_time_of, retry_too_late
 from statekit.testing.expiry_checks import Scope, as_expiring, assert_absent, assert_live
 from statekit.testing.expiry_rules import ExpiryRulesContract
 
@@ -35,16 +35,8 @@ class ExpiryContract(ExpiryRulesContract):
 
     @pytest.fixture
     def expiry_time(self, expiring: ExpiringBackend) -> Iterator[ExpiryTime]:
-        if not hasattr(expiring, "clock"):
-            yield RealTime()
-            return
-        real_clock = expiring.clock
-        fake = FakeClock()
-        expiring.clock = fake
-        try:
-            yield FakeTime(fake)
-        finally:
-            expiring.clock = real_clock
+        with expiry_time_of(expiring) as time:
+            yield time
 
     # ---- every read path at the deadline -----------------------------------------------
 

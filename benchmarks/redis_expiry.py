@@ -30,18 +30,16 @@ import asyncio
 import json
 import statistics
 import sys
-import time
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks.redis_concurrency import Op, alternate
 from statekit import StateStore
-from statekit.backends.base import ScopeContext
+from statekit.backends.base import ScopeContext, StateWrite
 from statekit.backends.redis import RedisBackend
 from statekit.testing import new_identity
 
-Op = Callable[[int], Awaitable[object]]
 SCOPES = 64
 TTL = 30 * 86400.0
 ENTRIES_PER_SCOPE = 10
@@ -62,31 +60,6 @@ def value(n: int) -> dict[str, object]:
 
 
 VALUE_JSON = json.dumps(value(1), separators=(",", ":"))
-
-
-async def _chunk(op: Op, in_flight: int, count: int, offset: int) -> float:
-    """Seconds taken by ``count`` calls of ``op`` with ``in_flight`` callers."""
-    per_task = count // in_flight
-
-    async def worker(first: int) -> None:
-        for i in range(per_task):
-            await op(first + i * in_flight)
-
-    start = time.perf_counter()
-    await asyncio.gather(*(worker(offset + n) for n in range(in_flight)))
-    return time.perf_counter() - start
-
-
-async def _run(variants: dict[str, Op], in_flight: int, total: int) -> dict[str, float]:
-    """One run: ops/s of each variant over ``total`` calls, the variants taking turns."""
-    chunk = 100 if in_flight == 1 else 16 * in_flight
-    for op in variants.values():  # connections open, scripts loaded, scopes exist
-        await _chunk(op, in_flight, chunk, 0)
-    elapsed = dict.fromkeys(variants, 0.0)
-    for offset in range(0, total, chunk):
-        for name, op in variants.items():
-            elapsed[name] += await _chunk(op, in_flight, chunk, offset)
-    return {name: total / seconds for name, seconds in elapsed.items()}
 
 
 def _store_ops(url: str, prefix: str, auto_pipeline: bool) -> tuple[dict[str, Op], list[Any]]:
@@ -124,7 +97,9 @@ def _set_ops(backend: RedisBackend) -> dict[str, Op]:
         async def set_(i: int) -> object:
             scope = i % SCOPES
             scope_key = f"conversation:v2:{tag}-{scope}"
-            return await backend.set(scope_key, f"k{i % 100}", VALUE_JSON, contexts[scope], ttl=ttl)
+            return await backend.set(
+                StateWrite(scope_key, f"k{i % 100}", VALUE_JSON, contexts[scope], ttl=ttl)
+            )
 
         return set_
 
@@ -138,7 +113,7 @@ async def _compare(ops: dict[str, Op], in_flight: int, runs: int, total: int) ->
     ratios: list[float] = []
     for n in range(runs):
         order = ops if n % 2 == 0 else dict(reversed(ops.items()))
-        run = await _run(order, in_flight, total)
+        run = await alternate(order, in_flight, total)
         for name, rate in run.items():
             rates[name].append(rate)
         ratios.append(run["ttl"] / run["no ttl"])
@@ -217,7 +192,7 @@ async def memory(url: str, scopes: int) -> dict[str, Any]:
         # Written again with a ttl: an existing entry, so the stored context is kept.
         context = ScopeContext("runner", "binding", "conversation")
         for scope_key in keys:
-            await backend.set(scope_key, "step.0", stored["step.0"], context, ttl=TTL)
+            await backend.set(StateWrite(scope_key, "step.0", stored["step.0"], context, ttl=TTL))
         timed = await _used_memory(backend)
         timed_keys = await _key_bytes(backend, keys)
         value_bytes = statistics.mean(len(v) for v in stored.values())

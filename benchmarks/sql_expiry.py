@@ -101,7 +101,7 @@ async def sweep_under_writers(backend: SQLBackend, writers: int) -> SweepRun:
         count = 0
         while not done.is_set() or count == 0:
             started = time.perf_counter()
-            await backend.set(f"live:{number}", f"k{count}", str(count), CTX, ttl=HOUR)
+            await backend.set(StateWrite(f"live:{number}", f"k{count}", str(count), CTX, ttl=HOUR))
             latencies.append(time.perf_counter() - started)
             count += 1
         return count
@@ -126,7 +126,7 @@ async def sweep_under_writers(backend: SQLBackend, writers: int) -> SweepRun:
 def _setter(backend: SQLBackend, tag: str, ttl: float | None, scopes: int) -> Op:
     async def op(i: int) -> None:
         scope, key = i % scopes, (i // scopes) % 16
-        await backend.set(f"{tag}:{scope}", f"k{key}", VALUE_JSON, CTX, None, ttl)
+        await backend.set(StateWrite(f"{tag}:{scope}", f"k{key}", VALUE_JSON, CTX, ttl=ttl), None)
 
     return op
 

@@ -21,7 +21,6 @@ from statekit.backends.base import (
     NEVER,
     Capability,
     ExpiringBackend,
-    ScopeContext,
     StateBackend,
     SweepResult,
     VersionedBackend,
@@ -170,23 +169,6 @@ class StoreExpiry:
         return ttls or None
 
     # ---- backend calls, with a ttl only where there is one ------------------------------
-
-    async def set(
-        self,
-        scope_key: str,
-        state_key: str,
-        value_json: str,
-        context: ScopeContext,
-        expected_version: int | None,
-        ttl: float | None,
-    ) -> int:
-        if ttl is None:
-            return await self._backend.set(
-                scope_key, state_key, value_json, context, expected_version
-            )
-        return await self._expiring.set(
-            scope_key, state_key, value_json, context, expected_version, ttl
-        )
 
     async def get(self, scope_key: str, state_key: str) -> str | None:
         ttl = self.read_ttl(scope_key)

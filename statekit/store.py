@@ -197,7 +197,7 @@ class StateStore(StoreAccess):
             write = prepare_event_write(event, binding, descriptor, scope, key, value)
         except Refusal as refusal:
             return self._refuse(refusal, logger)
-        await self._expiry.set(*write, None, self._expiry.policy.for_scope(scope))
+        await self._backend.set(StateWrite(*write, ttl=self._expiry.policy.for_scope(scope)))
         return True, None
 
     async def apply_updates_from_event(
@@ -320,7 +320,9 @@ class StateStore(StoreAccess):
         if expiry is None:
             ttl = self._expiry.policy.for_scope(scope)
         try:
-            await self._expiry.set(scope_key, state_key, value_json, ctx, expected_version, ttl)
+            await self._backend.set(
+                StateWrite(scope_key, state_key, value_json, ctx, ttl), expected_version
+            )
         except VersionConflictError as conflict:
             return False, str(conflict)
         return True, None

@@ -8,15 +8,18 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from services import service_url
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 # The original store's table, as the baseline benchmark creates it, for the SQL tests.
 from benchmarks.original import original_table as original_table
+from statekit.backends.sql import SQLBackend
 
 #: The dialects of a test parametrized over both, each with its marker.
 DIALECTS = [
@@ -58,6 +61,22 @@ async def terminate_connections(application_name: str) -> int:
     )
 
 
+async def until_lock_waits(application_name: str, *, waiting: bool) -> None:
+    """Return once a PostgreSQL session of ``application_name`` waits for a lock
+    (``waiting``) or none does; fail after ten seconds."""
+    query = (
+        "SELECT pid FROM pg_stat_activity "
+        f"WHERE application_name = '{application_name}' AND wait_event_type = 'Lock'"
+    )
+    for _ in range(200):
+        if bool(await execute(postgres_url(), query)) == waiting:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(
+        f"sessions of {application_name} never {'began' if waiting else 'ended'} waiting for a lock"
+    )
+
+
 def private_schema() -> Iterator[str]:
     """A schema name no other run uses; dropped with everything in it at the end."""
     url = postgres_url()
@@ -82,3 +101,43 @@ async def tables_place(
         yield url, schema
     finally:
         await execute(url, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@dataclass
+class Place:
+    """Where a test's tables go: a SQLite file or a private PostgreSQL schema, with the
+    engines the test opened there (disposed by :func:`place_of`)."""
+
+    url: str
+    schema: str | None
+    engines: list[AsyncEngine] = field(default_factory=list)
+
+    @property
+    def postgres(self) -> bool:
+        return self.schema is not None
+
+    def engine(self, **connect_args: Any) -> AsyncEngine:
+        engine = create_async_engine(self.url, connect_args=connect_args)
+        self.engines.append(engine)
+        return engine
+
+    def backend(self, engine: AsyncEngine | None = None, **options: Any) -> SQLBackend:
+        """A backend in this place, on ``engine`` or on a new engine of its own."""
+        return SQLBackend(engine or self.engine(), schema=self.schema, **options)
+
+    def name(self, table: str) -> str:
+        """``table`` as a statement names it here (schema-qualified on PostgreSQL)."""
+        return table if self.schema is None else f'"{self.schema}".{table}'
+
+
+@contextlib.asynccontextmanager
+async def place_of(dialect: str, tmp_path: Path, filename: str = "host.db") -> AsyncIterator[Place]:
+    """A :class:`Place` for ``dialect`` (see :func:`tables_place`), its engines disposed
+    and its schema dropped afterwards."""
+    async with tables_place(dialect, tmp_path, filename) as (url, schema):
+        place = Place(url, schema)
+        try:
+            yield place
+        finally:
+            for engine in place.engines:
+                await engine.dispose()

@@ -28,6 +28,7 @@ from statekit import (
     connect,
 )
 from statekit.backends import registry
+from statekit.backends.base import StateWrite
 from statekit.cli.app import app
 from statekit.cli.runtime import ExitCode
 from statekit.errors import BackendUnavailableError
@@ -371,7 +372,9 @@ def test_migrate_fails_the_count_check_when_target_scopes_differ() -> None:
 def test_migrate_skips_entries_the_store_would_refuse() -> None:
     source = NamedMemory.from_url("namedmem://src")
     asyncio.run(fill_source("namedmem://src", scopes=1, keys=1))
-    bad = source.set("runner:v2:x", "bad", "{not json", ScopeContext("r", "b", "runner"))
+    bad = source.set(
+        StateWrite("runner:v2:x", "bad", "{not json", ScopeContext("r", "b", "runner"))
+    )
     asyncio.run(bad)
     result = cli("migrate", "--from", "namedmem://src", "--to", "namedmem://dst", "--json")
     assert result.exit_code == 0, result.output
@@ -435,8 +438,8 @@ def test_unexpected_errors_are_one_line_with_exit_70(monkeypatch: pytest.MonkeyP
 def test_snapshot_of_a_scope_skips_stored_invalid_json() -> None:
     source = NamedMemory.from_url("namedmem://a")
     context = ScopeContext("r", "b", "runner")
-    asyncio.run(source.set("runner:v2:x", "bad", "{not json", context))
-    asyncio.run(source.set("runner:v2:x", "good", "[1]", context))
+    asyncio.run(source.set(StateWrite("runner:v2:x", "bad", "{not json", context)))
+    asyncio.run(source.set(StateWrite("runner:v2:x", "good", "[1]", context)))
     result = cli("snapshot", "-k", "runner:v2:x", "--url", "namedmem://a", "--json")
     assert result.exit_code == 0
     assert json.loads(result.stdout) == {"good": [1]}

@@ -12,6 +12,7 @@ import pytest
 from test_cli import NamedMemory, cli, runner, test_schemes
 
 from statekit import ScopeContext
+from statekit.backends.base import StateWrite
 from statekit.cli import access
 from statekit.cli.app import app
 from statekit.cli.runtime import ExitCode
@@ -151,7 +152,7 @@ def test_a_refused_filter_is_a_usage_error(command: str, options: list[str]) -> 
 def test_export_keeps_a_stored_text_that_is_not_json() -> None:
     store = NamedMemory.stores.setdefault("a", NamedMemory())
     context = ScopeContext("r-1", "b-1", "actor", actor_type="user", actor_id="u-7")
-    asyncio.run(store.set("actor:v2:legacy", "old", "{not json", context))
+    asyncio.run(store.set(StateWrite("actor:v2:legacy", "old", "{not json", context)))
     (line,) = cli("export", *U7, *URL).stdout.splitlines()
     assert json.loads(line)["value"] is None
     assert json.loads(line)["value_json"] == "{not json"

@@ -179,8 +179,9 @@ def test_settings_reach_the_sql_and_redis_backends(
     ],
 )
 def test_missing_driver_names_the_extra_to_install(
-    url: str, driver: str, extra: str, monkeypatch: pytest.MonkeyPatch
+    url: str, driver: str, extra: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    monkeypatch.chdir(tmp_path)  # where a relative SQLite path would be created
     for name in list(sys.modules):
         if name == driver or name.startswith(
             (f"{driver}.", "statekit.backends.redis", "statekit.backends.sql")
@@ -191,3 +192,4 @@ def test_missing_driver_names_the_extra_to_install(
         connect(url)
     assert f"pip install 'statekit[{extra}]'" in str(caught.value)
     assert f"'{driver}'" in str(caught.value)
+    assert list(tmp_path.iterdir()) == []

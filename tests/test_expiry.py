@@ -11,7 +11,7 @@ import pytest
 
 import statekit
 from statekit import NEVER, MemoryBackend, StateStore, SweepResult
-from statekit.backends.base import ScopeContext, StateWrite
+from statekit.backends.base import StateWrite
 from statekit.expiry import Duration
 from statekit.testing import FakeClock
 from statekit.testing.identities import Identity, new_identity, put
@@ -28,22 +28,14 @@ class Recording(MemoryBackend):
         super().__init__(clock=clock)
         self.calls: list[tuple[str, float | None]] = []
 
-    async def set(
-        self,
-        scope_key: str,
-        state_key: str,
-        value_json: str,
-        context: ScopeContext,
-        expected_version: int | None = None,
-        ttl: float | None = None,
-    ) -> int:
-        self.calls.append(("set", ttl))
-        return await super().set(scope_key, state_key, value_json, context, expected_version, ttl)
+    async def set(self, write: StateWrite, expected_version: int | None = None) -> int:
+        self.calls.append(("set", write.ttl))
+        return await super().set(write, expected_version)
 
     async def set_many(self, writes: Sequence[StateWrite]) -> None:
         self.calls.extend(("set_many", w.ttl) for w in writes)
         for w in writes:
-            await super().set(w.scope_key, w.state_key, w.value_json, w.context, ttl=w.ttl)
+            await super().set(w)
 
     async def get(self, scope_key: str, state_key: str, ttl: float | None = None) -> str | None:
         self.calls.append(("get", ttl))

@@ -72,7 +72,7 @@ async def test_layout_is_one_hash_per_scope_with_meta_context_and_index(
     prefix = backend._prefix
     scope_key = "conversation:v2:abc"
     before = datetime.now(timezone.utc)
-    assert await backend.set(scope_key, "k", '{"a":1}', CONTEXT) == 1
+    assert await backend.set(StateWrite(scope_key, "k", '{"a":1}', CONTEXT)) == 1
     value_key = f"{prefix}{{{scope_key}}}"
     assert await raw.type(value_key) == "hash"
     assert await raw.hgetall(value_key) == {"k": '{"a":1}'}  # type: ignore[misc]
@@ -88,7 +88,7 @@ async def test_layout_is_one_hash_per_scope_with_meta_context_and_index(
     )
 
     other = ScopeContext(runner_id="r-2", binding_identity="b-2", scope="conversation")
-    assert await backend.set(scope_key, "k", "2", other) == 2
+    assert await backend.set(StateWrite(scope_key, "k", "2", other)) == 2
     version, created_again, updated_again = (await raw.hget(value_key + ":meta", "k")).split(":")  # type: ignore[misc]
     assert (version, created_again) == ("2", created)
     assert int(updated_again) >= int(updated)
@@ -102,7 +102,7 @@ async def test_layout_is_one_hash_per_scope_with_meta_context_and_index(
 async def test_all_keys_of_a_scope_share_one_cluster_slot(
     backend: RedisBackend, raw: aioredis.Redis
 ) -> None:
-    await backend.set("actor:v2:xyz", "k", "1", CONTEXT)
+    await backend.set(StateWrite("actor:v2:xyz", "k", "1", CONTEXT))
     keys = await raw.keys(glob_escape(backend._prefix) + "*")
     slots = {key_slot(key.encode()) for key in keys}
     assert len(keys) == 4
@@ -112,9 +112,9 @@ async def test_all_keys_of_a_scope_share_one_cluster_slot(
 async def test_conditional_set_conflict_writes_nothing(
     backend: RedisBackend, raw: aioredis.Redis
 ) -> None:
-    await backend.set("s", "k", "1", CONTEXT)
+    await backend.set(StateWrite("s", "k", "1", CONTEXT))
     with pytest.raises(VersionConflictError) as info:
-        await backend.set("s", "k", "2", CONTEXT, expected_version=5)
+        await backend.set(StateWrite("s", "k", "2", CONTEXT), 5)
     assert (info.value.expected, info.value.actual) == (5, 1)
     assert await backend.get_versioned("s", "k") == ("1", 1)
 
@@ -154,9 +154,9 @@ async def test_prefix_with_glob_characters_never_reaches_other_stores(
         RedisBackend.from_url(url, key_prefix=f"t:{run}:gb*:"),
     ]
     try:
-        await globby.set("s", "mine", "1", CONTEXT)
+        await globby.set(StateWrite("s", "mine", "1", CONTEXT))
         for other in others:
-            await other.set("s", "theirs", "2", CONTEXT)
+            await other.set(StateWrite("s", "theirs", "2", CONTEXT))
         assert [e.state_key async for e in globby.iter_entries()] == ["mine"]
         await globby.clear()
         assert [e async for e in globby.iter_entries()] == []
@@ -177,8 +177,8 @@ async def test_two_stores_on_one_database_are_isolated(raw: aioredis.Redis) -> N
     # A prefix that extends the first one: "base" + "{" is the first store's key space.
     second = RedisBackend.from_url(url, key_prefix=base + "x:")
     try:
-        await first.set("s", "k", "1", CONTEXT)
-        await second.set("s", "k", "2", CONTEXT)
+        await first.set(StateWrite("s", "k", "1", CONTEXT))
+        await second.set(StateWrite("s", "k", "2", CONTEXT))
         assert [(e.scope_key, e.value_json) async for e in first.iter_entries()] == [("s", "1")]
         assert [(e.scope_key, e.value_json) async for e in second.iter_entries()] == [("s", "2")]
         await second.clear()
@@ -359,7 +359,7 @@ async def test_a_host_owned_client_is_not_closed() -> None:
     client = aioredis.Redis.from_url(service_url("STATEKIT_REDIS_URL"))
     try:
         backend = RedisBackend(client, key_prefix=private_prefix())
-        await backend.set("s", "k", "1", CONTEXT)
+        await backend.set(StateWrite("s", "k", "1", CONTEXT))
         await backend.clear()
         await backend.aclose()
         await backend.aclose()  # idempotent
@@ -378,7 +378,7 @@ async def test_a_host_client_is_closed_on_aclose_only_when_handed_over(owns_clie
         backend = RedisBackend(
             client, key_prefix=private_prefix(), auto_pipeline=False, owns_client=owns_client
         )
-        await backend.set("s", "k", "1", CONTEXT)
+        await backend.set(StateWrite("s", "k", "1", CONTEXT))
         await backend.clear()
         await backend.aclose()
         clients = await admin.client_list()
@@ -393,7 +393,7 @@ async def test_a_host_client_decoding_responses_works_too() -> None:
     client = fakeredis.FakeAsyncRedis(decode_responses=True)
     backend = RedisBackend(client=client, key_prefix="d:")
     try:
-        await backend.set("s", "é", '"v"', CONTEXT)
+        await backend.set(StateWrite("s", "é", '"v"', CONTEXT))
         assert await backend.get("s", "é") == '"v"'
         assert await backend.get_versioned("s", "é") == ('"v"', 1)
         assert await backend.list_keys("s", "", 10, None) == (["é"], False)
@@ -441,7 +441,7 @@ async def test_without_auto_pipeline_callers_get_a_connection_in_arrival_order()
             for _ in range(3):
                 await get("busy")
 
-        await backend.set("s", "k", "1", CONTEXT)
+        await backend.set(StateWrite("s", "k", "1", CONTEXT))
         first = asyncio.create_task(busy())
         await asyncio.sleep(0)  # its first call holds the only connection
         await asyncio.gather(first, get("a"), get("b"))
@@ -450,14 +450,14 @@ async def test_without_auto_pipeline_callers_get_a_connection_in_arrival_order()
 
 async def test_without_auto_pipeline_a_caller_waits_for_a_connection_at_most_timeout() -> None:
     async with shared_backend(auto_pipeline=False, pool_size=1, timeout=0.2) as backend:
-        await backend.set("s", "k", "1", CONTEXT)
+        await backend.set(StateWrite("s", "k", "1", CONTEXT))
         gate = backend._transport.limits.gate
         assert gate is not None
         await gate.acquire()  # another operation holds the only connection
         with pytest.raises(BackendTimeoutError, match=r"no Redis connection free within 0\.2 s"):
             await asyncio.wait_for(backend.get("s", "k"), 10)
         with pytest.raises(BackendTimeoutError):
-            await asyncio.wait_for(backend.set("s", "k", "2", CONTEXT), 10)
+            await asyncio.wait_for(backend.set(StateWrite("s", "k", "2", CONTEXT)), 10)
         gate.release()
         assert await backend.get("s", "k") == "1"  # the write waiting in line never ran
 
@@ -471,11 +471,11 @@ async def test_a_primary_without_enough_replicas_refuses_writes_with_a_typed_err
     """``min-replicas-to-write`` (what narrows an unplanned failover's loss, see
     docs/backends/sentinel.md): a write the primary refuses raises and writes nothing."""
     async with own_server.backend(key_prefix="m:") as backend, own_server.client() as admin:
-        await backend.set("s", "k", "1", CONTEXT)
+        await backend.set(StateWrite("s", "k", "1", CONTEXT))
         await admin.config_set("min-replicas-to-write", 1)  # and no replica at all
         for call in (
-            backend.set("s", "k", "2", CONTEXT),
-            backend.set("s", "new", "2", CONTEXT),
+            backend.set(StateWrite("s", "k", "2", CONTEXT)),
+            backend.set(StateWrite("s", "new", "2", CONTEXT)),
             backend.set_many([StateWrite("s", "k", "3", CONTEXT)]),
             backend.delete("s", "k"),
         ):
@@ -485,7 +485,7 @@ async def test_a_primary_without_enough_replicas_refuses_writes_with_a_typed_err
         assert await backend.get_versioned("s", "k") == ("1", 1)  # reads still answer
         assert await backend.get("s", "new") is None
         await admin.config_set("min-replicas-to-write", 0)
-        assert await backend.set("s", "k", "4", CONTEXT) == 2
+        assert await backend.set(StateWrite("s", "k", "4", CONTEXT)) == 2
 
 
 async def test_listing_reads_only_the_matching_range_of_the_index(
@@ -516,11 +516,11 @@ async def test_server_down_raises_unavailable_then_the_same_backend_recovers(
     async with own_server.backend(
         timeout=0.5, connect_timeout=0.5, retries=1, key_prefix="f:"
     ) as backend:
-        await backend.set("s", "k", "1", CONTEXT)
+        await backend.set(StateWrite("s", "k", "1", CONTEXT))
         own_server.kill()
         for call in (
             backend.get("s", "k"),
-            backend.set("s", "k", "2", CONTEXT),
+            backend.set(StateWrite("s", "k", "2", CONTEXT)),
             backend.read_scopes(["s"]),
             backend.describe(),
         ):
@@ -533,7 +533,7 @@ async def test_server_down_raises_unavailable_then_the_same_backend_recovers(
 
         own_server.start()  # same port, empty (no persistence)
         assert await backend.get("s", "k") is None
-        assert await backend.set("s", "k", "3", CONTEXT) == 1
+        assert await backend.set(StateWrite("s", "k", "3", CONTEXT)) == 1
         assert await backend.get("s", "k") == "3"
 
 
@@ -544,7 +544,7 @@ async def _drain(backend: RedisBackend) -> None:
 
 async def test_slow_server_raises_timeout_then_recovers(own_server: RedisServer) -> None:
     async with own_server.backend(timeout=0.3, retries=1, key_prefix="f:") as backend:
-        await backend.set("s", "k", "1", CONTEXT)
+        await backend.set(StateWrite("s", "k", "1", CONTEXT))
         async with own_server.busy(1.5) as sleeping:
             with pytest.raises(BackendTimeoutError):
                 await asyncio.wait_for(backend.get("s", "k"), 10)
@@ -595,9 +595,9 @@ async def test_acknowledged_writes_survive_a_restart_with_the_shipped_config(
     url = start()
     try:
         backend = RedisBackend.from_url(url, key_prefix="durable:")
-        assert await backend.set("s", "one", "1", CONTEXT) == 1
+        assert await backend.set(StateWrite("s", "one", "1", CONTEXT)) == 1
         await backend.set_many([StateWrite("s", f"k{i}", str(i), CONTEXT) for i in range(100)])
-        assert await backend.set("s", "one", "2", CONTEXT, expected_version=1) == 2
+        assert await backend.set(StateWrite("s", "one", "2", CONTEXT), 1) == 2
         await backend.aclose()
         _shutdown(port, data / "redis.pid")
         assert list((data / "appendonlydir").iterdir())  # the AOF, as configured

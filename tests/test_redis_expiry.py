@@ -62,7 +62,7 @@ class RedisExpiryCases:
         scope = unique()
         # The server's clock is this host's: the deadline falls between these two.
         before = time.time()
-        await backend.set(scope, "a", "1", CONTEXT, ttl=FAR)
+        await backend.set(StateWrite(scope, "a", "1", CONTEXT, ttl=FAR))
         after = time.time()
         times = await expire_times(backend, scope)
         assert shared(times) > 0
@@ -76,10 +76,10 @@ class RedisExpiryCases:
         self, backend: RedisBackend
     ) -> None:
         scope = unique()
-        await backend.set(scope, "a", "1", CONTEXT, ttl=FAR)
+        await backend.set(StateWrite(scope, "a", "1", CONTEXT, ttl=FAR))
         times = await expire_times(backend, scope)
-        await backend.set(scope, "b", "2", CONTEXT)  # a new key: index and meta grow
-        await backend.set(scope, "a", "3", CONTEXT)
+        await backend.set(StateWrite(scope, "b", "2", CONTEXT))  # a new key: index and meta grow
+        await backend.set(StateWrite(scope, "a", "3", CONTEXT))
         await backend.set_many([StateWrite(scope, "c", "4", CONTEXT)])
         assert await expire_times(backend, scope) == times
 
@@ -87,7 +87,7 @@ class RedisExpiryCases:
         self, backend: RedisBackend
     ) -> None:
         scope = unique()
-        await backend.set(scope, "a", "1", CONTEXT)
+        await backend.set(StateWrite(scope, "a", "1", CONTEXT))
         assert await expire_times(backend, scope) == [-1, -1, -1, -1]
         assert await backend.scope_deadline(scope) is None
 
@@ -95,19 +95,21 @@ class RedisExpiryCases:
         self, backend: RedisBackend
     ) -> None:
         scope = unique()
-        await backend.set(scope, "a", "1", CONTEXT, ttl=FAR)
+        await backend.set(StateWrite(scope, "a", "1", CONTEXT, ttl=FAR))
         first = await expire_times(backend, scope)
-        await backend.set(scope, "b", "2", CONTEXT, ttl=10 * FAR)
+        await backend.set(StateWrite(scope, "b", "2", CONTEXT, ttl=10 * FAR))
         later = await expire_times(backend, scope)
         assert shared(later) >= first[0] + 9 * FAR * 1000
-        await backend.set(scope, "a", "3", CONTEXT, ttl=FAR / 2)  # earlier: moved all the same
+        await backend.set(
+            StateWrite(scope, "a", "3", CONTEXT, ttl=FAR / 2)
+        )  # earlier: moved all the same
         earlier = await expire_times(backend, scope)
         assert shared(earlier) < first[0]
 
     async def test_never_removes_the_deadline_from_every_key(self, backend: RedisBackend) -> None:
         scope = unique()
-        await backend.set(scope, "a", "1", CONTEXT, ttl=FAR)
-        await backend.set(scope, "a", "2", CONTEXT, ttl=NEVER)
+        await backend.set(StateWrite(scope, "a", "1", CONTEXT, ttl=FAR))
+        await backend.set(StateWrite(scope, "a", "2", CONTEXT, ttl=NEVER))
         assert await expire_times(backend, scope) == [-1, -1, -1, -1]
         assert await backend.scope_deadline(scope) is None
         assert await backend.get_versioned(scope, "a") == ("2", 2)
@@ -116,12 +118,12 @@ class RedisExpiryCases:
         self, backend: RedisBackend
     ) -> None:
         scope = unique()
-        await backend.set(scope, "a", "1", CONTEXT, ttl=FAR)
+        await backend.set(StateWrite(scope, "a", "1", CONTEXT, ttl=FAR))
         times = await expire_times(backend, scope)
         with pytest.raises(VersionConflictError):
-            await backend.set(scope, "a", "2", CONTEXT, expected_version=7, ttl=10 * FAR)
+            await backend.set(StateWrite(scope, "a", "2", CONTEXT, ttl=10 * FAR), 7)
         with pytest.raises(VersionConflictError):
-            await backend.set(scope, "a", "2", CONTEXT, expected_version=7, ttl=NEVER)
+            await backend.set(StateWrite(scope, "a", "2", CONTEXT, ttl=NEVER), 7)
         assert await expire_times(backend, scope) == times
         assert await backend.get_versioned(scope, "a") == ("1", 1)
 
@@ -131,7 +133,7 @@ class RedisExpiryCases:
     ) -> None:
         scope = unique()
         with pytest.raises(ValueError, match="ttl"):
-            await backend.set(scope, "a", "1", CONTEXT, ttl=ttl)
+            await backend.set(StateWrite(scope, "a", "1", CONTEXT, ttl=ttl))
         with pytest.raises(ValueError, match="ttl"):
             await backend.set_many(
                 [
@@ -146,7 +148,7 @@ class RedisExpiryCases:
         self, backend: RedisBackend
     ) -> None:
         timed, untimed, ended, mixed = unique(), unique(), unique(), unique()
-        await backend.set(ended, "a", "0", CONTEXT, ttl=FAR)
+        await backend.set(StateWrite(ended, "a", "0", CONTEXT, ttl=FAR))
         await backend.set_many(
             [
                 StateWrite(timed, "a", "1", CONTEXT, ttl=FAR),
@@ -198,8 +200,8 @@ class RedisExpiryCases:
         self, backend: RedisBackend, read: str
     ) -> None:
         scope, other = unique(), unique()
-        await backend.set(scope, "a", "1", CONTEXT, ttl=FAR)
-        await backend.set(other, "a", "1", CONTEXT, ttl=FAR)
+        await backend.set(StateWrite(scope, "a", "1", CONTEXT, ttl=FAR))
+        await backend.set(StateWrite(other, "a", "1", CONTEXT, ttl=FAR))
         before, others = await expire_times(backend, scope), await expire_times(backend, other)
         assert await self._read(backend, read, scope, 10 * FAR) in ("1", ("1", 1), {"a": "1"})
         after = await expire_times(backend, scope)
@@ -211,7 +213,7 @@ class RedisExpiryCases:
         self, backend: RedisBackend, read: str
     ) -> None:
         kept, absent = unique(), unique()
-        await backend.set(kept, "a", "1", CONTEXT)
+        await backend.set(StateWrite(kept, "a", "1", CONTEXT))
         await self._read(backend, read, kept, FAR)
         await self._read(backend, read, absent, FAR)
         assert await expire_times(backend, kept) == [-1, -1, -1, -1]
@@ -222,7 +224,7 @@ class RedisExpiryCases:
         self, backend: RedisBackend
     ) -> None:
         timed, absent = unique(), unique()
-        await backend.set(timed, "a", "1", CONTEXT, ttl=FAR)
+        await backend.set(StateWrite(timed, "a", "1", CONTEXT, ttl=FAR))
         assert await backend.get(timed, "a", ttl=NEVER) == "1"
         assert await backend.read_scopes([absent], ttls={absent: NEVER}) == {absent: {}}
         assert await expire_times(backend, timed) == [-1, -1, -1, -1]
@@ -233,7 +235,7 @@ class RedisExpiryCases:
     ) -> None:
         named, unnamed = unique(), unique()
         for scope in (named, unnamed):
-            await backend.set(scope, "a", scope, CONTEXT, ttl=FAR)
+            await backend.set(StateWrite(scope, "a", scope, CONTEXT, ttl=FAR))
         untouched = await expire_times(backend, unnamed)
         read = await backend.read_scopes([unnamed, named, named], ttls={named: 10 * FAR})
         assert read == {unnamed: {"a": unnamed}, named: {"a": named}}
@@ -254,7 +256,7 @@ class RedisExpiryCases:
         self, backend: RedisBackend
     ) -> None:
         scope, kept = unique(), unique()
-        await backend.set(kept, "a", "1", CONTEXT, ttl=FAR)
+        await backend.set(StateWrite(kept, "a", "1", CONTEXT, ttl=FAR))
         writes = [StateWrite(scope, key, "1", CONTEXT, ttl=SHORT) for key in ("a", "b", "c")]
         # "a" again, without a ttl: version 2, the deadline left as the batch set it.
         await backend.set_many([*writes, StateWrite(scope, "a", "2", CONTEXT)])
@@ -267,7 +269,7 @@ class RedisExpiryCases:
         assert await backend.scope_deadline(scope) is None
         assert [e.scope_key async for e in backend.iter_entries()] == [kept]
         assert await backend.delete(scope, "b") is False
-        assert await backend.set(scope, "a", "3", CONTEXT, expected_version=0) == 1
+        assert await backend.set(StateWrite(scope, "a", "3", CONTEXT), 0) == 1
         assert await backend.read_scopes([scope]) == {scope: {"a": "3"}}
         assert await backend.scope_deadline(scope) is None  # a new scope, written without
         assert await backend.get(kept, "a") == "1"
@@ -297,8 +299,8 @@ class RedisExpiryCases:
 
     async def test_iter_entries_carries_each_scope_s_deadline(self, backend: RedisBackend) -> None:
         timed, untimed = unique(), unique()
-        await backend.set(timed, "a", "1", CONTEXT, ttl=FAR)
-        await backend.set(untimed, "a", "1", CONTEXT)
+        await backend.set(StateWrite(timed, "a", "1", CONTEXT, ttl=FAR))
+        await backend.set(StateWrite(untimed, "a", "1", CONTEXT))
         expires = {e.scope_key: e.expires_at async for e in backend.iter_entries()}
         assert expires == {timed: await backend.scope_deadline(timed), untimed: None}
 
@@ -306,7 +308,7 @@ class RedisExpiryCases:
         self, backend: RedisBackend
     ) -> None:
         scope = unique()
-        await backend.set(scope, "a", "1", CONTEXT, ttl=SHORT)
+        await backend.set(StateWrite(scope, "a", "1", CONTEXT, ttl=SHORT))
         await sleep_past(time.time() + SHORT)
         assert await backend.sweep_expired(batch_size=10) == SweepResult(0, 0)
         assert await expire_times(backend, scope) == [-2, -2, -2, -2]

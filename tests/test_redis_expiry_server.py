@@ -21,7 +21,7 @@ from redis_expiry_support import (
 )
 from redis_servers import RedisServer, free_port
 
-from statekit.backends.base import NEVER
+from statekit.backends.base import NEVER, StateWrite
 from statekit.backends.redis import RedisBackend
 from statekit.backends.redis.expiry import MAX_TTL_SECONDS, deadline, ttl_argument
 
@@ -36,11 +36,11 @@ async def test_expiry_scripts_the_server_lost_are_loaded_again(
     backend = RedisBackend.from_url(own_server.url, key_prefix="p:", auto_pipeline=auto_pipeline)
     try:
         scope = unique()
-        await backend.set(scope, "a", "1", CONTEXT, ttl=FAR)
+        await backend.set(StateWrite(scope, "a", "1", CONTEXT, ttl=FAR))
         await raw(backend, "SCRIPT", "FLUSH")
         assert await backend.get(scope, "a", ttl=10 * FAR) == "1"
         await raw(backend, "SCRIPT", "FLUSH")
-        assert await backend.set(scope, "a", "2", CONTEXT, ttl=FAR) == 2
+        assert await backend.set(StateWrite(scope, "a", "2", CONTEXT, ttl=FAR)) == 2
         await raw(backend, "SCRIPT", "FLUSH")
         deadline_ = await backend.scope_deadline(scope)
         assert [e.expires_at async for e in backend.iter_entries()] == [deadline_]
@@ -57,11 +57,11 @@ async def test_deadlines_survive_a_crash_and_restart_with_aof(tmp_path: Path) ->
     server.start()
     try:
         backend = RedisBackend.from_url(server.url, key_prefix="aof:")
-        await backend.set("timed", "a", "1", CONTEXT, ttl=FAR)
-        await backend.set("short", "a", "1", CONTEXT, ttl=0.5)
-        await backend.set("kept", "a", "1", CONTEXT)
-        await backend.set("ended", "a", "1", CONTEXT, ttl=FAR)
-        await backend.set("ended", "a", "2", CONTEXT, ttl=NEVER)
+        await backend.set(StateWrite("timed", "a", "1", CONTEXT, ttl=FAR))
+        await backend.set(StateWrite("short", "a", "1", CONTEXT, ttl=0.5))
+        await backend.set(StateWrite("kept", "a", "1", CONTEXT))
+        await backend.set(StateWrite("ended", "a", "1", CONTEXT, ttl=FAR))
+        await backend.set(StateWrite("ended", "a", "2", CONTEXT, ttl=NEVER))
         timed = await backend.scope_deadline("timed")
         short = await backend.scope_deadline("short")
         await backend.aclose()

@@ -159,29 +159,29 @@ async def test_the_proxy_loses_a_reply_after_the_server_ran_the_command(
 async def test_a_write_whose_reply_is_lost_is_applied_once_and_raises(
     backend: RedisBackend, server: RedisBackend, proxy: LossyProxy
 ) -> None:
-    assert await backend.set("s", "k", "1", CONTEXT) == 1
+    assert await backend.set(StateWrite("s", "k", "1", CONTEXT)) == 1
     proxy.lose_reply_to("lost-write")
     with pytest.raises(BackendUnavailableError) as info:
-        await backend.set("s", "lost-write", "2", CONTEXT)
+        await backend.set(StateWrite("s", "lost-write", "2", CONTEXT))
     assert not isinstance(info.value, BackendTimeoutError)
     assert proxy.lost == 1
     assert await server.get_versioned("s", "lost-write") == ("2", 1)
 
     proxy.lose_reply_to("lost-write")
     with pytest.raises(BackendUnavailableError):
-        await backend.set("s", "lost-write", "3", CONTEXT)
+        await backend.set(StateWrite("s", "lost-write", "3", CONTEXT))
     assert await server.get_versioned("s", "lost-write") == ("3", 2)  # +1, not +2
     # The backend carries on over a new connection.
-    assert await backend.set("s", "lost-write", "4", CONTEXT) == 3
+    assert await backend.set(StateWrite("s", "lost-write", "4", CONTEXT)) == 3
 
 
 async def test_a_conditional_write_whose_reply_is_lost_raises_no_false_conflict(
     backend: RedisBackend, server: RedisBackend, proxy: LossyProxy
 ) -> None:
-    assert await backend.set("s", "cas", "1", CONTEXT) == 1
+    assert await backend.set(StateWrite("s", "cas", "1", CONTEXT)) == 1
     proxy.lose_reply_to('"written-once"')
     with pytest.raises(BackendUnavailableError):  # not VersionConflictError
-        await backend.set("s", "cas", '"written-once"', CONTEXT, expected_version=1)
+        await backend.set(StateWrite("s", "cas", '"written-once"', CONTEXT), 1)
     assert await server.get_versioned("s", "cas") == ('"written-once"', 2)
 
 
@@ -221,7 +221,7 @@ async def test_only_the_writes_of_a_lost_pipelined_batch_fail(
         blocker = asyncio.create_task(backend.get("s", "k0"))  # in flight: the rest queue
         proxy.lose_reply_to("batch-member")
         calls: list[Any] = [
-            *(backend.set("s", f"w{i}", '"batch-member"', CONTEXT) for i in range(5)),
+            *(backend.set(StateWrite("s", f"w{i}", '"batch-member"', CONTEXT)) for i in range(5)),
             *(backend.get("s", f"k{i}") for i in range(10)),
         ]
         results = await asyncio.gather(blocker, *calls, return_exceptions=True)
@@ -242,8 +242,8 @@ async def test_only_the_writes_of_a_lost_pipelined_batch_fail(
 async def test_reads_whose_replies_are_lost_are_sent_again(
     backend: RedisBackend, server: RedisBackend, proxy: LossyProxy
 ) -> None:
-    await server.set("snapshot-scope", "k", "1", CONTEXT)
-    await server.set("s", "read-lost", '"v"', CONTEXT)
+    await server.set(StateWrite("snapshot-scope", "k", "1", CONTEXT))
+    await server.set(StateWrite("s", "read-lost", '"v"', CONTEXT))
 
     proxy.lose_reply_to("read-lost")
     assert await backend.get("s", "read-lost") == '"v"'
@@ -265,7 +265,7 @@ async def test_without_retries_a_read_whose_reply_is_lost_raises(
     db = urlsplit(service_url("STATEKIT_REDIS_URL")).path.strip("/") or "0"
     backend = RedisBackend.from_url(proxy.url(db), key_prefix=server._prefix, retries=0)
     try:
-        await backend.set("s", "k", "1", CONTEXT)
+        await backend.set(StateWrite("s", "k", "1", CONTEXT))
         proxy.lose_reply_to("HGET")
         with pytest.raises(BackendUnavailableError):
             await backend.get("s", "k")
@@ -296,10 +296,10 @@ async def test_cluster_writes_whose_replies_are_lost_are_not_sent_again(
 
     monkeypatch.setattr(ClusterNode, "execute_command", losing)
     try:
-        assert await backend.set("s", "k", "1", CONTEXT) == 1
+        assert await backend.set(StateWrite("s", "k", "1", CONTEXT)) == 1
         lose.append("k")
         with pytest.raises(BackendUnavailableError):
-            await backend.set("s", "k", "2", CONTEXT, expected_version=1)
+            await backend.set(StateWrite("s", "k", "2", CONTEXT), 1)
         assert await backend.get_versioned("s", "k") == ("2", 2)
         lose.append("k")
         assert await backend.get("s", "k") == "2"

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from redis_servers import RedisServer, private_prefix, shared_backend
 from services import service_url
 
-from statekit.backends.base import ScopeContext
+from statekit.backends.base import ScopeContext, StateWrite
 from statekit.backends.redis import RedisBackend, connections
 from statekit.backends.redis.pipeline import AutoPipeline
 from statekit.backends.redis.transport import StandaloneTransport
@@ -70,7 +70,7 @@ async def test_concurrent_calls_share_round_trips(
 ) -> None:
     await backend.set_many([])  # nothing to send
     for i in range(100):
-        await backend.set(f"s{i % 10}", f"k{i}", str(i), CONTEXT)
+        await backend.set(StateWrite(f"s{i % 10}", f"k{i}", str(i), CONTEXT))
     trips = RoundTrips(monkeypatch)
 
     values = await asyncio.gather(*(backend.get(f"s{i % 10}", f"k{i}") for i in range(100)))
@@ -81,7 +81,7 @@ async def test_concurrent_calls_share_round_trips(
 
     trips.reset()
     versions = await asyncio.gather(
-        *(backend.set(f"s{i % 10}", f"k{i}", str(-i), CONTEXT) for i in range(100))
+        *(backend.set(StateWrite(f"s{i % 10}", f"k{i}", str(-i), CONTEXT)) for i in range(100))
     )
     assert versions == [2] * 100
     assert trips.total <= 4
@@ -105,7 +105,7 @@ async def test_without_auto_pipeline_every_call_is_its_own_round_trip(
 async def test_a_batch_never_exceeds_its_bound(
     backend: RedisBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await backend.set("s", "k", "1", CONTEXT)
+    await backend.set(StateWrite("s", "k", "1", CONTEXT))
     trips = RoundTrips(monkeypatch)
     values = await asyncio.gather(*(backend.get("s", "k") for _ in range(1500)))
     assert values == ["1"] * 1500
@@ -120,7 +120,10 @@ async def test_sustained_concurrent_load_never_stalls(backend: RedisBackend) -> 
     async def caller(n: int) -> None:
         for i in range(60):
             if i % 3 == 0:
-                assert await backend.set(f"s{n % 8}", f"k{n}", str(i), CONTEXT) == i // 3 + 1
+                assert (
+                    await backend.set(StateWrite(f"s{n % 8}", f"k{n}", str(i), CONTEXT))
+                    == i // 3 + 1
+                )
             else:
                 assert await backend.get(f"s{n % 8}", f"k{n}") == str(i - i % 3)
 
@@ -171,7 +174,7 @@ async def test_calls_queued_as_every_round_trip_ends_are_still_sent() -> None:
 async def test_command_errors_stay_with_their_caller(
     backend: RedisBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await backend.set("s", "k", "1", CONTEXT)
+    await backend.set(StateWrite("s", "k", "1", CONTEXT))
     raw = aioredis.Redis.from_url(service_url("STATEKIT_REDIS_URL"))
     wrong_type = f"{backend._prefix}{{str}}"
     await raw.set(wrong_type, "not a hash")  # HGET on it fails with WRONGTYPE
@@ -179,11 +182,11 @@ async def test_command_errors_stay_with_their_caller(
     try:
         calls = [
             backend.get("s", "k"),  # sent alone: the rest queue behind it
-            *(backend.set("s", f"w{i}", str(i), CONTEXT) for i in range(20)),
-            backend.set("s", "k", "2", CONTEXT, expected_version=7),  # conflict
+            *(backend.set(StateWrite("s", f"w{i}", str(i), CONTEXT)) for i in range(20)),
+            backend.set(StateWrite("s", "k", "2", CONTEXT), 7),  # conflict
             backend.get("str", "k"),  # WRONGTYPE
             *(backend.get("s", f"w{i}") for i in range(20)),
-            backend.set("s", "k", "3", CONTEXT, expected_version=1),  # succeeds
+            backend.set(StateWrite("s", "k", "3", CONTEXT), 1),  # succeeds
         ]
         results = await asyncio.gather(*calls, return_exceptions=True)
     finally:
@@ -204,10 +207,10 @@ async def test_command_errors_stay_with_their_caller(
 
 async def test_lost_scripts_are_loaded_again(own_server: RedisServer) -> None:
     async with own_server.backend(key_prefix="p:") as backend, own_server.client() as admin:
-        await backend.set("s", "k0", "1", CONTEXT)
+        await backend.set(StateWrite("s", "k0", "1", CONTEXT))
         await admin.script_flush()
         results = await asyncio.gather(
-            *(backend.set("s", f"k{i}", str(i), CONTEXT) for i in range(30)),
+            *(backend.set(StateWrite("s", f"k{i}", str(i), CONTEXT)) for i in range(30)),
             *(backend.get_versioned("s", f"k{i}") for i in range(30)),
             backend.delete("s", "k0"),
         )
@@ -215,7 +218,7 @@ async def test_lost_scripts_are_loaded_again(own_server: RedisServer) -> None:
         assert results[30:60] == [("0", 2)] + [(str(i), 1) for i in range(1, 30)]
         assert results[60] is True
         await admin.script_flush()
-        assert await backend.set("s", "k", "x", CONTEXT) == 1  # alone, not batched
+        assert await backend.set(StateWrite("s", "k", "x", CONTEXT)) == 1  # alone, not batched
 
 
 # ---- faults -----------------------------------------------------------------------------
@@ -231,7 +234,7 @@ async def test_server_killed_mid_batch_fails_every_caller_then_recovers(
         calls = [
             asyncio.create_task(backend.get("s", f"k{i}"))
             if i % 2
-            else asyncio.create_task(backend.set("s", f"k{i}", "1", CONTEXT))
+            else asyncio.create_task(backend.set(StateWrite("s", f"k{i}", "1", CONTEXT)))
             for i in range(100)
         ]
         await asyncio.sleep(0.3)  # every call sent or queued, none answered
@@ -246,7 +249,7 @@ async def test_server_killed_mid_batch_fails_every_caller_then_recovers(
         own_server.start()
         assert await backend.get("s", "k1") is None
         versions = await asyncio.gather(
-            *(backend.set("s", f"k{i}", "2", CONTEXT) for i in range(50))
+            *(backend.set(StateWrite("s", f"k{i}", "2", CONTEXT)) for i in range(50))
         )
         assert versions == [1] * 50
 
@@ -257,7 +260,7 @@ async def test_connections_the_server_closed_while_idle_are_opened_again_before_
     """A kept connection the server closed (restart, ``CLIENT KILL``, idle ``timeout``) is
     never sent a write: that would fail it with an unknown outcome though it never ran."""
     async with own_server.backend(key_prefix="idle:") as backend, own_server.client() as admin:
-        writes = [backend.set("s", f"k{i}", "1", CONTEXT) for i in range(30)]
+        writes = [backend.set(StateWrite("s", f"k{i}", "1", CONTEXT)) for i in range(30)]
         assert await asyncio.gather(*writes) == [1] * 30  # several kept connections
         assert isinstance(backend._transport, StandaloneTransport)
         kept = backend._transport.connections
@@ -268,7 +271,7 @@ async def test_connections_the_server_closed_while_idle_are_opened_again_before_
             if not any(map(connections.usable, kept._opened)):
                 break
             await asyncio.sleep(0.01)
-        writes = [backend.set("s", f"k{i}", "2", CONTEXT) for i in range(30)]
+        writes = [backend.set(StateWrite("s", f"k{i}", "2", CONTEXT)) for i in range(30)]
         assert await asyncio.gather(*writes) == [2] * 30
         assert await backend.get("s", "k0") == "2"
 
@@ -277,7 +280,7 @@ async def test_a_stalled_server_times_every_caller_out_then_recovers(
     own_server: RedisServer,
 ) -> None:
     async with own_server.backend(timeout=0.3, retries=1, key_prefix="f:") as backend:
-        await backend.set("s", "k", "1", CONTEXT)
+        await backend.set(StateWrite("s", "k", "1", CONTEXT))
         async with own_server.busy(1.5) as sleeping:
             results = await asyncio.wait_for(
                 asyncio.gather(*(backend.get("s", "k") for _ in range(50)), return_exceptions=True),
@@ -291,14 +294,15 @@ async def test_a_stalled_server_times_every_caller_out_then_recovers(
 async def test_a_cancelled_caller_leaves_the_others_alone(own_server: RedisServer) -> None:
     async with own_server.backend(key_prefix="c:") as backend:
         await backend.set_many([])
-        await backend.set("s", "k", "v", CONTEXT)
+        await backend.set(StateWrite("s", "k", "v", CONTEXT))
         async with own_server.busy(0.5) as sleeping:
             calls = [asyncio.create_task(backend.get("s", "k")) for _ in range(40)]
             await asyncio.sleep(0.1)  # the first call and a batch are on the wire, others queued
             for index in (0, 5, 39):  # the direct call, one in a batch, one at the end
                 calls[index].cancel()
             writes = [
-                asyncio.create_task(backend.set("s", f"w{i}", "1", CONTEXT)) for i in range(5)
+                asyncio.create_task(backend.set(StateWrite("s", f"w{i}", "1", CONTEXT)))
+                for i in range(5)
             ]
             results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 10)
             for index, result in enumerate(results):
@@ -315,7 +319,7 @@ async def test_a_cancelled_caller_leaves_the_others_alone(own_server: RedisServe
 
 async def test_calls_after_close_fail_with_a_typed_error(own_server: RedisServer) -> None:
     backend = RedisBackend.from_url(own_server.url, key_prefix="x:")
-    await backend.set("s", "k", "v", CONTEXT)
+    await backend.set(StateWrite("s", "k", "v", CONTEXT))
     await backend.aclose()
     # Not BackendUnavailableError, which says "retry later": a closed backend stays closed.
     with pytest.raises(StoreClosedError):

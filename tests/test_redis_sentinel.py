@@ -96,7 +96,7 @@ async def test_no_sentinel_answering_is_a_typed_error_not_a_hang() -> None:
         retries=1,
     )
     try:
-        for call in (backend.get("s", "k"), backend.set("s", "k", "1", CONTEXT)):
+        for call in (backend.get("s", "k"), backend.set(StateWrite("s", "k", "1", CONTEXT))):
             with pytest.raises(BackendUnavailableError):
                 await asyncio.wait_for(call, 10)
     finally:
@@ -133,7 +133,7 @@ async def test_describe_names_the_sentinel_mode_and_writes_reach_the_primary(
         info = await backend.describe()
         assert (info.backend, info.layout_ok, info.namespace) == ("redis-sentinel", True, "d:")
         assert info.url == sentinel.url(db=3)
-        assert await backend.set("s", "k", '"v"', CONTEXT) == 1
+        assert await backend.set(StateWrite("s", "k", '"v"', CONTEXT)) == 1
         primary = raw_nodes[sentinel.primary_port()]
         await primary.execute_command("SELECT", 3)  # type: ignore[no-untyped-call]
         assert await primary.hget("d:{s}", "k") == '"v"'  # type: ignore[misc]
@@ -149,7 +149,7 @@ async def test_a_host_owned_sentinel_client_is_served_and_left_open(
     try:
         backend = RedisBackend(client, key_prefix=private_prefix("sentinel"))
         assert (await backend.describe()).backend == "redis-sentinel"
-        await backend.set("s", "k", "1", CONTEXT)
+        await backend.set(StateWrite("s", "k", "1", CONTEXT))
         assert await backend.get("s", "k") == "1"
         await backend.clear()
         await backend.aclose()
@@ -176,9 +176,9 @@ async def test_after_a_planned_failover_the_same_backend_serves_every_acknowledg
     old = sentinel.primary_port()
     try:
         for i in range(50):
-            assert await backend.set("s", f"k{i}", str(i), CONTEXT) == 1
+            assert await backend.set(StateWrite("s", f"k{i}", str(i), CONTEXT)) == 1
         await backend.set_many([StateWrite(f"scope{i}", "k", '"m"', CONTEXT) for i in range(20)])
-        assert await backend.set("s", "k0", '"again"', CONTEXT) == 2
+        assert await backend.set(StateWrite("s", "k0", '"again"', CONTEXT)) == 2
         # Replicated: SENTINEL FAILOVER does not wait for the replica to catch up, so only
         # what it has received survives the promotion (see docs/backends/sentinel.md).
         await asyncio.to_thread(sentinel.wait_replicated)
@@ -204,7 +204,7 @@ async def test_after_a_planned_failover_the_same_backend_serves_every_acknowledg
         while True:
             probe += 1
             try:
-                await backend.set("probe", "k", str(probe), CONTEXT)
+                await backend.set(StateWrite("probe", "k", str(probe), CONTEXT))
                 if await _written_on(raw_nodes[new], "f:{probe}", "k", str(probe)):
                     break
             except (BackendUnavailableError, BackendTimeoutError):
@@ -218,7 +218,9 @@ async def test_after_a_planned_failover_the_same_backend_serves_every_acknowledg
         # writes (over several connections) all land on the new primary, none on the old
         # one (which would lose them).
         await asyncio.sleep(2 * WATCH_INTERVAL)
-        await asyncio.gather(*(backend.set("after", f"k{i}", "1", CONTEXT) for i in range(30)))
+        await asyncio.gather(
+            *(backend.set(StateWrite("after", f"k{i}", "1", CONTEXT)) for i in range(30))
+        )
         assert len(await raw_nodes[new].hgetall("f:{after}")) == 30  # type: ignore[misc]
         assert await raw_nodes[old].hgetall("f:{after}") == {}  # type: ignore[misc]
 
@@ -228,7 +230,7 @@ async def test_after_a_planned_failover_the_same_backend_serves_every_acknowledg
         }
         snapshot = await backend.read_scopes([f"scope{i}" for i in range(20)])
         assert snapshot == {f"scope{i}": {"k": '"m"'} for i in range(20)}
-        assert await backend.set("s", "k1", '"after"', CONTEXT) == 2  # the same data
+        assert await backend.set(StateWrite("s", "k1", '"after"', CONTEXT)) == 2  # the same data
         assert await _written_on(raw_nodes[new], "f:{s}", "k1", '"after"')
         assert outcomes  # the reader ran throughout
         assert set(outcomes) <= {"1", BackendUnavailableError, BackendTimeoutError}
@@ -244,7 +246,7 @@ async def test_a_connection_left_on_another_node_is_closed_at_the_next_check(
     switch (it asked the Sentinels just before) is closed by the next check too."""
     backend = RedisBackend.from_url(sentinel.url(), key_prefix="w:")
     try:
-        await backend.set("s", "k", "1", CONTEXT)  # one kept connection, to the primary
+        await backend.set(StateWrite("s", "k", "1", CONTEXT))  # one kept connection, to the primary
         transport = backend._transport
         assert isinstance(transport, SentinelTransport)
         (connection,) = transport.connections._opened  # type: ignore[union-attr]
@@ -252,7 +254,9 @@ async def test_a_connection_left_on_another_node_is_closed_at_the_next_check(
         await connection.disconnect()
         await connection.connect_to(("127.0.0.1", sentinel.replica_port()))  # type: ignore[no-untyped-call]
         await asyncio.sleep(2 * WATCH_INTERVAL)
-        assert await backend.set("s", "k", "2", CONTEXT) == 2  # not READONLY from the replica
+        assert (
+            await backend.set(StateWrite("s", "k", "2", CONTEXT)) == 2
+        )  # not READONLY from the replica
         assert (connection.host, connection.port) == ("127.0.0.1", sentinel.primary_port())
         assert await raw_nodes[sentinel.primary_port()].hget("w:{s}", "k") == "2"  # type: ignore[misc]
     finally:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from statekit import MemoryBackend, ScopeContext, StateStore
+from statekit import MemoryBackend, StateStore
 from statekit.backends.base import StateWrite
 from statekit.errors import UnsupportedCapabilityError
 from statekit.testing import Identity, new_identity
@@ -33,21 +33,13 @@ class RecordingBackend(MemoryBackend):
         super().__init__()
         self.writes: list[tuple[str, str]] = []
 
-    async def set(
-        self,
-        scope_key: str,
-        state_key: str,
-        value_json: str,
-        context: ScopeContext,
-        expected_version: int | None = None,
-        ttl: float | None = None,
-    ) -> int:
-        self.writes.append(("set", state_key))
-        return await super().set(scope_key, state_key, value_json, context, expected_version, ttl)
+    async def set(self, write: StateWrite, expected_version: int | None = None) -> int:
+        self.writes.append(("set", write.state_key))
+        return await super().set(write, expected_version)
 
     async def set_many(self, writes: Sequence[StateWrite]) -> None:
         for write in writes:
-            await self.set(write.scope_key, write.state_key, write.value_json, write.context)
+            await self.set(write)
 
     async def delete(self, scope_key: str, state_key: str) -> bool:
         self.writes.append(("delete", state_key))

@@ -23,7 +23,14 @@ from sqlalchemy import MetaData, create_engine, event, inspect, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import Pool
 from sqlalchemy.util import await_only
-from sqlsupport import DIALECTS, execute, postgres_url, private_schema, terminate_connections
+from sqlsupport import (
+    DIALECTS,
+    execute,
+    postgres_url,
+    private_schema,
+    terminate_connections,
+    until_lock_waits,
+)
 
 import statekit.backends.sql.backend as sql_backend_module
 import statekit.backends.sql.layout as sql_layout_module
@@ -146,10 +153,10 @@ async def test_each_operation_is_one_statement(backend: SQLBackend) -> None:
         await asyncio.sleep(0)
         return len(seen)
 
-    assert await backend.set("s1", "k", '"a"', CTX) == 1
+    assert await backend.set(StateWrite("s1", "k", '"a"', CTX)) == 1
     assert await count() == 1  # no BEGIN / COMMIT around it either
     assert "ON CONFLICT" in seen[0]
-    assert await backend.set("s1", "k", '"b"', CTX) == 2
+    assert await backend.set(StateWrite("s1", "k", '"b"', CTX)) == 2
     assert await count() == 2
     assert await backend.read_scopes(["s1", "s2", "s3", "s4"]) == {
         "s1": {"k": '"b"'}, "s2": {}, "s3": {}, "s4": {}
@@ -157,7 +164,7 @@ async def test_each_operation_is_one_statement(backend: SQLBackend) -> None:
     assert await count() == 3
     assert await backend.get("s1", "k") == '"b"'
     assert await backend.list_keys("s1", "k", 10, None) == (["k"], False)
-    assert await backend.set("s1", "k", '"c"', CTX, expected_version=2) == 3
+    assert await backend.set(StateWrite("s1", "k", '"c"', CTX), 2) == 3
     assert await count() == 6
     assert sum(1 for s in seen if s.lstrip().upper().startswith("SELECT")) == 3
     writes = [StateWrite("s2", f"k{i}", str(i), CTX) for i in range(20)]
@@ -184,9 +191,9 @@ async def test_set_many_applies_repeated_keys_in_order(backend: SQLBackend) -> N
 
 
 async def test_update_keeps_the_context_of_creation(backend: SQLBackend) -> None:
-    await backend.set("s", "k", "1", CTX)
+    await backend.set(StateWrite("s", "k", "1", CTX))
     other = ScopeContext("runner-2", "binding-2", "conversation", thread_id="t")
-    await backend.set("s", "k", "2", other)
+    await backend.set(StateWrite("s", "k", "2", other))
     (entry,) = [e async for e in backend.iter_entries()]
     assert entry.context == CTX
     assert entry.version == 2
@@ -219,7 +226,7 @@ def test_prefix_range_selects_exactly_the_keys_with_the_prefix(prefix: str, key:
 async def test_listing_at_the_edges_of_the_code_space(backend: SQLBackend) -> None:
     keys = ["a", "a\U0010ffff", "a\U0010ffffz", "b", "\ud7ff1", "\ue000", "\U0010ffff"]
     for key in keys:
-        await backend.set("s", key, "1", CTX)
+        await backend.set(StateWrite("s", key, "1", CTX))
     assert await backend.list_keys("s", "a\U0010ffff", 10, None) == (
         ["a\U0010ffff", "a\U0010ffffz"],
         False,
@@ -311,7 +318,7 @@ async def test_load_above_the_pool_size_reuses_connections(
 
         async def work(i: int) -> None:
             for n in range(10):
-                await backend.set("load", f"k{i % 8}", str(n), CTX)
+                await backend.set(StateWrite("load", f"k{i % 8}", str(n), CTX))
                 assert await backend.get("load", f"k{i % 8}") is not None
                 await backend.set_many([StateWrite("load", f"m{i}", str(n), CTX)])
 
@@ -336,7 +343,7 @@ async def test_a_connection_handed_over_never_blocks_the_engine_for_others(
         # get second. The set's connection is handed over for the get, yet the describe
         # (next in line, on the engine itself) gets it.
         _, info, value = await asyncio.gather(
-            backend.set("s", "k", "1", CTX), backend.describe(), backend.get("s", "k")
+            backend.set(StateWrite("s", "k", "1", CTX)), backend.describe(), backend.get("s", "k")
         )
         assert info.layout == "ok"
         assert value == "1"
@@ -374,7 +381,7 @@ async def terminable(pg_schema: str) -> AsyncIterator[Terminable]:
 @pytest.mark.postgres
 async def test_recovers_after_its_connections_are_terminated(terminable: Terminable) -> None:
     backend = terminable.backend
-    await backend.set("s", "before", "1", CTX)
+    await backend.set(StateWrite("s", "before", "1", CTX))
 
     terminating = asyncio.Event()
 
@@ -383,7 +390,7 @@ async def test_recovers_after_its_connections_are_terminated(terminable: Termina
         failures, after = 0, 0
         while after < 5:
             try:
-                await backend.set("s", f"w{n}", str(after), CTX)
+                await backend.set(StateWrite("s", f"w{n}", str(after), CTX))
             except BackendUnavailableError:
                 failures += 1
             if terminating.is_set():
@@ -408,14 +415,14 @@ async def test_recovers_after_its_connections_are_terminated(terminable: Termina
             continue
     else:
         pytest.fail("backend did not recover")
-    await backend.set("s", "after", "2", CTX)
+    await backend.set(StateWrite("s", "after", "2", CTX))
     assert await backend.get("s", "after") == "2"
 
 
 @pytest.mark.postgres
 async def test_reads_retry_once_on_a_terminated_connection(terminable: Terminable) -> None:
     backend = terminable.backend
-    await backend.set("s", "k", "1", CTX)
+    await backend.set(StateWrite("s", "k", "1", CTX))
     await asyncio.gather(*(backend.get("s", "k") for _ in range(4)))  # several pooled
     terminated = await terminable.terminate()
     assert terminated >= 1
@@ -425,10 +432,14 @@ async def test_reads_retry_once_on_a_terminated_connection(terminable: Terminabl
 
 @pytest.mark.postgres
 async def test_a_blocked_statement_times_out(pg_schema: str) -> None:
-    backend = SQLBackend.from_url(postgres_url(), schema=pg_schema, timeout=0.3)
+    name = f"statekit-blocked-{uuid.uuid4().hex[:8]}"
+    # Long enough for the writes around the blocked one to commit on a loaded server.
+    backend = SQLBackend.from_url(
+        postgres_url(), schema=pg_schema, timeout=1, application_name=name
+    )
     locker = create_async_engine(postgres_url())
     try:
-        await backend.set("s", "locked", "1", CTX)
+        await backend.set(StateWrite("s", "locked", "1", CTX))
         async with locker.connect() as conn:
             await conn.execute(
                 text(
@@ -436,9 +447,14 @@ async def test_a_blocked_statement_times_out(pg_schema: str) -> None:
                 )
             )
             with pytest.raises(BackendTimeoutError):
-                await backend.set("s", "locked", "2", CTX)
+                await backend.set(StateWrite("s", "locked", "2", CTX))
+            # The client gives up first (asyncpg's command_timeout); the server ends the
+            # statement at its statement_timeout or on the cancel request. Released before
+            # that, the lock would let the blocked write land after all (as a timeout's
+            # write may: BackendTimeoutError).
+            await until_lock_waits(name, waiting=False)
             await conn.rollback()
-        assert await backend.set("s", "locked", "3", CTX) == 2
+        assert await backend.set(StateWrite("s", "locked", "3", CTX)) == 2
     finally:
         await backend.clear()
         await backend.aclose()
@@ -465,7 +481,7 @@ async def test_unreachable_server_is_a_typed_error() -> None:
 @pytest.mark.sqlite
 async def test_sqlite_file_persists_across_close_and_reopen(tmp_path: Path) -> None:
     backend = SQLBackend.from_url(sqlite_url(tmp_path))
-    await backend.set("s", "k", '{"kept": true}', CTX)
+    await backend.set(StateWrite("s", "k", '{"kept": true}', CTX))
     await backend.aclose()
     reopened = SQLBackend.from_url(sqlite_url(tmp_path), busy_timeout=2.5)
     try:
@@ -488,7 +504,7 @@ async def test_concurrent_writers_on_one_sqlite_file_never_fail(tmp_path: Path) 
 
         async def write(i: int) -> None:
             backend = first if i % 2 else second
-            await backend.set("s", f"k{i % 10}", str(i), CTX)
+            await backend.set(StateWrite("s", f"k{i % 10}", str(i), CTX))
             await backend.set_many([StateWrite("t", f"k{i}", str(i), CTX)])
 
         await asyncio.gather(*(write(i) for i in range(50)))
@@ -506,7 +522,7 @@ async def test_memory_database_is_shared_by_concurrent_tasks() -> None:
     try:
 
         async def work(i: int) -> None:
-            await backend.set("s", f"k{i}", str(i), CTX)
+            await backend.set(StateWrite("s", f"k{i}", str(i), CTX))
             await backend.set_many([StateWrite("t", f"k{i}", str(i), CTX)])
             assert await backend.get("s", f"k{i}") == str(i)
 
@@ -516,7 +532,7 @@ async def test_memory_database_is_shared_by_concurrent_tasks() -> None:
         exported = 0
         async for entry in backend.iter_entries():
             exported += 1
-            await backend.set("u", entry.state_key, "0", CTX)
+            await backend.set(StateWrite("u", entry.state_key, "0", CTX))
         assert exported == 100
     finally:
         await backend.aclose()
@@ -581,16 +597,20 @@ def test_postgres_options_and_password_masking() -> None:
         ("not a url", {}),
     ],
 )
-def test_bad_url_or_option_is_a_configuration_error(url: str, options: dict[str, Any]) -> None:
+def test_bad_url_or_option_is_a_configuration_error(
+    url: str, options: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # where a relative SQLite path would be created
     with pytest.raises(ConfigurationError):
         SQLBackend.from_url(url, **options)
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.sqlite
 async def test_host_owned_engine_is_not_disposed(tmp_path: Path) -> None:
     engine = create_async_engine(sqlite_url(tmp_path))
     backend = SQLBackend(engine, table_name="host_state")
-    await backend.set("s", "k", "1", CTX)
+    await backend.set(StateWrite("s", "k", "1", CTX))
     await backend.aclose()
     await backend.aclose()  # idempotent
     with pytest.raises(StoreClosedError):
@@ -646,18 +666,22 @@ async def test_existing_table_is_used_after_the_documented_migration(
     with pytest.raises(ConfigurationError, match="missing unique"):
         await existing.get("s", "old")  # statements that cannot run are never tried
     # What `statekit init` runs: every change the documented migration makes.
+    scopes = (
+        f"{backend.table.schema}.agent_runner_state_scopes" if pg else "agent_runner_state_scopes"
+    )
     changes = await existing.upgrade_schema()
     assert changes == [
         "add the version column (existing entries start at version 1)",
         "add the unique (scope_key, state_key)",
         *(["make scope_key VARCHAR(512)", 'make state_key VARCHAR(255) COLLATE "C"'] if pg else []),
+        f"create the scopes table {scopes} (expiry; no scope has a deadline yet)",
     ]
     info = await existing.describe()
     assert (info.layout, info.warnings) == ("ok", ())
     assert await existing.upgrade_schema() == []  # nothing left to do
     assert await existing.get_versioned("s", "old") == ('"v"', 1)
-    assert await existing.set("s", "old", '"w"', CTX) == 2
-    assert await existing.set("s", "new", '"n"', CTX) == 1
+    assert await existing.set(StateWrite("s", "old", '"w"', CTX)) == 2
+    assert await existing.set(StateWrite("s", "new", '"n"', CTX)) == 1
     entries = {e.state_key: e async for e in existing.iter_entries()}
     assert entries["old"].created_at.year == 2024
     assert entries["old"].context.runner_id == "r"  # the context of creation is kept
@@ -668,7 +692,7 @@ async def test_existing_table_is_used_after_the_documented_migration(
 async def test_host_engine_handed_over_with_owns_client_is_disposed(tmp_path: Path) -> None:
     engine = create_async_engine(sqlite_url(tmp_path))
     backend = SQLBackend(engine, owns_client=True)
-    await backend.set("s", "k", "1", CTX)
+    await backend.set(StateWrite("s", "k", "1", CTX))
     assert engine.pool.checkedin() == 1  # type: ignore[attr-defined]
     await backend.aclose()
     assert engine.pool.checkedin() == 0  # type: ignore[attr-defined]

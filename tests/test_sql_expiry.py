@@ -6,17 +6,15 @@ a private schema of the real PostgreSQL server, on a fake clock where time matte
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
 from sqlalchemy import MetaData, inspect
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlsupport import execute, original_table, postgres_url
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlsupport import DIALECTS, Place, execute, original_table, place_of
 from test_cli_schema import statekit_cmd
 
 from benchmarks.sql_expiry import fill_expired, sweep_under_writers
@@ -30,47 +28,10 @@ CTX = ScopeContext("runner-1", "binding-1", "conversation")
 HOUR = 3600.0
 
 
-@dataclass
-class Place:
-    """Where a test's tables go: a SQLite file or a private PostgreSQL schema."""
-
-    url: str
-    schema: str | None
-    engines: list[AsyncEngine] = field(default_factory=list)
-
-    @property
-    def postgres(self) -> bool:
-        return self.schema is not None
-
-    def engine(self) -> AsyncEngine:
-        engine = create_async_engine(self.url)
-        self.engines.append(engine)
-        return engine
-
-    def backend(self, **options: Any) -> SQLBackend:
-        return SQLBackend(self.engine(), schema=self.schema, **options)
-
-    def name(self, table: str) -> str:
-        return table if self.schema is None else f'"{self.schema}".{table}'
-
-
-@pytest_asyncio.fixture(
-    params=[
-        pytest.param("sqlite", marks=pytest.mark.sqlite),
-        pytest.param("postgres", marks=pytest.mark.postgres),
-    ]
-)
+@pytest_asyncio.fixture(params=DIALECTS)
 async def place(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Place]:
-    if request.param == "sqlite":
-        place = Place(f"sqlite+aiosqlite:///{tmp_path / 'state.db'}", None)
-    else:
-        place = Place(postgres_url(), f"statekit_test_{uuid.uuid4().hex[:8]}")
-        await execute(place.url, f'CREATE SCHEMA "{place.schema}"')
-    yield place
-    for engine in place.engines:
-        await engine.dispose()
-    if place.schema is not None:
-        await execute(place.url, f'DROP SCHEMA IF EXISTS "{place.schema}" CASCADE')
+    async with place_of(request.param, tmp_path, "state.db") as place:
+        yield place
 
 
 def faked(backend: SQLBackend) -> FakeClock:
@@ -125,7 +86,7 @@ async def _without_scopes(place: Place) -> SQLBackend:
     """statekit's table with an entry, whose scopes table has been dropped; a backend over
     it that creates nothing."""
     first = place.backend()
-    await first.set("s", "old", '"v"', CTX)
+    await first.set(StateWrite("s", "old", '"v"', CTX))
     await execute(place.url, f"DROP TABLE {place.name('statekit_state_scopes')}")
     return place.backend(create_schema=False)
 
@@ -138,11 +99,11 @@ async def test_a_table_without_scopes_table_is_served_without_expiry(place: Plac
     assert info.warnings == (no_scopes_table(scopes),)
     assert backend.capabilities == frozenset({Capability.VERSIONS})
     with pytest.raises(UnsupportedCapabilityError, match="scopes table"):
-        await backend.set("s", "k", "1", CTX, ttl=HOUR)
+        await backend.set(StateWrite("s", "k", "1", CTX, ttl=HOUR))
     with pytest.raises(UnsupportedCapabilityError, match="scopes table"):
         await backend.set_many([StateWrite("s", "k", "1", CTX, ttl=HOUR)])
     assert await backend.get("s", "k") is None  # nothing was written
-    assert await backend.set("s", "k", "1", CTX) == 1
+    assert await backend.set(StateWrite("s", "k", "1", CTX)) == 1
     assert await backend.read_scopes(["s"]) == {"s": {"old": '"v"', "k": "1"}}
     assert await backend.scope_deadline("s") is None
     assert [e.expires_at async for e in backend.iter_entries()] == [None, None]
@@ -156,7 +117,7 @@ async def test_upgrade_schema_adds_the_scopes_table(place: Place) -> None:
     assert Capability.EXPIRY in backend.capabilities
     assert (await backend.describe()).warnings == ()
     clock = faked(backend)
-    await backend.set("s", "k", "1", CTX, ttl=10)
+    await backend.set(StateWrite("s", "k", "1", CTX, ttl=10))
     assert await backend.read_scopes(["s"]) == {"s": {"old": '"v"', "k": "1"}}
     clock.advance(10)
     assert await backend.read_scopes(["s"]) == {"s": {}}
@@ -190,7 +151,7 @@ async def test_the_original_table_expires_after_statekit_init(place: Place) -> N
     backend = SQLBackend(
         engine, table_name="agent_runner_state", schema=place.schema, create_schema=False
     )
-    await backend.set("kept", "k", "1", CTX)  # a scope written before expiry existed
+    await backend.set(StateWrite("kept", "k", "1", CTX))  # a scope written before expiry existed
     assert Capability.EXPIRY not in backend.capabilities
     await backend.upgrade_schema()
     assert backend.capabilities == frozenset({Capability.VERSIONS, Capability.EXPIRY})
@@ -202,8 +163,8 @@ async def test_the_original_table_expires_after_statekit_init(place: Place) -> N
         found = await conn.run_sync(columns)
     assert found == [c.name for c in original_table(MetaData()).columns] + ["version"]
     clock = faked(backend)
-    assert await backend.set("s", "a", "1", CTX, ttl=10) == 1
-    assert await backend.set("s", "b", "2", CTX) == 1
+    assert await backend.set(StateWrite("s", "a", "1", CTX, ttl=10)) == 1
+    assert await backend.set(StateWrite("s", "b", "2", CTX)) == 1
     clock.advance(9.999)
     assert await backend.read_scopes(["s", "kept"]) == {
         "s": {"a": "1", "b": "2"},
@@ -211,7 +172,7 @@ async def test_the_original_table_expires_after_statekit_init(place: Place) -> N
     }
     clock.advance(0.001)
     assert await backend.read_scopes(["s", "kept"]) == {"s": {}, "kept": {"k": "1"}}
-    assert await backend.set("s", "a", "3", CTX, expected_version=0) == 1  # a new scope
+    assert await backend.set(StateWrite("s", "a", "3", CTX), 0) == 1  # a new scope
     assert await backend.read_scopes(["s"]) == {"s": {"a": "3"}}
     assert await backend.scope_deadline("s") is None
 
@@ -234,7 +195,7 @@ async def test_writers_racing_into_an_expired_scope_never_bring_an_old_entry_bac
             calls.append(backend.set_many([StateWrite("s", f"new{i}", str(i), CTX, ttl=ttl)]))
         else:
             expected = 0 if i % 5 == 0 else None
-            calls.append(backend.set("s", f"new{i}", str(i), CTX, expected, ttl))
+            calls.append(backend.set(StateWrite("s", f"new{i}", str(i), CTX, ttl=ttl), expected))
     calls.append(backend.sweep_expired(batch_size=3))
     await asyncio.gather(*calls)
     stored = await backend.read_scopes(["s"])
@@ -261,7 +222,7 @@ async def test_the_sweep_reclaims_expired_rows_and_no_live_one_under_16_writers(
     # wait in order rather than in SQLite's busy handler, whose backoff alone makes some
     # writes wait over a second with 8 connections, sweep or not.
     backend = place.backend(pool_size=8 if place.postgres else 1)
-    await backend.set("forever", "k", "1", CTX)
+    await backend.set(StateWrite("forever", "k", "1", CTX))
     await fill_expired(backend, SWEPT_ENTRIES)
     run = await sweep_under_writers(backend, WRITERS)
     summary_line(

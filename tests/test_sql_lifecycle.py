@@ -23,10 +23,10 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import QueuePool
-from sqlsupport import postgres_url, private_schema
+from sqlsupport import postgres_url, private_schema, until_lock_waits
 
 from statekit.backends.base import ScopeContext, StateWrite
-from statekit.backends.sql import SQLBackend
+from statekit.backends.sql import SQLBackend, postgres_connect
 from statekit.errors import StateBackendError, StoreClosedError
 
 CTX = ScopeContext("runner-1", "binding-1", "runner")
@@ -100,7 +100,9 @@ def test_a_backend_serves_one_asyncio_run_after_another(make_backend: Factory) -
 
     async def round_trip(n: int) -> list[str | None]:
         # Concurrent calls, so that several pooled connections of the loop are used.
-        await asyncio.gather(*(backend.set("s", f"k{i}", str(n), CTX) for i in range(8)))
+        await asyncio.gather(
+            *(backend.set(StateWrite("s", f"k{i}", str(n), CTX)) for i in range(8))
+        )
         return await asyncio.gather(*(backend.get("s", f"k{i}") for i in range(8)))
 
     for n in range(4):
@@ -133,7 +135,7 @@ def test_a_loop_closed_by_hand_leaves_the_backend_working(pg_schema: str) -> Non
     for n in range(3):
         loop = asyncio.new_event_loop()
         try:  # no shutdown_asyncgens(): the connections cannot be closed on their loop
-            loop.run_until_complete(backend.set("s", "k", str(n), CTX))
+            loop.run_until_complete(backend.set(StateWrite("s", "k", str(n), CTX)))
             assert loop.run_until_complete(backend.get("s", "k")) == str(n)
         finally:
             loop.close()
@@ -147,7 +149,9 @@ def test_two_loops_running_at_once_are_refused_by_name(tmp_path: Path) -> None:
     thread = threading.Thread(target=other.run_forever)
     thread.start()
     try:
-        asyncio.run_coroutine_threadsafe(backend.set("s", "k", "1", CTX), other).result(10)
+        asyncio.run_coroutine_threadsafe(backend.set(StateWrite("s", "k", "1", CTX)), other).result(
+            10
+        )
         with pytest.raises(StateBackendError, match="another running event loop"):
             asyncio.run(backend.get("s", "k"))
     finally:
@@ -171,8 +175,8 @@ CALLS: dict[str, Callable[[SQLBackend], Coroutine[Any, Any, Any]]] = {
     "read_scopes": lambda b: b.read_scopes(["s"]),
     "list_keys": lambda b: b.list_keys("s", "", 10, None),
     "iter_entries": _export,
-    "set": lambda b: b.set("s", "k", "2", CTX),
-    "set_versioned": lambda b: b.set("s", "k", "2", CTX, expected_version=1),
+    "set": lambda b: b.set(StateWrite("s", "k", "2", CTX)),
+    "set_versioned": lambda b: b.set(StateWrite("s", "k", "2", CTX), 1),
     "set_many": lambda b: b.set_many([StateWrite("s", "k", "2", CTX)]),
     "delete": lambda b: b.delete("s", "k"),
     "clear": lambda b: b.clear(),
@@ -187,7 +191,7 @@ async def test_every_method_after_aclose_raises_store_closed(
     make_backend: Factory, method: str
 ) -> None:
     backend = make_backend()
-    await backend.set("s", "k", "1", CTX)
+    await backend.set(StateWrite("s", "k", "1", CTX))
     await backend.aclose()
     with pytest.raises(StoreClosedError):
         await CALLS[method](backend)
@@ -199,9 +203,11 @@ async def test_aclose_during_calls_ends_each_with_its_result_or_store_closed(
     make_backend: Factory, application_name: str
 ) -> None:
     backend = make_backend(pool_size=2)
-    await backend.set("s", "k", "1", CTX)
+    await backend.set(StateWrite("s", "k", "1", CTX))
     calls = [
-        asyncio.ensure_future(backend.get("s", "k") if i % 2 else backend.set("s", "k", "1", CTX))
+        asyncio.ensure_future(
+            backend.get("s", "k") if i % 2 else backend.set(StateWrite("s", "k", "1", CTX))
+        )
         for i in range(40)
     ]
     await asyncio.sleep(0)  # two calls hold the connections, the rest wait for them
@@ -241,10 +247,14 @@ async def test_aclose_during_an_export_ends_it_with_store_closed(make_backend: F
 async def _cancel_twice_mid_flight(backend: SQLBackend, calls: int) -> int:
     """Run ``calls`` calls, each cancelled twice at random points; how many were cancelled."""
     random.seed(11)
-    await backend.set("s", "k", "0", CTX)
+    await backend.set(StateWrite("s", "k", "0", CTX))
     cancelled = 0
     for i in range(calls):
-        call = backend.set("s", f"k{i % 50}", str(i), CTX) if i % 2 else backend.get("s", "k")
+        call = (
+            backend.set(StateWrite("s", f"k{i % 50}", str(i), CTX))
+            if i % 2
+            else backend.get("s", "k")
+        )
         task = asyncio.ensure_future(call)
         for _ in range(random.randint(1, 4)):
             await asyncio.sleep(0)
@@ -293,3 +303,82 @@ def test_calls_cancelled_twice_mid_flight_leave_nothing_behind(make_backend: Fac
     assert reports == []  # e.g. "Task was destroyed but it is pending!"
     assert [str(w.message) for w in caught] == []
     assert threads_settle_at(threads)
+
+
+@pytest.mark.postgres
+async def test_a_cancelled_statement_frees_its_place_once_the_server_ended_its_connection(
+    pg_schema: str, application_name: str
+) -> None:
+    """A statement cancelled while it waits for a row lock: its connection is closed, and
+    the next call gets the pool's only place once the server has ended that connection,
+    so the server never holds more of the backend's connections than the pool's size.
+    (Dropped on the client's side only, the server's session would wait for the lock on,
+    next to the next call's.)"""
+    backend = SQLBackend.from_url(
+        postgres_url(),
+        schema=pg_schema,
+        application_name=application_name,
+        pool_size=1,
+        max_overflow=0,
+        timeout=30,
+    )
+    locker = create_async_engine(postgres_url())
+    try:
+        await backend.set(StateWrite("s", "locked", "1", CTX))
+        async with locker.connect() as conn:
+            await conn.execute(
+                text(
+                    f"SELECT 1 FROM {backend.table_fullname} WHERE state_key = 'locked' FOR UPDATE"
+                )
+            )
+            blocked = asyncio.ensure_future(backend.set(StateWrite("s", "locked", "2", CTX)))
+            await until_lock_waits(application_name, waiting=True)
+            blocked.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await blocked
+            assert await backend.get("s", "other") is None  # the lock is still held
+            assert await server_connections(application_name) == 1
+            await conn.rollback()
+        assert await backend.get("s", "locked") == "1"  # the cancelled write never landed
+    finally:
+        await backend.clear()
+        await backend.aclose()
+        await locker.dispose()
+
+
+class _HeldConnect:
+    """asyncpg's ``connect`` as a test holds it: the attempt ends when ``done`` is set."""
+
+    def __init__(self) -> None:
+        self.done = asyncio.Event()
+        self.closed = False
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> _HeldConnect:
+        await self.done.wait()
+        return self
+
+    async def close(self, timeout: float | None = None) -> None:
+        self.closed = True
+
+
+async def test_a_connect_cancelled_twice_ends_and_closes_before_the_cancellation_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The pool frees a connection's place when the attempt to open it fails: a cancelled
+    caller's attempt runs to its end and its connection is closed first."""
+    asyncpg = pytest.importorskip("asyncpg")
+    held = _HeldConnect()
+    monkeypatch.setattr(asyncpg, "connect", held)
+    caller = asyncio.ensure_future(postgres_connect.connect(timeout=5))
+    await asyncio.sleep(0)
+    caller.cancel()
+    await asyncio.sleep(0)
+    caller.cancel()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not caller.done()  # held back while the attempt is under way
+    held.done.set()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert held.closed
+    assert await postgres_connect.connect(timeout=5) is held  # not cancelled: the connection

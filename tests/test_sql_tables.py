@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -14,10 +13,10 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import MetaData, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlsupport import DIALECTS, execute, original_table, tables_place
+from sqlsupport import DIALECTS, Place, execute, original_table, place_of
 
 from statekit import StateStore
-from statekit.backends.base import Capability, ScopeContext
+from statekit.backends.base import Capability, ScopeContext, StateWrite
 from statekit.backends.sql import SQLBackend, state_table
 from statekit.backends.sql.layout import NO_VERSION_COLUMN
 from statekit.errors import ConfigurationError, UnsupportedCapabilityError
@@ -27,34 +26,10 @@ CTX = ScopeContext("runner-1", "binding-1", "conversation", bot_id="bot-1")
 PG_URL = "postgresql+asyncpg://u@localhost/db"  # for checks made before any I/O
 
 
-@dataclass
-class Place:
-    """Where a test's tables go: a SQLite file or a private PostgreSQL schema."""
-
-    url: str
-    schema: str | None
-    engines: list[AsyncEngine] = field(default_factory=list)
-
-    @property
-    def postgres(self) -> bool:
-        return self.schema is not None
-
-    def engine(self, **connect_args: Any) -> AsyncEngine:
-        engine = create_async_engine(self.url, connect_args=connect_args)
-        self.engines.append(engine)
-        return engine
-
-    def backend(self, engine: AsyncEngine, **options: Any) -> SQLBackend:
-        return SQLBackend(engine, schema=self.schema, **options)
-
-
 @pytest_asyncio.fixture(params=DIALECTS)
 async def place(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Place]:
-    async with tables_place(request.param, tmp_path) as (url, schema):
-        place = Place(url, schema)
+    async with place_of(request.param, tmp_path) as place:
         yield place
-        for engine in place.engines:
-            await engine.dispose()
 
 
 async def original(place: Place, **connect_args: Any) -> tuple[AsyncEngine, SQLBackend]:
@@ -84,7 +59,7 @@ async def test_a_table_differing_only_by_case_cannot_reach_another_store(tmp_pat
     url = f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}"
     victim = SQLBackend.from_url(url, table_name="victim")
     try:
-        await victim.set("s", "k", '"mine"', CTX)
+        await victim.set(StateWrite("s", "k", '"mine"', CTX))
         with pytest.raises(ConfigurationError):
             SQLBackend.from_url(url, table_name="Victim")
         assert await victim.get("s", "k") == '"mine"'
@@ -132,7 +107,7 @@ def test_a_name_whose_derived_names_exceed_63_characters_is_refused_at_construct
 @pytest.mark.parametrize("place", ["postgres"], indirect=True)
 async def test_the_longest_accepted_table_name_is_created_and_used(place: Place) -> None:
     backend = place.backend(place.engine(), table_name="t" * 40)
-    assert await backend.set("s", "k", '"v"', CTX) == 1
+    assert await backend.set(StateWrite("s", "k", '"v"', CTX)) == 1
     assert await backend.get("s", "k") == '"v"'
     assert (await backend.describe()).layout == "ok"
 
@@ -155,7 +130,7 @@ async def test_postgres_statements_name_the_schema_whatever_the_search_path(
     engine = place.engine(server_settings={"search_path": place.schema})
     backend = SQLBackend(engine, table_name=name)
     try:
-        await backend.set("s", "k", '"v"', CTX)
+        await backend.set(StateWrite("s", "k", '"v"', CTX))
         async with place.engine().connect() as conn:
             query = "SELECT count(*) FROM {}.{}"
             assert (await conn.execute(text(query.format("public", name)))).scalar_one() == 1
@@ -196,7 +171,7 @@ async def test_a_versioned_first_call_on_a_table_without_versions_is_a_capabilit
     with pytest.raises(UnsupportedCapabilityError, match="no version column"):
         await backend.get_versioned("sk", "k")
     with pytest.raises(UnsupportedCapabilityError, match="no version column"):
-        await backend.set("sk", "k", "1", CTX, expected_version=0)
+        await backend.set(StateWrite("sk", "k", "1", CTX), 0)
     assert await backend.get("sk", "k") is None  # nothing was written
 
 
@@ -220,29 +195,29 @@ async def _null_row(engine: AsyncEngine, place: Place, scope_key: str, state_key
 async def test_a_null_value_json_reads_as_absent(place: Place) -> None:
     engine, backend = await original(place)
     await _null_row(engine, place, "sk", "gone")
-    await backend.set("sk", "kept", '"v"', CTX)
+    await backend.set(StateWrite("sk", "kept", '"v"', CTX))
     assert await backend.get("sk", "gone") is None
     assert await backend.read_scopes(["sk"]) == {"sk": {"kept": '"v"'}}
     assert await backend.list_keys("sk", "", 10, None) == (["kept"], False)
     assert await backend.list_keys("sk", "g", 10, None) == ([], False)
     assert [e.state_key async for e in backend.iter_entries()] == ["kept"]
     assert await backend.delete("sk", "gone") is False  # absent: nothing to delete
-    assert await backend.set("sk", "gone", '"back"', CTX) == 0
+    assert await backend.set(StateWrite("sk", "gone", '"back"', CTX)) == 0
     assert await backend.get("sk", "gone") == '"back"'
 
 
 async def test_upgrade_schema_gives_the_original_table_versions(place: Place) -> None:
     engine, backend = await original(place)
-    await backend.set("sk", "old", '"v"', CTX)
+    await backend.set(StateWrite("sk", "old", '"v"', CTX))
     await _null_row(engine, place, "sk", "gone")
     changes = await backend.upgrade_schema()
     assert changes[0].startswith("add the version column")
     assert Capability.VERSIONS in backend.capabilities
     assert await backend.get_versioned("sk", "old") == ('"v"', 1)
-    assert await backend.set("sk", "old", '"w"', CTX, expected_version=1) == 2
+    assert await backend.set(StateWrite("sk", "old", '"w"', CTX), 1) == 2
     # A NULL row is absent for versions too: a write expecting "absent" takes its place.
     assert await backend.get_versioned("sk", "gone") == (None, 0)
-    assert await backend.set("sk", "gone", '"n"', CTX, expected_version=0) >= 1
+    assert await backend.set(StateWrite("sk", "gone", '"n"', CTX), 0) >= 1
     assert await backend.get("sk", "gone") == '"n"'
     info = await backend.describe()
     assert (info.layout, info.warnings) == ("ok", ())
@@ -260,7 +235,7 @@ async def test_a_narrow_scope_key_column_is_reported_and_widened(place: Place) -
     assert "scope_key holds fewer than the 512" in (await backend.describe()).layout
     assert await backend.upgrade_schema() == ["make scope_key VARCHAR(512)"]
     long_key = "s" * MAX_SCOPE_KEY_LENGTH
-    assert await backend.set(long_key, "k", "1", CTX) == 1
+    assert await backend.set(StateWrite(long_key, "k", "1", CTX)) == 1
     assert (await backend.describe()).layout == "ok"
 
 
@@ -281,7 +256,7 @@ async def test_timestamps_are_utc_whatever_the_session_time_zone(
         backend = place.backend(engine)
         table = state_table(MetaData(), schema=place.schema)
     before = datetime.now(timezone.utc)
-    await backend.set("sk", "k", "1", CTX)
+    await backend.set(StateWrite("sk", "k", "1", CTX))
     after = datetime.now(timezone.utc)
     async with place.engine().connect() as conn:  # a UTC session
         stored = (await conn.execute(select(table.c.created_at))).scalar_one()

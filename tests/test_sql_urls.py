@@ -4,6 +4,7 @@ never shows the password)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,11 +13,13 @@ import pytest
 from sqlalchemy.engine import make_url
 from sqlsupport import postgres_url
 
+from statekit.backends.base import ScopeContext, StateWrite
 from statekit.backends.sql import SQLBackend
 from statekit.backends.sql.urlparams import driver_arguments, server_settings
-from statekit.errors import BackendUnavailableError, ConfigurationError
+from statekit.errors import BackendUnavailableError, ConfigurationError, StateBackendError
 
 PG = "postgresql+asyncpg://alice:s3cret@db.example:5432/app"
+CTX = ScopeContext("runner-1", "binding-1", "runner")
 
 
 @pytest.mark.parametrize(
@@ -34,18 +37,25 @@ PG = "postgresql+asyncpg://alice:s3cret@db.example:5432/app"
         ("sqlite+aiosqlite:///x.db?timout=2", "did you mean 'timeout'?"),
         ("sqlite+aiosqlite:///x.db?mode=ro", "add uri=true"),
         ("sqlite+aiosqlite:///x.db?isolation_level=SERIALIZABLE", "autocommit"),
+        ("sqlite+aiosqlite:///x.db?uri=true&mode=ro", "write it as file:PATH"),
+        ("sqlite+aiosqlite:///:memory:?uri=true&cache=shared", "write it as file:PATH"),
+        ("sqlite+aiosqlite:///file:x.db", "needs uri=true"),
         # A malformed URL.
         ("postgresql+asyncpg://alice:s3cret@db.example:notaport/app", "port is not a number"),
         ("sqlite+aiosqlite://./x.db", "a SQLite URL has no host"),
         ("sqlite://host/x.db", "three slashes"),
     ],
 )
-def test_a_bad_url_says_what_is_wrong_without_the_password(url: str, message: str) -> None:
+def test_a_bad_url_says_what_is_wrong_without_the_password(
+    url: str, message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # where a relative SQLite path would be created
     with pytest.raises(ConfigurationError) as refused:
         SQLBackend.from_url(url)
     assert message in str(refused.value)
     assert "s3" not in str(refused.value)
     assert "cret" not in str(refused.value)
+    assert list(tmp_path.iterdir()) == []  # refused: nothing written
 
 
 def test_libpq_parameters_become_asyncpg_arguments() -> None:
@@ -64,12 +74,32 @@ def test_libpq_parameters_become_asyncpg_arguments() -> None:
 
 
 def test_sqlite_uri_parameters_are_kept_with_uri_true(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'x.db'}?uri=true&mode=rwc&cache=private"
+    url = f"sqlite+aiosqlite:///file:{tmp_path / 'x.db'}?uri=true&mode=rwc&cache=private"
     assert SQLBackend.from_url(url).engine.url.query == {
         "uri": "true",
         "mode": "rwc",
         "cache": "private",
     }
+
+
+@pytest.mark.sqlite
+async def test_sqlite_uri_parameters_reach_sqlite(tmp_path: Path) -> None:
+    """``mode=ro`` is read-only, and the file is the path's, not one named after the
+    whole URI (``x.db?mode=ro``, what sqlite3 makes of a path that is not ``file:``)."""
+    url = f"sqlite+aiosqlite:///file:{tmp_path / 'x.db'}?uri=true"
+    writer = SQLBackend.from_url(url + "&mode=rwc")
+    try:
+        await writer.set(StateWrite("s", "k", "1", CTX))
+    finally:
+        await writer.aclose()
+    reader = SQLBackend.from_url(url + "&mode=ro")
+    try:
+        assert await reader.get("s", "k") == "1"
+        with pytest.raises(StateBackendError, match="readonly"):
+            await reader.set(StateWrite("s", "k", "2", CTX))
+    finally:
+        await reader.aclose()
+    assert set(os.listdir(tmp_path)) <= {"x.db", "x.db-wal", "x.db-shm"}
 
 
 @pytest.mark.parametrize(

@@ -136,7 +136,9 @@ async def test_invalid_json_stored_outside_statekit_is_skipped_with_a_warning(
         ident.event, ident.binding, ident.descriptor, "actor", "ok", 1
     )
     await backend.set(
-        ident.scope_key("actor"), "bad", "{not json", statekit.ScopeContext("r", "b", "actor")
+        StateWrite(
+            ident.scope_key("actor"), "bad", "{not json", statekit.ScopeContext("r", "b", "actor")
+        )
     )
     with caplog.at_level(logging.WARNING, logger="statekit"):
         snapshot = await store.build_snapshot_from_event(
@@ -218,8 +220,8 @@ async def test_read_scope_skips_undecodable_values_with_a_warning(
 ) -> None:
     backend = MemoryBackend()
     context = statekit.ScopeContext("r", "b", "runner")
-    await backend.set("runner:v2:x", "bad", "{not json", context)
-    await backend.set("runner:v2:x", "good", "[1]", context)
+    await backend.set(StateWrite("runner:v2:x", "bad", "{not json", context))
+    await backend.set(StateWrite("runner:v2:x", "good", "[1]", context))
     with caplog.at_level(logging.WARNING, logger="statekit"):
         assert await StateStore(backend).read_scope("runner:v2:x") == {"good": [1]}
     assert any("skipped 'bad' in runner:v2:x" in r.getMessage() for r in caplog.records)
@@ -317,7 +319,9 @@ async def test_count_entries_counts_every_stored_entry_100_scopes_per_read() -> 
     backend = _CountingReads()
     store = StateStore(backend)
     context = statekit.ScopeContext("r", "b", "runner")
-    await backend.set("runner:v2:s0", "bad", "{not json", context)  # counted all the same
+    await backend.set(
+        StateWrite("runner:v2:s0", "bad", "{not json", context)
+    )  # counted all the same
     await store.import_entries(
         _entry(f"runner:v2:s{i}", f"k{j}") for i in range(150) for j in range(i % 3)
     )

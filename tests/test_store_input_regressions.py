@@ -14,6 +14,7 @@ from services import open_target
 
 from benchmarks.matrix import MEMORY, POSTGRES, REDIS, SQLITE
 from statekit import MAX_VALUE_DEPTH, MAX_VALUE_JSON_BYTES, MemoryBackend, ScopeContext, StateStore
+from statekit.backends.base import StateWrite
 from statekit.testing import Identity, new_identity
 
 
@@ -119,8 +120,8 @@ async def test_stored_json_too_deep_to_decode_is_skipped_not_raised(store: State
     ident = new_identity()
     deep = "[" * 5000 + "]" * 5000
     context = ScopeContext("r", "b", "conversation")
-    await store.backend.set(ident.scope_key(), "deep", deep, context)
-    await store.backend.set(ident.scope_key(), "ok", json.dumps(1), context)
+    await store.backend.set(StateWrite(ident.scope_key(), "deep", deep, context))
+    await store.backend.set(StateWrite(ident.scope_key(), "ok", json.dumps(1), context))
     assert await store.state_get(ident.scope_key(), "deep") is None
     snapshot = await store.build_snapshot_from_event(ident.event, ident.binding, ident.descriptor)
     assert snapshot["conversation"] == {

@@ -137,7 +137,7 @@ class BackendInfo:
 
 @dataclass(frozen=True, slots=True)
 class StateWrite:
-    """One upsert, as handed to :meth:`StateBackend.set_many`.
+    """One upsert, as handed to :meth:`StateBackend.set` and :meth:`StateBackend.set_many`.
 
     ``ttl`` is only set for backends declaring :attr:`Capability.EXPIRY` (see
     :meth:`ExpiringBackend.set`): seconds from now to the scope's new deadline,
@@ -201,14 +201,7 @@ class StateBackend(Protocol):
         """
         ...
 
-    async def set(
-        self,
-        scope_key: str,
-        state_key: str,
-        value_json: str,
-        context: ScopeContext,
-        expected_version: int | None = None,
-    ) -> int:
+    async def set(self, write: StateWrite, expected_version: int | None = None) -> int:
         """Atomically insert or update one entry and return its new version.
 
         Concurrent first writes of one key all succeed and one of them wins. An update
@@ -274,7 +267,7 @@ class ExpiringBackend(StateBackend, Protocol):
     A scope has at most one deadline, shared by all its entries. The store passes ``ttl``
     (seconds, > 0) only to such a backend, on these calls:
 
-    * ``set(..., ttl=)`` and :attr:`StateWrite.ttl` in ``set_many``: an accepted write
+    * :attr:`StateWrite.ttl` in ``set`` and ``set_many``: an accepted write
       moves its scope's deadline to now + ``ttl`` (:data:`NEVER`: removes it; ``None``:
       leaves it as it is), atomically with the write (a crash never leaves a scope half
       expiring). A rejected write (version conflict) moves nothing.
@@ -296,16 +289,9 @@ class ExpiringBackend(StateBackend, Protocol):
     keeps its own clock (Redis) has no ``clock``; the suite then uses real time.
     """
 
-    async def set(
-        self,
-        scope_key: str,
-        state_key: str,
-        value_json: str,
-        context: ScopeContext,
-        expected_version: int | None = None,
-        ttl: float | None = None,
-    ) -> int:
-        """As :meth:`StateBackend.set`, moving the scope's deadline as described above."""
+    async def set(self, write: StateWrite, expected_version: int | None = None) -> int:
+        """As :meth:`StateBackend.set`, moving the scope's deadline by ``write.ttl`` as
+        described above."""
         ...
 
     async def get(self, scope_key: str, state_key: str, ttl: float | None = None) -> str | None:

@@ -19,7 +19,6 @@ from typing import Any, ClassVar
 from statekit.backends.base import (
     BackendInfo,
     Capability,
-    ScopeContext,
     StateEntry,
     StateWrite,
     SweepResult,
@@ -111,15 +110,8 @@ class MemoryBackend:
             for scope_key in scope_keys
         }
 
-    async def set(
-        self,
-        scope_key: str,
-        state_key: str,
-        value_json: str,
-        context: ScopeContext,
-        expected_version: int | None = None,
-        ttl: float | None = None,
-    ) -> int:
+    async def set(self, write: StateWrite, expected_version: int | None = None) -> int:
+        scope_key, state_key = write.scope_key, write.state_key
         now = self.clock()
         self._live(scope_key, now)  # an expired scope is dropped: the write starts anew
         entries = self._scopes.setdefault(scope_key, {})
@@ -132,21 +124,21 @@ class MemoryBackend:
                 raise VersionConflictError(scope_key, state_key, expected_version, actual)
         stamp = datetime.fromtimestamp(now, timezone.utc)
         if current is None:
-            entry = StateEntry(scope_key, state_key, value_json, context, stamp, stamp, 1)
+            entry = StateEntry(
+                scope_key, state_key, write.value_json, write.context, stamp, stamp, 1
+            )
         else:
             entry = replace(
-                current, value_json=value_json, updated_at=stamp, version=current.version + 1
+                current, value_json=write.value_json, updated_at=stamp, version=current.version + 1
             )
         entries[state_key] = entry
-        self._move_deadline(scope_key, now, ttl)
+        self._move_deadline(scope_key, now, write.ttl)
         return entry.version
 
     async def set_many(self, writes: Sequence[StateWrite]) -> None:
         _ = self._scopes  # refused once closed, even with nothing to write
         for write in writes:
-            await self.set(
-                write.scope_key, write.state_key, write.value_json, write.context, ttl=write.ttl
-            )
+            await self.set(write)
 
     async def delete(self, scope_key: str, state_key: str) -> bool:
         entries = self._live(scope_key, self.clock())

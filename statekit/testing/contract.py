@@ -295,7 +295,7 @@ class StateBackendContract(
         ``StoreClosedError`` pass (this test writes nothing that outlives it)."""
         scope_key = ident.scope_key()
         context = ScopeContext("runner", "binding", "runner")
-        await backend.set(scope_key, "k", "1", context)  # connections are open now
+        await backend.set(StateWrite(scope_key, "k", "1", context))  # connections are open now
         assert await backend.delete(scope_key, "k") is True
         await backend.aclose()
         await backend.aclose()
@@ -307,7 +307,7 @@ class StateBackendContract(
         calls: dict[str, Callable[[], Awaitable[Any]]] = {
             "get": lambda: backend.get(scope_key, "k"),
             "read_scopes": lambda: backend.read_scopes([scope_key]),
-            "set": lambda: backend.set(scope_key, "k", "2", context),
+            "set": lambda: backend.set(StateWrite(scope_key, "k", "2", context)),
             "set_many": lambda: backend.set_many([StateWrite(scope_key, "k", "3", context)]),
             "delete": lambda: backend.delete(scope_key, "k"),
             "list_keys": lambda: backend.list_keys(scope_key, "", 10, None),

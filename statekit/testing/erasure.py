@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from statekit.backends.base import Capability, StateBackend
+from statekit.backends.base import Capability, StateBackend, StateWrite
 from statekit.backends.identity import FILTER_FIELDS, IDENTITY_FIELDS, ErasingBackend
 from statekit.backends.identity import IdentityFilter as Filter
 from statekit.scope import VALID_STATE_SCOPES
@@ -127,7 +127,7 @@ class ErasureContract(ErasureRaceContract):
         for place in world:
             own = {n: fields[n] for n in IDENTITY_FIELDS[place.scope]}
             context = Place.of(place.scope, {**later, **own}).context
-            await erasing.set(place.key, "later", "1", context)
+            await erasing.set(StateWrite(place.key, "later", "1", context))
         erased = await check_find_and_erase(erasing, Filter({name: fields[name]}), world)
         assert {p.scope for p in world if p.key in erased} == {
             scope for scope in VALID_STATE_SCOPES if name in IDENTITY_FIELDS[scope]

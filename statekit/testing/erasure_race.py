@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from statekit.backends.base import Capability
+from statekit.backends.base import Capability, StateWrite
 from statekit.backends.identity import ErasingBackend, ErasureResult
 from statekit.backends.identity import IdentityFilter as Filter
 from statekit.testing.clocks import expiry_time_of, retry_too_late
@@ -47,7 +47,7 @@ class _Race:
         while not self.stop:
             began, key = self.phase, f"k{n}"
             place = writer.place
-            await self.backend.set(place.key, key, str(n), place.context)
+            await self.backend.set(StateWrite(place.key, key, str(n), place.context))
             if self.phase == "before":
                 writer.before.append(key)
             elif began == "after":
@@ -89,9 +89,9 @@ class ErasureRaceContract:
         assert await erasing.delete(place.key, "k1") is False
         await erasing.set_many(place.writes(1, first=7))
         if Capability.VERSIONS in erasing.capabilities:
-            assert await erasing.set(place.key, "k8", "8", place.context, 0) == 1
+            assert await erasing.set(StateWrite(place.key, "k8", "8", place.context), 0) == 1
         else:
-            await erasing.set(place.key, "k8", "8", place.context)
+            await erasing.set(StateWrite(place.key, "k8", "8", place.context))
         if ttl is not None:
             assert await as_expiring(erasing).scope_deadline(place.key) is None
         assert await erasing.list_keys(place.key, "", 100, None) == (["k7", "k8"], False)
@@ -147,8 +147,9 @@ class ErasureRaceContract:
 
     async def test_writes_racing_an_erase(self, erasing: ErasingBackend) -> None:
         """Nothing acknowledged before the erase started survives it, everything written
-        after it returned does, scopes it does not match lose nothing, and the matching
-        scopes written again are found again (their index kept up)."""
+        after it returned does, scopes it does not match lose nothing, each matching scope
+        is counted once (erased once, even when a racing write brought it back), and the
+        matching scopes written again are found again (their index kept up)."""
         fields = base_fields(new_tag())
         actor_id = fields["actor_id"]
         matching = [

@@ -46,7 +46,7 @@ class Scope:
     ) -> int:
         """Write ``value`` (as JSON text) under ``state_key``; returns the new version."""
         return await backend.set(
-            self.key, state_key, str(value), self.context, expected_version, ttl
+            StateWrite(self.key, state_key, str(value), self.context, ttl=ttl), expected_version
         )
 
     def write(self, state_key: str, value: int, ttl: float | None = None) -> StateWrite:

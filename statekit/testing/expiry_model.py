@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from statekit.backends.base import NEVER, Capability, ExpiringBackend
+from statekit.backends.base import NEVER, Capability, ExpiringBackend, StateWrite
 from statekit.errors import VersionConflictError
 from statekit.testing.clocks import ExpiryTime, FakeTime
 from statekit.testing.expiry_checks import Scope
@@ -120,7 +120,10 @@ class _Run:
             want = model.set(index, key, value, now, ttl, expected)
             try:
                 got: int | None = await backend.set(
-                    self.scopes[index].key, key, value, self.scopes[index].context, expected, ttl
+                    StateWrite(
+                        self.scopes[index].key, key, value, self.scopes[index].context, ttl=ttl
+                    ),
+                    expected,
                 )
             except VersionConflictError:
                 got = None

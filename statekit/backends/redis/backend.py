@@ -18,7 +18,6 @@ from redis import asyncio as aioredis
 from statekit.backends.base import (
     BackendInfo,
     Capability,
-    ScopeContext,
     StateEntry,
     StateWrite,
     SweepResult,
@@ -271,22 +270,15 @@ class RedisBackend:
 
     # ---- writes -------------------------------------------------------------------
 
-    async def set(
-        self,
-        scope_key: str,
-        state_key: str,
-        value_json: str,
-        context: ScopeContext,
-        expected_version: int | None = None,
-        ttl: float | None = None,
-    ) -> int:
+    async def set(self, write: StateWrite, expected_version: int | None = None) -> int:
+        scope_key, state_key = write.scope_key, write.state_key
         keys = self._keys(scope_key)
         expected = "" if expected_version is None else str(expected_version)
-        args = (*keys, expected, state_key, value_json, context_json(context))
-        if ttl is None:
+        args = (*keys, expected, state_key, write.value_json, context_json(write.context))
+        if write.ttl is None:
             command: Command = ("EVALSHA", WRITE_SHA, 4, *args)
         else:
-            command = ("EVALSHA", WRITE_TTL_SHA, 4, *args, ttl_argument(ttl))
+            command = ("EVALSHA", WRITE_TTL_SHA, 4, *args, ttl_argument(write.ttl))
         with self._errors:
             reply = await self._transport.write(keys[0], command)
         if reply[0] == -1:

@@ -41,10 +41,13 @@ class Connections:
     pool's checkin and checkout (and its pre-ping: the connection has just worked).
     """
 
-    def __init__(self, engine: Engine, queued: Callable[[], bool]) -> None:
+    def __init__(self, engine: Engine, queued: Callable[[], bool], close_timeout: float) -> None:
         self.engine = engine
         self._queued = queued
+        self._close_timeout = close_timeout
         self._parked: list[PoolProxiedConnection] = []
+        #: Connections of cancelled statements being closed (see :meth:`discard`).
+        self._closing: set[asyncio.Task[None]] = set()
         #: Set when the backend closes: a connection that comes back is closed, not
         #: pooled (the pool may be disposed already).
         self.closed = False
@@ -78,6 +81,35 @@ class Connections:
         event loop, and these connections work on any)."""
         self._parked.extend(other._parked)
         other._parked.clear()
+
+    def discard(self, fairy: PoolProxiedConnection, error: BaseException) -> None:
+        """Close ``fairy``'s connection, whose statement was cancelled, and only then give
+        its place in the pool back.
+
+        On PostgreSQL the server runs the cancelled statement on until it notices the
+        cancel request, and its backend process holds a connection slot until it has
+        ended: a connection merely dropped on the client's side would let the pool open a
+        replacement while the server still holds the old one (more connections than
+        the pool's size). asyncpg's graceful close waits for the cancelled statement's
+        end and then for the server to drop the connection, which it does after
+        removing the backend from ``pg_stat_activity``; until then the connection stays
+        checked out, counted against the pool's size. The close runs in a task of its
+        own, which the caller's cancellation does not reach, bounded by the timeout.
+        """
+        loop = asyncio.get_running_loop()
+        if self.engine.dialect.name != "postgresql":
+            # aiosqlite: the statement runs to its end on the connection's thread anyway.
+            loop.call_soon(_discard, fairy, error)
+            return
+        task = loop.create_task(_close_then_discard(fairy, error, self._close_timeout))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def settle(self) -> None:
+        """Wait until every connection being discarded is closed (each bounded by the
+        timeout)."""
+        if self._closing:
+            await asyncio.wait(set(self._closing))
 
     def abandon(self) -> None:
         """Return the handed-over connections to their pool without any I/O: their event
@@ -196,12 +228,27 @@ def _checked_out(connections: Connections) -> Iterator[Any]:
         raise
     except BaseException as error:
         # Cancelled mid-statement: the connection's state is unknown, never reuse it.
-        # Terminated from the event loop rather than here: in this greenlet SQLAlchemy
+        # Closed from the event loop rather than here: in this greenlet SQLAlchemy
         # first tries a graceful close in a task of its own, which a second cancellation
         # interrupts, leaving that task waiting forever on aiosqlite's stopped thread.
-        asyncio.get_running_loop().call_soon(_discard, fairy, error)
+        connections.discard(fairy, error)
         raise
     connections.give_back(fairy)
+
+
+async def _close_then_discard(
+    fairy: PoolProxiedConnection, error: BaseException, timeout: float
+) -> None:
+    """Close asyncpg's connection gracefully (at most ``timeout`` seconds), then give
+    ``fairy`` back to the pool, invalidated; cancelled (the loop shuts down), at once."""
+    connection = fairy.driver_connection
+    try:
+        # A close that fails or times out has aborted the connection (asyncpg's close).
+        with contextlib.suppress(Exception):
+            if connection is not None:
+                await asyncio.wait_for(connection.close(), timeout)
+    finally:
+        _discard(fairy, error)
 
 
 def _discard(fairy: PoolProxiedConnection, error: BaseException) -> None:

@@ -12,7 +12,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import PoolResetState, StaticPool
 
-from statekit.backends.sql import sqlite_connect
+from statekit.backends.sql import postgres_connect, sqlite_connect
 from statekit.backends.sql.options import SQLOptions
 from statekit.errors import ConfigurationError
 
@@ -37,6 +37,7 @@ def _postgres_arguments(options: SQLOptions, connect_args: dict[str, Any]) -> di
         "pool_timeout": options.timeout,
         "connect_args": {
             **given,
+            "async_creator_fn": postgres_connect.connect,
             "timeout": options.connect_timeout,
             # The client-side bound; statement_timeout also frees the server.
             "command_timeout": options.timeout,

@@ -51,7 +51,9 @@ class _Turns:
         self.idle = asyncio.Event()
         self.idle.set()
         self.schema_lock = asyncio.Lock()
-        self.connections = driver.Connections(engine.sync_engine, lambda: self.queued > 0)
+        self.connections = driver.Connections(
+            engine.sync_engine, lambda: self.queued > 0, close_timeout=timeout
+        )
 
 
 class Gateway:
@@ -197,7 +199,8 @@ class Gateway:
 
     async def close(self) -> None:
         """Refuse every later call, let the statements under way finish (waiting at most
-        ``timeout``), then return the connections handed over to the pool.
+        ``timeout``), then return the connections handed over to the pool and wait for
+        those of cancelled statements to be closed (each bounded by ``timeout``).
 
         Calls still waiting for their turn raise :class:`StoreClosedError` when it comes;
         a statement that outlives the wait closes its connection when it ends, so nothing
@@ -211,6 +214,7 @@ class Gateway:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(turns.idle.wait(), self._timeout)
         await greenlet_spawn(turns.connections.release)
+        await turns.connections.settle()
 
 
 async def _to_the_end(operation: Coroutine[Any, Any, Any]) -> Any:

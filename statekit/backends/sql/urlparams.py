@@ -126,6 +126,7 @@ def driver_arguments(url: URL) -> tuple[URL, dict[str, Any]]:
                 "sqlite+aiosqlite:////absolute/path.db or sqlite+aiosqlite:///:memory:)"
             )
         _check_sqlite(url.query, own_options)
+        _check_sqlite_uri(url)
         return url, {}
     arguments: dict[str, Any] = {}
     for name, value in url.query.items():
@@ -193,6 +194,25 @@ def _check_sqlite(query: Mapping[str, Any], own_options: Iterable[str]) -> None:
                 f"SQL URL parameter {name!r} cannot be set: {_SQLITE_OWN[name]}"
             )
         raise ConfigurationError(_unknown(name, [*own_options, *_SQLITE, *_SQLITE_URI]))
+
+
+def _check_sqlite_uri(url: URL) -> None:
+    """With ``uri=true`` the database must be a SQLite URI (``file:...``), and a ``file:``
+    database needs ``uri=true``: either way sqlite3 would otherwise take the whole text
+    (``x.db?mode=ro``, ``file:x.db``) for a file name, create that file and ignore the
+    parameters (``mode=ro`` would not be read-only)."""
+    uri = "uri" in url.query and _boolean("uri", str(url.query["uri"]))
+    database = url.database or ""
+    if uri and not database.startswith("file:") and _SQLITE_URI.intersection(url.query):
+        raise ConfigurationError(
+            "With uri=true the SQLite database is a URI: write it as file:PATH "
+            "(sqlite+aiosqlite:///file:relative/path.db?uri=true&mode=ro, "
+            "sqlite+aiosqlite:///file:/absolute/path.db?uri=true&mode=ro)"
+        )
+    if database.startswith("file:") and not uri:
+        raise ConfigurationError(
+            "A SQLite database written as a file: URI needs uri=true in the URL"
+        )
 
 
 def _unknown(name: str, known: Iterable[str]) -> str:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from statekit.backends.base import ScopeContext, StateWrite, SweepResult
+from statekit.backends.base import StateWrite, SweepResult
 from statekit.backends.sql import driver
 from statekit.backends.sql.expiry import Deadline, Expiry
 from statekit.backends.sql.parts import Parts
@@ -17,15 +17,14 @@ class Writes(Parts):
     """``set``, ``set_many``, ``delete``, ``clear`` and ``sweep_expired`` of
     :class:`~statekit.backends.sql.SQLBackend`."""
 
-    async def set(
-        self,
-        scope_key: str,
-        state_key: str,
-        value_json: str,
-        context: ScopeContext,
-        expected_version: int | None = None,
-        ttl: float | None = None,
-    ) -> int:
+    async def set(self, write: StateWrite, expected_version: int | None = None) -> int:
+        scope_key, state_key, value_json, context, ttl = (
+            write.scope_key,
+            write.state_key,
+            write.value_json,
+            write.context,
+            write.ttl,
+        )
         if not self._ready:
             await self._prepare()
         if expected_version is not None:

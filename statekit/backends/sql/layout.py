@@ -24,10 +24,9 @@ from statekit.backends.sql.gateway import Gateway
 from statekit.backends.sql.schema import (
     COLUMN_WIDTHS,
     EXPECTED_COLUMNS,
-    IDENTITY_INDEXES,
     STATEKIT_SHAPE,
     TableShape,
-    identity_index_name,
+    identity_index_names,
     scopes_name,
 )
 
@@ -162,8 +161,7 @@ def observe(conn: Connection, table: Table) -> Observed:
     uniques += [list(i["column_names"]) for i in indexes if i["unique"]]
     postgres = conn.dialect.name == "postgresql"
     present = {i["name"] for i in indexes}
-    wanted = (identity_index_name(name, field) for field in IDENTITY_INDEXES)
-    missing_indexes = tuple(index for index in wanted if index not in present)
+    missing_indexes = tuple(i for i in identity_index_names(name) if i not in present)
     shape = _shape(columns, postgres=postgres, expiry=scopes_columns >= set(SCOPES_COLUMNS))
     return Observed(
         table.fullname,

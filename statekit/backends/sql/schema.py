@@ -141,6 +141,12 @@ def identity_index_name(table_name: str, field: str) -> str:
     return f"ix_{table_name}_{field}"
 
 
+def identity_index_names(table_name: str) -> tuple[str, ...]:
+    """The names of every identity index of ``table_name``, in :data:`IDENTITY_INDEXES`
+    order."""
+    return tuple(identity_index_name(table_name, field) for field in IDENTITY_INDEXES)
+
+
 def scope_predicate(scope: str) -> str:
     """The SQL condition on ``scope`` of a partial identity index, literally as the
     queries repeat it (a planner proves the index usable from the same text)."""

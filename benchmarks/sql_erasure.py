@@ -41,6 +41,8 @@ from statekit.backends.sql.schema import identity_index_names
 VALUE_JSON = json.dumps(VALUE, separators=(",", ":"))
 PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 SIZES = (1_000, 10_000, 100_000)
+#: Scopes written by one statement of :func:`fill_unrelated`.
+_FILL_CHUNK = 5_000
 #: The scope names the unrelated scopes take in turn.
 _NAMES = (
     "CASE s % 4 WHEN 0 THEN 'conversation' WHEN 1 THEN 'actor' WHEN 2 THEN 'subject' "
@@ -67,16 +69,18 @@ async def fill_unrelated(
     )
     now = "'2024-01-01 00:00:00'"
     rows = f"SELECT i / {per_scope} AS s, i % {per_scope} AS k FROM {series}"
-    await _execute(
-        backend,
+    insert = (
         f"INSERT INTO {table} (runner_id, binding_identity, scope, scope_key, state_key, "
         "value_json, bot_id, workspace_id, conversation_id, thread_id, actor_type, actor_id, "
         "subject_type, subject_id, created_at, updated_at) "
         f"SELECT 'r' || (s % {shared}), 'b' || (s % {shared}), {_NAMES}, 'unrelated:' || s, "
         f"'k' || k, '1', 'bot' || (s % {shared}), 'w' || (s % {shared}), 'c' || s, "
-        f"'t' || s, 'user', 'a' || s, 'doc', 'sub' || s, {now}, {now} FROM ({rows}) AS r",
-        {"first": first * per_scope, "last": (first + count) * per_scope - 1},
+        f"'t' || s, 'user', 'a' || s, 'doc', 'sub' || s, {now}, {now} FROM ({rows}) AS r"
     )
+    for start in range(first, first + count, _FILL_CHUNK):  # each within the timeout
+        end = min(start + _FILL_CHUNK, first + count)
+        bounds = {"first": start * per_scope, "last": end * per_scope - 1}
+        await _execute(backend, insert, bounds)
     await _execute(backend, "ANALYZE" if not postgres else f"ANALYZE {table}", {})
 
 

@@ -117,22 +117,24 @@ def unique_name(table_name: str) -> str:
 
 
 #: The indexes that find a scope by identity (erasure and access requests), by the field
-#: whose filter each serves: its columns and the scope name whose rows alone it holds
-#: (``None``: every row). The fields of every scope's identity are the least selective
-#: (a runner, a workspace can hold most of the table), so their indexes end with
-#: ``scope_key``: a find reads their matches in key order, a batch at a time. Each id of
-#: one scope name is indexed on that scope's rows only (an actor scope's
-#: ``conversation_id`` is never matched), so each entry is in at most two of these.
-#: ``actor_type`` and ``subject_type`` are only filtered on with their id.
-IDENTITY_INDEXES: Mapping[str, tuple[tuple[str, ...], str | None]] = {
-    "runner_id": (("runner_id", "scope_key"), None),
-    "binding_identity": (("binding_identity", "scope_key"), None),
-    "bot_id": (("bot_id", "scope_key"), None),
-    "workspace_id": (("workspace_id", "scope_key"), None),
-    "conversation_id": (("conversation_id",), "conversation"),
-    "thread_id": (("thread_id",), "conversation"),
-    "actor_id": (("actor_id",), "actor"),
-    "subject_id": (("subject_id",), "subject"),
+#: whose filter each serves: its columns, the scope name whose rows alone it holds
+#: (``None``: every row), and whether rows where the field is ``NULL`` are left out (a
+#: filter never matches ``NULL``; most events carry no bot, workspace or thread). The
+#: fields of every scope's identity are the least selective (a runner, a workspace can
+#: hold most of the table), so their indexes end with ``scope_key``: a find reads their
+#: matches in key order, a batch at a time. Each id of one scope name is indexed on that
+#: scope's rows only (an actor scope's ``conversation_id`` is never matched), so each
+#: entry is in at most two of these besides the four of every scope. ``actor_type`` and
+#: ``subject_type`` are only filtered on with their id.
+IDENTITY_INDEXES: Mapping[str, tuple[tuple[str, ...], str | None, bool]] = {
+    "runner_id": (("runner_id", "scope_key"), None, False),
+    "binding_identity": (("binding_identity", "scope_key"), None, False),
+    "bot_id": (("bot_id", "scope_key"), None, True),
+    "workspace_id": (("workspace_id", "scope_key"), None, True),
+    "conversation_id": (("conversation_id",), "conversation", False),
+    "thread_id": (("thread_id",), "conversation", True),
+    "actor_id": (("actor_id",), "actor", False),
+    "subject_id": (("subject_id",), "subject", False),
 }
 
 
@@ -156,12 +158,14 @@ def scope_predicate(scope: str) -> str:
 def identity_indexes(table_name: str) -> list[Index]:
     """The :data:`IDENTITY_INDEXES` of the table ``table_name``, unbound."""
     indexes = []
-    for field, (columns, scope) in IDENTITY_INDEXES.items():
+    for field, (columns, scope, sparse) in IDENTITY_INDEXES.items():
         name = identity_index_name(table_name, field)
-        if scope is None:
+        terms = [scope_predicate(scope)] if scope is not None else []
+        terms += [f"{field} IS NOT NULL"] if sparse else []
+        if not terms:
             indexes.append(Index(name, *columns))
             continue
-        where = text(scope_predicate(scope))
+        where = text(" AND ".join(terms))
         indexes.append(Index(name, *columns, postgresql_where=where, sqlite_where=where))
     return indexes
 

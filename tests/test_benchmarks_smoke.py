@@ -122,3 +122,27 @@ async def test_the_redis_expiry_benchmark_measures_every_case_and_the_memory_per
     _assert_positive(memory, "memory_usage_per_scope")  # used_memory: shared, noisy
     # Four keys, ten values of ~210 bytes: the values alone are 2.1 KB.
     assert memory["memory_usage_per_scope"] > 10 * memory["value_json_bytes"]
+
+
+@pytest.mark.parametrize(
+    "engine",
+    [
+        pytest.param("sqlite", marks=pytest.mark.sqlite),
+        pytest.param("postgres", marks=pytest.mark.postgres),
+    ],
+)
+async def test_the_sql_erasure_benchmark_measures_every_size_and_case(
+    engine: str, tmp_path: Path
+) -> None:
+    from benchmarks import sql_erasure
+
+    if engine == "postgres":
+        service_url("STATEKIT_POSTGRES_URL")  # skipped (or failed in CI) without a server
+    document = await sql_erasure.run_engine(engine, 1, 0.1, True, str(tmp_path))
+    assert list(document["erase and find"]) == ["100 scopes", "300 scopes"]
+    for figures in document["erase and find"].values():
+        _assert_positive(figures, "find_ms", "erase_ms")
+    assert len(document["set"]) == 4
+    for case in document["set"].values():
+        for figures in case.values():
+            _assert_positive(figures, "ops_per_s", "ratio")

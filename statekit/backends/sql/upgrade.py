@@ -132,10 +132,10 @@ def _index_step(observed: Observed, table: Table, dialect: Dialect) -> tuple[str
     """The identity indexes ``observed`` lacks, created (on PostgreSQL this holds off
     writes to the table while each is built; docs/backends/sql.md has the alternative)."""
     full = state_table(MetaData(), table.name, table.schema)
+    indexes = {str(index.name): index for index in full.indexes}
     ddl = ";\n".join(
-        str(CreateIndex(index).compile(dialect=dialect)).strip()
-        for index in full.indexes
-        if index.name in observed.missing_indexes
+        str(CreateIndex(indexes[name]).compile(dialect=dialect)).strip()
+        for name in observed.missing_indexes
     )
     return CREATE_IDENTITY_INDEXES.format(names=", ".join(observed.missing_indexes)), ddl
 

@@ -132,3 +132,27 @@ async def test_the_redis_erasure_benchmark_measures_every_size() -> None:
     assert [row["unrelated_scopes"] for row in rows] == [20, 40]
     for row in rows:
         _assert_positive(row, "find_s", "erase_s", "index_bytes_per_scope", "create_s_per_scope")
+
+
+@pytest.mark.parametrize(
+    "engine",
+    [
+        pytest.param("sqlite", marks=pytest.mark.sqlite),
+        pytest.param("postgres", marks=pytest.mark.postgres),
+    ],
+)
+async def test_the_sql_erasure_benchmark_measures_every_size_and_case(
+    engine: str, tmp_path: Path
+) -> None:
+    from benchmarks import sql_erasure
+
+    if engine == "postgres":
+        service_url("STATEKIT_POSTGRES_URL")  # skipped (or failed in CI) without a server
+    document = await sql_erasure.run_engine(engine, 1, 0.1, True, str(tmp_path))
+    assert list(document["erase and find"]) == ["100 scopes", "300 scopes"]
+    for figures in document["erase and find"].values():
+        _assert_positive(figures, "find_ms", "erase_ms")
+    assert len(document["set"]) == 4
+    for case in document["set"].values():
+        for figures in case.values():
+            _assert_positive(figures, "ops_per_s", "ratio")

@@ -15,12 +15,12 @@ from sqlsupport import execute, new_schema_name, original_table, postgres_url
 
 from benchmarks.matrix import POSTGRES, SQLITE, SQLITE_MEMORY
 from statekit.backends.base import Capability, StateBackend
-from statekit.backends.sql import SQLBackend, scopes_table
-from statekit.testing import ExpiryContract, StateBackendContract
+from statekit.backends.sql import SQLBackend, scopes_table, state_table
+from statekit.testing import ErasureContract, ExpiryContract, StateBackendContract
 
 
 @on(SQLITE)
-class TestSQLiteFile(StateBackendContract, ExpiryContract):
+class TestSQLiteFile(StateBackendContract, ExpiryContract, ErasureContract):
     @pytest_asyncio.fixture
     async def backend(self, request: pytest.FixtureRequest) -> AsyncIterator[StateBackend]:
         async with open_target(SQLITE, request) as backend:
@@ -28,7 +28,7 @@ class TestSQLiteFile(StateBackendContract, ExpiryContract):
 
 
 @pytest.mark.sqlite
-class TestSQLiteHostEngine(StateBackendContract, ExpiryContract):
+class TestSQLiteHostEngine(StateBackendContract, ExpiryContract, ErasureContract):
     """A host's own engine: its connections stay in sqlite3's default transaction mode."""
 
     @pytest_asyncio.fixture
@@ -41,7 +41,7 @@ class TestSQLiteHostEngine(StateBackendContract, ExpiryContract):
 
 
 @on(SQLITE_MEMORY)
-class TestSQLiteMemory(StateBackendContract, ExpiryContract):
+class TestSQLiteMemory(StateBackendContract, ExpiryContract, ErasureContract):
     @pytest_asyncio.fixture
     async def backend(self, request: pytest.FixtureRequest) -> AsyncIterator[StateBackend]:
         async with open_target(SQLITE_MEMORY, request) as backend:
@@ -49,7 +49,7 @@ class TestSQLiteMemory(StateBackendContract, ExpiryContract):
 
 
 @on(POSTGRES)
-class TestPostgres(StateBackendContract, ExpiryContract):
+class TestPostgres(StateBackendContract, ExpiryContract, ErasureContract):
     @pytest_asyncio.fixture
     async def backend(self, request: pytest.FixtureRequest) -> AsyncIterator[StateBackend]:
         async with open_target(POSTGRES, request) as backend:
@@ -57,7 +57,7 @@ class TestPostgres(StateBackendContract, ExpiryContract):
 
 
 async def _original_table_backend(
-    url: str, schema: str | None, *, scopes: bool = False
+    url: str, schema: str | None, *, scopes: bool = False, indexes: bool = False
 ) -> SQLBackend:
     engine = create_async_engine(url)
     async with engine.begin() as conn:
@@ -67,6 +67,9 @@ async def _original_table_backend(
         if scopes:
             tables = scopes_table(MetaData(), "agent_runner_state", schema)
             await conn.run_sync(tables.create)
+        if indexes:  # statekit's table of the same name has the same columns
+            for index in state_table(MetaData(), "agent_runner_state", schema).indexes:
+                await conn.run_sync(index.create)
     backend = SQLBackend(
         engine, table_name="agent_runner_state", schema=schema, create_schema=False
     )
@@ -75,11 +78,12 @@ async def _original_table_backend(
     await backend.describe()
     assert Capability.VERSIONS not in backend.capabilities
     assert (Capability.EXPIRY in backend.capabilities) is scopes
+    assert (Capability.ERASURE in backend.capabilities) is indexes
     return backend
 
 
 @pytest.mark.sqlite
-class TestSQLiteOriginalTable(StateBackendContract, ExpiryContract):
+class TestSQLiteOriginalTable(StateBackendContract, ExpiryContract, ErasureContract):
     """The original store's table as it is: no version column, naive timestamps, a
     nullable value_json."""
 
@@ -94,7 +98,7 @@ class TestSQLiteOriginalTable(StateBackendContract, ExpiryContract):
 
 
 @pytest.mark.postgres
-class TestPostgresOriginalTable(StateBackendContract, ExpiryContract):
+class TestPostgresOriginalTable(StateBackendContract, ExpiryContract, ErasureContract):
     """The original table on PostgreSQL: also the database's default collation, so
     listings ask for code-point order themselves."""
 
@@ -109,14 +113,14 @@ class TestPostgresOriginalTable(StateBackendContract, ExpiryContract):
 
 
 @pytest.mark.sqlite
-class TestSQLiteOriginalTableWithExpiry(StateBackendContract, ExpiryContract):
-    """The original store's columns as they are, with the scopes table beside them (what
-    `statekit init` adds, here without the version column)."""
+class TestSQLiteOriginalTableWithExpiry(StateBackendContract, ExpiryContract, ErasureContract):
+    """The original store's columns as they are, with the scopes table beside them and the
+    identity indexes (what `statekit init` adds, here without the version column)."""
 
     @pytest_asyncio.fixture
     async def backend(self, tmp_path: Path) -> AsyncIterator[SQLBackend]:
         backend = await _original_table_backend(
-            f"sqlite+aiosqlite:///{tmp_path / 'original.db'}", None, scopes=True
+            f"sqlite+aiosqlite:///{tmp_path / 'original.db'}", None, scopes=True, indexes=True
         )
         yield backend
         await backend.aclose()
@@ -124,14 +128,29 @@ class TestSQLiteOriginalTableWithExpiry(StateBackendContract, ExpiryContract):
 
 
 @pytest.mark.postgres
-class TestPostgresOriginalTableWithExpiry(StateBackendContract, ExpiryContract):
-    """The original table and a scopes table on PostgreSQL."""
+class TestPostgresOriginalTableWithExpiry(StateBackendContract, ExpiryContract, ErasureContract):
+    """The original table, a scopes table and the identity indexes on PostgreSQL."""
 
     @pytest_asyncio.fixture
     async def backend(self) -> AsyncIterator[SQLBackend]:
         schema = new_schema_name()
-        backend = await _original_table_backend(postgres_url(), schema, scopes=True)
+        backend = await _original_table_backend(postgres_url(), schema, scopes=True, indexes=True)
         yield backend
         await backend.aclose()
         await backend.engine.dispose()
         await execute(postgres_url(), f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.mark.sqlite
+class TestSQLiteOriginalTableWithIndexes(ErasureContract):
+    """Erasure on the original store's table with the identity indexes and no scopes
+    table: no deadline to check or delete."""
+
+    @pytest_asyncio.fixture
+    async def backend(self, tmp_path: Path) -> AsyncIterator[SQLBackend]:
+        backend = await _original_table_backend(
+            f"sqlite+aiosqlite:///{tmp_path / 'original.db'}", None, indexes=True
+        )
+        yield backend
+        await backend.aclose()
+        await backend.engine.dispose()

@@ -39,7 +39,9 @@ from statekit.backends.base import CONTEXT_FIELDS, ScopeContext, StateWrite
 from statekit.backends.sql import EXPORT_BATCH_SIZE, SQLBackend, prefix_successor, state_table
 from statekit.backends.sql.driver import discard_with_older
 from statekit.backends.sql.layout import NO_VERSION_COLUMN
+from statekit.backends.sql.schema import identity_index_names
 from statekit.backends.sql.statements import ROW_COLUMNS, DriverStatement, Statements
+from statekit.backends.sql.upgrade import CREATE_IDENTITY_INDEXES
 from statekit.errors import (
     BackendTimeoutError,
     BackendUnavailableError,
@@ -675,6 +677,7 @@ async def test_existing_table_is_used_after_the_documented_migration(
         "add the unique (scope_key, state_key)",
         *(["make scope_key VARCHAR(512)", 'make state_key VARCHAR(255) COLLATE "C"'] if pg else []),
         f"create the scopes table {scopes} (expiry; no scope has a deadline yet)",
+        CREATE_IDENTITY_INDEXES.format(names=", ".join(identity_index_names("agent_runner_state"))),
     ]
     info = await existing.describe()
     assert (info.layout, info.warnings) == ("ok", ())

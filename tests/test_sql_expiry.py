@@ -97,7 +97,7 @@ async def test_a_table_without_scopes_table_is_served_without_expiry(place: Plac
     assert info.layout == "ok"
     scopes = place.name("statekit_state_scopes").replace('"', "")
     assert info.warnings == (no_scopes_table(scopes),)
-    assert backend.capabilities == frozenset({Capability.VERSIONS})
+    assert backend.capabilities == frozenset({Capability.VERSIONS, Capability.ERASURE})
     with pytest.raises(UnsupportedCapabilityError, match="scopes table"):
         await backend.set(StateWrite("s", "k", "1", CTX, ttl=HOUR))
     with pytest.raises(UnsupportedCapabilityError, match="scopes table"):
@@ -154,7 +154,9 @@ async def test_the_original_table_expires_after_statekit_init(place: Place) -> N
     await backend.set(StateWrite("kept", "k", "1", CTX))  # a scope written before expiry existed
     assert Capability.EXPIRY not in backend.capabilities
     await backend.upgrade_schema()
-    assert backend.capabilities == frozenset({Capability.VERSIONS, Capability.EXPIRY})
+    assert backend.capabilities == frozenset(
+        {Capability.VERSIONS, Capability.EXPIRY, Capability.ERASURE}
+    )
 
     def columns(conn: Any) -> list[str]:
         return [c["name"] for c in inspect(conn).get_columns("agent_runner_state", place.schema)]

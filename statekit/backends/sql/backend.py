@@ -31,6 +31,8 @@ from statekit.backends.sql.expiry import Expiry
 from statekit.backends.sql.expiry_sql import ExpirySQL
 from statekit.backends.sql.faults import TRANSLATED, translate
 from statekit.backends.sql.gateway import CLOSED_MESSAGE, DriverRun, Gateway
+from statekit.backends.sql.identity import Erasure
+from statekit.backends.sql.identity_sql import IdentitySQL
 from statekit.backends.sql.layout import observe_table, server_and_layout
 from statekit.backends.sql.naming import check_table
 from statekit.backends.sql.options import parse_url, split_options
@@ -63,11 +65,15 @@ __all__ = ["EXPORT_BATCH_SIZE", "SQLBackend"]
 
 
 def _capabilities(shape: TableShape) -> frozenset[Capability]:
-    found = ((Capability.VERSIONS, shape.versions), (Capability.EXPIRY, shape.expiry))
+    found = (
+        (Capability.VERSIONS, shape.versions),
+        (Capability.EXPIRY, shape.expiry),
+        (Capability.ERASURE, shape.erasure),
+    )
     return frozenset(capability for capability, present in found if present)
 
 
-class SQLBackend(Reads, Writes):
+class SQLBackend(Reads, Writes, Erasure):
     """``postgresql+asyncpg://...`` and ``sqlite+aiosqlite:///path``: one SQL table.
 
     Build it with :meth:`from_url` (the backend owns and disposes its engine), or pass an
@@ -87,7 +93,8 @@ class SQLBackend(Reads, Writes):
     ``VERSIONS`` (a versioned call made first raises
     :class:`~statekit.errors.UnsupportedCapabilityError` after the look); naive
     timestamps hold UTC whatever the session's time zone; a ``NULL`` ``value_json`` is
-    absent; without the scopes table beside it (``<table>_scopes``) ``EXPIRY`` is dropped.
+    absent; without the scopes table beside it (``<table>_scopes``) ``EXPIRY`` is dropped,
+    and without the identity indexes (``ix_<table>_<field>``) ``ERASURE``.
     :meth:`upgrade_schema` brings such a table up to statekit's. ``pool_size``
     (``from_url``: the pool's size + overflow) admits that many operations at once, first
     come first served, each waiting at most ``pool_timeout`` seconds for its turn
@@ -107,8 +114,10 @@ class SQLBackend(Reads, Writes):
 
     #: Until first use (or :meth:`describe`), what statekit's own tables have; then what
     #: the tables found have: no ``VERSIONS`` without a ``version`` column, no ``EXPIRY``
-    #: without the scopes table.
-    capabilities: frozenset[Capability] = frozenset({Capability.VERSIONS, Capability.EXPIRY})
+    #: without the scopes table, no ``ERASURE`` without the identity indexes.
+    capabilities: frozenset[Capability] = frozenset(
+        {Capability.VERSIONS, Capability.EXPIRY, Capability.ERASURE}
+    )
     #: The settings :func:`statekit.connect` hands to :meth:`from_url`.
     settings_options: ClassVar[frozenset[str]] = frozenset(
         {"table_name", "pool_size", "timeout", "connect_timeout"}
@@ -143,6 +152,7 @@ class SQLBackend(Reads, Writes):
         self._gateway = Gateway(engine, 1 if self._shared_connection else pool_size, pool_timeout)
         self._statements = Statements(self._table, engine.dialect)
         self._expiry: Expiry | None = None
+        self._identity: IdentitySQL | None = None
         #: The time deadlines are set and checked by (POSIX seconds); tests replace it.
         self.clock: Callable[[], float] = time.time
 
@@ -215,6 +225,11 @@ class SQLBackend(Reads, Writes):
             if shape.expiry
             else None
         )
+        self._identity = (
+            IdentitySQL(self._table, statements.scopes, dialect, shape, statements.export)
+            if shape.erasure
+            else None
+        )
         self.capabilities = _capabilities(shape)
         self._ready = True
 
@@ -276,8 +291,8 @@ class SQLBackend(Reads, Writes):
         layout; what ``statekit init`` runs. Returns what was changed (nothing: ``[]``).
 
         Only changes that keep every row: the scopes table (expiry; no deadline yet),
-        the ``version`` column (entries start at 1,
-        and the backend then has ``Capability.VERSIONS``), the unique
+        the identity indexes (erasure and access requests), the ``version`` column
+        (entries start at 1, and the backend then has ``Capability.VERSIONS``), the unique
         ``(scope_key, state_key)`` (refused, changing nothing, while duplicate rows
         exist), columns widened to the limits statekit accepts and PostgreSQL's
         ``COLLATE "C"`` on ``state_key``; all in one transaction. Naive timestamps and a

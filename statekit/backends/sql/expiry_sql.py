@@ -28,7 +28,7 @@ WRITE_EXTRAS = ("now", "deadline", "touch", "tolerance")
 _PLACEHOLDER = re.compile(r"(?<!:):([a-z_]+)\b")
 
 
-def _driver_sql(sql: str, dialect: Dialect, order: Sequence[str] = ()) -> DriverStatement:
+def driver_sql(sql: str, dialect: Dialect, order: Sequence[str] = ()) -> DriverStatement:
     """``sql`` with its ``:name`` parameters numbered: those of ``order`` first, in that
     order, then the others in order of appearance; a name used twice is one parameter."""
     names = list(order)
@@ -70,7 +70,7 @@ class ExpirySQL:
         return f":{name}::{self._types[name]}" if self._postgres else f":{name}"
 
     def _sql(self, sql: str, order: Sequence[str] = ()) -> DriverStatement:
-        return _driver_sql(sql, self._dialect, order)
+        return driver_sql(sql, self._dialect, order)
 
     def _build(self) -> None:
         t, s, p = self._t, self._s, self._p

@@ -6,12 +6,13 @@ targets, and on PostgreSQL the ``"C"`` collation that gives code-point order) an
 the :class:`~.schema.TableShape` it has, so a host's table (the original store's) is
 served as it is and reported exactly as wrong as it is, never changed. The scopes table
 beside it (:func:`.schema.scopes_table`) is looked for too: without it the table is served
-without expiry, as a table without ``version`` is served without versions.
+without expiry, as a table without ``version`` is served without versions, and without
+the identity indexes (:data:`.schema.IDENTITY_INDEXES`, by name) without erasure.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import Table, inspect, text
@@ -25,6 +26,7 @@ from statekit.backends.sql.schema import (
     EXPECTED_COLUMNS,
     STATEKIT_SHAPE,
     TableShape,
+    identity_index_names,
     scopes_name,
 )
 
@@ -45,6 +47,15 @@ def no_scopes_table(name: str) -> str:
     )
 
 
+def no_identity_indexes(names: tuple[str, ...]) -> str:
+    """Said where erasure is unavailable because identity indexes are missing."""
+    return (
+        f"missing identity indexes {', '.join(names)}: erasure and access requests "
+        "(Capability.ERASURE) are unavailable until `statekit init` "
+        "(SQLBackend.upgrade_schema) adds them"
+    )
+
+
 @dataclass(frozen=True)
 class Observed:
     """A table as found. ``problems`` make the layout not ok; ``blocking`` ones mean the
@@ -61,6 +72,8 @@ class Observed:
     #: whether it has the columns statekit needs).
     scopes_fullname: str = ""
     scopes_exist: bool = True
+    #: The identity indexes (:data:`.schema.IDENTITY_INDEXES`) not found, by name.
+    missing_indexes: tuple[str, ...] = ()
 
     @property
     def blocking(self) -> list[str]:
@@ -94,6 +107,8 @@ class Observed:
             found.append(NO_VERSION_COLUMN)
         if self.exists and not self.scopes_exist:
             found.append(no_scopes_table(self.scopes_fullname))
+        if self.exists and self.missing_indexes:
+            found.append(no_identity_indexes(self.missing_indexes))
         if self.exists and not self.shape.code_point_keys:
             found.append(
                 'state_key collation is not "C": listings sort in code-point order without '
@@ -142,12 +157,17 @@ def observe(conn: Connection, table: Table) -> Observed:
     uniques: list[list[str | None]] = [
         list(u["column_names"]) for u in inspector.get_unique_constraints(name, schema)
     ]
-    uniques += [list(i["column_names"]) for i in inspector.get_indexes(name, schema) if i["unique"]]
+    indexes = inspector.get_indexes(name, schema)
+    uniques += [list(i["column_names"]) for i in indexes if i["unique"]]
     postgres = conn.dialect.name == "postgresql"
+    present = {i["name"] for i in indexes}
+    missing_indexes = tuple(i for i in identity_index_names(name) if i not in present)
+    shape = _shape(columns, postgres=postgres, expiry=scopes_columns >= set(SCOPES_COLUMNS))
     return Observed(
         table.fullname,
         exists=True,
-        shape=_shape(columns, postgres=postgres, expiry=scopes_columns >= set(SCOPES_COLUMNS)),
+        shape=replace(shape, erasure=not missing_indexes),
+        missing_indexes=missing_indexes,
         missing_columns=missing,
         unique=["scope_key", "state_key"] in uniques,
         narrow=_narrow(columns) if postgres else {},

@@ -5,9 +5,11 @@ keep working. Column widths come from the limits of :mod:`statekit.validation`, 
 whatever the store accepts fits. ``state_key`` compares in code-point order on every
 dialect: PostgreSQL declares it ``COLLATE "C"`` (byte order of UTF-8, which is code-point
 order), SQLite's default ``BINARY`` collation already compares UTF-8 bytes. The unique
-constraint on ``(scope_key, state_key)`` is the only index the queries need: point reads,
-the snapshot's ``scope_key IN (...)``, and prefix listings (a range on ``state_key`` with
-``ORDER BY`` and ``LIMIT``) are all scans of it.
+constraint on ``(scope_key, state_key)`` is the only index the operations on a scope
+need: point reads, the snapshot's ``scope_key IN (...)``, and prefix listings (a range on
+``state_key`` with ``ORDER BY`` and ``LIMIT``) are all scans of it. The identity indexes
+(:data:`IDENTITY_INDEXES`) serve erasure and access requests, which find scopes by who
+they belong to.
 
 A table the backend finds in place (a host's, the original store's) may differ in the
 ways :class:`TableShape` lists; the backend then declares the table as it is found, so
@@ -23,6 +25,7 @@ Hosts with their own migrations add :data:`metadata` (or the tables made by
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sqlalchemy import (
@@ -78,6 +81,9 @@ class TableShape:
     #: The scopes table beside it (:func:`scopes_table`): without one, the backend lacks
     #: ``Capability.EXPIRY``.
     expiry: bool = True
+    #: Every index of :data:`IDENTITY_INDEXES`: without them, the backend lacks
+    #: ``Capability.ERASURE`` (a find or an erase would scan the whole table).
+    erasure: bool = True
 
 
 #: The table statekit creates.
@@ -110,6 +116,60 @@ def unique_name(table_name: str) -> str:
     return f"uq_{table_name}_scope_key_state_key"
 
 
+#: The indexes that find a scope by identity (erasure and access requests), by the field
+#: whose filter each serves: its columns, the scope name whose rows alone it holds
+#: (``None``: every row), and whether rows where the field is ``NULL`` are left out (a
+#: filter never matches ``NULL``; most events carry no bot, workspace or thread). The
+#: fields of every scope's identity are the least selective (a runner, a workspace can
+#: hold most of the table), so their indexes end with ``scope_key``: a find reads their
+#: matches in key order, a batch at a time. Each id of one scope name is indexed on that
+#: scope's rows only (an actor scope's ``conversation_id`` is never matched), so each
+#: entry is in at most two of these besides the four of every scope. ``actor_type`` and
+#: ``subject_type`` are only filtered on with their id.
+IDENTITY_INDEXES: Mapping[str, tuple[tuple[str, ...], str | None, bool]] = {
+    "runner_id": (("runner_id", "scope_key"), None, False),
+    "binding_identity": (("binding_identity", "scope_key"), None, False),
+    "bot_id": (("bot_id", "scope_key"), None, True),
+    "workspace_id": (("workspace_id", "scope_key"), None, True),
+    "conversation_id": (("conversation_id",), "conversation", False),
+    "thread_id": (("thread_id",), "conversation", True),
+    "actor_id": (("actor_id",), "actor", False),
+    "subject_id": (("subject_id",), "subject", False),
+}
+
+
+def identity_index_name(table_name: str, field: str) -> str:
+    """The name of the identity index serving filters on ``field``."""
+    return f"ix_{table_name}_{field}"
+
+
+def identity_index_names(table_name: str) -> tuple[str, ...]:
+    """The names of every identity index of ``table_name``, in :data:`IDENTITY_INDEXES`
+    order."""
+    return tuple(identity_index_name(table_name, field) for field in IDENTITY_INDEXES)
+
+
+def scope_predicate(scope: str) -> str:
+    """The SQL condition on ``scope`` of a partial identity index, literally as the
+    queries repeat it (a planner proves the index usable from the same text)."""
+    return f"scope = '{scope}'"
+
+
+def identity_indexes(table_name: str) -> list[Index]:
+    """The :data:`IDENTITY_INDEXES` of the table ``table_name``, unbound."""
+    indexes = []
+    for field, (columns, scope, sparse) in IDENTITY_INDEXES.items():
+        name = identity_index_name(table_name, field)
+        terms = [scope_predicate(scope)] if scope is not None else []
+        terms += [f"{field} IS NOT NULL"] if sparse else []
+        if not terms:
+            indexes.append(Index(name, *columns))
+            continue
+        where = text(" AND ".join(terms))
+        indexes.append(Index(name, *columns, postgresql_where=where, sqlite_where=where))
+    return indexes
+
+
 def state_table(
     metadata: MetaData,
     table_name: str = DEFAULT_TABLE_NAME,
@@ -120,8 +180,9 @@ def state_table(
     """Declare statekit's table on ``metadata`` (a host's own, for its migrations).
 
     The unique constraint is named ``uq_<table>_scope_key_state_key``; the upsert
-    targets its columns. ``shape`` declares a table found in place as it is (the
-    backend does this itself); migrations want the default.
+    targets its columns. The :data:`IDENTITY_INDEXES` are named ``ix_<table>_<field>``.
+    ``shape`` declares a table found in place as it is (the backend does this itself);
+    migrations want the default.
     """
     version = (
         [Column("version", BigInteger(), nullable=False, server_default=text("1"))]
@@ -141,6 +202,7 @@ def state_table(
         Column("updated_at", DateTime(timezone=shape.aware_timestamps), nullable=False),
         *version,
         UniqueConstraint("scope_key", "state_key", name=unique_name(table_name)),
+        *identity_indexes(table_name),
         schema=schema,
     )
 

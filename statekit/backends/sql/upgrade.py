@@ -2,7 +2,8 @@
 ``statekit init`` runs).
 
 Only additions and widenings that keep every row as it is: the scopes table beside the
-entries table (expiry; no scope has a deadline yet), the ``version`` column (existing rows
+entries table (expiry; no scope has a deadline yet), the identity indexes (erasure and
+access requests), the ``version`` column (existing rows
 start at version 1), the unique ``(scope_key, state_key)`` the upsert
 targets (it fails, changing nothing, if the table holds duplicate rows: remove them
 first), ``VARCHAR`` columns widened to the limits statekit accepts and, on PostgreSQL,
@@ -13,7 +14,7 @@ can fill.
 
 from __future__ import annotations
 
-from sqlalchemy import MetaData, Table, text
+from sqlalchemy import MetaData, Table, inspect, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -32,12 +33,15 @@ from statekit.backends.sql.schema import (
 
 #: What :func:`upgrade_steps` says when it creates the scopes table.
 CREATE_SCOPES = "create the scopes table {name} (expiry; no scope has a deadline yet)"
+#: What :func:`upgrade_steps` says when it adds identity indexes.
+CREATE_IDENTITY_INDEXES = "add the identity indexes {names} (erasure and access requests)"
 
 
 async def create_table(engine: AsyncEngine, gateway: Gateway, table: Table) -> None:
-    """Create statekit's table named like ``table`` and the scopes table beside it (and
-    their PostgreSQL schema, unless ``public``) where absent; a table already there is
-    left as it is."""
+    """Create statekit's table named like ``table`` with its identity indexes, and the
+    scopes table beside it (and their PostgreSQL schema, unless ``public``) where absent;
+    a table already there is left as it is (its indexes too: building them on a large
+    table is :func:`upgrade_table`'s, run by ``statekit init``)."""
     table = state_table(MetaData(), table.name, table.schema)
     scopes = scopes_table(MetaData(), table.name, table.schema)
     for attempt in (1, 2):
@@ -45,7 +49,13 @@ async def create_table(engine: AsyncEngine, gateway: Gateway, table: Table) -> N
             async with gateway.guard(), engine.begin() as conn:
                 if table.schema not in (None, DEFAULT_SCHEMA):
                     await conn.execute(CreateSchema(table.schema, if_not_exists=True))
+                found = await conn.run_sync(
+                    lambda sync: inspect(sync).has_table(table.name, schema=table.schema)
+                )
                 await conn.execute(CreateTable(table, if_not_exists=True))
+                if not found:
+                    for index in table.indexes:
+                        await conn.execute(CreateIndex(index, if_not_exists=True))
                 for ddl in _scopes_ddl(scopes):
                     await conn.execute(ddl)
             return
@@ -113,7 +123,21 @@ def upgrade_steps(observed: Observed, table: Table, dialect: Dialect) -> list[tu
         scopes = scopes_table(MetaData(), table.name, table.schema)
         ddl = ";\n".join(str(d.compile(dialect=dialect)).strip() for d in _scopes_ddl(scopes))
         steps.append((CREATE_SCOPES.format(name=observed.scopes_fullname), ddl))
+    if observed.missing_indexes:
+        steps.append(_index_step(observed, table, dialect))
     return steps
+
+
+def _index_step(observed: Observed, table: Table, dialect: Dialect) -> tuple[str, str]:
+    """The identity indexes ``observed`` lacks, created (on PostgreSQL this holds off
+    writes to the table while each is built; docs/backends/sql.md has the alternative)."""
+    full = state_table(MetaData(), table.name, table.schema)
+    indexes = {str(index.name): index for index in full.indexes}
+    ddl = ";\n".join(
+        str(CreateIndex(indexes[name]).compile(dialect=dialect)).strip()
+        for name in observed.missing_indexes
+    )
+    return CREATE_IDENTITY_INDEXES.format(names=", ".join(observed.missing_indexes)), ddl
 
 
 def _retype_steps(observed: Observed, name: str, dialect: Dialect) -> list[tuple[str, str]]:

@@ -52,6 +52,19 @@ class Figure:
         )
 
 
+def against(found: dict[str, Figure], base: str) -> dict[str, dict[str, float]]:
+    """Each contender's ops/s, p99 and ratio to ``base``'s ops/s, rounded for a report."""
+    base_ops = found[base].ops_per_s
+    return {
+        name: {
+            "ops_per_s": round(f.ops_per_s),
+            "p99_ms": round(f.p99_ms, 2),
+            "ratio": round(f.ops_per_s / base_ops, 3),
+        }
+        for name, f in found.items()
+    }
+
+
 def percentiles(latencies: Sequence[float]) -> tuple[float, float]:
     """(p50, p99) of ``latencies``; with one value, that value for both."""
     if len(latencies) < 2:

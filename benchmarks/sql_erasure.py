@@ -31,7 +31,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from benchmarks.harness import Op, compare
+from benchmarks.harness import Op, against, compare
 from benchmarks.workload import VALUE
 from statekit.backends.base import ScopeContext, StateWrite
 from statekit.backends.identity import IdentityFilter
@@ -181,16 +181,8 @@ async def _write_cost(
                 "no identity indexes": _setter(plain, "plain", new_keys),
             }
             found = await compare(ops, in_flight, duration, runs)
-            base = found["no identity indexes"].ops_per_s
             kind = "first writes" if new_keys else "updates"
-            figures[f"{kind}, {in_flight} in flight"] = {
-                name: {
-                    "ops_per_s": round(f.ops_per_s),
-                    "p99_ms": round(f.p99_ms, 2),
-                    "ratio": round(f.ops_per_s / base, 3),
-                }
-                for name, f in found.items()
-            }
+            figures[f"{kind}, {in_flight} in flight"] = against(found, "no identity indexes")
     finally:
         for backend in (indexed, plain):
             await backend.clear()

@@ -31,7 +31,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from benchmarks.harness import Op, compare
+from benchmarks.harness import Op, against, compare
 from benchmarks.workload import VALUE
 from statekit.backends.base import ScopeContext, StateWrite, SweepResult
 from statekit.backends.sql import SQLBackend
@@ -151,15 +151,7 @@ async def _set_ratios(url: str, options: dict[str, Any], runs: int, duration: fl
                 "no scopes table": _setter(plain, "plain", None, scopes),
             }
             found = await compare(ops, in_flight, duration, runs)
-            base = found["no ttl"].ops_per_s
-            figures[f"{in_flight} in flight, {scopes} scope(s)"] = {
-                name: {
-                    "ops_per_s": round(f.ops_per_s),
-                    "p99_ms": round(f.p99_ms, 2),
-                    "ratio": round(f.ops_per_s / base, 3),
-                }
-                for name, f in found.items()
-            }
+            figures[f"{in_flight} in flight, {scopes} scope(s)"] = against(found, "no ttl")
     finally:
         for backend in (plain, expiring, tolerant):
             await backend.clear()

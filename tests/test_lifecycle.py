@@ -25,9 +25,10 @@ from redis_servers import RedisServer, free_port
 from services import service_url
 
 import statekit
-from statekit import MemoryBackend, StateStore, StoreClosedError
+from statekit import MemoryBackend, StateStore
 from statekit.backends.base import ScopeContext, StateEntry
 from statekit.testing import new_identity
+from statekit.testing.contract import assert_all_refused_as_closed
 
 SCOPE_KEY = "runner:v2:lifecycle"
 
@@ -95,17 +96,7 @@ async def test_every_store_call_after_aclose_raises_store_closed(
     assert await store.state_set(SCOPE_KEY, "k", 1, "r", "b", "runner") == (True, None)
     await store.aclose()
     await store.aclose()  # idempotent
-    wrong: dict[str, str] = {}
-    for name, call in _store_calls(store).items():
-        try:
-            await call()
-        except StoreClosedError:
-            continue
-        except Exception as exc:
-            wrong[name] = f"raised {exc!r}"
-        else:
-            wrong[name] = "returned"
-    assert not wrong, f"store calls after aclose() that did not raise StoreClosedError: {wrong}"
+    await assert_all_refused_as_closed(_store_calls(store))
 
 
 # ---- aclose() while calls are under way ------------------------------------------------

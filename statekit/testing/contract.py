@@ -43,6 +43,22 @@ from statekit.validation import (
 )
 
 
+async def assert_all_refused_as_closed(calls: dict[str, Callable[[], Awaitable[Any]]]) -> None:
+    """Every call raises :class:`StoreClosedError` (made after ``aclose()``), else the
+    assertion names each that returned or raised something else."""
+    wrong: dict[str, str] = {}
+    for name, call in calls.items():
+        try:
+            await call()
+        except StoreClosedError:
+            continue
+        except Exception as exc:
+            wrong[name] = f"raised {exc!r}"
+        else:
+            wrong[name] = "returned"
+    assert not wrong, f"calls after aclose() that did not raise StoreClosedError: {wrong}"
+
+
 def _text_of(length: int, tag: str) -> str:
     """``length`` characters starting with ``tag``, padded with characters of 2, 3 and 4
     UTF-8 bytes: a backend that counts bytes where the limit counts characters fails."""
@@ -318,14 +334,4 @@ class StateBackendContract(
         if Capability.VERSIONS in backend.capabilities:
             versioned = cast(VersionedBackend, backend)
             calls["get_versioned"] = lambda: versioned.get_versioned(scope_key, "k")
-        wrong: dict[str, str] = {}
-        for name, call in calls.items():
-            try:
-                await call()
-            except StoreClosedError:
-                continue
-            except Exception as exc:
-                wrong[name] = f"raised {exc!r}"
-            else:
-                wrong[name] = "returned"
-        assert not wrong, f"calls after aclose() that did not raise StoreClosedError: {wrong}"
+        await assert_all_refused_as_closed(calls)

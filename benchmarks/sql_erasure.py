@@ -32,6 +32,7 @@ from typing import Any
 from sqlalchemy import text
 
 from benchmarks.harness import Op, against, compare
+from benchmarks.sql_expiry import bulk_target, integer_series
 from benchmarks.workload import VALUE
 from statekit.backends.base import ScopeContext, StateWrite
 from statekit.backends.identity import IdentityFilter
@@ -56,17 +57,8 @@ async def fill_unrelated(
     """Scopes ``first`` to ``first + count - 1`` of ``per_scope`` entries each, written
     straight into the table (fast): every scope name in turn, each id of its own
     (``a<s>``, ``c<s>``...), runner, binding, bot and workspace among ``shared`` values."""
-    await backend.create_schema()
-    postgres = backend.engine.dialect.name == "postgresql"
-    table = backend.table.name
-    if postgres:
-        table = f'"{backend.table.schema}".{table}'
-    series = (
-        "generate_series(CAST(:first AS int), CAST(:last AS int)) AS g(i)"
-        if postgres
-        else "(WITH RECURSIVE g(i) AS (SELECT :first UNION ALL SELECT i + 1 FROM g "
-        "WHERE i < :last) SELECT i FROM g) AS g"
-    )
+    postgres, table = await bulk_target(backend)
+    series = integer_series(postgres, ":first", ":last")
     now = "'2024-01-01 00:00:00'"
     rows = f"SELECT i / {per_scope} AS s, i % {per_scope} AS k FROM {series}"
     insert = (

@@ -43,20 +43,30 @@ HOUR = 3600.0
 PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 
 
-async def fill_expired(backend: SQLBackend, entries: int, per_scope: int = 10) -> None:
-    """``entries`` entries in scopes of ``per_scope`` whose deadline passed long ago,
-    written straight into the tables (fast)."""
+async def bulk_target(backend: SQLBackend) -> tuple[bool, str]:
+    """Whether ``backend`` is on PostgreSQL, and its table as a statement names it: for
+    filling tables straight with SQL (its schema created first)."""
     await backend.create_schema()
     postgres = backend.engine.dialect.name == "postgresql"
     table = backend.table.name
+    return postgres, f'"{backend.table.schema}".{table}' if postgres else table
+
+
+def integer_series(postgres: bool, first: str, last: str) -> str:
+    """A FROM item ``g(i)`` of the integers ``first`` to ``last`` (SQL expressions)."""
     if postgres:
-        table = f'"{backend.table.schema}".{table}'
-    series = (
-        "generate_series(0, :n - 1) AS g(i)"
-        if postgres
-        else "(WITH RECURSIVE g(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM g WHERE i < :n - 1) "
-        "SELECT i FROM g) AS g"
+        return f"generate_series(CAST({first} AS int), CAST({last} AS int)) AS g(i)"
+    return (
+        f"(WITH RECURSIVE g(i) AS (SELECT {first} UNION ALL SELECT i + 1 FROM g "
+        f"WHERE i < {last}) SELECT i FROM g) AS g"
     )
+
+
+async def fill_expired(backend: SQLBackend, entries: int, per_scope: int = 10) -> None:
+    """``entries`` entries in scopes of ``per_scope`` whose deadline passed long ago,
+    written straight into the tables (fast)."""
+    postgres, table = await bulk_target(backend)
+    series = integer_series(postgres, "0", ":n - 1")
     now = "'2024-01-01 00:00:00'"
     async with backend.engine.begin() as conn:
         await conn.execute(

@@ -146,9 +146,15 @@ class StoreAccess(StoreMaintenance):
     def _access(self, identity: Mapping[str, object]) -> tuple[ErasingBackend, IdentityFilter]:
         self._check_open()
         if Capability.ERASURE not in self._backend.capabilities:
+            hint = (
+                "; `statekit init` (StateStore.create_schema) adds what a table found in "
+                "place lacks for it (the identity indexes)"
+                if hasattr(self._backend, "upgrade_schema")
+                else ""
+            )
             raise UnsupportedCapabilityError(
                 f"{type(self._backend).__name__} does not support erasure "
-                "(Capability.ERASURE): scopes cannot be found or erased by identity"
+                f"(Capability.ERASURE): scopes cannot be found or erased by identity{hint}"
             )
         return cast(ErasingBackend, self._backend), identity_filter(identity)
 

@@ -18,6 +18,7 @@ from sqlalchemy import MetaData, inspect
 from sqlsupport import DIALECTS, Place, execute, original_table, place_of
 
 from benchmarks.sql_erasure import fill_unrelated
+from statekit import StateStore
 from statekit.backends.base import Capability, StateWrite
 from statekit.backends.identity import IdentityFilter
 from statekit.backends.sql import SQLBackend
@@ -87,6 +88,9 @@ async def test_a_table_without_identity_indexes_is_served_without_erasure(place:
         [info async for info in backend.find_scopes(identity)]
     with pytest.raises(UnsupportedCapabilityError, match="statekit init"):
         await backend.scope_entries("any")
+    store = StateStore(backend)  # not closed here: the backend is closed by the place
+    with pytest.raises(UnsupportedCapabilityError, match="statekit init"):
+        await store.erase(actor_id="kept.actor_id")
     await backend.create_schema()  # a table found in place keeps its indexes as they are
     assert Capability.ERASURE not in backend.capabilities
     assert len([e async for e in backend.iter_entries()]) == 2  # nothing was erased

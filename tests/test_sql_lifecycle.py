@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import QueuePool
+from sqlalchemy.util import await_only
 from sqlsupport import postgres_url, private_schema, until_lock_waits
 
 from statekit.backends.base import ScopeContext, StateWrite
@@ -303,6 +304,48 @@ def test_calls_cancelled_twice_mid_flight_leave_nothing_behind(make_backend: Fac
     assert reports == []  # e.g. "Task was destroyed but it is pending!"
     assert [str(w.message) for w in caught] == []
     assert threads_settle_at(threads)
+
+
+async def _first_call_cancelled_twice(path: Path) -> None:
+    backend = SQLBackend.from_url(f"sqlite+aiosqlite:///{path}")
+    opening, proceed = asyncio.Event(), asyncio.Event()
+
+    def held(_dbapi_connection: Any, _record: Any) -> None:
+        opening.set()
+        await_only(proceed.wait())
+
+    event.listen(backend.engine.sync_engine, "connect", held, once=True)
+    caller = asyncio.ensure_future(backend.get("s", "k"))
+    await opening.wait()  # the first call is opening the connection that makes the table
+    for _ in range(2):
+        caller.cancel()
+        await asyncio.sleep(0)
+    assert not caller.done()  # held back while the table is made
+    proceed.set()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert await backend.get("s", "k") is None  # the table is there
+    await backend.aclose()
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+
+
+@pytest.mark.sqlite
+def test_a_first_call_cancelled_twice_while_the_table_is_made_waits_for_it(
+    tmp_path: Path,
+) -> None:
+    """The first call makes the table on SQLAlchemy's own connection. Cancelled twice
+    while that connection opens, SQLAlchemy would terminate it and strand its close task
+    (pending forever); instead the call holds its cancellation back until the table is
+    made, and nothing is left once the backend is closed."""
+    reports: list[str] = []
+    loop = asyncio.new_event_loop()
+    loop.set_exception_handler(lambda _loop, context: reports.append(context["message"]))
+    try:
+        loop.run_until_complete(_first_call_cancelled_twice(tmp_path / "state.db"))
+    finally:
+        loop.close()  # not asyncio.run(), which would wait for a stranded task forever
+    gc.collect()  # a stranded task is reported when collected
+    assert reports == []  # e.g. "Task was destroyed but it is pending!"
 
 
 @pytest.mark.postgres

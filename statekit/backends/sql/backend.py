@@ -33,7 +33,7 @@ from statekit.backends.sql.faults import TRANSLATED, translate
 from statekit.backends.sql.gateway import CLOSED_MESSAGE, DriverRun, Gateway
 from statekit.backends.sql.identity import Erasure
 from statekit.backends.sql.identity_sql import IdentitySQL
-from statekit.backends.sql.layout import observe_table, server_and_layout
+from statekit.backends.sql.layout import Observed, observe_table, server_and_layout
 from statekit.backends.sql.naming import check_table
 from statekit.backends.sql.options import parse_url, split_options
 from statekit.backends.sql.reads import Reads
@@ -196,6 +196,9 @@ class SQLBackend(Reads, Writes, Erasure):
 
     async def _prepare(self) -> None:
         self._check_open()
+        await self._gateway.finish(self._prepare_table())
+
+    async def _prepare_table(self) -> None:
         async with self._gateway.schema_lock():
             if self._ready:
                 return
@@ -282,6 +285,9 @@ class SQLBackend(Reads, Writes, Erasure):
         A table already there is left as it is (:meth:`upgrade_schema` changes it) and
         the backend adopts it as found (see :attr:`capabilities`)."""
         self._check_open()
+        await self._gateway.finish(self._create_table())
+
+    async def _create_table(self) -> None:
         async with self._gateway.schema_lock():
             await create_table(self._engine, self._gateway, self._table)
             await self._adopt()
@@ -301,6 +307,9 @@ class SQLBackend(Reads, Writes, Erasure):
         :meth:`describe` layout says why, and operations raise ConfigurationError.
         """
         self._check_open()
+        return await self._gateway.finish(self._upgrade_table())
+
+    async def _upgrade_table(self) -> list[str]:
         async with self._gateway.schema_lock():
             self._ready = False  # operations wait for the upgraded table's statements
             # A table found in place is upgraded first, so the scopes table it lacks is
@@ -315,11 +324,7 @@ class SQLBackend(Reads, Writes, Erasure):
 
     async def describe(self) -> BackendInfo:
         self._check_open()
-        try:
-            async with self._gateway.guard(), self._engine.connect() as conn:
-                server_version, observed = await server_and_layout(conn, self._table)
-        except TRANSLATED as exc:
-            raise translate(exc, "describe") from exc
+        server_version, observed = await self._gateway.finish(self._observe())
         if observed.exists:
             self.capabilities = _capabilities(observed.shape)
         return BackendInfo(
@@ -330,6 +335,13 @@ class SQLBackend(Reads, Writes, Erasure):
             url=self._url,
             warnings=observed.warnings,
         )
+
+    async def _observe(self) -> tuple[str, Observed]:
+        try:
+            async with self._gateway.guard(), self._engine.connect() as conn:
+                return await server_and_layout(conn, self._table)
+        except TRANSLATED as exc:
+            raise translate(exc, "describe") from exc
 
     async def aclose(self) -> None:
         """Close the backend: every later call raises :class:`StoreClosedError`; calls

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import StaticPool
@@ -38,6 +38,8 @@ from statekit.errors import StateBackendError, StoreClosedError
 DriverRun = Callable[[driver.Connections, str, Any], Any]
 
 CLOSED_MESSAGE = "the SQL backend is closed (aclose() was called)"
+
+_T = TypeVar("_T")
 
 
 class _Turns:
@@ -190,6 +192,15 @@ class Gateway:
                 raise translate(exc, what) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def finish(self, block: Coroutine[Any, Any, _T]) -> _T:
+        """Await ``block``, which uses the engine itself (inside :meth:`guard`); on SQLite
+        to its end, holding a cancellation of the caller back as :meth:`run` does: the
+        connection that SQLAlchemy opens for it would be terminated, and cancelled again
+        its close task strands (see :func:`_to_the_end`)."""
+        if self._runs_to_the_end:
+            return await _to_the_end(block)
+        return await block
+
     async def _operate(self, turns: _Turns, run: DriverRun, sql: str, arguments: Any) -> Any:
         try:
             # One greenlet for checkout, execution and checkin.
@@ -217,7 +228,7 @@ class Gateway:
         await turns.connections.settle()
 
 
-async def _to_the_end(operation: Coroutine[Any, Any, Any]) -> Any:
+async def _to_the_end(operation: Coroutine[Any, Any, _T]) -> _T:
     """Await ``operation`` in a task of its own that a cancellation of the caller does
     not reach, and hold the caller's cancellation back until the operation has ended.
 

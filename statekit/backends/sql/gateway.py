@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -239,6 +239,17 @@ async def _to_the_end(operation: Coroutine[Any, Any, _T]) -> _T:
     will, so a write the caller makes next can never be overtaken by it. The wait is as
     long as the statement's, which ``timeout`` bounds.
     """
+    task, interrupted = await shielded(operation)
+    if interrupted:
+        _retrieve(task)
+        raise asyncio.CancelledError
+    return task.result()
+
+
+async def shielded(operation: Awaitable[_T]) -> tuple[asyncio.Future[_T], bool]:
+    """``operation`` awaited in a task that a cancellation of the caller does not reach;
+    the task, and whether the caller was cancelled meanwhile (the caller decides what a
+    cancellation then means: :func:`_to_the_end`, PostgreSQL's connect)."""
     task = asyncio.ensure_future(operation)
     interrupted = False
     while not task.done():
@@ -246,10 +257,7 @@ async def _to_the_end(operation: Coroutine[Any, Any, _T]) -> _T:
             await asyncio.wait((task,))
         except asyncio.CancelledError:
             interrupted = True
-    if interrupted:
-        _retrieve(task)
-        raise asyncio.CancelledError
-    return task.result()
+    return task, interrupted
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:

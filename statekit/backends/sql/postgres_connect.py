@@ -20,35 +20,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import Any
 
-T = TypeVar("T")
-
-
-async def _to_the_end(operation: Awaitable[T]) -> tuple[asyncio.Future[T], bool]:
-    """``operation`` awaited in a task that a cancellation of the caller does not reach;
-    the task, and whether the caller was cancelled meanwhile."""
-    task = asyncio.ensure_future(operation)
-    interrupted = False
-    while not task.done():
-        try:
-            await asyncio.wait((task,))
-        except asyncio.CancelledError:
-            interrupted = True
-    return task, interrupted
+from statekit.backends.sql.gateway import shielded
 
 
 async def connect(*args: Any, **kwargs: Any) -> Any:
     """What SQLAlchemy's asyncpg dialect awaits (its ``async_creator_fn`` hook)."""
     import asyncpg  # here: a SQLite-only install has no asyncpg
 
-    attempt, interrupted = await _to_the_end(asyncpg.connect(*args, **kwargs))
+    attempt, interrupted = await shielded(asyncpg.connect(*args, **kwargs))
     if not interrupted:
         return attempt.result()
     if not attempt.cancelled() and attempt.exception() is None:
         connection = attempt.result()
-        closing, _ = await _to_the_end(connection.close(timeout=kwargs.get("timeout")))
+        closing, _ = await shielded(connection.close(timeout=kwargs.get("timeout")))
         with contextlib.suppress(Exception):  # a failed close has aborted the connection
             closing.result()
     raise asyncio.CancelledError

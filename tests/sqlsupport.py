@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from services import service_url
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 # The original store's table, as the baseline benchmark creates it, for the SQL tests.
 from benchmarks.original import original_table as original_table
@@ -59,6 +59,24 @@ async def terminate_connections(application_name: str) -> int:
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
         f"WHERE application_name = '{application_name}'",
     )
+
+
+@contextlib.asynccontextmanager
+async def row_locked(backend: SQLBackend, state_key: str) -> AsyncIterator[AsyncConnection]:
+    """A connection of its own (PostgreSQL) holding the row lock of ``state_key`` in
+    ``backend``'s table until the block ends or it calls ``rollback()``."""
+    locker = create_async_engine(postgres_url())
+    try:
+        async with locker.connect() as conn:
+            await conn.execute(
+                text(
+                    f"SELECT 1 FROM {backend.table_fullname} "
+                    f"WHERE state_key = '{state_key}' FOR UPDATE"
+                )
+            )
+            yield conn
+    finally:
+        await locker.dispose()
 
 
 async def until_lock_waits(application_name: str, *, waiting: bool) -> None:

@@ -28,6 +28,7 @@ from sqlsupport import (
     execute,
     postgres_url,
     private_schema,
+    row_locked,
     terminate_connections,
     until_lock_waits,
 )
@@ -439,15 +440,9 @@ async def test_a_blocked_statement_times_out(pg_schema: str) -> None:
     backend = SQLBackend.from_url(
         postgres_url(), schema=pg_schema, timeout=1, application_name=name
     )
-    locker = create_async_engine(postgres_url())
     try:
         await backend.set(StateWrite("s", "locked", "1", CTX))
-        async with locker.connect() as conn:
-            await conn.execute(
-                text(
-                    f"SELECT 1 FROM {backend.table_fullname} WHERE state_key = 'locked' FOR UPDATE"
-                )
-            )
+        async with row_locked(backend, "locked") as conn:
             with pytest.raises(BackendTimeoutError):
                 await backend.set(StateWrite("s", "locked", "2", CTX))
             # The client gives up first (asyncpg's command_timeout); the server ends the
@@ -460,7 +455,6 @@ async def test_a_blocked_statement_times_out(pg_schema: str) -> None:
     finally:
         await backend.clear()
         await backend.aclose()
-        await locker.dispose()
 
 
 @pytest.mark.postgres

@@ -24,7 +24,7 @@ from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import QueuePool
 from sqlalchemy.util import await_only
-from sqlsupport import postgres_url, private_schema, until_lock_waits
+from sqlsupport import postgres_url, private_schema, row_locked, until_lock_waits
 
 from statekit.backends.base import ScopeContext, StateWrite
 from statekit.backends.sql import SQLBackend, postgres_connect
@@ -365,15 +365,9 @@ async def test_a_cancelled_statement_frees_its_place_once_the_server_ended_its_c
         max_overflow=0,
         timeout=30,
     )
-    locker = create_async_engine(postgres_url())
     try:
         await backend.set(StateWrite("s", "locked", "1", CTX))
-        async with locker.connect() as conn:
-            await conn.execute(
-                text(
-                    f"SELECT 1 FROM {backend.table_fullname} WHERE state_key = 'locked' FOR UPDATE"
-                )
-            )
+        async with row_locked(backend, "locked") as conn:
             blocked = asyncio.ensure_future(backend.set(StateWrite("s", "locked", "2", CTX)))
             await until_lock_waits(application_name, waiting=True)
             blocked.cancel()
@@ -386,7 +380,6 @@ async def test_a_cancelled_statement_frees_its_place_once_the_server_ended_its_c
     finally:
         await backend.clear()
         await backend.aclose()
-        await locker.dispose()
 
 
 class _HeldConnect:

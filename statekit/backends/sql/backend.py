@@ -143,7 +143,7 @@ class SQLBackend(Reads, Writes, Erasure):
         self._url = mask_password(engine.url.render_as_string(hide_password=False))
         if dialect == "postgresql" and schema is None:
             schema = DEFAULT_SCHEMA  # statements name it: search_path never picks the table
-        self._table = state_table(MetaData(), table_name, schema)
+        self._table = state_table(MetaData(), table_name, schema, dialects=(dialect,))
         check_table(self._table)
         self._create = create_schema
         self._ready = False  # until the table is known to exist and its shape is known
@@ -216,7 +216,9 @@ class SQLBackend(Reads, Writes, Erasure):
                 f"{'; '.join(observed.blocking)} (`statekit init` creates or upgrades it)"
             )
         shape = observed.shape
-        self._table = state_table(MetaData(), self._table.name, self._table.schema, shape=shape)
+        self._table = state_table(
+            MetaData(), self._table.name, self._table.schema, shape=shape, indexes=False
+        )
         dialect = self._engine.dialect
         self._statements = statements = Statements(self._table, dialect, shape)
         self._expiry = (

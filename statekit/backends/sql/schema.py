@@ -25,8 +25,9 @@ Hosts with their own migrations add :data:`metadata` (or the tables made by
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -155,8 +156,13 @@ def scope_predicate(scope: str) -> str:
     return f"scope = '{scope}'"
 
 
-def identity_indexes(table_name: str) -> list[Index]:
-    """The :data:`IDENTITY_INDEXES` of the table ``table_name``, unbound."""
+#: The dialects whose partial-index conditions statekit declares.
+DIALECTS = ("postgresql", "sqlite")
+
+
+def identity_indexes(table_name: str, dialects: Sequence[str] = DIALECTS) -> list[Index]:
+    """The :data:`IDENTITY_INDEXES` of the table ``table_name``, unbound, with their
+    conditions for ``dialects`` (declaring one loads that dialect's module)."""
     indexes = []
     for field, (columns, scope, sparse) in IDENTITY_INDEXES.items():
         name = identity_index_name(table_name, field)
@@ -166,7 +172,8 @@ def identity_indexes(table_name: str) -> list[Index]:
             indexes.append(Index(name, *columns))
             continue
         where = text(" AND ".join(terms))
-        indexes.append(Index(name, *columns, postgresql_where=where, sqlite_where=where))
+        conditions: dict[str, Any] = {f"{dialect}_where": where for dialect in dialects}
+        indexes.append(Index(name, *columns, **conditions))
     return indexes
 
 
@@ -176,13 +183,16 @@ def state_table(
     schema: str | None = None,
     *,
     shape: TableShape = STATEKIT_SHAPE,
+    dialects: Sequence[str] = DIALECTS,
+    indexes: bool = True,
 ) -> Table:
     """Declare statekit's table on ``metadata`` (a host's own, for its migrations).
 
     The unique constraint is named ``uq_<table>_scope_key_state_key``; the upsert
     targets its columns. The :data:`IDENTITY_INDEXES` are named ``ix_<table>_<field>``.
     ``shape`` declares a table found in place as it is (the backend does this itself);
-    migrations want the default.
+    migrations want the default. ``dialects`` are those the partial indexes' conditions
+    are declared for (the backend names its own); without ``indexes``, none is declared.
     """
     version = (
         [Column("version", BigInteger(), nullable=False, server_default=text("1"))]
@@ -202,7 +212,7 @@ def state_table(
         Column("updated_at", DateTime(timezone=shape.aware_timestamps), nullable=False),
         *version,
         UniqueConstraint("scope_key", "state_key", name=unique_name(table_name)),
-        *identity_indexes(table_name),
+        *(identity_indexes(table_name, dialects) if indexes else ()),
         schema=schema,
     )
 
@@ -242,16 +252,29 @@ def scopes_table(
     )
 
 
-#: statekit's tables with the default names, for ``target_metadata`` in Alembic.
-metadata = MetaData()
-state_table(metadata)
-scopes_table(metadata)
+_metadata: MetaData | None = None
 
+
+def __getattr__(name: str) -> MetaData:
+    """``metadata``: statekit's tables with the default names, for ``target_metadata`` in
+    Alembic. Built on first use: the partial indexes' conditions, one per dialect, load
+    both dialects' modules, which a SQLite command does without."""
+    global _metadata
+    if name != "metadata":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if _metadata is None:
+        _metadata = MetaData()
+        state_table(_metadata)
+        scopes_table(_metadata)
+    return _metadata
+
+
+_columns = state_table(MetaData(), indexes=False).columns
 #: Column names ``describe`` checks for: every column of the table, in its order.
-EXPECTED_COLUMNS = tuple(column.name for column in state_table(MetaData()).columns)
+EXPECTED_COLUMNS = tuple(column.name for column in _columns)
 #: The width of every text column with one: what the validation limits need.
 COLUMN_WIDTHS = {
     column.name: column.type.length
-    for column in state_table(MetaData()).columns
+    for column in _columns
     if isinstance(column.type, String) and column.type.length is not None
 }

@@ -42,7 +42,7 @@ async def create_table(engine: AsyncEngine, gateway: Gateway, table: Table) -> N
     scopes table beside it (and their PostgreSQL schema, unless ``public``) where absent;
     a table already there is left as it is (its indexes too: building them on a large
     table is :func:`upgrade_table`'s, run by ``statekit init``)."""
-    table = state_table(MetaData(), table.name, table.schema)
+    table = state_table(MetaData(), table.name, table.schema, dialects=(engine.dialect.name,))
     scopes = scopes_table(MetaData(), table.name, table.schema)
     for attempt in (1, 2):
         try:
@@ -131,7 +131,7 @@ def upgrade_steps(observed: Observed, table: Table, dialect: Dialect) -> list[tu
 def _index_step(observed: Observed, table: Table, dialect: Dialect) -> tuple[str, str]:
     """The identity indexes ``observed`` lacks, created (on PostgreSQL this holds off
     writes to the table while each is built; docs/backends/sql.md has the alternative)."""
-    full = state_table(MetaData(), table.name, table.schema)
+    full = state_table(MetaData(), table.name, table.schema, dialects=(dialect.name,))
     indexes = {str(index.name): index for index in full.indexes}
     ddl = ";\n".join(
         str(CreateIndex(indexes[name]).compile(dialect=dialect)).strip()

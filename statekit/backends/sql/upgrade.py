@@ -46,12 +46,17 @@ async def create_table(engine: AsyncEngine, gateway: Gateway, table: Table) -> N
     scopes = scopes_table(MetaData(), table.name, table.schema)
     for attempt in (1, 2):
         try:
-            async with gateway.guard(), engine.begin() as conn:
-                if table.schema not in (None, DEFAULT_SCHEMA):
-                    await conn.execute(CreateSchema(table.schema, if_not_exists=True))
+            # Looked up on a connection of its own: on SQLite a transaction that reads
+            # before it writes cannot wait for another process's write lock (SQLite
+            # answers "database is locked" at once rather than risk a deadlock), and
+            # processes starting together all create the table.
+            async with gateway.guard(), engine.connect() as conn:
                 found = await conn.run_sync(
                     lambda sync: inspect(sync).has_table(table.name, schema=table.schema)
                 )
+            async with gateway.guard(), engine.begin() as conn:
+                if table.schema not in (None, DEFAULT_SCHEMA):
+                    await conn.execute(CreateSchema(table.schema, if_not_exists=True))
                 await conn.execute(CreateTable(table, if_not_exists=True))
                 if not found:
                     for index in table.indexes:

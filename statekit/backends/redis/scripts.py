@@ -204,7 +204,12 @@ local removed = redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+  if removed == 1 then
+    redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+  else
+    -- No entry removed: the context may be a new scope's claim (see .identity), kept.
+    redis.call('DEL', KEYS[2], KEYS[4])
+  end
 end
 return removed
 """

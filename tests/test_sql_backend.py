@@ -458,6 +458,38 @@ async def test_a_blocked_statement_times_out(pg_schema: str) -> None:
 
 
 @pytest.mark.postgres
+async def test_a_batch_the_server_aborts_to_break_a_deadlock_is_run_again(pg_schema: str) -> None:
+    """A deadlock between a batch and another transaction: PostgreSQL aborts the batch
+    (its session detects the cycle first), which rolled back whole is run again and
+    commits once the other transaction ends. The caller sees no error."""
+    name = f"statekit-deadlock-{uuid.uuid4().hex[:8]}"
+    backend = SQLBackend.from_url(
+        postgres_url(), schema=pg_schema, timeout=30, application_name=name
+    )
+    locker = create_async_engine(postgres_url())
+    try:
+        await backend.set_many([StateWrite("s", "a", "1", CTX), StateWrite("s", "b", "1", CTX)])
+        table = backend.table_fullname
+        async with locker.connect() as conn:
+            # The other session waits far longer before it looks for a deadlock.
+            await conn.execute(text("SET deadlock_timeout = '60s'"))
+            await conn.execute(text(f"UPDATE {table} SET version = version WHERE state_key = 'b'"))
+            batch = asyncio.create_task(
+                backend.set_many([StateWrite("s", "a", "2", CTX), StateWrite("s", "b", "2", CTX)])
+            )
+            await until_lock_waits(name, waiting=True)  # holds 'a', waits for 'b'
+            await conn.execute(text(f"UPDATE {table} SET version = version WHERE state_key = 'a'"))
+            await conn.commit()
+        await batch
+        assert await backend.get("s", "a") == "2"
+        assert await backend.get("s", "b") == "2"
+    finally:
+        await locker.dispose()
+        await backend.clear()
+        await backend.aclose()
+
+
+@pytest.mark.postgres
 async def test_unreachable_server_is_a_typed_error() -> None:
     backend = SQLBackend.from_url(
         "postgresql+asyncpg://postgres@127.0.0.1:1/statekit", connect_timeout=1

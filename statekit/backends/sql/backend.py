@@ -256,12 +256,20 @@ class SQLBackend(Reads, Writes, Erasure):
         return self._expiry
 
     async def _run(
-        self, run: DriverRun, sql: str, arguments: Any, what: str, *, read: bool = False
+        self,
+        run: DriverRun,
+        sql: str,
+        arguments: Any,
+        what: str,
+        *,
+        read: bool = False,
+        atomic: bool = True,
     ) -> Any:
-        """``run(connections, sql, arguments)`` on a driver connection, in its turn."""
+        """``run(connections, sql, arguments)`` on a driver connection, in its turn
+        (``atomic``: all or nothing, see :meth:`.gateway.Gateway.run`)."""
         if not self._ready:
             await self._prepare()
-        return await self._gateway.run(run, sql, arguments, what, read=read)
+        return await self._gateway.run(run, sql, arguments, what, read=read, atomic=atomic)
 
     async def _rows(
         self,
@@ -278,7 +286,8 @@ class SQLBackend(Reads, Writes, Erasure):
 
     async def _program(self, program: driver.Program, what: str, *, transaction: bool) -> Any:
         """Run ``program`` on one connection (see :func:`.driver.run_program`)."""
-        return await self._run(driver.run_program, "", (program, transaction), what)
+        arguments = (program, transaction)
+        return await self._run(driver.run_program, "", arguments, what, atomic=transaction)
 
     async def create_schema(self) -> None:
         """Create the table, the scopes table beside it (and the PostgreSQL schema) where

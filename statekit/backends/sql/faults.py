@@ -40,6 +40,8 @@ def driver_errors(dialect_name: str) -> tuple[type[BaseException], ...]:
 
 # PostgreSQL SQLSTATEs: 57014 query_canceled (statement_timeout), 55P03 lock_not_available.
 _TIMEOUT_STATES = frozenset({"57014", "55P03"})
+# 40P01 deadlock_detected, 40001 serialization_failure: the transaction was rolled back.
+_ABORTED_STATES = frozenset({"40P01", "40001"})
 # 57P01-57P03: admin shutdown / crash shutdown / cannot connect now; class 08: connection.
 _UNAVAILABLE_STATES = frozenset({"57P01", "57P02", "57P03"})
 
@@ -50,6 +52,13 @@ def _sqlstate(error: BaseException) -> str | None:
         if isinstance(state, str):
             return state
     return None
+
+
+def aborted_whole(error: BaseException) -> bool:
+    """Whether the server aborted the transaction (or statement) to break a deadlock or
+    a serialization conflict: it rolled everything back, so running it again is safe."""
+    orig = getattr(error, "orig", None) or error
+    return _sqlstate(orig) in _ABORTED_STATES
 
 
 def _is_timeout(error: BaseException) -> bool:

@@ -30,7 +30,7 @@ from sqlalchemy.util import greenlet_spawn
 
 from statekit.backends.gate import FifoGate
 from statekit.backends.sql import driver
-from statekit.backends.sql.faults import TRANSLATED, driver_errors, translate
+from statekit.backends.sql.faults import TRANSLATED, aborted_whole, driver_errors, translate
 from statekit.backends.sql.loops import LoopEnd
 from statekit.errors import StateBackendError, StoreClosedError
 
@@ -38,6 +38,8 @@ from statekit.errors import StateBackendError, StoreClosedError
 DriverRun = Callable[[driver.Connections, str, Any], Any]
 
 CLOSED_MESSAGE = "the SQL backend is closed (aclose() was called)"
+#: How many times an atomic operation the server aborted whole is run again.
+ROLLBACK_RETRIES = 3
 
 _T = TypeVar("_T")
 
@@ -168,15 +170,28 @@ class Gateway:
         finally:
             self._leave(turns, awaited=not streaming)
 
-    async def run(self, run: DriverRun, sql: str, arguments: Any, what: str, *, read: bool) -> Any:
+    async def run(
+        self,
+        run: DriverRun,
+        sql: str,
+        arguments: Any,
+        what: str,
+        *,
+        read: bool,
+        atomic: bool = True,
+    ) -> Any:
         """``run(connections, sql, arguments)`` on a driver connection, in its turn.
 
         A read that finds its connection dead is retried once: the failure has discarded
         the pool's stale connections, so the retry runs on a fresh one. Writes are not
-        retried (the lost reply may belong to an applied write). Failures are raised as
-        statekit errors saying ``what`` failed.
+        retried (the lost reply may belong to an applied write). ``atomic`` (one statement
+        or one transaction) is run again, up to :data:`ROLLBACK_RETRIES` times, when the
+        server aborted it to break a deadlock or a serialization conflict: it was then
+        rolled back whole, so nothing of it applied and its outcome is known. Failures
+        are raised as statekit errors saying ``what`` failed.
         """
-        for attempt in (1, 2):
+        resent = rolled_back = 0
+        while True:
             turns = await self._enter(driver_operation=True)
             operation = self._operate(turns, run, sql, arguments)
             try:
@@ -184,13 +199,16 @@ class Gateway:
                     return await _to_the_end(operation)
                 return await operation
             except driver.ConnectionLost as lost:
-                if read and attempt == 1:
+                if read and not resent:
+                    resent += 1
                     continue
                 cause = lost.__cause__ or lost
                 raise translate(cause, what, lost=True) from cause
             except self._driver_errors as exc:
+                if atomic and rolled_back < ROLLBACK_RETRIES and aborted_whole(exc):
+                    rolled_back += 1
+                    continue
                 raise translate(exc, what) from exc
-        raise AssertionError("unreachable")  # pragma: no cover
 
     async def finish(self, block: Coroutine[Any, Any, _T]) -> _T:
         """Await ``block``, which uses the engine itself (inside :meth:`guard`); on SQLite

@@ -17,6 +17,7 @@ class Parts:
     """The backend's state and plumbing, as its parts use them."""
 
     _ready: bool
+    _dialect: str
     _statements: Statements
     _expiry: Expiry | None
     _shared_connection: bool
@@ -37,7 +38,14 @@ class Parts:
         def _require_expiry(self) -> Expiry: ...
 
         async def _run(
-            self, run: DriverRun, sql: str, arguments: Any, what: str, *, read: bool = False
+            self,
+            run: DriverRun,
+            sql: str,
+            arguments: Any,
+            what: str,
+            *,
+            read: bool = False,
+            atomic: bool = True,
         ) -> Any: ...
 
         async def _rows(

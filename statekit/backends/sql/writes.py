@@ -13,6 +13,10 @@ from statekit.backends.sql.parts import Parts
 from statekit.errors import VersionConflictError
 
 
+def _row_key(write: StateWrite) -> tuple[str, str]:
+    return (write.scope_key, write.state_key)
+
+
 class Writes(Parts):
     """``set``, ``set_many``, ``delete``, ``clear`` and ``sweep_expired`` of
     :class:`~statekit.backends.sql.SQLBackend`."""
@@ -112,6 +116,10 @@ class Writes(Parts):
         statements = self._statements
         now = statements.timestamp(datetime.now(timezone.utc))
         expiry = self._expiry
+        if self._dialect == "postgresql":
+            # Rows locked in key order, as by every other batch and by an erase, so two
+            # batches never deadlock (a stable sort: writes of one key keep their order).
+            writes = sorted(writes, key=_row_key)
         if expiry is not None and not expiry.postgres:
             program = expiry.sqlite_write_many(writes, now, self.clock(), self.deadline_tolerance)
             await self._program(program, "set many", transaction=True)

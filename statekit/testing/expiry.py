@@ -177,6 +177,24 @@ class ExpiryContract(ExpiryRulesContract):
         await scope.set(backend, "c", 3, ttl=NEVER)  # on a scope without a deadline
         await assert_live(backend, time, scope, {"a": 1, "b": 2, "c": 3}, None)
 
+    async def test_the_last_write_of_a_batch_to_a_scope_sets_its_deadline(
+        self, expiring: ExpiringBackend, expiry_time: ExpiryTime
+    ) -> None:
+        """Writes of one scope in a batch apply in call order, whatever their keys: the
+        last one's ttl is the scope's (keys given out of order on purpose)."""
+        backend, time, ttl = expiring, expiry_time, expiry_time.ttl
+
+        async def attempt() -> None:
+            timed, unending = Scope.new(), Scope.new()
+            writes = [timed.write("b", 2, NEVER), timed.write("a", 1, ttl)]
+            _, deadline = await time.deadline_of(backend.set_many(writes), ttl)
+            await backend.set_many([unending.write("b", 2, ttl), unending.write("a", 1, NEVER)])
+            await time.past(deadline)
+            await assert_absent(backend, timed, ["a", "b"])
+            await assert_live(backend, time, unending, {"a": 1, "b": 2}, None)
+
+        await retry_too_late(attempt)
+
     async def test_a_rejected_write_moves_nothing(
         self, expiring: ExpiringBackend, expiry_time: ExpiryTime
     ) -> None:

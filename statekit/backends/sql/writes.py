@@ -13,8 +13,8 @@ from statekit.backends.sql.parts import Parts
 from statekit.errors import VersionConflictError
 
 
-def _row_key(write: StateWrite) -> tuple[str, str]:
-    return (write.scope_key, write.state_key)
+def _scope_of(write: StateWrite) -> str:
+    return write.scope_key
 
 
 class Writes(Parts):
@@ -117,9 +117,10 @@ class Writes(Parts):
         now = statements.timestamp(datetime.now(timezone.utc))
         expiry = self._expiry
         if self._dialect == "postgresql":
-            # Rows locked in key order, as by every other batch and by an erase, so two
-            # batches never deadlock (a stable sort: writes of one key keep their order).
-            writes = sorted(writes, key=_row_key)
+            # Scopes locked in key order, as by every other batch and by an erase, so two
+            # batches never deadlock over scopes. A stable sort: the writes of one scope
+            # keep their order (the last one's ttl sets the deadline).
+            writes = sorted(writes, key=_scope_of)
         if expiry is not None and not expiry.postgres:
             program = expiry.sqlite_write_many(writes, now, self.clock(), self.deadline_tolerance)
             await self._program(program, "set many", transaction=True)

@@ -16,7 +16,10 @@ cancelled at random points (see ``cancellation_storm.py``). Afterwards:
 That last promise is checked last, so that the others are asserted even where it breaks
 (issue 12 item 11 found SQLite calls cancelled twice leaving SQLAlchemy's
 connection-terminate tasks pending, and PostgreSQL connection attempts cancelled during
-their TLS negotiation leaving asyncpg errors that nobody retrieved; both are fixed).
+their TLS negotiation leaving asyncpg errors that nobody retrieved; both are fixed). On
+Redis with auto-pipelining it found a cancelled caller leaving while its write was still
+on the wire, so that its next write, sent on another connection, could be applied first;
+a caller now leaves once its round trip has ended.
 """
 
 from __future__ import annotations
@@ -277,35 +280,14 @@ async def _storm_and_check(
     _assert_nothing_left(left, watch.reports)
 
 
-REDIS_PIPELINE_TWICE = (
-    "found by this storm, under investigation: with auto-pipelining, calls cancelled "
-    "twice once let a listing miss a key whose last write was acknowledged (about 1 storm "
-    "in 5 under heavy load; never seen with calls cancelled once or without the pipeline)"
-)
-
-
-def _known(backends: list[Any], twice: bool) -> list[Any]:
-    """``backends`` with their known failures marked as such."""
-    marked = []
-    for param in backends:
-        (name,) = param.values
-        marks = list(param.marks)
-        if twice and name == "redis-auto_pipeline":
-            marks.append(
-                pytest.mark.xfail(raises=AssertionError, strict=False, reason=REDIS_PIPELINE_TWICE)
-            )
-        marked.append(pytest.param(name, id=param.id, marks=marks))
-    return marked
-
-
-@pytest.mark.parametrize("target", _known(BACKENDS, twice=False), indirect=True)
+@pytest.mark.parametrize("target", BACKENDS, indirect=True)
 async def test_cancelled_calls_leave_a_consistent_working_store(
     target: Target, summary_line: Callable[[str], None]
 ) -> None:
     await _storm_and_check(target, twice=False, summary_line=summary_line)
 
 
-@pytest.mark.parametrize("target", _known(BACKENDS, twice=True), indirect=True)
+@pytest.mark.parametrize("target", BACKENDS, indirect=True)
 async def test_calls_cancelled_twice_leave_a_consistent_working_store(
     target: Target, summary_line: Callable[[str], None]
 ) -> None:

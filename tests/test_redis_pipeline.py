@@ -317,6 +317,60 @@ async def test_a_cancelled_caller_leaves_the_others_alone(own_server: RedisServe
             assert await asyncio.gather(*(backend.get("s", f"w{i}") for i in range(5))) == ["1"] * 5
 
 
+@pytest.mark.parametrize(
+    ("auto_pipeline", "behind"),
+    [(True, False), (True, True), (False, False)],
+    ids=["pipelined-alone", "pipelined-in-a-batch", "direct"],
+)
+async def test_a_write_cancelled_on_the_wire_is_never_overtaken_by_the_next(
+    own_server: RedisServer, auto_pipeline: bool, behind: bool
+) -> None:
+    """A caller cancelled once its write is sent leaves only when the server has replied:
+    the write it makes next, maybe on another connection, reaches the server after it
+    (``behind``: the cancelled write went in a batch, behind a call already in flight)."""
+    options = {"key_prefix": "o:", "auto_pipeline": auto_pipeline, "timeout": 10}
+    async with own_server.backend(**options) as backend:
+        await backend.set(StateWrite("s", "k", "0", CONTEXT))
+        async with own_server.busy(0.6) as sleeping:
+            ahead = asyncio.create_task(backend.get("s", "k")) if behind else None
+            await asyncio.sleep(0.05)
+            cancelled = asyncio.create_task(backend.set(StateWrite("s", "k", "1", CONTEXT)))
+            await asyncio.sleep(0.1)  # on the wire, waiting for the sleeping server
+            cancelled.cancel()
+            await asyncio.sleep(0.2)
+            assert not cancelled.done()  # held back while its reply is outstanding
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.wait_for(cancelled, 10)
+            assert sleeping.done()
+            await backend.set(StateWrite("s", "k", "2", CONTEXT))
+            if ahead is not None:
+                assert await ahead == "0"
+        assert await backend.get("s", "k") == "2"
+        assert await backend.get_versioned("s", "k") == ("2", 3)  # both writes applied
+
+
+async def test_a_call_cancelled_in_the_queue_leaves_at_once_and_is_never_sent() -> None:
+    server = GatedServer()
+    pipeline = AutoPipeline(server.send, timeout=None)
+    sent: list[Any] = []
+    send = server.send
+
+    async def recording(commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        sent.extend(commands)
+        return await send(commands)
+
+    pipeline._send_commands = recording
+    ahead = asyncio.create_task(pipeline.execute_many((("GET", "a"),)))
+    await asyncio.sleep(0)
+    queued = asyncio.create_task(pipeline.execute_many((("GET", "q"),)))
+    queued.cancel()  # before any worker took it
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(queued, 1)
+    server.gate.set()
+    assert await ahead == ["a"]
+    assert ("GET", "q") not in sent
+
+
 async def test_calls_after_close_fail_with_a_typed_error(own_server: RedisServer) -> None:
     backend = RedisBackend.from_url(own_server.url, key_prefix="x:")
     await backend.set(StateWrite("s", "k", "v", CONTEXT))

@@ -32,6 +32,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
 __all__ = [
+    "DEADLINE_PASSED",
     "Command",
     "KeptConnections",
     "NotSent",
@@ -44,6 +45,9 @@ __all__ = [
     "usable",
 ]
 
+#: The message of the cancellation by which a round trip's own deadline interrupts it
+#: (:meth:`.pipeline.AutoPipeline._bounded`): a timeout, which nothing holds back.
+DEADLINE_PASSED = "statekit: no reply within the timeout"
 #: One Redis command: its name and arguments, as sent.
 Command = tuple[Any, ...]
 #: Sends commands in one round trip; their replies in order, an error reply in its place.
@@ -88,22 +92,57 @@ async def round_trip(connection: AbstractConnection, commands: Sequence[Command]
     """Send ``commands`` in one write and read their replies, in order.
 
     A command's error reply (``WRONGTYPE``, ``NOSCRIPT``, ...) is returned in its place,
-    the connection staying in step. Any other failure (a lost connection, a timeout, a
-    cancellation) leaves the connection's state unknown: it is closed, then the error
-    raised; the connection reconnects on its next use.
+    the connection staying in step. A cancellation once the commands are sent is held
+    back until their replies have been read (within the connection's ``socket_timeout``
+    or the round trip's deadline, :data:`DEADLINE_PASSED`): whatever the cancelled caller
+    sends next, maybe on another connection, then reaches the server after them. Any
+    other failure (a lost connection, a timeout, a cancellation mid-write) leaves the
+    connection's state unknown: it is closed, then the error raised; the connection
+    reconnects on its next use.
     """
     try:
         await connection.send_packed_command(_pack(connection, commands), check_health=False)
-        replies: list[Any] = []
-        for _ in commands:
-            try:
-                replies.append(await connection.read_response())
-            except ResponseError as error:
-                replies.append(error)
-        return replies
     except BaseException:
         await connection.disconnect(nowait=True)
         raise
+    replies: list[Any] = []
+    try:
+        await _read_replies(connection, len(commands), replies)
+    except asyncio.CancelledError as cancelled:
+        if cancelled.args == (DEADLINE_PASSED,):
+            await connection.disconnect(nowait=True)
+        else:
+            await _finish_reading(connection, len(commands), replies)
+        raise
+    except BaseException:
+        await connection.disconnect(nowait=True)
+        raise
+    return replies
+
+
+async def _read_replies(connection: AbstractConnection, count: int, replies: list[Any]) -> None:
+    """Read replies into ``replies`` until it holds ``count``. An interrupted read leaves
+    the parser able to go on (redis-py keeps the bytes it read), so it is not closed."""
+    while len(replies) < count:
+        try:
+            replies.append(await connection.read_response(disconnect_on_error=False))
+        except ResponseError as error:
+            replies.append(error)
+
+
+async def _finish_reading(connection: AbstractConnection, count: int, replies: list[Any]) -> None:
+    """Read the rest of the replies of a cancelled round trip in a task that further
+    cancellations do not reach, until the round trip's deadline passes; close the
+    connection if that fails."""
+    rest = asyncio.ensure_future(_read_replies(connection, count, replies))
+    while not rest.done():
+        try:
+            await asyncio.wait((rest,))
+        except asyncio.CancelledError as again:
+            if again.args == (DEADLINE_PASSED,):
+                rest.cancel()  # done at the next turn of the loop
+    if rest.cancelled() or rest.exception() is not None:
+        await connection.disconnect(nowait=True)
 
 
 def _pack(connection: AbstractConnection, commands: Sequence[Command]) -> bytes | list[bytes]:

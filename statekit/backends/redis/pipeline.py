@@ -5,11 +5,17 @@ is sent at once, alone; calls made while others are in flight queue up and go to
 in one round trip (one write of all their commands, their replies read in order). The
 round trips themselves are made by a :data:`~statekit.backends.redis.connections.Send`
 (:mod:`~statekit.backends.redis.connections`).
+
+A caller cancelled while its call is still queued leaves at once: its commands are never
+sent. One cancelled once its commands are on their way leaves when their round trip has
+ended: whatever it sends next would otherwise go out on another connection and could
+reach the server first (a write overtaken by the write it was meant to follow).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from collections import deque
 from collections.abc import Awaitable, Sequence
@@ -17,13 +23,31 @@ from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from statekit.backends.redis.connections import Command, Send
+from statekit.backends.redis.connections import DEADLINE_PASSED, Command, Send
 
 # ``Command`` is re-exported: the backend imports it from here.
 __all__ = ["AutoPipeline", "Command"]
 
-# A queued call: its commands, the caller's future, and when it was queued.
-_Call = tuple[Sequence[Command], "asyncio.Future[list[Any]]", float]
+
+class _Call:
+    """A queued call: its commands, the caller's future, when it was queued, and once
+    taken into a batch, the future of that batch's round trip (done when it has ended)."""
+
+    __slots__ = ("commands", "future", "queued", "round_trip")
+
+    def __init__(self, commands: Sequence[Command], future: asyncio.Future[list[Any]]) -> None:
+        self.commands = commands
+        self.future = future
+        self.queued = future.get_loop().time()
+        self.round_trip: asyncio.Future[None] | None = None
+
+
+async def _until_done(future: asyncio.Future[Any]) -> None:
+    """Wait until ``future`` is done, whatever cancellations arrive meanwhile (the caller
+    raises its own cancellation afterwards)."""
+    while not future.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait((future,))
 
 
 class AutoPipeline:
@@ -66,7 +90,8 @@ class AutoPipeline:
             return await self._direct(commands)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Any]] = loop.create_future()
-        self._queue.append((commands, future, loop.time()))
+        call = _Call(commands, future)
+        self._queue.append(call)
         # A starting worker takes the whole queue; a busy one looks again when done.
         if self._starting == 0 and self._active < self._max_in_flight:
             self._starting += 1
@@ -74,8 +99,13 @@ class AutoPipeline:
             worker = loop.create_task(self._work())
             self._workers.add(worker)
             worker.add_done_callback(self._workers.discard)
-        # A cancelled caller cancels its future: a worker skips or ignores a done future.
-        return await future
+        try:
+            # A cancelled caller cancels its future: a worker skips or ignores a done one.
+            return await future
+        except asyncio.CancelledError:
+            if call.round_trip is not None:  # sent: wait until its round trip has ended
+                await _until_done(call.round_trip)
+            raise
 
     async def _direct(self, commands: Sequence[Command]) -> list[Any]:
         """Nothing in flight: send at once, alone, rather than wait a loop iteration;
@@ -104,7 +134,7 @@ class AutoPipeline:
         def expire() -> None:
             nonlocal expired
             expired = True
-            task.cancel()
+            task.cancel(DEADLINE_PASSED)  # a timeout: round_trip holds nothing back
 
         timer = asyncio.get_running_loop().call_later(self._timeout, expire)
         try:
@@ -143,37 +173,41 @@ class AutoPipeline:
         size = 0
         # Calls queued before this are past their timeout: they fail without being sent.
         expired = -1.0 if self._timeout is None else self._now() - self._timeout
-        while self._queue and (not batch or size + len(self._queue[0][0]) <= self._max_batch):
+        while self._queue and (not batch or size + len(self._queue[0].commands) <= self._max_batch):
             call = self._queue.popleft()
-            future = call[1]
-            if future.done():
+            if call.future.done():
                 continue  # the caller was cancelled
-            if call[2] <= expired:
-                future.set_exception(asyncio.TimeoutError("queued past the timeout"))
+            if call.queued <= expired:
+                call.future.set_exception(asyncio.TimeoutError("queued past the timeout"))
                 continue
             batch.append(call)
-            size += len(call[0])
+            size += len(call.commands)
         return batch
 
     async def _send(self, batch: list[_Call]) -> None:
-        commands = [command for call in batch for command in call[0]]
+        commands = [command for call in batch for command in call.commands]
+        ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        for call in batch:
+            call.round_trip = ended
         try:
             replies = await self._bounded(self._send_commands(commands))
         except Exception as exc:  # the connection failed or timed out: the whole batch
-            for _, future, _ in batch:
-                if not future.done():
-                    future.set_exception(exc)
+            for call in batch:
+                if not call.future.done():
+                    call.future.set_exception(exc)
             return
         except BaseException:  # the worker itself was cancelled (aclose)
-            for _, future, _ in batch:
-                if not future.done():
-                    future.set_exception(RedisConnectionError("the pipeline was closed"))
+            for call in batch:
+                if not call.future.done():
+                    call.future.set_exception(RedisConnectionError("the pipeline was closed"))
             raise
+        finally:
+            ended.set_result(None)
         start = 0
-        for call_commands, future, _ in batch:
-            end = start + len(call_commands)
-            if not future.done():
-                future.set_result(replies[start:end])
+        for call in batch:
+            end = start + len(call.commands)
+            if not call.future.done():
+                call.future.set_result(replies[start:end])
             start = end
 
     async def aclose(self) -> None:
@@ -184,6 +218,6 @@ class AutoPipeline:
         if self._workers:
             await asyncio.gather(*self._workers, return_exceptions=True)
         while self._queue:
-            future = self._queue.popleft()[1]
+            future = self._queue.popleft().future
             if not future.done():
                 future.set_exception(RedisConnectionError("the pipeline was closed"))

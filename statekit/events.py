@@ -86,14 +86,14 @@ def prepare_event_write(
     scope enabled, key, identity, value; then the context (lengths, NUL)."""
     enabled, scopes = binding_policy(binding)
     if not enabled:
-        raise Refusal("State is disabled by binding policy")
+        raise Refusal("State is disabled by binding policy", "policy")
     check_scope(scope)
     if scope not in scopes:
-        raise Refusal(f'Scope "{scope}" not enabled by binding policy')
+        raise Refusal(f'Scope "{scope}" not enabled by binding policy', "policy")
     state_key = check_state_key(normalize_state_key(key) if isinstance(key, str) else key)
     scope_key = build_state_scope_key(scope, event, binding, descriptor)
     if not scope_key:
-        raise Refusal(f'Missing identity for scope "{scope}"')
+        raise Refusal(f'Missing identity for scope "{scope}"', "identity")
     value_json = encode_value(value)
     context = checked_context(
         descriptor.id, get_binding_identity(binding), scope, event_context_values(event)

@@ -41,8 +41,28 @@ MAX_EXPECTED_VERSION = 2**63 - 1  # versions are signed 64-bit integers on every
 _FORBIDDEN_KEY_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
+#: The classes of refusal, a small fixed set a log record or a metric can carry: the
+#: message itself may quote the input (a key, a size), the class never does.
+REFUSAL_REASONS = (
+    "policy",  # state or the scope is disabled by the binding's policy
+    "scope",  # not one of the four scope names
+    "identity",  # the event lacks the identity the scope is keyed by
+    "key",  # a state key or list prefix breaks the key rules
+    "scope_key",  # a host's own scope key breaks its rules
+    "context",  # a context field that cannot be stored
+    "value",  # a value that is not strict JSON
+    "value_size",  # a value over MAX_VALUE_JSON_BYTES
+    "argument",  # any other argument of the wrong type or range
+)
+
+
 class Refusal(ValueError):
-    """An input statekit refuses; ``str(refusal)`` is the user-facing message."""
+    """An input statekit refuses; ``str(refusal)`` is the user-facing message and
+    :attr:`reason` its class (one of :data:`REFUSAL_REASONS`), safe to log or count."""
+
+    def __init__(self, message: str, reason: str = "argument") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def check_state_key(key: object) -> str:
@@ -52,15 +72,16 @@ def check_state_key(key: object) -> str:
     (C0, C1, NUL) and no lone surrogate.
     """
     if not isinstance(key, str):
-        raise Refusal(f"State key must be a string, not {type(key).__name__}")
+        raise Refusal(f"State key must be a string, not {type(key).__name__}", "key")
     if not key:
-        raise Refusal("State key must not be empty")
+        raise Refusal("State key must not be empty", "key")
     if len(key) > MAX_STATE_KEY_LENGTH:
         raise Refusal(
-            f"State key length {len(key)} exceeds limit {MAX_STATE_KEY_LENGTH} characters"
+            f"State key length {len(key)} exceeds limit {MAX_STATE_KEY_LENGTH} characters",
+            "key",
         )
     if _FORBIDDEN_KEY_CHARS.search(key):
-        raise Refusal("State key must not contain control characters or lone surrogates")
+        raise Refusal("State key must not contain control characters or lone surrogates", "key")
     return key
 
 
@@ -74,11 +95,12 @@ def check_prefix(prefix: object) -> str:
 def check_scope_key(scope_key: object) -> str:
     """Scope keys are opaque, but they must be non-empty strings any backend can store."""
     if not isinstance(scope_key, str) or not scope_key:
-        raise Refusal("Scope key must be a non-empty string")
+        raise Refusal("Scope key must be a non-empty string", "scope_key")
     if len(scope_key) > MAX_SCOPE_KEY_LENGTH or _FORBIDDEN_KEY_CHARS.search(scope_key):
         raise Refusal(
             f"Scope key must be at most {MAX_SCOPE_KEY_LENGTH} characters "
-            "without control characters"
+            "without control characters",
+            "scope_key",
         )
     return scope_key
 
@@ -104,7 +126,8 @@ def check_context(context: ScopeContext) -> ScopeContext:
         ):
             raise Refusal(
                 f'Context field "{name}" must be at most {MAX_CONTEXT_FIELD_LENGTH} characters '
-                "without NUL or lone surrogates"
+                "without NUL or lone surrogates",
+                "context",
             )
     return context
 
@@ -112,7 +135,7 @@ def check_context(context: ScopeContext) -> ScopeContext:
 def check_scope(scope: object) -> str:
     """Return ``scope`` if it is one of :data:`~statekit.VALID_STATE_SCOPES`, else refuse."""
     if not isinstance(scope, str) or scope not in VALID_STATE_SCOPES:
-        raise Refusal(f"Invalid scope: {scope}")
+        raise Refusal(f"Invalid scope: {scope}", "scope")
     return scope
 
 
@@ -193,7 +216,9 @@ def context_text(name: str, value: Any) -> Any:
 
 def no_text(name: str, value: Any) -> Refusal:
     """The refusal of a context field (or scope identity field) that has no storable text."""
-    return Refusal(f'Context field "{name}" has no storable text ({type(value).__name__} value)')
+    return Refusal(
+        f'Context field "{name}" has no storable text ({type(value).__name__} value)', "context"
+    )
 
 
 @functools.lru_cache(maxsize=4096)
@@ -235,7 +260,7 @@ def encode_value(value: Any) -> str:
     else:
         text = _encode_whole(value)
     if problem is not None:
-        raise Refusal(f"Value is not JSON-serializable: {problem}")
+        raise Refusal(f"Value is not JSON-serializable: {problem}", "value")
     return text
 
 
@@ -246,9 +271,11 @@ def _encode_whole(value: Any) -> str:
         size = len(text) if text.isascii() else len(text.encode("utf-8"))
     except (TypeError, ValueError, RecursionError) as exc:
         # UnicodeEncodeError is a ValueError: lone surrogates land here too.
-        raise Refusal(f"Value is not JSON-serializable: {exc}") from None
+        raise Refusal(f"Value is not JSON-serializable: {exc}", "value") from None
     if size > MAX_VALUE_JSON_BYTES:
-        raise Refusal(f"Value size {size} bytes exceeds limit {MAX_VALUE_JSON_BYTES} bytes")
+        raise Refusal(
+            f"Value size {size} bytes exceeds limit {MAX_VALUE_JSON_BYTES} bytes", "value_size"
+        )
     return text
 
 
@@ -279,11 +306,14 @@ def _encode_in_chunks(value: Any) -> str:
     except Refusal:
         raise
     except (TypeError, ValueError) as exc:
-        raise Refusal(f"Value is not JSON-serializable: {exc}") from None
+        raise Refusal(f"Value is not JSON-serializable: {exc}", "value") from None
     if size <= MAX_VALUE_JSON_BYTES:
         return "".join(kept) + "".join(chunks)
     at_least = "" if exact else "at least "
-    raise Refusal(f"Value size {at_least}{size} bytes exceeds limit {MAX_VALUE_JSON_BYTES} bytes")
+    raise Refusal(
+        f"Value size {at_least}{size} bytes exceeds limit {MAX_VALUE_JSON_BYTES} bytes",
+        "value_size",
+    )
 
 
 #: How far the size of a refused value is counted: past it, only "at least N bytes" is known.
@@ -302,7 +332,7 @@ def _utf8_size(chunk: str, offset: int) -> int:
             chunk.rjust(offset + len(chunk)),
             *(index + offset for index in (exc.start, exc.end)),
         )
-        raise Refusal(f"Value is not JSON-serializable: {exc}") from None
+        raise Refusal(f"Value is not JSON-serializable: {exc}", "value") from None
 
 
 def _scan(value: Any, budget: float = MAX_VALUE_JSON_BYTES) -> tuple[float, str | None]:
@@ -389,7 +419,7 @@ def check_entry(entry: StateEntry) -> StateWrite:
     try:
         value = decode_value(entry.value_json)
     except (ValueError, RecursionError) as exc:
-        raise Refusal(f"stored value is not valid JSON: {exc}") from None
+        raise Refusal(f"stored value is not valid JSON: {exc}", "value") from None
     value_json = encode_value(value)
     context = entry.context
     scope = check_scope(context.scope)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from statekit import MemoryBackend, StateStore
+from statekit import MemoryBackend, StateStore, validation
 from statekit.backends.base import StateWrite
 from statekit.errors import UnsupportedCapabilityError
 from statekit.testing import Identity, new_identity
@@ -327,3 +327,29 @@ async def test_every_hostile_argument_refuses_cleanly(versioned: bool, has_subje
     ident = new_identity(scopes) if has_subject else new_identity(scopes, subject_id=None)
     store = StateStore(RecordingBackend() if versioned else UnversionedBackend())
     await check_calls(store, ident, hostile_sweep(), versioned=versioned)
+
+
+@pytest.mark.parametrize(
+    ("check", "reason"),
+    [
+        (lambda: validation.check_state_key(""), "key"),
+        (lambda: validation.check_state_key("k" * (MAX_STATE_KEY_LENGTH + 1)), "key"),
+        (lambda: validation.check_state_key(3), "key"),
+        (lambda: validation.check_prefix("a\x00"), "key"),
+        (lambda: validation.check_scope_key(""), "scope_key"),
+        (lambda: validation.check_scope("pipeline"), "scope"),
+        (lambda: validation.encode_value(math.nan), "value"),
+        (lambda: validation.encode_value(object()), "value"),
+        (lambda: validation.encode_value("x" * (MAX_VALUE_JSON_BYTES + 1)), "value_size"),
+        (lambda: validation.encode_value([["x" * 1000] * 1000] * 200), "value_size"),
+        (lambda: validation.check_limit("10"), "argument"),
+        (lambda: validation.check_expected_version(-1), "argument"),
+    ],
+)
+def test_each_refusal_carries_its_class(check: Any, reason: str) -> None:
+    """The class is what logs and metrics carry instead of the message, which may quote
+    the input: it must be the class of the rule that refused, from the fixed set."""
+    with pytest.raises(validation.Refusal) as refused:
+        check()
+    assert refused.value.reason == reason
+    assert reason in validation.REFUSAL_REASONS

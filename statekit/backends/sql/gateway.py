@@ -33,6 +33,7 @@ from statekit.backends.sql import driver
 from statekit.backends.sql.faults import TRANSLATED, aborted_whole, driver_errors, translate
 from statekit.backends.sql.loops import LoopEnd
 from statekit.errors import StateBackendError, StoreClosedError
+from statekit.logs import server_address
 
 #: ``run(connections, sql, arguments)``: :func:`.driver.run` or :func:`.driver.run_many`.
 DriverRun = Callable[[driver.Connections, str, Any], Any]
@@ -66,6 +67,8 @@ class Gateway:
 
     def __init__(self, engine: AsyncEngine, size: int | None, timeout: float) -> None:
         self._engine = engine
+        # For fault records: host and port only, never the URL (it can hold a password).
+        self._address = server_address(engine.url.host, engine.url.port)
         self._size = size
         self._timeout = timeout
         self._driver_errors = TRANSLATED + driver_errors(engine.dialect.name)
@@ -145,6 +148,11 @@ class Gateway:
             turns.idle.clear()
         return turns
 
+    @property
+    def address(self) -> str | None:
+        """The server's ``host:port`` for fault records (``None`` on SQLite)."""
+        return self._address
+
     @staticmethod
     def _leave(turns: _Turns, *, awaited: bool = True) -> None:
         if awaited:
@@ -203,12 +211,12 @@ class Gateway:
                     resent += 1
                     continue
                 cause = lost.__cause__ or lost
-                raise translate(cause, what, lost=True) from cause
+                raise translate(cause, what, lost=True, address=self._address) from cause
             except self._driver_errors as exc:
                 if atomic and rolled_back < ROLLBACK_RETRIES and aborted_whole(exc):
                     rolled_back += 1
                     continue
-                raise translate(exc, what) from exc
+                raise translate(exc, what, address=self._address) from exc
 
     async def finish(self, block: Coroutine[Any, Any, _T]) -> _T:
         """Await ``block``, which uses the engine itself (inside :meth:`guard`); on SQLite

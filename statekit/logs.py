@@ -22,6 +22,7 @@ __all__ = [
     "REDIS_LOG",
     "SQL_LOG",
     "backend_fault",
+    "backend_retry",
     "cli_error",
     "refusal",
     "server_address",
@@ -92,6 +93,21 @@ def backend_fault(
             "statekit_server": address,
         },
     )
+
+
+def backend_retry(
+    logger: logging.Logger, cause: BaseException, operation: str, address: str | None
+) -> None:
+    """One DEBUG record for a failure a backend retries itself (the fault, if the retry
+    fails too, is the WARNING): the driver's class only, never its message."""
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug(
+            "retrying after %s during %s on %s",
+            type(cause).__name__,
+            operation,
+            address or "-",
+            extra={"statekit_error": type(cause).__name__, "statekit_operation": operation},
+        )
 
 
 def cli_error(kind: str, code: int) -> None:

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.util import greenlet_spawn
 
+from statekit import logs
 from statekit.backends.gate import FifoGate
 from statekit.backends.sql import driver
 from statekit.backends.sql.faults import TRANSLATED, aborted_whole, driver_errors, translate
@@ -209,12 +210,14 @@ class Gateway:
             except driver.ConnectionLost as lost:
                 if read and not resent:
                     resent += 1
+                    logs.backend_retry(logs.SQL_LOG, lost.__cause__ or lost, what, self._address)
                     continue
                 cause = lost.__cause__ or lost
                 raise translate(cause, what, lost=True, address=self._address) from cause
             except self._driver_errors as exc:
                 if atomic and rolled_back < ROLLBACK_RETRIES and aborted_whole(exc):
                     rolled_back += 1
+                    logs.backend_retry(logs.SQL_LOG, exc, what, self._address)
                     continue
                 raise translate(exc, what, address=self._address) from exc
 

@@ -2,7 +2,8 @@
 
 Rows written outside statekit may hold invalid JSON (or JSON nested deeper than statekit
 accepts); the original store skipped them, and so does statekit, loudly: a warning on
-the ``statekit`` logger names the key and scope, never the value.
+the ``statekit`` logger says so, naming neither the value nor the key nor the scope key
+(a key can be personal data, a scope key holds ids).
 """
 
 from __future__ import annotations
@@ -37,9 +38,5 @@ def _decode(scope_key: str, state_key: str, value_json: str) -> Any:
     try:
         return decode_value(value_json)
     except (ValueError, RecursionError):
-        _log.warning(
-            "skipped %r in %s: undecodable JSON (invalid or nested too deep)",
-            state_key,
-            scope_key,
-        )
+        _log.warning("skipped a stored value: undecodable JSON (invalid or nested too deep)")
         return _INVALID

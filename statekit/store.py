@@ -12,12 +12,12 @@ through it too.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any, cast
 
+from statekit import logs
 from statekit.access import StoreAccess
 from statekit.backends.base import (
     Capability,
@@ -60,9 +60,12 @@ from statekit.validation import (
 
 __all__ = ["ImportResult", "StateStore", "StateUpdate", "get_state_store", "reset_state_store"]
 
-_log = logging.getLogger("statekit")
-
 Result = tuple[bool, str | None]
+
+
+def _scope_name(scope: object) -> str | None:
+    """The scope for a refusal's record: one of the four names, never the caller's text."""
+    return scope if isinstance(scope, str) and scope in VALID_STATE_SCOPES else None
 
 
 def _empty_snapshot() -> dict[str, dict[str, Any]]:
@@ -196,7 +199,7 @@ class StateStore(StoreAccess):
         try:
             write = prepare_event_write(event, binding, descriptor, scope, key, value)
         except Refusal as refusal:
-            return self._refuse(refusal, logger)
+            return self._refuse(refusal, logger, "apply_update_from_event", scope)
         await self._backend.set(StateWrite(*write, ttl=self._expiry.policy.for_scope(scope)))
         return True, None
 
@@ -221,13 +224,14 @@ class StateStore(StoreAccess):
         results: list[Result] = []
         writes: list[StateWrite] = []
         for update in updates:
+            scope = None
             try:
                 scope, key, value = unpack_update(update)
                 write = prepare_event_write(event, binding, descriptor, scope, key, value)
                 writes.append(StateWrite(*write, ttl=self._expiry.policy.for_scope(scope)))
                 results.append((True, None))
             except Refusal as refusal:
-                results.append(self._refuse(refusal, logger))
+                results.append(self._refuse(refusal, logger, "apply_updates_from_event", scope))
         if writes:
             await self._backend.set_many(writes)
         return results
@@ -316,7 +320,7 @@ class StateStore(StoreAccess):
             value_json = encode_value(value)
             ctx = checked_context(runner_id, binding_identity, scope, extra)
         except Refusal as refusal:
-            return self._refuse(refusal, logger)
+            return self._refuse(refusal, logger, "state_set", scope)
         if expiry is None:
             ttl = self._expiry.policy.for_scope(scope)
         try:
@@ -379,8 +383,9 @@ class StateStore(StoreAccess):
         return cast(VersionedBackend, self._backend)
 
     @staticmethod
-    def _refuse(refusal: Refusal, logger: Any) -> Result:
-        (logger or _log).debug("state update refused: %s", refusal)
+    def _refuse(refusal: Refusal, logger: Any, operation: str, scope: object) -> Result:
+        # The record holds the class, never the message: the message can quote a key.
+        logs.refusal(logger, refusal.reason, operation, _scope_name(scope))
         return False, str(refusal)
 
 

@@ -46,7 +46,8 @@ async def import_entries(
         try:
             write = check_entry(entry)
         except Refusal as refusal:
-            _log.debug("import skipped %s / %r: %s", entry.scope_key, entry.state_key, refusal)
+            # The class only: the message, like the entry's keys, can quote personal data.
+            _log.debug("import skipped an entry: reason=%s", refusal.reason)
             result.skipped += 1
             continue
         if entry.expires_at is not None:

@@ -4,10 +4,11 @@ Passwords are drawn from every printable character (``#``, ``/``, ``?``, ``@``, 
 ``%``, brackets, quotes, spaces, non-ASCII), put into each URL form statekit takes, and
 whatever statekit makes of the URL is searched for them: the masked ``BackendURL``, the
 ``ConfigurationError`` of a URL it refuses, the backend's repr, the settings' repr, the
-error and the DEBUG log records of an operation against a server that is not there, and
-both streams of ``statekit get`` and ``statekit doctor``. A password counts as shown only
-when it is recognisable: 4 characters or more and not in what the same steps show for a
-neutral password (the URL's other text, the messages' own words).
+error and the DEBUG log records (statekit's fault records included) of an operation
+against a server that is not there, and both streams of ``statekit get`` and ``statekit
+doctor``. A password counts as shown only when it is recognisable: 4 characters or more
+and not in what the same steps show for a neutral password (the URL's other text, the
+messages' own words).
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ def _assert_hidden(password: str, *texts: object) -> None:
 @contextmanager
 def _debug_logs(caplog: pytest.LogCaptureFixture) -> Iterator[list[logging.LogRecord]]:
     caplog.clear()
-    with caplog.at_level(logging.DEBUG):
+    # The drivers' records and statekit's own, DEBUG included, whatever a host configured.
+    with caplog.at_level(logging.DEBUG), caplog.at_level(logging.DEBUG, logger="statekit"):
         yield caplog.records
 
 
@@ -170,6 +172,8 @@ async def _shown_when_used(url: str, caplog: pytest.LogCaptureFixture) -> list[s
                     shown.append("".join(traceback.format_exception(failed)))
         finally:
             await store.aclose()
+        # The operations failed, so the fault records are among what is searched.
+        assert any(r.name in ("statekit.redis", "statekit.sql") for r in records), records
         shown += _logged(records)
     return shown
 

@@ -12,11 +12,13 @@ import enum
 import json
 import logging
 import os
+import sys
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, NoReturn, TypeVar
 
 import typer
 
+from statekit import logs
 from statekit.errors import (
     BackendTimeoutError,
     ConfigurationError,
@@ -50,11 +52,16 @@ def fail(message: str, code: ExitCode) -> NoReturn:
     _exit(message, code)
 
 
+_FAULT_LOGGERS = frozenset({logs.REDIS_LOG.name, logs.SQL_LOG.name})
+
+
 class _StderrWarnings(logging.Handler):
     """The store's warnings (a stored value skipped as undecodable, ...) as lines on
     stderr, where a user sees them while stdout stays one clean result."""
 
     def emit(self, record: logging.LogRecord) -> None:
+        if record.name in _FAULT_LOGGERS:
+            return  # a backend fault: the command's own error line reports it
         typer.echo(f"statekit: warning: {record.getMessage()}", err=True)
 
 
@@ -99,6 +106,8 @@ async def _awaited(work: Callable[[], Awaitable[T]]) -> T:
 
 
 def _exit(message: str, code: ExitCode) -> NoReturn:
+    exc = sys.exc_info()[1]
+    logs.cli_error(type(exc).__name__ if exc is not None else "usage", int(code))
     one_line = " ".join(message.split())
     typer.echo(f"statekit: error: {one_line}", err=True)
     raise typer.Exit(int(code))

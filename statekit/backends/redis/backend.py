@@ -22,7 +22,7 @@ from statekit.backends.base import (
     StateWrite,
     SweepResult,
 )
-from statekit.backends.redis.boundary import ErrorBoundary
+from statekit.backends.redis.boundary import ErrorBoundary, server_of
 from statekit.backends.redis.entries import (
     context_json,
     glob_escape,
@@ -115,7 +115,7 @@ class RedisBackend(IdentityIndex):
         self._transport = transport
         self._prefix = validate_key_prefix(key_prefix)
         self._url = url
-        self._errors = ErrorBoundary()
+        self._errors = ErrorBoundary(server_of(transport.client))
 
     @classmethod
     def from_url(cls, url: str | BackendURL, **options: Any) -> Self:
@@ -398,5 +398,7 @@ class RedisBackend(IdentityIndex):
         if self._errors.closed:
             return
         self._errors.closed = True
-        with ErrorBoundary():  # one of its own: closing maps errors as any call does
+        with ErrorBoundary(
+            self._errors.address
+        ):  # one of its own: closing maps errors as any call does
             await self._transport.aclose()

@@ -22,21 +22,24 @@ it asks the server (``CONFIG GET databases``, on the same connection, still on d
 from __future__ import annotations
 
 import asyncio
+import sys
 from types import TracebackType
 from typing import Any
 
 from redis import exceptions as redis_errors
 from redis.asyncio.connection import AbstractConnection
 
+from statekit import logs
 from statekit.errors import (
     BackendTimeoutError,
     BackendUnavailableError,
     ConfigurationError,
     StateBackendError,
+    StatekitError,
     StoreClosedError,
 )
 
-__all__ = ["ConnectHook", "ErrorBoundary", "MissingDatabase", "configuration_problem"]
+__all__ = ["ConnectHook", "ErrorBoundary", "MissingDatabase", "configuration_problem", "server_of"]
 
 _NO_SUCH_DB = "DB index is out of range"
 
@@ -135,10 +138,12 @@ class ErrorBoundary:
     entering and leaving a generator costs several times as much.
     """
 
-    __slots__ = ("closed",)
+    __slots__ = ("address", "closed")
 
-    def __init__(self) -> None:
+    def __init__(self, address: str | None = None) -> None:
         self.closed = False
+        #: ``host:port`` named by fault records (never the URL: it can hold a password).
+        self.address = address
 
     def __enter__(self) -> None:
         if self.closed:
@@ -156,12 +161,38 @@ class ErrorBoundary:
             raise StoreClosedError(
                 "This RedisBackend was closed with aclose() while the call was under way"
             ) from exc
-        problem = configuration_problem(exc)
-        if problem is not None:
-            raise problem from exc
-        if isinstance(exc, (redis_errors.TimeoutError, asyncio.TimeoutError)):
-            raise BackendTimeoutError(f"Redis did not answer in time: {exc}") from exc
-        if isinstance(exc, (redis_errors.ConnectionError, redis_errors.ClusterDownError)):
-            raise BackendUnavailableError(f"Redis is unavailable: {exc}") from exc
-        if isinstance(exc, (redis_errors.RedisError, redis_errors.RedisClusterException)):
-            raise StateBackendError(f"Redis error: {exc}") from exc
+        error = _translated(exc)
+        if error is not None:
+            error.__cause__ = exc
+            # The operation is the backend method holding the boundary: looked up only on
+            # this path, so a successful call pays nothing for it.
+            operation = sys._getframe(1).f_code.co_name
+            logs.backend_fault(logs.REDIS_LOG, error, operation, self.address)
+            raise error from exc
+
+
+def server_of(client: Any) -> str | None:
+    """``host:port`` of a redis-py client for fault records: a standalone client's
+    connection settings, a cluster's default node; ``None`` when neither says (a
+    Sentinel-managed or socket client)."""
+    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", None)
+    if isinstance(kwargs, dict) and kwargs.get("host"):
+        return logs.server_address(kwargs.get("host"), kwargs.get("port"))
+    default_node = getattr(client, "get_default_node", None)
+    node = default_node() if callable(default_node) else None
+    return logs.server_address(getattr(node, "host", None), getattr(node, "port", None))
+
+
+def _translated(exc: Exception) -> StatekitError | None:
+    """The statekit error for a redis-py one, ``None`` for anything else (a bug, or a
+    statekit error already translated by an inner boundary)."""
+    problem = configuration_problem(exc)
+    if problem is not None:
+        return problem
+    if isinstance(exc, (redis_errors.TimeoutError, asyncio.TimeoutError)):
+        return BackendTimeoutError(f"Redis did not answer in time: {exc}")
+    if isinstance(exc, (redis_errors.ConnectionError, redis_errors.ClusterDownError)):
+        return BackendUnavailableError(f"Redis is unavailable: {exc}")
+    if isinstance(exc, (redis_errors.RedisError, redis_errors.RedisClusterException)):
+        return StateBackendError(f"Redis error: {exc}")
+    return None

@@ -352,7 +352,7 @@ class SQLBackend(Reads, Writes, Erasure):
             async with self._gateway.guard(), self._engine.connect() as conn:
                 return await server_and_layout(conn, self._table)
         except TRANSLATED as exc:
-            raise translate(exc, "describe") from exc
+            raise translate(exc, "describe", address=self._gateway.address) from exc
 
     async def aclose(self) -> None:
         """Close the backend: every later call raises :class:`StoreClosedError`; calls

@@ -71,7 +71,7 @@ async def stream(
                     # The pool may be disposed already: close the connection itself.
                     await conn.invalidate()
     except TRANSLATED as exc:
-        raise translate(exc, "export entries") from exc
+        raise translate(exc, "export entries", address=gateway.address) from exc
 
 
 async def pages(
@@ -92,7 +92,7 @@ async def pages(
                 )
                 rows = result.all()
         except TRANSLATED as exc:
-            raise translate(exc, "export entries") from exc
+            raise translate(exc, "export entries", address=gateway.address) from exc
         for row in rows:
             yield entry(row)
             check_open()

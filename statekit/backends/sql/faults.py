@@ -12,6 +12,7 @@ import sqlite3
 
 from sqlalchemy import exc as sa_exc
 
+from statekit import logs
 from statekit.errors import (
     BackendTimeoutError,
     BackendUnavailableError,
@@ -129,10 +130,24 @@ def _setting_problem(error: BaseException) -> str | None:
     return f"{message}: {hint}"
 
 
-def translate(error: BaseException, what: str, *, lost: bool = False) -> StatekitError:
+def translate(
+    error: BaseException, what: str, *, lost: bool = False, address: str | None = None
+) -> StatekitError:
     """The statekit error for a failure during ``what`` (raise it ``from error``);
     ``lost``: the connection died during it. A database or role that does not exist, or
-    a refused password, is a :class:`ConfigurationError`: retrying cannot help."""
+    a refused password, is a :class:`ConfigurationError`: retrying cannot help.
+
+    The one WARNING record of the fault is written here, on ``statekit.sql``, naming
+    ``address`` (``host:port``) when the caller knows it: every SQL fault passes here
+    once, after the retries the gateway makes, which stay unlogged.
+    """
+    translated = _translated(error, what, lost=lost)
+    translated.__cause__ = error
+    logs.backend_fault(logs.SQL_LOG, translated, what, address)
+    return translated
+
+
+def _translated(error: BaseException, what: str, *, lost: bool) -> StatekitError:
     problem = _setting_problem(error)
     if problem is not None:
         return ConfigurationError(f"SQL backend cannot {what}: {problem}")

@@ -28,11 +28,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.util import greenlet_spawn
 
+from statekit import logs
 from statekit.backends.gate import FifoGate
 from statekit.backends.sql import driver
 from statekit.backends.sql.faults import TRANSLATED, aborted_whole, driver_errors, translate
 from statekit.backends.sql.loops import LoopEnd
 from statekit.errors import StateBackendError, StoreClosedError
+from statekit.logs import server_address
 
 #: ``run(connections, sql, arguments)``: :func:`.driver.run` or :func:`.driver.run_many`.
 DriverRun = Callable[[driver.Connections, str, Any], Any]
@@ -66,6 +68,8 @@ class Gateway:
 
     def __init__(self, engine: AsyncEngine, size: int | None, timeout: float) -> None:
         self._engine = engine
+        # For fault records: host and port only, never the URL (it can hold a password).
+        self._address = server_address(engine.url.host, engine.url.port)
         self._size = size
         self._timeout = timeout
         self._driver_errors = TRANSLATED + driver_errors(engine.dialect.name)
@@ -145,6 +149,11 @@ class Gateway:
             turns.idle.clear()
         return turns
 
+    @property
+    def address(self) -> str | None:
+        """The server's ``host:port`` for fault records (``None`` on SQLite)."""
+        return self._address
+
     @staticmethod
     def _leave(turns: _Turns, *, awaited: bool = True) -> None:
         if awaited:
@@ -201,14 +210,16 @@ class Gateway:
             except driver.ConnectionLost as lost:
                 if read and not resent:
                     resent += 1
+                    logs.backend_retry(logs.SQL_LOG, lost.__cause__ or lost, what, self._address)
                     continue
                 cause = lost.__cause__ or lost
-                raise translate(cause, what, lost=True) from cause
+                raise translate(cause, what, lost=True, address=self._address) from cause
             except self._driver_errors as exc:
                 if atomic and rolled_back < ROLLBACK_RETRIES and aborted_whole(exc):
                     rolled_back += 1
+                    logs.backend_retry(logs.SQL_LOG, exc, what, self._address)
                     continue
-                raise translate(exc, what) from exc
+                raise translate(exc, what, address=self._address) from exc
 
     async def finish(self, block: Coroutine[Any, Any, _T]) -> _T:
         """Await ``block``, which uses the engine itself (inside :meth:`guard`); on SQLite

@@ -110,7 +110,7 @@ class Erasure(Parts):
             async with self._gateway.guard(), self._engine.connect() as conn:
                 rows = (await conn.execute(sql.scope_export, params)).all()
         except TRANSLATED as exc:
-            raise translate(exc, "read a scope's entries") from exc
+            raise translate(exc, "read a scope's entries", address=self._gateway.address) from exc
         return [export.entry(row) for row in rows]
 
     async def erase(self, identity: IdentityFilter) -> ErasureResult:

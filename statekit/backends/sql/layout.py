@@ -123,7 +123,7 @@ async def observe_table(engine: AsyncEngine, gateway: Gateway, table: Table) -> 
         async with gateway.guard(), engine.connect() as conn:
             return await conn.run_sync(observe, table)
     except TRANSLATED as exc:
-        raise translate(exc, "inspect the table") from exc
+        raise translate(exc, "inspect the table", address=gateway.address) from exc
 
 
 async def server_and_layout(conn: AsyncConnection, table: Table) -> tuple[str, Observed]:

@@ -68,9 +68,9 @@ async def create_table(engine: AsyncEngine, gateway: Gateway, table: Table) -> N
             # PostgreSQL's IF NOT EXISTS can still lose a race with another process
             # creating the same table; once that one has committed, ours is a no-op.
             if attempt == 2:
-                raise translate(exc, "create the schema") from exc
+                raise translate(exc, "create the schema", address=gateway.address) from exc
         except TRANSLATED as exc:
-            raise translate(exc, "create the schema") from exc
+            raise translate(exc, "create the schema", address=gateway.address) from exc
 
 
 async def upgrade_table(engine: AsyncEngine, gateway: Gateway, table: Table) -> list[str]:
@@ -84,7 +84,7 @@ async def upgrade_table(engine: AsyncEngine, gateway: Gateway, table: Table) -> 
                 for statement in ddl.split(";\n"):
                     await conn.execute(text(statement))
     except TRANSLATED as exc:
-        raise translate(exc, "upgrade the schema") from exc
+        raise translate(exc, "upgrade the schema", address=gateway.address) from exc
     return [what for what, _ in steps]
 
 

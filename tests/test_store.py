@@ -44,6 +44,7 @@ def test_public_names_are_exported() -> None:
         "settings",
         "store",
         "sweeper",
+        "telemetry",
         "transfer",
         "url",
         "validation",

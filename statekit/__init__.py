@@ -53,6 +53,7 @@ from statekit.store import (
     get_state_store,
     reset_state_store,
 )
+from statekit.telemetry import Telemetry
 from statekit.url import BackendURL
 from statekit.validation import MAX_STATE_KEY_LENGTH, MAX_VALUE_DEPTH, MAX_VALUE_JSON_BYTES
 
@@ -99,6 +100,7 @@ __all__ = [
     "StoreClosedError",
     "SubjectContext",
     "SweepResult",
+    "Telemetry",
     "UnsupportedCapabilityError",
     "VersionConflictError",
     "VersionedBackend",

@@ -12,6 +12,7 @@ from statekit.errors import ConfigurationError
 from statekit.expiry import Duration, ExpiryPolicy
 from statekit.settings import StatekitSettings
 from statekit.store import StateStore
+from statekit.telemetry import Telemetry
 from statekit.url import BackendURL
 
 
@@ -34,6 +35,7 @@ def connect(
     expiry: Mapping[str, Duration | None] | ExpiryPolicy | None = None,
     refresh_on_read: bool | None = None,
     sweep_interval: Duration | None = None,
+    telemetry: bool | Telemetry | None = None,
     **options: Any,
 ) -> StateStore:
     """Open the store named by ``url`` (default: ``STATEKIT_URL``, else the embedded
@@ -49,10 +51,14 @@ def connect(
     ``expiry``, ``refresh_on_read`` and ``sweep_interval`` are the store's (see
     :class:`~statekit.StateStore`); each wins over its setting, ``expiry`` scope by scope
     (``STATEKIT_EXPIRY_<SCOPE>``; a scope given ``None`` here has no lifetime).
+    ``telemetry`` (``False``, or a :class:`~statekit.telemetry.Telemetry` naming the
+    providers) wins over ``STATEKIT_TELEMETRY``; see :mod:`statekit.telemetry`.
     """
     if settings is None:
         settings = load_settings()
     store_options = _store_options(settings, expiry, refresh_on_read, sweep_interval)
+    if telemetry is not None:
+        store_options["telemetry"] = telemetry
     target = settings.url if url is None else url
     return StateStore(open_backend(target, options, settings.backend_options()), **store_options)
 

@@ -8,7 +8,8 @@ option in the URL's query, the environment, the ``.env`` file, the default.
 Unset options (``None``) leave the backend's own default in place, and each backend is
 handed only the options it takes (``key_prefix`` to Redis, ``table_name`` to SQL). The
 expiry settings (``STATEKIT_EXPIRY_CONVERSATION=30d``, ``STATEKIT_REFRESH_ON_READ``,
-``STATEKIT_SWEEP_INTERVAL``) are the store's own, never a backend's.
+``STATEKIT_SWEEP_INTERVAL``) and ``STATEKIT_TELEMETRY=0`` (no spans or metrics) are the
+store's own, never a backend's.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ STORE_SETTINGS = frozenset(
         "expiry_runner",
         "refresh_on_read",
         "sweep_interval",
+        "telemetry",
     }
 )
 
@@ -85,6 +87,7 @@ class StatekitSettings(BaseSettings):
     expiry_runner: Lifetime = Field(default=None, description="Runner scope lifetime.")
     refresh_on_read: bool = Field(default=False, description="Reads extend lifetimes too.")
     sweep_interval: Lifetime = Field(default=None, description="Seconds between sweeps.")
+    telemetry: bool = Field(default=True, description="OpenTelemetry spans and metrics.")
 
     def backend_options(self) -> dict[str, Any]:
         """The backend options that were set (``None`` ones are left to the backend)."""
@@ -98,7 +101,8 @@ class StatekitSettings(BaseSettings):
 
     def store_options(self) -> dict[str, Any]:
         """The :class:`~statekit.StateStore` keyword arguments these settings give:
-        ``expiry`` (the scopes with a lifetime), ``refresh_on_read``, ``sweep_interval``."""
+        ``expiry`` (the scopes with a lifetime), ``refresh_on_read``, ``sweep_interval``,
+        ``telemetry``."""
         expiry = {
             scope: ttl
             for scope in ("conversation", "actor", "subject", "runner")
@@ -108,4 +112,5 @@ class StatekitSettings(BaseSettings):
             "expiry": expiry,
             "refresh_on_read": self.refresh_on_read,
             "sweep_interval": self.sweep_interval,
+            "telemetry": self.telemetry,
         }

@@ -43,6 +43,7 @@ from statekit.scope import (
     EventLike,
     normalize_state_key,
 )
+from statekit.telemetry import Telemetry, instrument_store
 from statekit.transfer import ImportResult
 from statekit.validation import (
     Refusal,
@@ -88,6 +89,10 @@ class StateStore(StoreAccess):
     in the loop of the store's first call, until :meth:`aclose`. Any of them on a backend
     without :attr:`Capability.EXPIRY`, an unknown scope name or a bad lifetime raise
     :class:`~statekit.errors.ConfigurationError`.
+
+    ``telemetry`` (on by default) makes a span and a duration measurement per operation
+    when the ``otel`` extra is installed and an OpenTelemetry SDK configured (see
+    :mod:`statekit.telemetry`); ``False`` leaves the methods unwrapped.
     """
 
     def __init__(
@@ -97,10 +102,12 @@ class StateStore(StoreAccess):
         expiry: Mapping[str, Duration | None] | ExpiryPolicy | None = None,
         refresh_on_read: bool = False,
         sweep_interval: Duration | None = None,
+        telemetry: bool | Telemetry = True,
     ) -> None:
         self._backend = backend
         self._closed = False
         self._expiry = StoreExpiry(backend, expiry, refresh_on_read, sweep_interval)
+        instrument_store(self, telemetry)
 
     @property
     def backend(self) -> StateBackend:

@@ -160,6 +160,7 @@ def test_settings_give_lifetimes_refresh_and_the_sweep_interval(
         "expiry": {"conversation": 2592000.0, "actor": NEVER},
         "refresh_on_read": True,
         "sweep_interval": 300.0,
+        "telemetry": True,
     }
     assert settings.backend_options() == {}
     store = connect("memory://")

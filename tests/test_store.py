@@ -45,6 +45,7 @@ def test_public_names_are_exported() -> None:
         "settings",
         "store",
         "sweeper",
+        "telemetry",
         "transfer",
         "url",
         "validation",

@@ -15,6 +15,7 @@ import contextlib
 from collections import deque
 
 from statekit.errors import BackendTimeoutError
+from statekit.telemetry.recorder import NO_RECORDER, Recorder
 
 __all__ = ["FifoGate"]
 
@@ -32,6 +33,13 @@ class FifoGate:
         self._what = what
         self._free = size
         self._waiters: deque[asyncio.Future[None]] = deque()
+        #: Where the time spent queued goes (see :class:`~statekit.telemetry.recorder.Recorder`).
+        self.recorder: Recorder = NO_RECORDER
+
+    @property
+    def in_use(self) -> int:
+        """Places taken now."""
+        return self.size - self._free
 
     async def acquire(self) -> None:
         """Take a place, queueing behind every earlier waiter while none is free."""
@@ -39,13 +47,17 @@ class FifoGate:
         if self._free:
             self._free -= 1
             return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
         self._waiters.append(waiter)
+        queued = loop.time()
         try:
             if self.timeout is None:
                 await waiter
             else:
                 await asyncio.wait_for(waiter, self.timeout)
+            if self.recorder.active:  # only a call that queued: the free path stays bare
+                self.recorder.waited(loop.time() - queued)
         except BaseException as exc:
             if waiter.done() and not waiter.cancelled():
                 self.release()  # handed a place just as it gave up: pass it on

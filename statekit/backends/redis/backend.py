@@ -46,6 +46,7 @@ from statekit.backends.redis.scripts import (
 )
 from statekit.backends.redis.transport import SCAN_BATCH, Transport
 from statekit.errors import ConfigurationError, VersionConflictError
+from statekit.telemetry.recorder import Recorder
 from statekit.url import BackendURL
 
 if TYPE_CHECKING:
@@ -148,6 +149,26 @@ class RedisBackend(IdentityIndex):
     def key_prefix(self) -> str:
         """What every Redis key of this store starts with."""
         return self._prefix
+
+    @property
+    def recorder(self) -> Recorder:
+        """Where the auto-pipeline's batch sizes and the gate's waits are reported."""
+        return self._transport.recorder
+
+    @property
+    def telemetry_attributes(self) -> dict[str, str | int]:
+        """The server this backend talks to, as OpenTelemetry database attributes: the
+        host, port and database number, never a password or a key prefix."""
+        attributes: dict[str, str | int] = {"db.system.name": "redis"}
+        pool = getattr(self._transport.client, "connection_pool", None)
+        where = {} if pool is None else pool.connection_kwargs
+        if "db" in where:
+            attributes["db.namespace"] = str(where["db"])
+        if isinstance(where.get("host"), str):
+            attributes["server.address"] = where["host"]
+            if isinstance(where.get("port"), int):
+                attributes["server.port"] = where["port"]
+        return attributes
 
     # ---- keys ---------------------------------------------------------------------
 

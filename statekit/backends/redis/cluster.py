@@ -222,6 +222,7 @@ class ClusterTransport(Transport):
         """Every node's connections (the startup nodes' too) reset, each opening again
         on its next use; the gate and the script lock new."""
         self.limits = self.limits.fresh()
+        self.recorder.watch(self.limits.gate)
         self._scripts_lock = asyncio.Lock()
         manager = self.client.nodes_manager
         for node in [*manager.startup_nodes.values(), *manager.nodes_cache.values()]:

@@ -24,6 +24,7 @@ from typing import Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from statekit.backends.redis.connections import DEADLINE_PASSED, Command, Send
+from statekit.telemetry.recorder import NO_RECORDER, Recorder
 
 # ``Command`` is re-exported: the backend imports it from here.
 __all__ = ["AutoPipeline", "Command"]
@@ -66,8 +67,10 @@ class AutoPipeline:
         timeout: float | None,
         max_batch: int = 512,
         max_in_flight: int = 2,
+        recorder: Recorder = NO_RECORDER,
     ) -> None:
         self._send_commands = send
+        self._recorder = recorder
         self._timeout = timeout
         self._max_batch = max_batch
         self._max_in_flight = max_in_flight
@@ -111,6 +114,8 @@ class AutoPipeline:
         """Nothing in flight: send at once, alone, rather than wait a loop iteration;
         the calls made meanwhile queue up behind it."""
         self._in_flight += 1
+        if self._recorder.active:
+            self._recorder.batch("pipeline", 1)
         try:
             return await self._bounded(self._send_commands(commands))
         finally:
@@ -189,6 +194,8 @@ class AutoPipeline:
         ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         for call in batch:
             call.round_trip = ended
+        if self._recorder.active:
+            self._recorder.batch("pipeline", len(batch))
         try:
             replies = await self._bounded(self._send_commands(commands))
         except Exception as exc:  # the connection failed or timed out: the whole batch

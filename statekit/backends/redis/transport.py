@@ -55,6 +55,7 @@ from statekit.backends.redis.connections import (
 from statekit.backends.redis.options import RedisConfig
 from statekit.backends.redis.pipeline import AutoPipeline
 from statekit.backends.redis.scripts import SCRIPTS
+from statekit.telemetry.recorder import Recorder
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -143,6 +144,9 @@ class Transport(ABC):
         self.client = client
         self.limits = limits
         self.owns_client = owns_client
+        #: Batch sizes, gate waits and places in use, for :mod:`statekit.telemetry`.
+        self.recorder = Recorder()
+        self.recorder.watch(limits.gate)
         #: Set first thing by :meth:`aclose`: a call under way then sends nothing more.
         self.closed = False
         #: The connect hook of a client the transport built (``from_config``), told of
@@ -283,7 +287,9 @@ class StandaloneTransport(Transport):
         self.pipeline: AutoPipeline | None = None
         self._send: Send = self._send_direct
         if self._auto_pipeline:
-            self.pipeline = AutoPipeline(self._round_trip, timeout=self._batch_timeout)
+            self.pipeline = AutoPipeline(
+                self._round_trip, timeout=self._batch_timeout, recorder=self.recorder
+            )
             self._send = self.pipeline.execute_many
 
     async def rebind(self) -> None:
@@ -291,6 +297,7 @@ class StandaloneTransport(Transport):
         client pool's are dropped, nothing of that loop awaited."""
         kept = self.connections
         self.limits = self.limits.fresh()
+        self.recorder.watch(self.limits.gate)
         self._start_sending()
         await kept.abandon()
         with contextlib.suppress(RuntimeError, OSError, redis_errors.RedisError):

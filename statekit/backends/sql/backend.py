@@ -56,6 +56,7 @@ from statekit.errors import (
     StoreClosedError,
     UnsupportedCapabilityError,
 )
+from statekit.telemetry.recorder import Recorder
 from statekit.url import BackendURL, mask_password
 
 if TYPE_CHECKING:
@@ -187,6 +188,25 @@ class SQLBackend(Reads, Writes, Erasure):
     @property
     def table_fullname(self) -> str:
         return self._table.fullname
+
+    @property
+    def recorder(self) -> Recorder:
+        """Where the gate's waits and places in use (and a coalescer's batches) go."""
+        return self._gateway.recorder
+
+    @property
+    def telemetry_attributes(self) -> dict[str, str | int]:
+        """The database as OpenTelemetry attributes: engine, database name (an SQLite
+        file's name without its directories), host and port; never user or password."""
+        url = self._engine.url
+        attributes: dict[str, str | int] = {"db.system.name": self._dialect}
+        if url.database:
+            attributes["db.namespace"] = url.database.replace("\\", "/").rsplit("/", 1)[-1]
+        if url.host:
+            attributes["server.address"] = url.host
+            if url.port:
+                attributes["server.port"] = url.port
+        return attributes
 
     # ---- plumbing -----------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from statekit.backends.sql.faults import TRANSLATED, aborted_whole, driver_error
 from statekit.backends.sql.loops import LoopEnd
 from statekit.errors import StateBackendError, StoreClosedError
 from statekit.logs import server_address
+from statekit.telemetry.recorder import Recorder
 
 #: ``run(connections, sql, arguments)``: :func:`.driver.run` or :func:`.driver.run_many`.
 DriverRun = Callable[[driver.Connections, str, Any], Any]
@@ -75,6 +76,9 @@ class Gateway:
         self._driver_errors = TRANSLATED + driver_errors(engine.dialect.name)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._turns = _Turns(engine, size, timeout)
+        #: Gate waits and places in use, for :mod:`statekit.telemetry`.
+        self.recorder = Recorder()
+        self.recorder.watch(self._turns.gate)
         self.closed = False
         # aiosqlite runs a statement to its end in its thread whatever becomes of the
         # caller; letting the operation finish there too (checkin included) keeps
@@ -107,6 +111,7 @@ class Gateway:
             return self._turns
         stale = self._turns
         self._turns = _Turns(self._engine, self._size, self._timeout)
+        self.recorder.watch(self._turns.gate)
         if self._loop_bound_connections:
             # Connections the old loop's shutdown did not close (a loop closed by hand)
             # cannot even be closed from this loop: a new pool replaces them (SQLAlchemy's

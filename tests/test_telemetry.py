@@ -204,3 +204,17 @@ def test_the_setting_turns_it_off(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "state_get" not in vars(statekit.connect("memory://"))
     store = statekit.connect("memory://", telemetry=observed.telemetry)
     assert "state_get" in vars(store)
+
+
+async def test_a_bad_scope_name_is_refused_as_without_telemetry() -> None:
+    observed = Observed()
+    store = StateStore(statekit.MemoryBackend(), telemetry=observed.telemetry)
+    ident = new_identity()
+    ok, reason = await store.apply_update_from_event(
+        ident.event, ident.binding, ident.descriptor, "bogus", "k", 1
+    )
+    assert (ok, reason) == (False, "Invalid scope: bogus")
+    (span,) = observed.spans()
+    attributes = dict(span.attributes or {})
+    assert attributes["statekit.refusal.reason"] == "scope"
+    assert "statekit.scope" not in attributes

@@ -24,7 +24,6 @@ from statekit.telemetry.attributes import (
     ERROR_TYPE,
     REFUSAL_REASON,
     SCOPE_KEY,
-    scope_name,
 )
 from statekit.telemetry.instruments import Instruments, OperationAttributes
 from statekit.telemetry.recorder import OPERATION, OperationNotes
@@ -42,7 +41,10 @@ Finish = Callable[[Any, Any, OperationNotes, Mapping[str, Any], Mapping[str, Any
 
 
 def _scope_key(args: Args, kwargs: Mapping[str, Any]) -> str | None:
-    return scope_name(args[0] if args else kwargs.get("scope_key"))
+    """The text before a scope key's first colon: a scope name when statekit built the
+    key (``actor:v2:<digest>``); any other text finds no attribute set of its own."""
+    key = args[0] if args else kwargs.get("scope_key")
+    return key.partition(":")[0] if isinstance(key, str) else None
 
 
 def _scope_argument(args: Args, kwargs: Mapping[str, Any]) -> str | None:
@@ -82,12 +84,14 @@ def _traced(
     for a span the sampler dropped. :class:`OperationNotes` is current during the call,
     for the refusals and the coalesced batch noted under it.
     """
-    start_span, record, by_scope = tools.tracer.start_span, tools.duration.record, op.by_scope
+    start_span, record = tools.tracer.start_span, tools.duration.record
+    scoped, unscoped = op.by_scope.get, op.by_scope[None]
     name, scope_keys = op.name, tools.scope_keys
 
     @functools.wraps(method)
     async def traced(*args: Any, **kwargs: Any) -> Any:
-        attributes = by_scope[scope_of(args, kwargs)]
+        # Only a scope name finds its set: a host's key or a bad scope gets the bare one.
+        attributes = scoped(scope_of(args, kwargs), unscoped)
         span = start_span(name, kind=_CLIENT, attributes=attributes)
         notes = OperationNotes()
         token = OPERATION.set(notes)

@@ -26,15 +26,13 @@ class OperationNotes:
 
     The telemetry wrapper makes one per call and makes it current (:data:`OPERATION`)
     for the call's task; without telemetry there is none, and noting costs one look-up.
+    The defaults are the class's, so making one per call runs no ``__init__``.
     """
 
-    __slots__ = ("coalesced", "refused")
-
-    def __init__(self) -> None:
-        #: Callers in the coalesced batch the operation went in (0: not coalesced).
-        self.coalesced = 0
-        #: The refusal reasons of a write, in order (``None`` until one is refused).
-        self.refused: list[str] | None = None
+    #: Callers in the coalesced batch the operation went in (0: not coalesced).
+    coalesced: int = 0
+    #: The refusal reasons of a write, in order (``None`` until one is refused).
+    refused: list[str] | None = None
 
 
 #: The notes of the store operation under way in this task, if it is traced.

@@ -11,7 +11,7 @@ import asyncio
 import pytest
 from telemetry_support import Observed
 
-from statekit import MemoryBackend, StateStore
+from statekit import MemoryBackend, StateBackendError, StateStore
 from statekit.telemetry.instruments import Instruments
 from statekit.telemetry.recorder import OperationNotes, Recorder
 
@@ -105,3 +105,21 @@ async def test_a_note_outside_a_traced_operation_reaches_no_span() -> None:
     await store.state_list(SCOPE_KEY)
     (listed,) = observed.spans()
     assert "statekit.coalesced.size" not in dict(listed.attributes or {})
+
+
+class FailingInABatch(MemoryBackend):
+    """A get whose coalesced batch failed: the caller's span still names the batch."""
+
+    async def get(self, scope_key: str, state_key: str, ttl: float | None = None) -> str | None:
+        Recorder.note_coalesced(4)
+        raise StateBackendError("batch failed")
+
+
+async def test_a_failed_coalesced_call_keeps_the_batch_size() -> None:
+    observed = Observed()
+    store = StateStore(FailingInABatch(), telemetry=observed.telemetry)
+    with pytest.raises(StateBackendError):
+        await store.state_get(SCOPE_KEY, "k")
+    (span,) = observed.spans()
+    assert dict(span.attributes or {})["statekit.coalesced.size"] == 4
+    assert dict(span.attributes or {})["error.type"] == "StateBackendError"

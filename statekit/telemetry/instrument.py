@@ -37,7 +37,8 @@ ScopeOf = Callable[[Args, Mapping[str, Any]], str | None]
 #: ``finish(span, result, notes, attributes, kwargs)``: what the result of a call tells
 #: (counts, a version conflict), added before its span ends. Counters count whether or
 #: not the span records; a span's ``set_attribute`` is a no-op when it does not.
-Finish = Callable[[Any, Any, OperationNotes, Mapping[str, Any], Mapping[str, Any]], None]
+Attrs = Mapping[str, Any]
+Finish = Callable[[Any, Any, OperationNotes, Attrs, Attrs], None]
 
 
 def _scope_key(args: Args, kwargs: Mapping[str, Any]) -> str | None:
@@ -99,6 +100,8 @@ def _traced(
         try:
             result = await method(*args, **kwargs)
         except BaseException as exc:
+            if (notes.coalesced or scope_keys) and span.is_recording():
+                _annotate(span, notes, scope_keys, args, kwargs)
             _failed(tools, span, exc, attributes, began)
             raise
         finally:
@@ -133,19 +136,13 @@ def _write_outcome(tools: Instruments, op: OperationAttributes) -> Finish:
     and for ``state_set``, a ``(False, ...)`` that no refusal made is a version conflict."""
     conflicts = tools.conflicts
 
-    def finish(
-        span: Any,
-        result: Any,
-        notes: OperationNotes,
-        attributes: Mapping[str, Any],
-        kwargs: Mapping[str, Any],
-    ) -> None:
+    def finish(span: Any, result: Any, notes: OperationNotes, attrs: Attrs, kwargs: Attrs) -> None:
         if isinstance(result, list):
             span.set_attribute(BATCH_SIZE, len(result))
         if notes.refused:
             _count_refusals(tools, op, span, notes.refused)
         elif isinstance(result, tuple) and result[0] is False:
-            conflicts.add(1, attributes)
+            conflicts.add(1, attrs)
 
     return finish
 
@@ -203,13 +200,7 @@ def _removed(tools: Instruments, operation: str) -> Finish:
     scopes, entries = tools.removed[operation, "scopes"], tools.removed[operation, "entries"]
     backend = tools.backend
 
-    def finish(
-        span: Any,
-        result: Any,
-        notes: OperationNotes,
-        attributes: Mapping[str, Any],
-        kwargs: Mapping[str, Any],
-    ) -> None:
+    def finish(span: Any, result: Any, notes: OperationNotes, attrs: Attrs, kwargs: Attrs) -> None:
         if kwargs.get("dry_run"):
             return
         scopes.add(result.scopes, backend)

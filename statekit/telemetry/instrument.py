@@ -6,7 +6,8 @@ wrapper starts its span with ``tracer.start_span`` (its parent is the caller's c
 span) and ends it by hand: no context manager, no ``use_span``, attributes looked up
 ready-made. A failure sets ``error.type`` (the exception's class name, never its
 message, which may quote the input) and the span's status; a write the store refuses
-sets ``statekit.refusal.reason`` and counts in ``statekit.refusals``.
+sets ``statekit.refusal.reason`` and counts in ``statekit.refusals``. A store with a
+background sweeper has the sweeper's runs wrapped like ``sweep_expired``.
 """
 
 from __future__ import annotations
@@ -34,10 +35,10 @@ _CLIENT = SpanKind.CLIENT
 
 Args = tuple[Any, ...]
 ScopeOf = Callable[[Args, Mapping[str, Any]], str | None]
+Attrs = Mapping[str, Any]
 #: ``finish(span, result, notes, attributes, kwargs)``: what the result of a call tells
 #: (counts, a version conflict), added before its span ends. Counters count whether or
 #: not the span records; a span's ``set_attribute`` is a no-op when it does not.
-Attrs = Mapping[str, Any]
 Finish = Callable[[Any, Any, OperationNotes, Attrs, Attrs], None]
 
 

@@ -4,7 +4,8 @@
 against what it is made of: a span started and ended by the SDK (the bare loop a host
 would write, and the call statekit makes, with its attributes), one histogram record, and
 statekit's wrapper alone, run with stand-in providers that do nothing (what statekit adds
-around the SDK calls: the attribute look-up, the clock reads, the notes of the call).
+around the SDK calls: the attribute look-up, the clock reads, the notes of the call), and
+all of it on a memory store with each SDK set-up of the benchmark.
 
 Each figure is the best of a few repeats taken in turns: on a shared machine the best is
 the cost, the rest is other processes' time.
@@ -21,7 +22,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.trace import SpanKind
 
-from statekit import MemoryBackend, StateStore
+from statekit import MemoryBackend, StateStore, Telemetry
 from statekit.telemetry.instrument import wrap_operations
 from statekit.telemetry.instruments import Instruments
 
@@ -116,24 +117,35 @@ async def _store_call_us(store: StateStore, op: str) -> float:
     return (time.perf_counter() - began) / CALLS * 1e6
 
 
-async def wrapper_costs() -> dict[str, float]:
-    """µs statekit's wrapper adds to a memory ``get`` and ``set`` with providers that do
-    nothing: the store's own part of telemetry's cost, the SDK's left out."""
-    bare = StateStore(MemoryBackend(), telemetry=False)
-    wrapped = StateStore(MemoryBackend(), telemetry=False)
-    wrap_operations(wrapped, Instruments(_Tracer(), _Meter(), wrapped.backend, False))
+async def wrapper_costs(variants: dict[str, Telemetry]) -> dict[str, float]:
+    """µs telemetry adds to a memory ``get`` and ``set``: with providers that do nothing
+    (statekit's wrapper alone, the SDK left out), and with each of ``variants`` (the
+    whole of it, the SDK's calls included)."""
+    stand_in = StateStore(MemoryBackend(), telemetry=False)
+    wrap_operations(stand_in, Instruments(_Tracer(), _Meter(), stand_in.backend, False))
+    stores = {
+        "bare": StateStore(MemoryBackend(), telemetry=False),
+        "statekit's wrapper": stand_in,
+        **{
+            f"all of it, {name}": StateStore(MemoryBackend(), telemetry=t)
+            for name, t in variants.items()
+        },
+    }
     found: dict[str, float] = {}
     for op in ("get", "set"):
-        best = {"bare": float("inf"), "wrapped": float("inf")}
+        best = dict.fromkeys(stores, float("inf"))
         for _ in range(REPEATS):
-            for name, store in (("bare", bare), ("wrapped", wrapped)):
+            for name, store in stores.items():
                 best[name] = min(best[name], await _store_call_us(store, op))
-        found[f"statekit's wrapper, memory {op}"] = best["wrapped"] - best["bare"]
+        for name in list(stores)[1:]:
+            found[f"{name}, memory {op}"] = best[name] - best["bare"]
     return found
 
 
 def all_costs(
-    tracer_providers: dict[str, Any], attributes: dict[str, str | int]
+    tracer_providers: dict[str, Any],
+    variants: dict[str, Telemetry],
+    attributes: dict[str, str | int],
 ) -> dict[str, float]:
     """Every figure above, in µs per call (to run outside an event loop)."""
-    return {**sdk_costs(tracer_providers, attributes), **asyncio.run(wrapper_costs())}
+    return {**sdk_costs(tracer_providers, attributes), **asyncio.run(wrapper_costs(variants))}

@@ -1,4 +1,4 @@
-"""What telemetry costs on the hot path: Redis set and get at 64 in flight, five stores.
+"""What telemetry costs on the hot path: Redis set and get at 64 in flight, six stores.
 
     python benchmarks/telemetry.py [--url redis://127.0.0.1:6379/3] [--runs 3]
 
@@ -8,6 +8,8 @@ variant    store
 default    ``telemetry`` left on, but no SDK configured: what a process without
            the ``otel`` extra runs (the methods are not wrapped either way)
 off        ``telemetry=False``
+stand-in   statekit's wrapper with stand-in providers that do nothing: what
+           statekit itself adds, the SDK's calls left out
 always     the OpenTelemetry SDK, every span kept: a ``TracerProvider`` (its
            default sampler, always on) with a ``BatchSpanProcessor`` whose
            exporter drops every span, and a ``MeterProvider`` aggregating into
@@ -40,7 +42,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from opentelemetry.sdk.trace.sampling import ParentBased, Sampler, TraceIdRatioBased
 
 from benchmarks.redis_concurrency import Op, _store_ops, alternate
-from benchmarks.telemetry_costs import CALLS, all_costs
+from benchmarks.telemetry_costs import CALLS, all_costs, stand_in_store
 from statekit import StateStore, Telemetry
 from statekit.backends.redis import RedisBackend
 from statekit.testing import new_identity
@@ -95,12 +97,15 @@ def _variants(queue: int = 2048) -> dict[str, bool | Telemetry]:
 async def _measure(url: str, runs: int) -> dict[tuple[str, str], tuple[float, float]]:
     """(variant, op) -> (median ops/s, median ratio to ``default``)."""
     prefix = f"statekit-bench:{uuid.uuid4().hex}:"
-    stores = {
-        name: StateStore(
-            RedisBackend.from_url(url, key_prefix=prefix, pool_size=64), telemetry=telemetry
-        )
-        for name, telemetry in _variants().items()
-    }
+
+    def backend() -> RedisBackend:
+        return RedisBackend.from_url(url, key_prefix=prefix, pool_size=64)
+
+    stores: dict[str, StateStore] = {}
+    for name, telemetry in _variants().items():
+        stores[name] = StateStore(backend(), telemetry=telemetry)
+        if name == "off":
+            stores["stand-in"] = stand_in_store(backend())
     identities = [new_identity() for _ in range(64)]
     ops = {name: _store_ops(store, identities, identities[0]) for name, store in stores.items()}
     rates: dict[tuple[str, str], list[float]] = {}

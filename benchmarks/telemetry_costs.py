@@ -22,7 +22,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.trace import SpanKind
 
-from statekit import MemoryBackend, StateStore, Telemetry
+from statekit import MemoryBackend, StateBackend, StateStore, Telemetry
 from statekit.telemetry.instrument import wrap_operations
 from statekit.telemetry.instruments import Instruments
 
@@ -105,6 +105,14 @@ class _Meter:
         return lambda *args, **kwargs: _Instrument()
 
 
+def stand_in_store(backend: StateBackend) -> StateStore:
+    """A store on ``backend`` wrapped by statekit's telemetry with providers that do
+    nothing: statekit's own part of the cost, the SDK's left out."""
+    store = StateStore(backend, telemetry=False)
+    wrap_operations(store, Instruments(_Tracer(), _Meter(), backend, False))
+    return store
+
+
 async def _store_call_us(store: StateStore, op: str) -> float:
     call: Callable[[], Awaitable[object]]
     if op == "get":
@@ -121,11 +129,9 @@ async def wrapper_costs(variants: dict[str, Telemetry]) -> dict[str, float]:
     """µs telemetry adds to a memory ``get`` and ``set``: with providers that do nothing
     (statekit's wrapper alone, the SDK left out), and with each of ``variants`` (the
     whole of it, the SDK's calls included)."""
-    stand_in = StateStore(MemoryBackend(), telemetry=False)
-    wrap_operations(stand_in, Instruments(_Tracer(), _Meter(), stand_in.backend, False))
     stores = {
         "bare": StateStore(MemoryBackend(), telemetry=False),
-        "statekit's wrapper": stand_in,
+        "statekit's wrapper": stand_in_store(MemoryBackend()),
         **{
             f"all of it, {name}": StateStore(MemoryBackend(), telemetry=t)
             for name, t in variants.items()

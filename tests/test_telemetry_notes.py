@@ -1,4 +1,4 @@
-"""The coalescer's figures: ``Recorder.batch("coalesced", n)`` is one batch-size measurement,
+"""The coalescer's figures, on the recorder: ``Recorder.batch("coalesced", n)`` is one
 and ``Recorder.note_coalesced`` puts ``statekit.coalesced.size`` on each caller's span.
 
 The coalescer here is a stand-in on the memory backend: its callers queue their gets, and

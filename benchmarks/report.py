@@ -109,7 +109,8 @@ def _figure_cells(figure: Figure) -> list[str]:
 
 
 def _main_table(result: BackendResult, out: TextIO) -> None:
-    widths = (9, 9, 32, 10, 9, 9)
+    names = [n for c in result.main for n in (*c.figures, *c.unavailable)]
+    widths = (9, 9, max(32, 5 + max(map(len, names), default=0)), 10, 9, 9)
     print(_row(("op", "in flight", "contender", "ops/s", "p50 ms", "p99 ms"), widths), file=out)
     for c in result.main:
         lead = [c.op, str(c.in_flight)]

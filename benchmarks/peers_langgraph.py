@@ -45,10 +45,10 @@ class _PostgresStore(AsyncPostgresStore):
     """``AsyncPostgresStore`` whose migrations build their indexes without
     ``CONCURRENTLY`` (see the module's docstring)."""
 
-    MIGRATIONS = [
+    MIGRATIONS = tuple(
         sql.replace("CREATE INDEX CONCURRENTLY", "CREATE INDEX")
         for sql in AsyncPostgresStore.MIGRATIONS
-    ]
+    )
 
 
 class LangGraphContender:

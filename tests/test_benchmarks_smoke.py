@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +128,17 @@ def _run_id(document: dict[str, Any], backend: str) -> str:
     )
     assert found, document["backends"][backend]["where"]
     return found.group(1)
+
+
+def test_missing_peers_fail_the_smoke_run_when_services_are_required(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "missing_modules", lambda: ["diskcache"])
+    monkeypatch.setattr(sys.modules[__name__], "REQUIRE_SERVICES", True)
+    with pytest.raises(pytest.fail.Exception, match="bench extra is missing"):
+        _peers_expected()
+    monkeypatch.setattr(sys.modules[__name__], "REQUIRE_SERVICES", False)
+    assert _peers_expected() is False  # measured without them, not skipped
 
 
 @pytest.mark.sqlite

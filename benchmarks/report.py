@@ -169,10 +169,17 @@ def _scaling_table(
         return
     first = comparisons[0]
     names = [*first.baselines, *first.statekit]
-    ratio_names = [f"vs {b}" for b in first.baselines]
+    # Baselines go by their tags ("asyncpg", "WAL", ...), named in full once above the table.
+    tags = {b: first.families.get(b, (b, b))[1] for b in first.baselines}
     missing = f" (n/a: {', '.join(first.unavailable)})" if first.unavailable else ""
     print(f"\n{title}{missing}", file=out)
-    header = [by.replace("_", " "), *names, *ratio_names]
+    if any(tag != b for b, tag in tags.items()):
+        print("  " + ", ".join(f"{tag}: {b}" for b, tag in tags.items() if tag != b), file=out)
+    header = [
+        by.replace("_", " "),
+        *(tags.get(n, n) for n in names),
+        *(f"vs {tags[b]}" for b in first.baselines),
+    ]
     widths = [max(10, len(h)) for h in header]
     print("  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True)), file=out)
     for c in comparisons:

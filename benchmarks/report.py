@@ -152,7 +152,7 @@ def _family_table(result: BackendResult, out: TextIO) -> None:
     ]
     if not families:
         return
-    print(f"\nstatekit ops/s / peer's ({result.name})", file=out)
+    print(f"\n{result.name}: statekit ops/s / each baseline's, by family", file=out)
     header = ["op", "in flight", *(f"vs {f}" for f in families)]
     rows = [[c.op, str(c.in_flight), *(family_cell(c, f) for f in families)] for c in result.main]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]

@@ -87,6 +87,11 @@ class Coalescer:
         self._queues: dict[str, _Queue] = {}
         self._senders: set[asyncio.Task[None]] = set()
         self._in_flight = 0
+        gateway.backlog = self.queued
+
+    def queued(self) -> bool:
+        """Whether calls wait in a queue (the gateway keeps a connection for them)."""
+        return any(queue.calls for queue in self._queues.values())
 
     async def run(self, sql: str, arguments: Sequence[Any], what: str, *, read: bool) -> Any:
         """``sql`` with ``arguments``, alone or in a batch; its rows."""

@@ -307,3 +307,15 @@ def test_statements_without_typed_parameters_have_no_plan() -> None:
     assert found is not None
     assert found.types == ("VARCHAR", "FLOAT")
     assert found.key is None
+
+
+def test_the_private_aiosqlite_api_a_sqlite_batch_uses_is_there() -> None:
+    """``batching.run_sqlite`` runs a batch on aiosqlite's thread through
+    ``Connection._execute`` and the ``sqlite3`` connection ``_conn``: pinned here for the
+    aiosqlite versions ``pyproject.toml`` allows."""
+    import inspect
+
+    import aiosqlite
+
+    assert inspect.iscoroutinefunction(aiosqlite.Connection._execute)
+    assert isinstance(aiosqlite.Connection._conn, property)

@@ -18,14 +18,15 @@ element per caller:
   several writes of one key apply in call order. Within a round the rows go in key
   order, as every other batch locks them, so two batches do not deadlock over rows.
 
-SQLite runs the callers' statements one after another on one connection, on the
-connection's thread; writes inside one ``BEGIN IMMEDIATE`` transaction, so a batch of
-writes costs one commit (one fsync), not one per caller.
+SQLite runs the callers' statements one after another on one connection, in one
+hand-off to the connection's thread; writes inside one ``BEGIN IMMEDIATE`` transaction,
+so a batch of writes costs one commit (one fsync), not one per caller.
 """
 
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -188,17 +189,35 @@ def run_sqlite(
     connections: driver.Connections, sql: str, batch: tuple[bool, Sequence[Sequence[Any]]]
 ) -> list[list[Any]]:
     """Run ``sql`` once per caller in order on one connection (``batch``: whether it
-    writes, each caller's arguments); writes in one transaction, all or nothing."""
+    writes, each caller's arguments); writes in one transaction, all or nothing.
+
+    The whole batch is one hand-off to aiosqlite's thread, where its statements run on
+    the ``sqlite3`` connection itself: one hand-off per statement would cost the event
+    loop a wake-up each. It uses aiosqlite's ``Connection._execute`` (run a function on
+    the connection's thread), the one private aiosqlite API statekit calls;
+    ``tests/test_sql_coalesce.py`` pins it to the versions ``pyproject.toml`` allows.
+    """
     writes, calls = batch
     with driver.checked_out(connections) as connection:
-        if writes and not connection.in_transaction:
-            await_only(connection.execute_fetchall("BEGIN IMMEDIATE", ()))
-        try:
-            results = [list(await_only(connection.execute_fetchall(sql, a))) for a in calls]
-        except Exception:
-            if connection.in_transaction:
-                await_only(connection.rollback())
-            raise
-        if connection.in_transaction:
-            await_only(connection.commit())
+        results: list[list[Any]] = await_only(
+            connection._execute(_statements, connection, sql, writes, calls)
+        )
         return results
+
+
+def _statements(
+    connection: Any, sql: str, writes: bool, calls: Sequence[Sequence[Any]]
+) -> list[list[Any]]:
+    """On aiosqlite's thread: the batch's statements on the ``sqlite3`` connection."""
+    raw: sqlite3.Connection = connection._conn
+    if writes and not raw.in_transaction:
+        raw.execute("BEGIN IMMEDIATE")
+    try:
+        results = [raw.execute(sql, arguments).fetchall() for arguments in calls]
+    except BaseException:
+        if raw.in_transaction:
+            raw.rollback()
+        raise
+    if raw.in_transaction:
+        raw.commit()
+    return results

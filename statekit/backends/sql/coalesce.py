@@ -40,24 +40,28 @@ BATCH_LIMIT = 256
 
 
 class _Call:
-    __slots__ = ("arguments", "batch", "future", "timer")
+    __slots__ = ("arguments", "batch", "future", "queued_at")
 
-    def __init__(self, arguments: Sequence[Any], future: asyncio.Future[Any]) -> None:
+    def __init__(
+        self, arguments: Sequence[Any], future: asyncio.Future[Any], queued_at: float
+    ) -> None:
         self.arguments = arguments
         self.future = future
-        self.timer: asyncio.TimerHandle | None = None
+        self.queued_at = queued_at
         #: Set when the call is sent: done once its batch has ended.
         self.batch: asyncio.Future[None] | None = None
 
 
 class _Queue:
-    """The calls of one statement waiting to be sent, and whether a sender runs."""
+    """The calls of one statement waiting to be sent (oldest first), whether a sender
+    runs, and the one timer that fails the oldest call once it has waited ``timeout``."""
 
-    __slots__ = ("calls", "read", "sending", "what")
+    __slots__ = ("calls", "read", "sending", "timer", "what")
 
     def __init__(self, what: str, read: bool) -> None:
         self.calls: deque[_Call] = deque()
         self.sending = False
+        self.timer: asyncio.TimerHandle | None = None
         self.what = what
         self.read = read
 
@@ -118,9 +122,10 @@ class Coalescer:
         queue = self._queues.get(sql)
         if queue is None:
             queue = self._queues[sql] = _Queue(what, read)
-        call = _Call(arguments, loop.create_future())
-        call.timer = loop.call_later(self._timeout, _expire, queue, call, self._timeout)
+        call = _Call(arguments, loop.create_future(), loop.time())
         queue.calls.append(call)
+        if queue.timer is None:
+            queue.timer = loop.call_at(call.queued_at + self._timeout, self._expire, queue)
         if not queue.sending:
             queue.sending = True
             sender = loop.create_task(self._send(sql, queue))
@@ -149,6 +154,9 @@ class Coalescer:
                 batch = self._take(queue)
                 if batch:
                     await self._send_batch(sql, queue, batch)
+                    # Let the callers just answered make their next calls first: they
+                    # join the next batch instead of trailing it one by one.
+                    await asyncio.sleep(0)
         except asyncio.CancelledError:
             # The loop is shutting down: the callers still waiting are cancelled too.
             while queue.calls:
@@ -165,11 +173,29 @@ class Coalescer:
             call = queue.calls.popleft()
             if call.future.done():  # expired in the queue
                 continue
-            if call.timer is not None:
-                call.timer.cancel()
             call.batch = done
             batch.append(call)
+        if not queue.calls and queue.timer is not None:
+            queue.timer.cancel()
+            queue.timer = None
         return batch
+
+    def _expire(self, queue: _Queue) -> None:
+        """Fail the calls that have waited ``timeout`` in the queue (they are never
+        sent), then wait for the next oldest."""
+        assert self._loop is not None
+        queue.timer = None
+        now = self._loop.time()
+        while queue.calls and queue.calls[0].queued_at + self._timeout <= now:
+            _fail(
+                queue.calls.popleft(),
+                BackendTimeoutError(
+                    f"{queue.what}: waited more than {self._timeout:g}s in the queue"
+                ),
+            )
+        if queue.calls:
+            deadline = queue.calls[0].queued_at + self._timeout
+            queue.timer = self._loop.call_at(deadline, self._expire, queue)
 
     async def _send_batch(self, sql: str, queue: _Queue, batch: list[_Call]) -> None:
         what, read = queue.what, queue.read
@@ -236,19 +262,8 @@ def _fail(call: _Call, error: BaseException) -> None:
 
 
 def _leave(queue: _Queue, call: _Call) -> None:
-    if call.timer is not None:
-        call.timer.cancel()
     with contextlib.suppress(ValueError):
         queue.calls.remove(call)
-
-
-def _expire(queue: _Queue, call: _Call, timeout: float) -> None:
-    """The call waited ``timeout`` in the queue: it fails, and is never sent."""
-    if call.batch is None and not call.future.done():
-        _leave(queue, call)
-        call.future.set_exception(
-            BackendTimeoutError(f"{queue.what}: waited more than {timeout:g}s in the queue")
-        )
 
 
 async def _held(batch: asyncio.Future[None]) -> None:

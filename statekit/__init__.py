@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from statekit.backends.identity import ErasingBackend, ErasureResult, IdentityFilter, ScopeInfo
     from statekit.backends.memory import MemoryBackend
     from statekit.connection import connect
+    from statekit.environment import DEFAULT_URL
     from statekit.errors import (
         BackendTimeoutError,
         BackendUnavailableError,
@@ -58,7 +59,7 @@ if TYPE_CHECKING:
         get_binding_identity,
         normalize_state_key,
     )
-    from statekit.settings import DEFAULT_URL, StatekitSettings
+    from statekit.settings import StatekitSettings
     from statekit.store import (
         ImportResult,
         StateStore,
@@ -114,7 +115,7 @@ _EXPORTS: dict[str, str] = {
     "build_state_scope_keys": "statekit.scope",
     "get_binding_identity": "statekit.scope",
     "normalize_state_key": "statekit.scope",
-    "DEFAULT_URL": "statekit.settings",
+    "DEFAULT_URL": "statekit.environment",
     "StatekitSettings": "statekit.settings",
     "ImportResult": "statekit.store",
     "StateStore": "statekit.store",

@@ -151,7 +151,8 @@ class SQLBackend(Reads, Writes, Erasure):
         # An in-memory SQLite database is one shared connection: use it one task at a time.
         self._shared_connection = isinstance(engine.pool, StaticPool)
         self._gateway = Gateway(engine, 1 if self._shared_connection else pool_size, pool_timeout)
-        self._statements = Statements(self._table, engine.dialect)
+        # ``_statements`` is built by _adopt, for the table's shape as found: one built now
+        # for statekit's own shape would be compiled for nothing by every process.
         self._expiry: Expiry | None = None
         self._identity: IdentitySQL | None = None
         #: The time deadlines are set and checked by (POSIX seconds); tests replace it.

@@ -164,7 +164,8 @@ class SQLBackend(Reads, Writes, Erasure):
             if coalesce
             else None
         )
-        self._statements = Statements(self._table, engine.dialect)
+        # ``_statements`` is built by _adopt, for the table's shape as found: one built now
+        # for statekit's own shape would be compiled for nothing by every process.
         self._expiry: Expiry | None = None
         self._identity: IdentitySQL | None = None
         #: The time deadlines are set and checked by (POSIX seconds); tests replace it.

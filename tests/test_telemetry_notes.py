@@ -1,5 +1,6 @@
 """The coalescer's figures, on the recorder: ``Recorder.batch("coalesced", n)`` is one
-and ``Recorder.note_coalesced`` puts ``statekit.coalesced.size`` on each caller's span.
+batch-size measurement, and ``Recorder.note_coalesced`` puts ``statekit.coalesced.size``
+on each caller's span.
 
 The coalescer here is a stand-in on the memory backend: its callers queue their gets, and
 one task of its own runs them as one batch, as a SQL coalescer does."""

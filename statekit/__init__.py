@@ -200,4 +200,9 @@ if not TYPE_CHECKING:  # type checkers see the imports above, and flag any other
         return value
 
     def __dir__() -> list[str]:
-        return sorted({*globals(), *__all__})
+        # The public names and the submodules imported so far, not this module's own
+        # imports (``importlib``, ``TYPE_CHECKING``...).
+        return sorted({*__all__, *(name for name in globals() if name not in _OWN_IMPORTS)})
+
+
+_OWN_IMPORTS = frozenset({"annotations", "importlib", "TYPE_CHECKING", "Any"})

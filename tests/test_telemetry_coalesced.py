@@ -35,6 +35,9 @@ async def test_a_coalesced_batch_of_64_calls_has_64_spans_and_one_batch_size(
     sets = [span for span in observed.spans() if span.name == "set"]
     assert len(sets) == 64
     assert len({span.context.span_id for span in sets if span.context is not None}) == 64
+    assert all((span.attributes or {}).get("statekit.coalesced.size") == 64 for span in sets)
+    (get,) = [span for span in observed.spans() if span.name == "get"][-1:]
+    assert "statekit.coalesced.size" not in (get.attributes or {})  # it went alone
     (point,) = [
         point
         for point in observed.points("statekit.batch.size")

@@ -34,13 +34,14 @@ from typing import Any
 from statekit.backends.sql import batching, driver
 from statekit.backends.sql.gateway import Gateway
 from statekit.errors import BackendTimeoutError, BackendUnavailableError, StoreClosedError
+from statekit.telemetry.recorder import Recorder
 
 #: The most calls one batch carries.
 BATCH_LIMIT = 256
 
 
 class _Call:
-    __slots__ = ("arguments", "batch", "future", "queued_at")
+    __slots__ = ("arguments", "batch", "future", "queued_at", "size")
 
     def __init__(
         self, arguments: Sequence[Any], future: asyncio.Future[Any], queued_at: float
@@ -48,8 +49,9 @@ class _Call:
         self.arguments = arguments
         self.future = future
         self.queued_at = queued_at
-        #: Set when the call is sent: done once its batch has ended.
+        #: Set when the call is sent: done once its batch has ended; and its size.
         self.batch: asyncio.Future[None] | None = None
+        self.size = 0
 
 
 class _Queue:
@@ -139,6 +141,10 @@ class Coalescer:
                 raise
             await _held(call.batch)
             raise
+        finally:
+            if call.size:
+                # On the caller's span (telemetry), in the caller's own task.
+                Recorder.note_coalesced(call.size)
 
     def _can_batch(self, sql: str) -> bool:
         if not self._postgres:
@@ -175,6 +181,8 @@ class Coalescer:
                 continue
             call.batch = done
             batch.append(call)
+        for call in batch:
+            call.size = len(batch)
         if not queue.calls and queue.timer is not None:
             queue.timer.cancel()
             queue.timer = None

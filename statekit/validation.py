@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import functools
 import json
+import json.encoder
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from statekit.backends.base import (
@@ -239,6 +240,43 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(","
 _CONTAINERS = (dict, list, tuple)
 
 
+def _one_shot_encoder() -> Callable[[Any], str]:
+    """``_ENCODER.encode``, made once: the encoder's C core, which ``encode`` builds
+    anew on every call (most of its cost for a small value), without its check for
+    cycles. A value reaches it only after :func:`_scan` bounded its size, which a cycle
+    never passes (each step adds to the bound), so that check finds nothing; a recursion
+    too deep is refused as before. Where the C core is missing or is built differently
+    (another Python), or encodes a sample differently, ``_ENCODER.encode`` itself."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - a Python without the C accelerator
+        return _ENCODER.encode
+    try:
+        core = make(
+            None,
+            _ENCODER.default,
+            json.encoder.encode_basestring,
+            None,
+            ":",
+            ",",
+            False,
+            False,
+            False,
+        )
+
+        def encode(value: Any) -> str:
+            return "".join(core(value, 0))
+
+        sample = {"a": [1, -2.5, 1e300, '\u00e9\u2028"\\', None, True, []], "": {}}
+        if encode(sample) != _ENCODER.encode(sample) or encode("x") != '"x"':
+            return _ENCODER.encode
+    except (TypeError, ValueError):  # pragma: no cover - another Python
+        return _ENCODER.encode
+    return encode
+
+
+_encode = _one_shot_encoder()
+
+
 def encode_value(value: Any) -> str:
     """Serialise ``value`` to strict JSON text within the size limit, or raise :class:`Refusal`.
 
@@ -266,7 +304,7 @@ def encode_value(value: Any) -> str:
 
 def _encode_whole(value: Any) -> str:
     try:
-        text = _ENCODER.encode(value)
+        text = _encode(value)
         # ASCII text is its own UTF-8; any other is encoded, which also refuses surrogates.
         size = len(text) if text.isascii() else len(text.encode("utf-8"))
     except (TypeError, ValueError, RecursionError) as exc:

@@ -320,13 +320,15 @@ class RedisBackend(IdentityIndex):
         (:mod:`~statekit.backends.redis.coalesce`)."""
         keys = self._keys(write.scope_key)
         expected = "" if expected_version is None else str(expected_version)
-        context = context_json(write.context)
-        if write.ttl is None:
-            command: Command = ("EVALSHA", WRITE_ONE_SHA, 4, *keys, write.state_key)
-            command = (*command, write.value_json, context, expected)
-        else:
-            command = ("EVALSHA", WRITE_ONE_TTL_SHA, 4, *keys, write.state_key)
-            command = (*command, write.value_json, context, expected, ttl_argument(write.ttl))
+        state_key, value, context = write.state_key, write.value_json, context_json(write.context)
+        command: Command = (
+            ("EVALSHA", WRITE_ONE_SHA, 4, *keys, state_key, value, context, expected)
+            if write.ttl is None
+            else (
+                *("EVALSHA", WRITE_ONE_TTL_SHA, 4, *keys, state_key, value, context, expected),
+                ttl_argument(write.ttl),
+            )
+        )
         with self._errors:
             reply = await self._transport.write(keys[0], command)
             if reply[0] == -2:  # a new scope: indexed first (see .identity)

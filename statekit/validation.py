@@ -386,6 +386,10 @@ def _scan(value: Any, budget: float = MAX_VALUE_JSON_BYTES) -> tuple[float, str 
     the encoder refuses); iterative, so it cannot run out of stack. Plain loops, as it walks
     every value written.
     """
+    if type(value) is dict:
+        flat = _flat_bound(value)
+        if flat is not None:
+            return flat, None
     if not isinstance(value, _CONTAINERS):
         return _leaf_bound(value), None
     problem: str | None = None
@@ -428,6 +432,23 @@ def _scan(value: Any, budget: float = MAX_VALUE_JSON_BYTES) -> tuple[float, str 
 
 _PLAIN = frozenset((float, bool, type(None)))  # leaves of at most 24 characters
 _BIG_INT = 2**64  # smaller ints have at most 20 digits: the comma counted is bound enough
+
+
+def _flat_bound(value: dict[Any, Any]) -> int | None:
+    """:func:`_scan`'s bound for an object of text keys and plain leaves (the usual value),
+    in one loop; ``None`` for any other object, which the general walk then takes."""
+    size = len(value) + 1
+    for key, child in value.items():
+        if type(key) is not str:
+            return None
+        cls = type(child)
+        if cls is str:
+            size += len(key) + len(child)
+        elif cls in _PLAIN or (cls is int and -_BIG_INT < child < _BIG_INT):
+            size += len(key)
+        else:
+            return None
+    return size
 
 
 def _leaf_bound(value: Any) -> int:

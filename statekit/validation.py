@@ -192,6 +192,8 @@ def checked_context(
     write's cost. Other values are converted and checked every time (1 and True are equal
     cache keys, but not equal text).
     """
+    if extra is _NO_CONTEXT and type(runner_id) is type(binding_identity) is type(scope) is str:
+        return _checked_owner_context(runner_id, binding_identity, scope)
     values = (runner_id, binding_identity, scope, *extra)
     for value in values:
         if value is not None and type(value) is not str:
@@ -225,6 +227,12 @@ def no_text(name: str, value: Any) -> Refusal:
 @functools.lru_cache(maxsize=4096)
 def _checked_text_context(values: tuple[str | None, ...]) -> ScopeContext:
     return check_context(ScopeContext(*values))  # type: ignore[arg-type]
+
+
+@functools.lru_cache(maxsize=4096)
+def _checked_owner_context(runner_id: str, binding_identity: str, scope: str) -> ScopeContext:
+    """A write without a ``context`` argument (the usual one): its three ids are the key."""
+    return _checked_text_context((runner_id, binding_identity, scope, *_NO_CONTEXT))
 
 
 def check_limit(limit: object) -> int:

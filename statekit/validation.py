@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import functools
 import json
+import json.encoder
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from statekit.backends.base import (
@@ -191,6 +192,8 @@ def checked_context(
     write's cost. Other values are converted and checked every time (1 and True are equal
     cache keys, but not equal text).
     """
+    if extra is _NO_CONTEXT and type(runner_id) is type(binding_identity) is type(scope) is str:
+        return _checked_owner_context(runner_id, binding_identity, scope)
     values = (runner_id, binding_identity, scope, *extra)
     for value in values:
         if value is not None and type(value) is not str:
@@ -226,6 +229,12 @@ def _checked_text_context(values: tuple[str | None, ...]) -> ScopeContext:
     return check_context(ScopeContext(*values))  # type: ignore[arg-type]
 
 
+@functools.lru_cache(maxsize=4096)
+def _checked_owner_context(runner_id: str, binding_identity: str, scope: str) -> ScopeContext:
+    """A write without a ``context`` argument (the usual one): its three ids are the key."""
+    return _checked_text_context((runner_id, binding_identity, scope, *_NO_CONTEXT))
+
+
 def check_limit(limit: object) -> int:
     """Clamp a list limit to ``0..MAX_LIST_LIMIT``; anything but an ``int`` is refused."""
     if isinstance(limit, bool) or not isinstance(limit, int):
@@ -237,6 +246,43 @@ def check_limit(limit: object) -> int:
 # built once: json.dumps builds a new encoder per call when given any option.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 _CONTAINERS = (dict, list, tuple)
+
+
+def _one_shot_encoder() -> Callable[[Any], str]:
+    """``_ENCODER.encode``, made once: the encoder's C core, which ``encode`` builds
+    anew on every call (most of its cost for a small value), without its check for
+    cycles. A value reaches it only after :func:`_scan` bounded its size, which a cycle
+    never passes (each step adds to the bound), so that check finds nothing; a recursion
+    too deep is refused as before. Where the C core is missing or is built differently
+    (another Python), or encodes a sample differently, ``_ENCODER.encode`` itself."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - a Python without the C accelerator
+        return _ENCODER.encode
+    try:
+        core = make(
+            None,
+            _ENCODER.default,
+            json.encoder.encode_basestring,
+            None,
+            ":",
+            ",",
+            False,
+            False,
+            False,
+        )
+
+        def encode(value: Any) -> str:
+            return "".join(core(value, 0))
+
+        sample = {"a": [1, -2.5, 1e300, '\u00e9\u2028"\\', None, True, []], "": {}}
+        if encode(sample) != _ENCODER.encode(sample) or encode("x") != '"x"':
+            return _ENCODER.encode
+    except (TypeError, ValueError):  # pragma: no cover - another Python
+        return _ENCODER.encode
+    return encode
+
+
+_encode = _one_shot_encoder()
 
 
 def encode_value(value: Any) -> str:
@@ -266,7 +312,7 @@ def encode_value(value: Any) -> str:
 
 def _encode_whole(value: Any) -> str:
     try:
-        text = _ENCODER.encode(value)
+        text = _encode(value)
         # ASCII text is its own UTF-8; any other is encoded, which also refuses surrogates.
         size = len(text) if text.isascii() else len(text.encode("utf-8"))
     except (TypeError, ValueError, RecursionError) as exc:
@@ -348,6 +394,10 @@ def _scan(value: Any, budget: float = MAX_VALUE_JSON_BYTES) -> tuple[float, str 
     the encoder refuses); iterative, so it cannot run out of stack. Plain loops, as it walks
     every value written.
     """
+    if type(value) is dict:
+        flat = _flat_bound(value)
+        if flat is not None:
+            return flat, None
     if not isinstance(value, _CONTAINERS):
         return _leaf_bound(value), None
     problem: str | None = None
@@ -390,6 +440,23 @@ def _scan(value: Any, budget: float = MAX_VALUE_JSON_BYTES) -> tuple[float, str 
 
 _PLAIN = frozenset((float, bool, type(None)))  # leaves of at most 24 characters
 _BIG_INT = 2**64  # smaller ints have at most 20 digits: the comma counted is bound enough
+
+
+def _flat_bound(value: dict[Any, Any]) -> int | None:
+    """:func:`_scan`'s bound for an object of text keys and plain leaves (the usual value),
+    in one loop; ``None`` for any other object, which the general walk then takes."""
+    size = len(value) + 1
+    for key, child in value.items():
+        if type(key) is not str:
+            return None
+        cls = type(child)
+        if cls is str:
+            size += len(key) + len(child)
+        elif cls in _PLAIN or (cls is int and -_BIG_INT < child < _BIG_INT):
+            size += len(key)
+        else:
+            return None
+    return size
 
 
 def _leaf_bound(value: Any) -> int:

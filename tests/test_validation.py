@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from statekit import validation
 from statekit.backends.base import OPTIONAL_CONTEXT_FIELDS
 from statekit.json_chunks import json_chunks
 from statekit.scope import VALID_STATE_SCOPES
@@ -88,6 +89,21 @@ def test_encoded_value_is_compact_strict_json_that_round_trips(value: Any) -> No
     text = encode_value(value)
     assert json.loads(text) == value
     assert text == json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+_LEAF = st.none() | st.booleans() | st.integers() | st.floats() | st.text()
+
+
+@given(st.dictionaries(st.text() | st.integers(), _LEAF | st.lists(_LEAF, max_size=2)))
+def test_the_flat_object_bound_is_the_general_walks(value: dict[Any, Any]) -> None:
+    flat = validation._flat_bound(value)
+    if flat is None:  # an int key or a nested value: left to the general walk
+        assert any(type(k) is not str for k in value) or any(
+            isinstance(v, list) or (type(v) is int and abs(v) >= 2**64) for v in value.values()
+        )
+        return
+    walked = validation._scan([value], math.inf)  # wrapped: the walk takes the object
+    assert walked == (flat + 2, None)
 
 
 @given(st.text(st.characters(codec="utf-8"), max_size=40))

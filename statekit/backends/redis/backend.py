@@ -41,6 +41,8 @@ from statekit.backends.redis.scripts import (
     GET_VERSIONED_SHA,
     LIST_SHA,
     REFRESH_SHA,
+    WRITE_ONE_SHA,
+    WRITE_ONE_TTL_SHA,
     WRITE_SHA,
     WRITE_TTL_SHA,
 )
@@ -53,6 +55,9 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
 __all__ = ["RedisBackend", "glob_escape"]
+
+#: How many scopes' key names a backend keeps (:meth:`RedisBackend._keys`).
+_KEY_CACHE_SIZE = 4096
 
 
 class RedisBackend(IdentityIndex):
@@ -115,6 +120,7 @@ class RedisBackend(IdentityIndex):
     def _bind(self, transport: Transport, key_prefix: str, url: BackendURL | None) -> None:
         self._transport = transport
         self._prefix = validate_key_prefix(key_prefix)
+        self._key_cache: dict[str, tuple[str, str, str, str]] = {}
         self._url = url
         self._errors = ErrorBoundary(server_of(transport.client))
 
@@ -173,9 +179,16 @@ class RedisBackend(IdentityIndex):
     # ---- keys ---------------------------------------------------------------------
 
     def _keys(self, scope_key: str) -> tuple[str, str, str, str]:
-        """Value hash, meta hash, context and index of a scope (see the package doc)."""
-        value_key = f"{self._prefix}{{{scope_key}}}"
-        return value_key, value_key + ":meta", value_key + ":ctx", value_key + ":idx"
+        """Value hash, meta hash, context and index of a scope (see the package doc);
+        kept for the scopes last written, as a runner writes to few scopes at a time."""
+        keys = self._key_cache.get(scope_key)
+        if keys is None:
+            value_key = f"{self._prefix}{{{scope_key}}}"
+            keys = (value_key, value_key + ":meta", value_key + ":ctx", value_key + ":idx")
+            if len(self._key_cache) >= _KEY_CACHE_SIZE:
+                self._key_cache.clear()
+            self._key_cache[scope_key] = keys
+        return keys
 
     def _scope_of(self, value_key: str) -> str:
         return value_key[len(self._prefix) + 1 : -1]
@@ -302,26 +315,35 @@ class RedisBackend(IdentityIndex):
     # ---- writes -------------------------------------------------------------------
 
     async def set(self, write: StateWrite, expected_version: int | None = None) -> int:
-        scope_key, state_key = write.scope_key, write.state_key
-        keys = self._keys(scope_key)
+        """One ``EVALSHA`` of the script for one write (:data:`WRITE_ONE_SHA`), which
+        the auto-pipeline joins with the other single writes sent beside it
+        (:mod:`~statekit.backends.redis.coalesce`)."""
+        keys = self._keys(write.scope_key)
         expected = "" if expected_version is None else str(expected_version)
-        ttl_arg = None if write.ttl is None else ttl_argument(write.ttl)
-
-        def command(context_arg: str) -> Command:
-            args = (*keys, expected, state_key, write.value_json, context_arg)
-            if ttl_arg is None:
-                return ("EVALSHA", WRITE_SHA, 4, *args)
-            return ("EVALSHA", WRITE_TTL_SHA, 4, *args, ttl_arg)
-
+        state_key, value, context = write.state_key, write.value_json, context_json(write.context)
+        command: Command = (
+            ("EVALSHA", WRITE_ONE_SHA, 4, *keys, state_key, value, context, expected)
+            if write.ttl is None
+            else (
+                *("EVALSHA", WRITE_ONE_TTL_SHA, 4, *keys, state_key, value, context, expected),
+                ttl_argument(write.ttl),
+            )
+        )
         with self._errors:
-            reply = await self._transport.write(keys[0], command(context_json(write.context)))
+            reply = await self._transport.write(keys[0], command)
             if reply[0] == -2:  # a new scope: indexed first (see .identity)
+                scope_key = write.scope_key
                 reply = await self._create_scopes(
-                    keys[0], reply, lambda _: scope_key, lambda p: command(p[scope_key])
+                    keys[0],
+                    reply,
+                    lambda _: scope_key,
+                    lambda presented: (*command[:9], presented[scope_key], *command[10:]),
                 )
         if reply[0] == -1:
             assert expected_version is not None  # the script only refuses conditional sets
-            raise VersionConflictError(scope_key, state_key, expected_version, int(reply[1]))
+            raise VersionConflictError(
+                write.scope_key, write.state_key, expected_version, int(reply[1])
+            )
         return int(reply[0])
 
     async def set_many(self, writes: Sequence[StateWrite]) -> None:

@@ -38,10 +38,27 @@ def pairs(reply: Any) -> dict[str, str]:
     return {text(k): text(v) for k, v in zip(reply[::2], reply[1::2], strict=True)}
 
 
-@functools.lru_cache(maxsize=4096)
 def context_json(context: ScopeContext) -> str:
     """The context as stored in ``P{S}:ctx``; cached, as a runner writes with few contexts
-    (and the store hands over the same checked context object for the same scope)."""
+    and the store hands over the same checked context object for the same scope: that
+    object is found by identity first, which costs less than hashing its eleven fields."""
+    hit = _JSON_BY_ID.get(id(context))
+    if hit is not None and hit[0] is context:
+        return hit[1]
+    stored = _context_json(context)
+    if len(_JSON_BY_ID) >= _CACHE_SIZE:
+        _JSON_BY_ID.clear()
+    # The context is kept with its JSON, so its id names no other object meanwhile.
+    _JSON_BY_ID[id(context)] = (context, stored)
+    return stored
+
+
+_CACHE_SIZE = 4096
+_JSON_BY_ID: dict[int, tuple[ScopeContext, str]] = {}
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _context_json(context: ScopeContext) -> str:
     return json.dumps(context.as_dict(), separators=(",", ":"))
 
 

@@ -36,10 +36,12 @@ class _Call:
 
     __slots__ = ("commands", "future", "queued", "round_trip")
 
-    def __init__(self, commands: Sequence[Command], future: asyncio.Future[list[Any]]) -> None:
+    def __init__(
+        self, commands: Sequence[Command], future: asyncio.Future[list[Any]], queued: float
+    ) -> None:
         self.commands = commands
         self.future = future
-        self.queued = future.get_loop().time()
+        self.queued = queued
         self.round_trip: asyncio.Future[None] | None = None
 
 
@@ -93,7 +95,7 @@ class AutoPipeline:
             return await self._direct(commands)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Any]] = loop.create_future()
-        call = _Call(commands, future)
+        call = _Call(commands, future, loop.time())
         self._queue.append(call)
         # A starting worker takes the whole queue; a busy one looks again when done.
         if self._starting == 0 and self._active < self._max_in_flight:

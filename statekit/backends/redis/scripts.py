@@ -7,8 +7,9 @@ failover: scripts are not replicated) answers ``NOSCRIPT``; the transports then 
 from :data:`SCRIPTS` and send the call once more, which is safe as the script never ran.
 
 Expiry: a scope's deadline lives on all four of its keys, one ``PEXPIREAT`` each, set in
-the script of the write that moves it (:data:`WRITE_TTL_SHA`) or of the refresh on read
-(:data:`REFRESH_SHA`), so they always expire at the same millisecond. The scripts take
+the script of the write that moves it (:data:`WRITE_ONE_TTL_SHA`, :data:`WRITE_TTL_SHA`
+for a batch) or of the refresh on read (:data:`REFRESH_SHA`), so they always expire at
+the same millisecond. The scripts take
 "now" from the server's ``TIME``: every client sees one clock, whatever its host's. Redis
 keeps a key while its clock is at or before the key's expire time and drops it after, so
 a deadline ``D`` (the first millisecond the scope is absent, as the contract has it) is
@@ -32,6 +33,10 @@ __all__ = [
     "REFRESH_SHA",
     "SCOPE_STATE_SHA",
     "SCRIPTS",
+    "WRITE_EACH_SHA",
+    "WRITE_EACH_TTL_SHA",
+    "WRITE_ONE_SHA",
+    "WRITE_ONE_TTL_SHA",
     "WRITE_SHA",
     "WRITE_TTL_SHA",
 ]
@@ -175,6 +180,105 @@ end
     )
 )
 
+# The write of one entry, the shape of nearly every write (``RedisBackend.set``): the same
+# rules as the write above for a batch of one, in fewer steps. The common case, an entry
+# that exists, is HGET, TIME, HSET, HSET and nothing else; a new key of a live scope adds
+# EXISTS and ZADD, a new scope the claim. As a Lua function ``write(k, a)`` of the write
+# whose keys follow KEYS[k] and arguments ARGV[a]: KEYS (value hash, meta hash, context
+# key, index), ARGV (field, value JSON, context argument, expected version or "") and,
+# with expiry, its ttl ("never" or milliseconds). Returns {version}, {-1, actual} or
+# {-2, 0, stored context} (claimed, nothing written), as the write above for one write.
+_ONE_TEMPLATE = """
+local t = redis.call('TIME')
+local us = t[2]
+local now = t[1] .. string.sub('00000', #us) .. us
+--[[deadline]]
+local function write(k, a)
+  local vkey, mkey, field, expected = KEYS[k + 1], KEYS[k + 2], ARGV[a + 1], ARGV[a + 4]
+  local meta = redis.call('HGET', mkey, field)
+  local version, created = 0, now
+  if meta then
+    local v, c = string.match(meta, '^(%d+):(%d+):')
+    version, created = tonumber(v), c
+  end
+  if expected ~= '' and tonumber(expected) ~= version then
+    return {-1, version}
+  end
+  if not meta then
+    if redis.call('EXISTS', vkey) == 0 then
+      local ckey, arg = KEYS[k + 3], ARGV[a + 3]
+      local ctx = redis.call('GET', ckey)
+      local token = string.match(arg, '^(%d+):')
+      if ctx and token and string.sub(ctx, 1, #token + 1) == token .. ':' then
+        redis.call('PERSIST', ckey)
+      else
+        if not ctx or string.sub(ctx, 1, 1) == '{' then
+          ctx = now .. ':' .. (token and string.sub(arg, #token + 2) or arg)
+          redis.call('SET', ckey, ctx, 'PX', CLAIM_MS)
+        end
+        return {-2, 0, ctx}
+      end
+    end
+    redis.call('ZADD', KEYS[k + 4], 0, field)
+  end
+  version = version + 1
+  redis.call('HSET', vkey, field, ARGV[a + 2])
+  redis.call('HSET', mkey, field, version .. ':' .. created .. ':' .. now)
+  --[[expire]]
+  return {version}
+end
+""".replace("CLAIM_MS", str(CLAIM_MS))
+
+_ONE_EXPIRY = (
+    """local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(us) / 1000)
+""",
+    """  local ttl = ARGV[a + 5]
+  if ttl == 'never' then
+    redis.call('PERSIST', vkey)
+    redis.call('PERSIST', mkey)
+    redis.call('PERSIST', KEYS[k + 3])
+    redis.call('PERSIST', KEYS[k + 4])
+  elseif ttl ~= '' then
+    local at = string.format('%d', ms + tonumber(ttl) - 1)
+    redis.call('PEXPIREAT', vkey, at)
+    redis.call('PEXPIREAT', mkey, at)
+    redis.call('PEXPIREAT', KEYS[k + 3], at)
+    redis.call('PEXPIREAT', KEYS[k + 4], at)
+  end
+""",
+)
+
+# Several independent writes of one entry each, in one call: what the auto-pipeline sends
+# for the single writes of concurrent callers that go out side by side (see
+# :mod:`~statekit.backends.redis.coalesce`). Each runs as it would alone, in call order,
+# and has its own reply, an error reply included: one write's error (a key of another
+# type) is that write's only. They share the call's TIME, so the server runs one script
+# and one TIME for all of them.
+_EACH = """
+local out = {}
+for i = 0, #KEYS / 4 - 1 do
+  local ok, reply = pcall(write, 4 * i, ARGS * i)
+  if not ok then
+    if type(reply) ~= 'table' then reply = {err = tostring(reply)} end
+  end
+  out[i + 1] = reply
+end
+return out
+"""
+
+
+def _one(expiry: bool, body: str) -> str:
+    deadline, expire = _ONE_EXPIRY if expiry else ("", "")
+    script = _ONE_TEMPLATE.replace("--[[deadline]]\n", deadline)
+    script = script.replace("  --[[expire]]\n", expire)
+    return script + body.replace("ARGS", "5" if expiry else "4")
+
+
+_WRITE_ONE = _one(False, "return write(0, 0)\n")
+_WRITE_ONE_TTL = _one(True, "return write(0, 0)\n")
+_WRITE_EACH = _one(False, _EACH)
+_WRITE_EACH_TTL = _one(True, _EACH)
+
 # KEYS: a scope's four keys. ARGV[1]: ttl in milliseconds, or "never". Refresh on read:
 # XX moves only a deadline a key already has, so a scope without one keeps none, and a
 # key that is absent (or expired) stays absent.
@@ -306,6 +410,10 @@ SCRIPTS: dict[str, str] = {
         _INDEX_ADD,
         _INDEX_REMOVE,
         _ADOPT,
+        _WRITE_ONE,
+        _WRITE_ONE_TTL,
+        _WRITE_EACH,
+        _WRITE_EACH_TTL,
     )
 }
 (
@@ -321,4 +429,8 @@ SCRIPTS: dict[str, str] = {
     INDEX_ADD_SHA,
     INDEX_REMOVE_SHA,
     ADOPT_SHA,
+    WRITE_ONE_SHA,
+    WRITE_ONE_TTL_SHA,
+    WRITE_EACH_SHA,
+    WRITE_EACH_TTL_SHA,
 ) = SCRIPTS

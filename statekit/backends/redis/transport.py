@@ -44,6 +44,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from statekit.backends.gate import FifoGate
 from statekit.backends.redis.boundary import ConnectHook
+from statekit.backends.redis.coalesce import coalescing
 from statekit.backends.redis.connections import (
     Command,
     KeptConnections,
@@ -288,7 +289,7 @@ class StandaloneTransport(Transport):
         self._send: Send = self._send_direct
         if self._auto_pipeline:
             self.pipeline = AutoPipeline(
-                self._round_trip, timeout=self._batch_timeout, recorder=self.recorder
+                coalescing(self._round_trip), timeout=self._batch_timeout, recorder=self.recorder
             )
             self._send = self.pipeline.execute_many
 

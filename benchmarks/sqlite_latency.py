@@ -1,0 +1,213 @@
+"""Where the time of one SQLite get goes, at 1 in flight, next to the peers.
+
+    python -m benchmarks.sqlite_latency [--runs 5] [--calls 4000] [--chunk 250]
+
+Every contender reads one existing key of its own file in a fresh temporary directory,
+one call at a time, the 250-byte JSON object of :data:`benchmarks.workload.VALUE`:
+
+==================  ==================================================================
+contender           call
+==================  ==================================================================
+statekit            ``StateStore.state_get(scope_key, key)`` on
+                    ``statekit.connect("sqlite+aiosqlite:///<dir>/x.db")``
+diskstore           py-key-value's ``DiskStore.get(key)`` over
+                    ``diskcache.Cache(dir, eviction_policy="none", sqlite_synchronous=2)``:
+                    sqlite3 on the event loop, an envelope decoded
+raw aiosqlite       ``execute_fetchall("SELECT value_json ... WHERE scope_key = ? AND
+                    state_key = ?")`` + ``json.loads``, statekit's table and index
+raw sqlite3         the same statement with sqlite3 on the event loop + ``json.loads``
+==================  ==================================================================
+
+The layers of statekit's call are timed as contenders of their own, each skipping one
+more layer, so the difference between two neighbours is what that layer costs:
+
+==================  ==================================================================
+backend.get         ``SQLBackend.get``: no validation, no decode, no expiry wrapper
+gateway.run         ``Gateway.run(driver.run, sql, args, ...)``: no params building
+no task             the gate and ``greenlet_spawn(driver.run, ...)``, no task per call
+greenlet_spawn      ``greenlet_spawn(driver.run, connections, sql, args)``: no gate
+checkout+execute    pool checkout, aiosqlite ``execute_fetchall``, checkin: no greenlet
+==================  ==================================================================
+
+The contenders take turns in chunks of ``--chunk`` calls, so a shared machine's load hits
+them alike; each run's ratios compare the contenders' rates in that run, and the medians
+over ``--runs`` runs are printed (with the median microseconds per call).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import sqlite3
+import statistics
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.util import greenlet_spawn
+
+from benchmarks.workload import VALUE, make_identity, new_runner_id
+from statekit import StateStore, connect
+from statekit.backends.sql import SQLBackend, driver
+
+#: A contender: one call that reads the key.
+Call = Callable[[], Awaitable[Any]]
+SCOPE = "actor"
+KEY = "key.0001"
+#: What the ratios are taken against.
+BASELINES = ("diskstore", "raw aiosqlite")
+
+
+async def _statekit(where: Path, stack: AsyncExitStack) -> dict[str, Call]:
+    """statekit's call and its layers, on one store."""
+    store: StateStore = connect(f"sqlite+aiosqlite:///{where / 'x.db'}", telemetry=False)
+    stack.push_async_callback(store.aclose)
+    who = make_identity(new_runner_id(), "latency")
+    ok, error = await store.apply_update_from_event(
+        who.event, who.binding, who.runner, SCOPE, KEY, VALUE
+    )
+    assert ok, error
+    scope_key = who.scope_keys[SCOPE]
+    backend = store.backend
+    assert isinstance(backend, SQLBackend)
+    assert await store.state_get(scope_key, KEY) == VALUE
+    gateway = backend._gateway
+    statement = backend._statements.get
+    arguments = statement.arguments(
+        {"scope_key": scope_key, "state_key": KEY, "now": backend.clock()}
+    )
+    sql = statement.sql
+
+    def turns() -> Any:
+        return gateway._bound()
+
+    async def no_task() -> Any:
+        return await gateway._operate(await gateway._enter(driver_operation=True), driver.run, sql, arguments)
+
+    def execute() -> Any:
+        return driver.run(turns().connections, sql, arguments)
+
+    return {
+        "statekit": lambda: store.state_get(scope_key, KEY),
+        "backend.get": lambda: backend.get(scope_key, KEY),
+        "gateway.run": lambda: gateway.run(driver.run, sql, arguments, "get", read=True),
+        "no task": no_task,
+        "greenlet_spawn": lambda: greenlet_spawn(driver.run, turns().connections, sql, arguments),
+        "checkout+execute": lambda: greenlet_spawn(execute),
+    }
+
+
+async def _diskstore(where: Path, stack: AsyncExitStack) -> dict[str, Call]:
+    import diskcache
+    from key_value.aio.stores.disk import DiskStore
+
+    cache = diskcache.Cache(str(where / "disk"), eviction_policy="none", sqlite_synchronous=2)
+    store = DiskStore(disk_cache=cache)
+    stack.callback(cache.close)
+    await store.put(KEY, VALUE)
+    assert await store.get(KEY) == VALUE
+    return {"diskstore": lambda: store.get(KEY)}
+
+
+def _raw_table(path: Path) -> None:
+    """statekit's table on a file of its own (its columns that a get reads, its index)."""
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(
+            "CREATE TABLE statekit_state (id INTEGER PRIMARY KEY, scope_key TEXT NOT NULL, "
+            "state_key TEXT NOT NULL, value_json TEXT NOT NULL, UNIQUE (scope_key, state_key))"
+        )
+        conn.execute(
+            "INSERT INTO statekit_state (scope_key, state_key, value_json) VALUES (?, ?, ?)",
+            ("scope", KEY, json.dumps(VALUE)),
+        )
+    conn.close()
+
+
+_RAW_GET = "SELECT value_json FROM statekit_state WHERE scope_key = ? AND state_key = ?"
+
+
+async def _raw(where: Path, stack: AsyncExitStack) -> dict[str, Call]:
+    import aiosqlite
+
+    path = where / "raw.db"
+    _raw_table(path)
+    threaded = await aiosqlite.connect(path, isolation_level=None)
+    stack.push_async_callback(threaded.close)
+    on_loop = sqlite3.connect(path, isolation_level=None)
+    stack.callback(on_loop.close)
+    arguments = ("scope", KEY)
+
+    async def raw_aiosqlite() -> Any:
+        rows = await threaded.execute_fetchall(_RAW_GET, arguments)
+        return json.loads(next(iter(rows))[0])
+
+    async def raw_sqlite3() -> Any:
+        rows = on_loop.execute(_RAW_GET, arguments).fetchall()
+        return json.loads(rows[0][0])
+
+    assert await raw_aiosqlite() == VALUE
+    assert await raw_sqlite3() == VALUE
+    return {"raw aiosqlite": raw_aiosqlite, "raw sqlite3": raw_sqlite3}
+
+
+@asynccontextmanager
+async def contenders() -> AsyncIterator[dict[str, Call]]:
+    """Every contender, each on a file of its own in one temporary directory."""
+    where = Path(tempfile.mkdtemp(prefix="statekit-sqlite-latency-"))
+    try:
+        async with AsyncExitStack() as stack:
+            calls: dict[str, Call] = {}
+            for opener in (_statekit, _diskstore, _raw):
+                calls.update(await opener(where, stack))
+            yield calls
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
+
+
+async def one_run(calls: dict[str, Call], total: int, chunk: int) -> dict[str, float]:
+    """Microseconds per call of each contender over ``total`` calls, taking turns."""
+    spent = dict.fromkeys(calls, 0.0)
+    done = dict.fromkeys(calls, 0)
+    while min(done.values()) < total:
+        for name, call in calls.items():
+            start = time.perf_counter()
+            for _ in range(chunk):
+                await call()
+            spent[name] += time.perf_counter() - start
+            done[name] += chunk
+    return {name: spent[name] / done[name] * 1e6 for name in calls}
+
+
+async def main(runs: int, total: int, chunk: int) -> None:
+    async with contenders() as calls:
+        await one_run(calls, chunk, chunk)  # warm-up: caches, first statements
+        per_run = [await one_run(calls, total, chunk) for _ in range(runs)]
+    print(f"SQLite get at 1 in flight: median of {runs} runs, {total} calls each")
+    header = "contender".ljust(18) + "us/call".rjust(9)
+    header += "".join(f"  vs {b}".rjust(len(b) + 5) for b in BASELINES)
+    print(header)
+    for name in calls:
+        micros = statistics.median(run[name] for run in per_run)
+        ratios = [statistics.median(run[b] / run[name] for run in per_run) for b in BASELINES]
+        line = name.ljust(18) + f"{micros:9.1f}"
+        line += "".join(f"{r:.2f}x".rjust(len(b) + 5) for b, r in zip(BASELINES, ratios))
+        print(line)
+
+
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--calls", type=int, default=4000, help="calls per contender per run")
+    parser.add_argument("--chunk", type=int, default=250, help="calls per turn")
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    options = _arguments()
+    asyncio.run(main(options.runs, options.calls, options.chunk))

@@ -284,7 +284,7 @@ async def _to_the_end(operation: Coroutine[Any, Any, _T]) -> _T:
             await _Held(task)
         except asyncio.CancelledError:
             interrupted = True  # the caller's, or the task's own outcome: both cancel
-        except BaseException:  # noqa: S110 - the task's outcome, read from it below
+        except Exception:  # the task's outcome, read from it below
             pass
     if interrupted:
         _retrieve(task)

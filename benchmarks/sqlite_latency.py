@@ -26,12 +26,14 @@ backend.get         ``SQLBackend.get``: no validation, no decode, no expiry wrap
 gateway.run         ``Gateway.run(driver.run, sql, args, ...)``: no params building
 no task             the gate and ``greenlet_spawn(driver.run, ...)``, no task per call
 greenlet_spawn      ``greenlet_spawn(driver.run, connections, sql, args)``: no gate
-checkout+execute    pool checkout, aiosqlite ``execute_fetchall``, checkin: no greenlet
+execute in greenlet aiosqlite's ``execute_fetchall`` in a greenlet: no pool checkout
+execute             aiosqlite's ``execute_fetchall`` on statekit's connection
 ==================  ==================================================================
 
 The contenders take turns in chunks of ``--chunk`` calls, so a shared machine's load hits
 them alike; each run's ratios compare the contenders' rates in that run, and the medians
-over ``--runs`` runs are printed (with the median microseconds per call).
+over ``--runs`` runs are printed (with the median microseconds per call,
+on the clock and on the loop thread's CPU).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.util import greenlet_spawn
+from sqlalchemy.util import await_only, greenlet_spawn
 
 from benchmarks.workload import VALUE, make_identity, new_runner_id
 from statekit import StateStore, connect
@@ -87,23 +89,38 @@ async def _statekit(where: Path, stack: AsyncExitStack) -> dict[str, Call]:
         return gateway._bound()
 
     async def no_task() -> Any:
-        return await gateway._operate(await gateway._enter(driver_operation=True), driver.run, sql, arguments)
+        return await gateway._operate(
+            await gateway._enter(driver_operation=True), driver.run, sql, arguments
+        )
+
+    # A connection of statekit's pool held for the two layers below the checkout.
+    fairy = await greenlet_spawn(backend.engine.sync_engine.pool.connect)
+    stack.push_async_callback(greenlet_spawn, fairy.close)
+    held = fairy.driver_connection
+    assert held is not None
 
     def execute() -> Any:
-        return driver.run(turns().connections, sql, arguments)
+        return await_only(held.execute_fetchall(sql, arguments))
 
+    on_loop: StateStore = connect(
+        f"sqlite+aiosqlite:///{where / 'x.db'}", telemetry=False, reads_on_loop=True
+    )
+    stack.push_async_callback(on_loop.aclose)
+    assert await on_loop.state_get(scope_key, KEY) == VALUE
     return {
         "statekit": lambda: store.state_get(scope_key, KEY),
+        "statekit on loop": lambda: on_loop.state_get(scope_key, KEY),
         "backend.get": lambda: backend.get(scope_key, KEY),
         "gateway.run": lambda: gateway.run(driver.run, sql, arguments, "get", read=True),
         "no task": no_task,
         "greenlet_spawn": lambda: greenlet_spawn(driver.run, turns().connections, sql, arguments),
-        "checkout+execute": lambda: greenlet_spawn(execute),
+        "execute in greenlet": lambda: greenlet_spawn(execute),
+        "execute": lambda: held.execute_fetchall(sql, arguments),
     }
 
 
 async def _diskstore(where: Path, stack: AsyncExitStack) -> dict[str, Call]:
-    import diskcache
+    import diskcache  # type: ignore[import-untyped]
     from key_value.aio.stores.disk import DiskStore
 
     cache = diskcache.Cache(str(where / "disk"), eviction_policy="none", sqlite_synchronous=2)
@@ -170,33 +187,46 @@ async def contenders() -> AsyncIterator[dict[str, Call]]:
         shutil.rmtree(where, ignore_errors=True)
 
 
-async def one_run(calls: dict[str, Call], total: int, chunk: int) -> dict[str, float]:
-    """Microseconds per call of each contender over ``total`` calls, taking turns."""
+async def one_run(
+    calls: dict[str, Call], total: int, chunk: int
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Microseconds per call of each contender over ``total`` calls, taking turns: on
+    the clock, and on the event loop's thread (its CPU: what the call costs the loop,
+    without the waits for aiosqlite's thread)."""
     spent = dict.fromkeys(calls, 0.0)
+    busy = dict.fromkeys(calls, 0.0)
     done = dict.fromkeys(calls, 0)
     while min(done.values()) < total:
         for name, call in calls.items():
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.thread_time()
             for _ in range(chunk):
                 await call()
             spent[name] += time.perf_counter() - start
+            busy[name] += time.thread_time() - cpu
             done[name] += chunk
-    return {name: spent[name] / done[name] * 1e6 for name in calls}
+    return (
+        {name: spent[name] / done[name] * 1e6 for name in calls},
+        {name: busy[name] / done[name] * 1e6 for name in calls},
+    )
 
 
 async def main(runs: int, total: int, chunk: int) -> None:
     async with contenders() as calls:
         await one_run(calls, chunk, chunk)  # warm-up: caches, first statements
-        per_run = [await one_run(calls, total, chunk) for _ in range(runs)]
+        timed = [await one_run(calls, total, chunk) for _ in range(runs)]
+    per_run = [clock for clock, _ in timed]
     print(f"SQLite get at 1 in flight: median of {runs} runs, {total} calls each")
-    header = "contender".ljust(18) + "us/call".rjust(9)
+    header = "contender".ljust(20) + "us/call".rjust(9) + "loop CPU us".rjust(13)
     header += "".join(f"  vs {b}".rjust(len(b) + 5) for b in BASELINES)
     print(header)
     for name in calls:
         micros = statistics.median(run[name] for run in per_run)
+        cpu = statistics.median(loop[name] for _, loop in timed)
         ratios = [statistics.median(run[b] / run[name] for run in per_run) for b in BASELINES]
-        line = name.ljust(18) + f"{micros:9.1f}"
-        line += "".join(f"{r:.2f}x".rjust(len(b) + 5) for b, r in zip(BASELINES, ratios))
+        line = name.ljust(20) + f"{micros:9.1f}" + f"{cpu:13.1f}"
+        line += "".join(
+            f"{r:.2f}x".rjust(len(b) + 5) for b, r in zip(BASELINES, ratios, strict=True)
+        )
         print(line)
 
 

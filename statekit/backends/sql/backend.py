@@ -26,7 +26,7 @@ from statekit.backends.base import (
     Capability,
 )
 from statekit.backends.sql import driver
-from statekit.backends.sql.engine import build_engine
+from statekit.backends.sql.engine import build_engine, is_memory_sqlite
 from statekit.backends.sql.expiry import Expiry
 from statekit.backends.sql.expiry_sql import ExpirySQL
 from statekit.backends.sql.faults import TRANSLATED, translate
@@ -34,6 +34,7 @@ from statekit.backends.sql.gateway import CLOSED_MESSAGE, DriverRun, Gateway
 from statekit.backends.sql.identity import Erasure
 from statekit.backends.sql.identity_sql import IdentitySQL
 from statekit.backends.sql.layout import Observed, observe_table, server_and_layout
+from statekit.backends.sql.loop_reads import LoopReads
 from statekit.backends.sql.naming import check_table
 from statekit.backends.sql.options import parse_url, split_options
 from statekit.backends.sql.reads import Reads
@@ -134,6 +135,7 @@ class SQLBackend(Reads, Writes, Erasure):
         pool_size: int | None = None,
         pool_timeout: float = 5.0,
         owns_client: bool = False,
+        reads_on_loop: bool = False,
     ) -> None:
         dialect = engine.dialect.name
         if dialect not in ("postgresql", "sqlite"):
@@ -151,6 +153,7 @@ class SQLBackend(Reads, Writes, Erasure):
         # An in-memory SQLite database is one shared connection: use it one task at a time.
         self._shared_connection = isinstance(engine.pool, StaticPool)
         self._gateway = Gateway(engine, 1 if self._shared_connection else pool_size, pool_timeout)
+        self._loop_reads = self._reads_on_loop(reads_on_loop, pool_timeout)
         self._statements = Statements(self._table, engine.dialect)
         self._expiry: Expiry | None = None
         self._identity: IdentitySQL | None = None
@@ -171,6 +174,7 @@ class SQLBackend(Reads, Writes, Erasure):
             pool_size=sum(opts.pool(parsed.get_backend_name())),
             pool_timeout=opts.timeout,
             owns_client=True,
+            reads_on_loop=opts.reads_on_loop,
         )
 
     def __repr__(self) -> str:
@@ -209,6 +213,19 @@ class SQLBackend(Reads, Writes, Erasure):
         return attributes
 
     # ---- plumbing -----------------------------------------------------------------
+
+    def _reads_on_loop(self, wanted: bool, timeout: float) -> LoopReads | None:
+        """The connection reads run on the event loop with (see :mod:`.loop_reads`)."""
+        if not wanted:
+            return None
+        if self._dialect != "sqlite":
+            raise ConfigurationError("reads_on_loop is for SQLite only")
+        if self._shared_connection or is_memory_sqlite(self._engine.url):
+            raise ConfigurationError(
+                "reads_on_loop needs an SQLite file: an in-memory database is one "
+                "connection, which another cannot read"
+            )
+        return LoopReads(self._engine, timeout)
 
     def _check_open(self) -> None:
         if self._gateway.closed:
@@ -299,8 +316,15 @@ class SQLBackend(Reads, Writes, Erasure):
         *,
         read: bool = False,
     ) -> Sequence[Any]:
-        """Run one statement on its own (no transaction) and fetch its rows."""
+        """Run one statement on its own (no transaction) and fetch its rows; a read on
+        the event loop with ``reads_on_loop`` (see :mod:`.loop_reads`)."""
         arguments = statement.arguments(params)
+        if read and self._loop_reads is not None:
+            if not self._ready:
+                await self._prepare()
+            found = self._gateway.on_loop(self._loop_reads.rows, statement.sql, arguments, what)
+            if found is not None:
+                return found
         rows: Sequence[Any] = await self._run(driver.run, statement.sql, arguments, what, read=read)
         return rows
 
@@ -381,5 +405,7 @@ class SQLBackend(Reads, Writes, Erasure):
         if self._gateway.closed:
             return
         await self._gateway.close()
+        if self._loop_reads is not None:
+            self._loop_reads.close()
         if self._owns_engine:
             await self._engine.dispose()

@@ -33,7 +33,7 @@ from statekit.backends.gate import FifoGate
 from statekit.backends.sql import driver
 from statekit.backends.sql.faults import TRANSLATED, aborted_whole, driver_errors, translate
 from statekit.backends.sql.loops import LoopEnd
-from statekit.errors import StateBackendError, StoreClosedError
+from statekit.errors import BackendTimeoutError, StateBackendError, StoreClosedError
 from statekit.logs import server_address
 from statekit.telemetry.recorder import Recorder
 
@@ -225,6 +225,23 @@ class Gateway:
                     logs.backend_retry(logs.SQL_LOG, exc, what, self._address)
                     continue
                 raise translate(exc, what, address=self._address) from exc
+
+    def on_loop(
+        self, read: Callable[[str, Any, str], _T], sql: str, arguments: Any, what: str
+    ) -> _T:
+        """``read(sql, arguments, what)`` right here, on the event loop, outside the gate
+        (see :mod:`.loop_reads`): refused once closed, and on a second running loop, as
+        :meth:`run` refuses; failures raised as statekit errors saying ``what`` failed."""
+        if self.closed:
+            raise StoreClosedError(CLOSED_MESSAGE)
+        self._bound()
+        try:
+            return read(sql, arguments, what)
+        except BackendTimeoutError as exc:  # interrupted by the reader itself
+            logs.backend_fault(logs.SQL_LOG, exc, what, self._address)
+            raise
+        except self._driver_errors as exc:
+            raise translate(exc, what, address=self._address) from exc
 
     async def finish(self, block: Coroutine[Any, Any, _T]) -> _T:
         """Await ``block``, which uses the engine itself (inside :meth:`guard`); on SQLite

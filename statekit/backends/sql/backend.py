@@ -26,7 +26,7 @@ from statekit.backends.base import (
     Capability,
 )
 from statekit.backends.sql import driver
-from statekit.backends.sql.engine import build_engine, is_memory_sqlite
+from statekit.backends.sql.engine import build_engine, built_here, is_memory_sqlite
 from statekit.backends.sql.expiry import Expiry
 from statekit.backends.sql.expiry_sql import ExpirySQL
 from statekit.backends.sql.faults import TRANSLATED, translate
@@ -73,6 +73,17 @@ def _capabilities(shape: TableShape) -> frozenset[Capability]:
         (Capability.ERASURE, shape.erasure),
     )
     return frozenset(capability for capability, present in found if present)
+
+
+def _keeps_idle(engine: AsyncEngine) -> int:
+    """How many connections the gateway keeps between calls that follow each other (see
+    :class:`.gateway.Gateway`): on an SQLite file, the pool's size (the connections the
+    pool itself keeps open); on PostgreSQL, an in-memory database and a host's engine
+    (whose pool gets each connection back as the call returns), none."""
+    pool = engine.pool
+    if engine.dialect.name != "sqlite" or isinstance(pool, StaticPool) or not built_here(engine):
+        return 0
+    return int(getattr(pool, "size", lambda: 0)())
 
 
 class SQLBackend(Reads, Writes, Erasure):
@@ -152,7 +163,12 @@ class SQLBackend(Reads, Writes, Erasure):
         self._ready = False  # until the table is known to exist and its shape is known
         # An in-memory SQLite database is one shared connection: use it one task at a time.
         self._shared_connection = isinstance(engine.pool, StaticPool)
-        self._gateway = Gateway(engine, 1 if self._shared_connection else pool_size, pool_timeout)
+        self._gateway = Gateway(
+            engine,
+            1 if self._shared_connection else pool_size,
+            pool_timeout,
+            keep_idle=_keeps_idle(engine),
+        )
         self._loop_reads = self._reads_on_loop(reads_on_loop, pool_timeout)
         self._statements = Statements(self._table, engine.dialect)
         self._expiry: Expiry | None = None

@@ -21,17 +21,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.pool import PoolProxiedConnection, StaticPool
 from sqlalchemy.util import greenlet_spawn
 
 from statekit import logs
 from statekit.backends.gate import FifoGate
 from statekit.backends.sql import driver
 from statekit.backends.sql.faults import TRANSLATED, aborted_whole, driver_errors, translate
+from statekit.backends.sql.holdback import HoldBack, to_the_end
 from statekit.backends.sql.loops import LoopEnd
 from statekit.errors import BackendTimeoutError, StateBackendError, StoreClosedError
 from statekit.logs import server_address
@@ -50,7 +51,9 @@ _T = TypeVar("_T")
 class _Turns:
     """What one event loop's operations share: the gate and who is inside it."""
 
-    def __init__(self, engine: AsyncEngine, size: int | None, timeout: float) -> None:
+    def __init__(
+        self, engine: AsyncEngine, size: int | None, timeout: float, keep_idle: int
+    ) -> None:
         self.gate = None if size is None else FifoGate(size, timeout, "database connection")
         # Driver operations waiting for a place: they take the connections handed over.
         self.queued = 0
@@ -58,16 +61,24 @@ class _Turns:
         self.idle = asyncio.Event()
         self.idle.set()
         self.schema_lock = asyncio.Lock()
+        self.busy = lambda: self.active > 0
         self.connections = driver.Connections(
-            engine.sync_engine, lambda: self.queued > 0, close_timeout=timeout
+            engine.sync_engine, lambda: self.queued > 0, close_timeout=timeout, keep_idle=keep_idle
         )
 
 
 class Gateway:
     """Admits ``size`` operations at once (``None``: no gate, the pool's own order), each
-    waiting at most ``timeout`` seconds for its turn."""
+    waiting at most ``timeout`` seconds for its turn.
 
-    def __init__(self, engine: AsyncEngine, size: int | None, timeout: float) -> None:
+    ``keep_idle`` (SQLite files: the pool's size): up to that many connections that come
+    back stay checked out while calls follow each other without the loop turning (see
+    :meth:`.driver.Connections.return_soon`), and a single statement on one runs in its
+    caller's task (see :meth:`_direct`)."""
+
+    def __init__(
+        self, engine: AsyncEngine, size: int | None, timeout: float, *, keep_idle: int = 0
+    ) -> None:
         self._engine = engine
         # For fault records: host and port only, never the URL (it can hold a password).
         self._address = server_address(engine.url.host, engine.url.port)
@@ -75,7 +86,8 @@ class Gateway:
         self._timeout = timeout
         self._driver_errors = TRANSLATED + driver_errors(engine.dialect.name)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._turns = _Turns(engine, size, timeout)
+        self._keep_idle = keep_idle
+        self._turns = _Turns(engine, size, timeout, keep_idle)
         #: Gate waits and places in use, for :mod:`statekit.telemetry`.
         self.recorder = Recorder()
         self.recorder.watch(self._turns.gate)
@@ -83,7 +95,7 @@ class Gateway:
         # aiosqlite runs a statement to its end in its thread whatever becomes of the
         # caller; letting the operation finish there too (checkin included) keeps
         # cancellation out of SQLAlchemy's connection handling, where a second one
-        # strands a close task of its own (see _to_the_end).
+        # strands a close task of its own (see :mod:`.holdback`).
         self._runs_to_the_end = engine.dialect.name == "sqlite"
         # asyncpg's connections work on their own loop only; aiosqlite's on any.
         self._loop_bound_connections = engine.dialect.name == "postgresql" and not isinstance(
@@ -110,7 +122,7 @@ class Gateway:
         if previous is None:
             return self._turns
         stale = self._turns
-        self._turns = _Turns(self._engine, self._size, self._timeout)
+        self._turns = _Turns(self._engine, self._size, self._timeout, self._keep_idle)
         self.recorder.watch(self._turns.gate)
         if self._loop_bound_connections:
             # Connections the old loop's shutdown did not close (a loop closed by hand)
@@ -165,6 +177,7 @@ class Gateway:
             turns.active -= 1
             if not turns.active:
                 turns.idle.set()
+                turns.connections.return_soon(turns.busy)
         if turns.gate is not None:
             turns.gate.release()
 
@@ -207,11 +220,13 @@ class Gateway:
         resent = rolled_back = 0
         while True:
             turns = await self._enter(driver_operation=True)
-            operation = self._operate(turns, run, sql, arguments)
             try:
                 if self._runs_to_the_end:
-                    return await _to_the_end(operation)
-                return await operation
+                    fairy = turns.connections.idle() if run is driver.run else None
+                    if fairy is not None:
+                        return await self._direct(turns, fairy, sql, arguments)
+                    return await to_the_end(self._operate(turns, run, sql, arguments))
+                return await self._operate(turns, run, sql, arguments)
             except driver.ConnectionLost as lost:
                 if read and not resent:
                     resent += 1
@@ -247,9 +262,9 @@ class Gateway:
         """Await ``block``, which uses the engine itself (inside :meth:`guard`); on SQLite
         to its end, holding a cancellation of the caller back as :meth:`run` does: the
         connection that SQLAlchemy opens for it would be terminated, and cancelled again
-        its close task strands (see :func:`_to_the_end`)."""
+        its close task strands (see :mod:`.holdback`)."""
         if self._runs_to_the_end:
-            return await _to_the_end(block)
+            return await to_the_end(block)
         return await block
 
     async def _operate(self, turns: _Turns, run: DriverRun, sql: str, arguments: Any) -> Any:
@@ -258,6 +273,55 @@ class Gateway:
             return await greenlet_spawn(run, turns.connections, sql, arguments)
         finally:
             self._leave(turns)
+
+    async def _direct(
+        self, turns: _Turns, fairy: PoolProxiedConnection, sql: str, arguments: Any
+    ) -> Any:
+        """:func:`.driver.run` on SQLite's ``fairy`` (kept idle or handed over), in the
+        caller's own task: no task, no greenlet and no pool checkout per call.
+
+        Only aiosqlite's futures are awaited until the statement has ended (the pool is
+        called in a greenlet only on a failure, or to return a connection that cannot be
+        kept), so :class:`.holdback.HoldBack` holds the caller's cancellation back as
+        :func:`.holdback.to_the_end` does, and raises it once the place is given back.
+        """
+        connections = turns.connections
+        hold = HoldBack()
+        try:
+            rows = await self._statement(hold, connections, fairy, sql, arguments)
+        except Exception:
+            if hold.interrupted:
+                raise asyncio.CancelledError from None
+            raise
+        finally:
+            self._leave(turns)
+        if hold.interrupted:
+            raise asyncio.CancelledError
+        return rows
+
+    @staticmethod
+    async def _statement(
+        hold: HoldBack,
+        connections: driver.Connections,
+        fairy: PoolProxiedConnection,
+        sql: str,
+        arguments: Any,
+    ) -> Any:
+        connection: Any = fairy.driver_connection
+        try:
+            rows = await hold.run(connection.execute_fetchall(sql, arguments))
+            if connection.in_transaction:  # sqlite3's legacy mode: as driver.run does
+                await hold.run(connection.commit())
+        except Exception as error:
+            await hold.run(greenlet_spawn(driver.fail, connections, fairy, error))
+            raise  # not reached: fail() raises
+        except BaseException as error:  # closed mid-statement: never reuse it
+            with contextlib.suppress(RuntimeError):  # no running loop left to close it on
+                connections.discard(fairy, error)
+            raise
+        if not connections.park(fairy):
+            await hold.run(greenlet_spawn(connections.give_back, fairy))
+        return rows
 
     async def close(self) -> None:
         """Refuse every later call, let the statements under way finish (waiting at most
@@ -273,93 +337,8 @@ class Gateway:
         if self._loop_end is not None:
             self._loop_end.cancel()
         turns.connections.closed = True
+        turns.connections.cancel_return()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(turns.idle.wait(), self._timeout)
         await greenlet_spawn(turns.connections.release)
         await turns.connections.settle()
-
-
-async def _to_the_end(operation: Coroutine[Any, Any, _T]) -> _T:
-    """Await ``operation`` in a task of its own that a cancellation of the caller does
-    not reach, and hold the caller's cancellation back until the operation has ended.
-
-    The task: a connection that SQLAlchemy opens or discards while a caller is cancelled
-    is closed by a graceful-close task of SQLAlchemy's own; cancelled again, it never
-    finishes (``Task was destroyed but it is pending``). The wait: by the time a
-    cancelled caller sees :class:`asyncio.CancelledError`, its write has landed or never
-    will, so a write the caller makes next can never be overtaken by it. The wait is as
-    long as the statement's, which ``timeout`` bounds.
-
-    The caller waits on the task through :class:`_Held` rather than ``asyncio.wait``:
-    the same guarantee, with the caller woken by the task's end directly (no waiter
-    future, no extra turn of the loop), what a get at 1 in flight pays per call.
-    """
-    task = asyncio.ensure_future(operation)
-    interrupted = False
-    while not task.done():
-        try:
-            await _Held(task)
-        except asyncio.CancelledError:
-            interrupted = True  # the caller's, or the task's own outcome: both cancel
-        except Exception:  # the task's outcome, read from it below
-            pass
-    if interrupted:
-        _retrieve(task)
-        raise asyncio.CancelledError
-    return task.result()
-
-
-class _Held:
-    """What a caller's task waits on to learn that ``task`` ended, which its
-    cancellation cannot pass through.
-
-    ``Task.cancel()`` cancels the future its task waits on; this one refuses
-    (:meth:`cancel` returns ``False``), so the caller's task keeps the cancellation
-    pending and raises it when it next resumes: when ``task`` has ended, since it is
-    ``task`` that the caller's wake-up is registered on (:meth:`add_done_callback`).
-    The attributes are the ones asyncio's tasks use of whatever a coroutine yields.
-    """
-
-    __slots__ = ("_asyncio_future_blocking", "_task")
-
-    def __init__(self, task: asyncio.Future[Any]) -> None:
-        self._task = task
-        self._asyncio_future_blocking = True
-
-    def get_loop(self) -> asyncio.AbstractEventLoop:
-        return self._task.get_loop()
-
-    def add_done_callback(self, callback: Callable[..., object], *, context: Any = None) -> None:
-        self._task.add_done_callback(callback, context=context)
-
-    def remove_done_callback(self, callback: Callable[..., object]) -> int:
-        return self._task.remove_done_callback(callback)
-
-    def cancel(self, msg: Any = None) -> bool:
-        return False
-
-    def done(self) -> bool:
-        return self._task.done()
-
-    def __await__(self) -> Generator[Any, None, None]:
-        yield self
-
-
-async def shielded(operation: Awaitable[_T]) -> tuple[asyncio.Future[_T], bool]:
-    """``operation`` awaited in a task that a cancellation of the caller does not reach;
-    the task, and whether the caller was cancelled meanwhile (the caller decides what a
-    cancellation then means: :func:`_to_the_end`, PostgreSQL's connect)."""
-    task = asyncio.ensure_future(operation)
-    interrupted = False
-    while not task.done():
-        try:
-            await asyncio.wait((task,))
-        except asyncio.CancelledError:
-            interrupted = True
-    return task, interrupted
-
-
-def _retrieve(task: asyncio.Future[Any]) -> None:
-    # Nobody awaits an operation whose caller was cancelled: its error is not reported.
-    if not task.cancelled():
-        task.exception()

@@ -18,17 +18,20 @@ raw aiosqlite       ``execute_fetchall("SELECT value_json ... WHERE scope_key = 
 raw sqlite3         the same statement with sqlite3 on the event loop + ``json.loads``
 ==================  ==================================================================
 
-The layers of statekit's call are timed as contenders of their own, each skipping one
-more layer, so the difference between two neighbours is what that layer costs:
+``statekit on loop`` is the same call with ``reads_on_loop=True`` (sqlite3 on the loop, see
+``statekit/backends/sql/loop_reads.py``). The layers of statekit's call are timed as
+contenders of their own, each skipping one more layer, so the difference between two
+neighbours is what that layer costs (``--no-layers`` skips them):
 
-==================  ==================================================================
-backend.get         ``SQLBackend.get``: no validation, no decode, no expiry wrapper
-gateway.run         ``Gateway.run(driver.run, sql, args, ...)``: no params building
-no task             the gate and ``greenlet_spawn(driver.run, ...)``, no task per call
-greenlet_spawn      ``greenlet_spawn(driver.run, connections, sql, args)``: no gate
-execute in greenlet aiosqlite's ``execute_fetchall`` in a greenlet: no pool checkout
-execute             aiosqlite's ``execute_fetchall`` on statekit's connection
-==================  ==================================================================
+====================  ================================================================
+backend.get           ``SQLBackend.get``: no validation, no decode, no expiry wrapper
+gateway.run           ``Gateway.run(driver.run, sql, args, ...)``: no arguments built
+task+greenlet+pool    a task per call (``holdback.to_the_end``), ``greenlet_spawn`` and a
+                      pool checkout and checkin: the path of a call that finds no
+                      connection kept (before this module, every call)
+greenlet+pool         ``greenlet_spawn(driver.run, ...)`` with a checkout: no task
+execute               aiosqlite's ``execute_fetchall`` on a connection of statekit's
+====================  ================================================================
 
 The contenders take turns in chunks of ``--chunk`` calls, so a shared machine's load hits
 them alike; each run's ratios compare the contenders' rates in that run, and the medians
@@ -51,11 +54,12 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.util import await_only, greenlet_spawn
+from sqlalchemy.util import greenlet_spawn
 
-from benchmarks.workload import VALUE, make_identity, new_runner_id
+from benchmarks.workload import VALUE, make_identity
 from statekit import StateStore, connect
 from statekit.backends.sql import SQLBackend, driver
+from statekit.errors import ConfigurationError
 
 #: A contender: one call that reads the key.
 Call = Callable[[], Awaitable[Any]]
@@ -65,56 +69,64 @@ KEY = "key.0001"
 BASELINES = ("diskstore", "raw aiosqlite")
 
 
-async def _statekit(where: Path, stack: AsyncExitStack) -> dict[str, Call]:
-    """statekit's call and its layers, on one store."""
-    store: StateStore = connect(f"sqlite+aiosqlite:///{where / 'x.db'}", telemetry=False)
+async def _statekit_store(
+    where: Path, stack: AsyncExitStack, **options: Any
+) -> tuple[StateStore, str]:
+    """A store on ``where``'s file holding the key, and the key's scope key."""
+    store: StateStore = connect(f"sqlite+aiosqlite:///{where / 'x.db'}", telemetry=False, **options)
     stack.push_async_callback(store.aclose)
-    who = make_identity(new_runner_id(), "latency")
+    who = make_identity("statekit-latency", "latency")
     ok, error = await store.apply_update_from_event(
         who.event, who.binding, who.runner, SCOPE, KEY, VALUE
     )
     assert ok, error
     scope_key = who.scope_keys[SCOPE]
+    assert await store.state_get(scope_key, KEY) == VALUE
+    return store, scope_key
+
+
+async def _statekit(where: Path, stack: AsyncExitStack, layers: bool) -> dict[str, Call]:
+    """statekit's call (with ``reads_on_loop`` where it exists) and, with ``layers``,
+    its layers, on one store."""
+    store, scope_key = await _statekit_store(where, stack)
+    calls: dict[str, Call] = {"statekit": lambda: store.state_get(scope_key, KEY)}
+    try:
+        on_loop, _ = await _statekit_store(where, stack, reads_on_loop=True)
+    except ConfigurationError:  # a statekit without the option
+        pass
+    else:
+        calls["statekit on loop"] = lambda: on_loop.state_get(scope_key, KEY)
+    if layers:
+        calls.update(await _layers(store, scope_key, stack))
+    return calls
+
+
+async def _layers(store: StateStore, scope_key: str, stack: AsyncExitStack) -> dict[str, Call]:
     backend = store.backend
     assert isinstance(backend, SQLBackend)
-    assert await store.state_get(scope_key, KEY) == VALUE
     gateway = backend._gateway
     statement = backend._statements.get
     arguments = statement.arguments(
         {"scope_key": scope_key, "state_key": KEY, "now": backend.clock()}
     )
     sql = statement.sql
-
-    def turns() -> Any:
-        return gateway._bound()
-
-    async def no_task() -> Any:
-        return await gateway._operate(
-            await gateway._enter(driver_operation=True), driver.run, sql, arguments
-        )
-
-    # A connection of statekit's pool held for the two layers below the checkout.
+    # Connections that never keep one: each call checks out of the pool, as without a
+    # connection kept from the call before.
+    pooled = driver.Connections(backend.engine.sync_engine, lambda: False, 5.0)
+    # A connection of statekit's pool, held for the layer below the checkout.
     fairy = await greenlet_spawn(backend.engine.sync_engine.pool.connect)
     stack.push_async_callback(greenlet_spawn, fairy.close)
     held = fairy.driver_connection
     assert held is not None
+    from statekit.backends.sql.holdback import to_the_end
 
-    def execute() -> Any:
-        return await_only(held.execute_fetchall(sql, arguments))
-
-    on_loop: StateStore = connect(
-        f"sqlite+aiosqlite:///{where / 'x.db'}", telemetry=False, reads_on_loop=True
-    )
-    stack.push_async_callback(on_loop.aclose)
-    assert await on_loop.state_get(scope_key, KEY) == VALUE
     return {
-        "statekit": lambda: store.state_get(scope_key, KEY),
-        "statekit on loop": lambda: on_loop.state_get(scope_key, KEY),
         "backend.get": lambda: backend.get(scope_key, KEY),
         "gateway.run": lambda: gateway.run(driver.run, sql, arguments, "get", read=True),
-        "no task": no_task,
-        "greenlet_spawn": lambda: greenlet_spawn(driver.run, turns().connections, sql, arguments),
-        "execute in greenlet": lambda: greenlet_spawn(execute),
+        "task+greenlet+pool": lambda: to_the_end(
+            greenlet_spawn(driver.run, pooled, sql, arguments)
+        ),
+        "greenlet+pool": lambda: greenlet_spawn(driver.run, pooled, sql, arguments),
         "execute": lambda: held.execute_fetchall(sql, arguments),
     }
 
@@ -174,13 +186,14 @@ async def _raw(where: Path, stack: AsyncExitStack) -> dict[str, Call]:
 
 
 @asynccontextmanager
-async def contenders() -> AsyncIterator[dict[str, Call]]:
+async def contenders(layers: bool) -> AsyncIterator[dict[str, Call]]:
     """Every contender, each on a file of its own in one temporary directory."""
     where = Path(tempfile.mkdtemp(prefix="statekit-sqlite-latency-"))
     try:
         async with AsyncExitStack() as stack:
             calls: dict[str, Call] = {}
-            for opener in (_statekit, _diskstore, _raw):
+            calls.update(await _statekit(where, stack, layers))
+            for opener in (_diskstore, _raw):
                 calls.update(await opener(where, stack))
             yield calls
     finally:
@@ -210,8 +223,8 @@ async def one_run(
     )
 
 
-async def main(runs: int, total: int, chunk: int) -> None:
-    async with contenders() as calls:
+async def main(runs: int, total: int, chunk: int, layers: bool) -> None:
+    async with contenders(layers) as calls:
         await one_run(calls, chunk, chunk)  # warm-up: caches, first statements
         timed = [await one_run(calls, total, chunk) for _ in range(runs)]
     per_run = [clock for clock, _ in timed]
@@ -235,9 +248,10 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--calls", type=int, default=4000, help="calls per contender per run")
     parser.add_argument("--chunk", type=int, default=250, help="calls per turn")
+    parser.add_argument("--no-layers", action="store_true", help="statekit and the peers only")
     return parser.parse_args()
 
 
 if __name__ == "__main__":
     options = _arguments()
-    asyncio.run(main(options.runs, options.calls, options.chunk))
+    asyncio.run(main(options.runs, options.calls, options.chunk, not options.no_layers))

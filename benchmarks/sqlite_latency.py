@@ -132,7 +132,7 @@ async def _layers(store: StateStore, scope_key: str, stack: AsyncExitStack) -> d
 
 
 async def _diskstore(where: Path, stack: AsyncExitStack) -> dict[str, Call]:
-    import diskcache  # type: ignore[import-untyped]
+    import diskcache
     from key_value.aio.stores.disk import DiskStore
 
     cache = diskcache.Cache(str(where / "disk"), eviction_policy="none", sqlite_synchronous=2)

@@ -26,6 +26,7 @@ from statekit.backends.base import (
     Capability,
 )
 from statekit.backends.sql import driver
+from statekit.backends.sql.coalesce import Coalescer
 from statekit.backends.sql.engine import build_engine, built_here, is_memory_sqlite
 from statekit.backends.sql.expiry import Expiry
 from statekit.backends.sql.expiry_sql import ExpirySQL
@@ -145,6 +146,7 @@ class SQLBackend(Reads, Writes, Erasure):
         create_schema: bool = True,
         pool_size: int | None = None,
         pool_timeout: float = 5.0,
+        coalesce: bool = True,
         owns_client: bool = False,
         reads_on_loop: bool = False,
     ) -> None:
@@ -170,6 +172,17 @@ class SQLBackend(Reads, Writes, Erasure):
             keep_idle=_keeps_idle(engine),
         )
         self._loop_reads = self._reads_on_loop(reads_on_loop, pool_timeout)
+        # Concurrent sets and reads sent together (see .coalesce); off: each call alone.
+        self._coalescer = (
+            Coalescer(
+                self._gateway,
+                postgres=dialect == "postgresql",
+                timeout=pool_timeout,
+                on_batch=self._coalesced,
+            )
+            if coalesce
+            else None
+        )
         self._statements = Statements(self._table, engine.dialect)
         self._expiry: Expiry | None = None
         self._identity: IdentitySQL | None = None
@@ -189,6 +202,7 @@ class SQLBackend(Reads, Writes, Erasure):
             create_schema=opts.create_schema,
             pool_size=sum(opts.pool(parsed.get_backend_name())),
             pool_timeout=opts.timeout,
+            coalesce=opts.coalesce,
             owns_client=True,
             reads_on_loop=opts.reads_on_loop,
         )
@@ -229,6 +243,9 @@ class SQLBackend(Reads, Writes, Erasure):
         return attributes
 
     # ---- plumbing -----------------------------------------------------------------
+
+    def _coalesced(self, size: int) -> None:
+        self._gateway.recorder.batch("coalesced", size)
 
     def _reads_on_loop(self, wanted: bool, timeout: float) -> LoopReads | None:
         """The connection reads run on the event loop with (see :mod:`.loop_reads`)."""
@@ -317,11 +334,16 @@ class SQLBackend(Reads, Writes, Erasure):
         *,
         read: bool = False,
         atomic: bool = True,
+        coalesce: bool = False,
     ) -> Any:
         """``run(connections, sql, arguments)`` on a driver connection, in its turn
-        (``atomic``: all or nothing, see :meth:`.gateway.Gateway.run`)."""
+        (``atomic``: all or nothing, see :meth:`.gateway.Gateway.run`); ``coalesce``: a
+        single statement that may go in a batch with concurrent ones (see
+        :mod:`.coalesce`)."""
         if not self._ready:
             await self._prepare()
+        if coalesce and self._coalescer is not None and run is driver.run:
+            return await self._coalescer.run(sql, arguments, what, read=read)
         return await self._gateway.run(run, sql, arguments, what, read=read, atomic=atomic)
 
     async def _rows(
@@ -331,6 +353,7 @@ class SQLBackend(Reads, Writes, Erasure):
         what: str,
         *,
         read: bool = False,
+        coalesce: bool = False,
     ) -> Sequence[Any]:
         """Run one statement on its own (no transaction) and fetch its rows; a read on
         the event loop with ``reads_on_loop`` (see :mod:`.loop_reads`)."""
@@ -341,7 +364,9 @@ class SQLBackend(Reads, Writes, Erasure):
             found = self._gateway.on_loop(self._loop_reads.rows, statement.sql, arguments, what)
             if found is not None:
                 return found
-        rows: Sequence[Any] = await self._run(driver.run, statement.sql, arguments, what, read=read)
+        rows: Sequence[Any] = await self._run(
+            driver.run, statement.sql, arguments, what, read=read, coalesce=coalesce
+        )
         return rows
 
     async def _program(self, program: driver.Program, what: str, *, transaction: bool) -> Any:
@@ -421,6 +446,8 @@ class SQLBackend(Reads, Writes, Erasure):
         if self._gateway.closed:
             return
         await self._gateway.close()
+        if self._coalescer is not None:
+            await self._coalescer.aclose()
         if self._loop_reads is not None:
             self._loop_reads.close()
         if self._owns_engine:

@@ -95,22 +95,35 @@ class Connections:
         return bool(pool.checkedin() + len(self._parked) < pool.size())
 
     def return_soon(self, busy: Callable[[], bool]) -> None:
-        """Return the connections kept to the pool at the loop's next turn, unless an
-        operation is under way by then (``busy()``; its end calls this again).
+        """Return the connections kept to the pool in the loop's turn after next, unless
+        an operation is under way by then (``busy()``; its end calls this again).
 
-        A caller making one call after another, at 1 in flight, makes the next before
-        the loop turns: it finds the connection kept, with neither checkin nor checkout
+        A caller making one call after another, at 1 in flight, makes the next within
+        that turn: it finds the connection kept, with neither checkin nor checkout
         (nor pre-ping: the connection has just worked). Once the calls pause, the pool
         has every connection back, as SQLAlchemy's pool expects.
         """
         if self._return_handle is None and self._parked:
             loop = asyncio.get_running_loop()
-            self._return_handle = loop.call_soon(self._return_idle, busy)
+            self._return_handle = loop.call_soon(self._return_next_turn, loop, busy)
+
+    def _return_next_turn(self, loop: asyncio.AbstractEventLoop, busy: Callable[[], bool]) -> None:
+        # One turn more: an operation that ended in a task of its own (see
+        # .holdback.to_the_end) wakes its caller in the turn this callback runs in.
+        self._return_handle = loop.call_soon(self._return_idle, busy)
 
     def _return_idle(self, busy: Callable[[], bool]) -> None:
         self._return_handle = None
-        if self._parked and not busy() and not self._queued():
-            # In a greenlet: a checkin may need I/O (a rollback, closing an overflow).
+        if not self._parked or busy() or self._queued():
+            return
+        if self.keep_idle:
+            # statekit's SQLite engines reset nothing on checkin (no transaction is open
+            # in autocommit mode), so a checkin into a pool with room is no I/O: here.
+            pool: Any = self.engine.pool
+            while self._parked and pool.checkedin() < pool.size():
+                self._parked.pop().close()
+        if self._parked:
+            # In a greenlet: such a checkin needs I/O (a rollback, closing an overflow).
             task = asyncio.get_running_loop().create_task(greenlet_spawn(self.release))
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)

@@ -260,3 +260,20 @@ async def test_the_sql_erasure_benchmark_measures_every_size_and_case(
     for case in document["set"].values():
         for figures in case.values():
             _assert_positive(figures, "ops_per_s", "ratio")
+
+
+@pytest.mark.sqlite
+async def test_the_sqlite_latency_benchmark_times_every_contender(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from benchmarks import sqlite_latency
+
+    await sqlite_latency.main(runs=1, total=20, chunk=10, layers=True)
+    rows = capsys.readouterr().out.splitlines()[2:]
+    timed = {row[:20].strip(): row[20:].split() for row in rows}
+    expected = {"statekit", "statekit on loop", "diskstore", "raw aiosqlite", "raw sqlite3"}
+    expected |= {"backend.get", "gateway.run", "task+greenlet+pool", "greenlet+pool", "execute"}
+    assert set(timed) == expected
+    for figures in timed.values():
+        assert len(figures) == 4
+        assert all(float(figure.rstrip("x")) > 0 for figure in figures)

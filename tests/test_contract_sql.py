@@ -40,6 +40,29 @@ class TestSQLiteHostEngine(StateBackendContract, ExpiryContract, ErasureContract
         await engine.dispose()
 
 
+@on(SQLITE)
+class TestSQLiteFileReadsOnLoop(StateBackendContract, ExpiryContract, ErasureContract):
+    """Reads on the event loop (``reads_on_loop``): the same contract."""
+
+    @pytest_asyncio.fixture
+    async def backend(self, request: pytest.FixtureRequest) -> AsyncIterator[StateBackend]:
+        async with open_target(SQLITE, request, reads_on_loop=True) as backend:
+            yield backend
+
+
+@pytest.mark.sqlite
+class TestSQLiteHostEngineReadsOnLoop(StateBackendContract, ExpiryContract, ErasureContract):
+    """A host's engine (sqlite3's default journal and transaction mode), reads on the loop."""
+
+    @pytest_asyncio.fixture
+    async def backend(self, tmp_path: Path) -> AsyncIterator[SQLBackend]:
+        engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'host.db'}")
+        backend = SQLBackend(engine, reads_on_loop=True)
+        yield backend
+        await backend.aclose()
+        await engine.dispose()
+
+
 @on(SQLITE_MEMORY)
 class TestSQLiteMemory(StateBackendContract, ExpiryContract, ErasureContract):
     @pytest_asyncio.fixture

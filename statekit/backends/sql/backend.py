@@ -27,7 +27,7 @@ from statekit.backends.base import (
 )
 from statekit.backends.sql import driver
 from statekit.backends.sql.coalesce import Coalescer
-from statekit.backends.sql.engine import build_engine
+from statekit.backends.sql.engine import build_engine, built_here, is_memory_sqlite
 from statekit.backends.sql.expiry import Expiry
 from statekit.backends.sql.expiry_sql import ExpirySQL
 from statekit.backends.sql.faults import TRANSLATED, translate
@@ -35,6 +35,7 @@ from statekit.backends.sql.gateway import CLOSED_MESSAGE, DriverRun, Gateway
 from statekit.backends.sql.identity import Erasure
 from statekit.backends.sql.identity_sql import IdentitySQL
 from statekit.backends.sql.layout import Observed, observe_table, server_and_layout
+from statekit.backends.sql.loop_reads import LoopReads
 from statekit.backends.sql.naming import check_table
 from statekit.backends.sql.options import parse_url, split_options
 from statekit.backends.sql.reads import Reads
@@ -73,6 +74,17 @@ def _capabilities(shape: TableShape) -> frozenset[Capability]:
         (Capability.ERASURE, shape.erasure),
     )
     return frozenset(capability for capability, present in found if present)
+
+
+def _keeps_idle(engine: AsyncEngine) -> int:
+    """How many connections the gateway keeps between calls that follow each other (see
+    :class:`.gateway.Gateway`): on an SQLite file, the pool's size (the connections the
+    pool itself keeps open); on PostgreSQL, an in-memory database and a host's engine
+    (whose pool gets each connection back as the call returns), none."""
+    pool = engine.pool
+    if engine.dialect.name != "sqlite" or isinstance(pool, StaticPool) or not built_here(engine):
+        return 0
+    return int(getattr(pool, "size", lambda: 0)())
 
 
 class SQLBackend(Reads, Writes, Erasure):
@@ -136,6 +148,7 @@ class SQLBackend(Reads, Writes, Erasure):
         pool_timeout: float = 5.0,
         coalesce: bool = True,
         owns_client: bool = False,
+        reads_on_loop: bool = False,
     ) -> None:
         dialect = engine.dialect.name
         if dialect not in ("postgresql", "sqlite"):
@@ -152,7 +165,13 @@ class SQLBackend(Reads, Writes, Erasure):
         self._ready = False  # until the table is known to exist and its shape is known
         # An in-memory SQLite database is one shared connection: use it one task at a time.
         self._shared_connection = isinstance(engine.pool, StaticPool)
-        self._gateway = Gateway(engine, 1 if self._shared_connection else pool_size, pool_timeout)
+        self._gateway = Gateway(
+            engine,
+            1 if self._shared_connection else pool_size,
+            pool_timeout,
+            keep_idle=_keeps_idle(engine),
+        )
+        self._loop_reads = self._reads_on_loop(reads_on_loop, pool_timeout)
         # Concurrent sets and reads sent together (see .coalesce); off: each call alone.
         self._coalescer = (
             Coalescer(
@@ -186,6 +205,7 @@ class SQLBackend(Reads, Writes, Erasure):
             pool_timeout=opts.timeout,
             coalesce=opts.coalesce,
             owns_client=True,
+            reads_on_loop=opts.reads_on_loop,
         )
 
     def __repr__(self) -> str:
@@ -227,6 +247,19 @@ class SQLBackend(Reads, Writes, Erasure):
 
     def _coalesced(self, size: int) -> None:
         self._gateway.recorder.batch("coalesced", size)
+
+    def _reads_on_loop(self, wanted: bool, timeout: float) -> LoopReads | None:
+        """The connection reads run on the event loop with (see :mod:`.loop_reads`)."""
+        if not wanted:
+            return None
+        if self._dialect != "sqlite":
+            raise ConfigurationError("reads_on_loop is for SQLite only")
+        if self._shared_connection or is_memory_sqlite(self._engine.url):
+            raise ConfigurationError(
+                "reads_on_loop needs an SQLite file: an in-memory database is one "
+                "connection, which another cannot read"
+            )
+        return LoopReads(self._engine, timeout)
 
     def _check_open(self) -> None:
         if self._gateway.closed:
@@ -323,8 +356,15 @@ class SQLBackend(Reads, Writes, Erasure):
         read: bool = False,
         coalesce: bool = False,
     ) -> Sequence[Any]:
-        """Run one statement on its own (no transaction) and fetch its rows."""
+        """Run one statement on its own (no transaction) and fetch its rows; a read on
+        the event loop with ``reads_on_loop`` (see :mod:`.loop_reads`)."""
         arguments = statement.arguments(params)
+        if read and self._loop_reads is not None:
+            if not self._ready:
+                await self._prepare()
+            found = self._gateway.on_loop(self._loop_reads.rows, statement.sql, arguments, what)
+            if found is not None:
+                return found
         rows: Sequence[Any] = await self._run(
             driver.run, statement.sql, arguments, what, read=read, coalesce=coalesce
         )
@@ -409,5 +449,7 @@ class SQLBackend(Reads, Writes, Erasure):
         await self._gateway.close()
         if self._coalescer is not None:
             await self._coalescer.aclose()
+        if self._loop_reads is not None:
+            self._loop_reads.close()
         if self._owns_engine:
             await self._engine.dispose()

@@ -15,11 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import Pool, PoolProxiedConnection
-from sqlalchemy.util import await_only
+from sqlalchemy.util import await_only, greenlet_spawn
 
 # aiosqlite's messages for a connection that is gone (SQLAlchemy maps them the same way).
 _CLOSED_MESSAGES = ("no active connection", "connection closed")
@@ -41,9 +41,20 @@ class Connections:
     pool's checkin and checkout (and its pre-ping: the connection has just worked).
     """
 
-    def __init__(self, engine: Engine, queued: Callable[[], bool], close_timeout: float) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        queued: Callable[[], bool],
+        close_timeout: float,
+        *,
+        keep_idle: int = 0,
+    ) -> None:
         self.engine = engine
         self._queued = queued
+        #: How many connections that come back stay checked out for the next operation
+        #: while calls follow each other (see :meth:`return_soon`); SQLite: the pool's size.
+        self.keep_idle = keep_idle
+        self._return_handle: asyncio.Handle | None = None
         self._close_timeout = close_timeout
         self._parked: list[PoolProxiedConnection] = []
         #: Connections of cancelled statements being closed (see :meth:`discard`).
@@ -62,11 +73,71 @@ class Connections:
             return self._parked.pop()
         return self.engine.pool.connect()
 
+    def idle(self) -> PoolProxiedConnection | None:
+        """A connection kept or handed over, taken without any I/O; ``None`` if none."""
+        return self._parked.pop() if self._parked else None
+
+    def park(self, fairy: PoolProxiedConnection) -> bool:
+        """Keep ``fairy`` for the next operation, without any I/O, if it may be kept: for
+        an operation queued for one, or, up to :attr:`keep_idle`, for the next call."""
+        if self.closed or not fairy.is_valid:
+            return False
+        if not self._queued() and not self._may_keep():
+            return False
+        self._parked.append(fairy)
+        return True
+
+    def _may_keep(self) -> bool:
+        # Only what the pool has room for: its checkin then closes nothing (no I/O).
+        if len(self._parked) >= self.keep_idle:
+            return False
+        pool: Any = self.engine.pool
+        return bool(pool.checkedin() + len(self._parked) < pool.size())
+
+    def return_soon(self, busy: Callable[[], bool]) -> None:
+        """Return the connections kept to the pool in the loop's turn after next, unless
+        an operation is under way by then (``busy()``; its end calls this again).
+
+        A caller making one call after another, at 1 in flight, makes the next within
+        that turn: it finds the connection kept, with neither checkin nor checkout
+        (nor pre-ping: the connection has just worked). Once the calls pause, the pool
+        has every connection back, as SQLAlchemy's pool expects.
+        """
+        if self._return_handle is None and self._parked:
+            loop = asyncio.get_running_loop()
+            self._return_handle = loop.call_soon(self._return_next_turn, loop, busy)
+
+    def _return_next_turn(self, loop: asyncio.AbstractEventLoop, busy: Callable[[], bool]) -> None:
+        # One turn more: an operation that ended in a task of its own (see
+        # .holdback.to_the_end) wakes its caller in the turn this callback runs in.
+        self._return_handle = loop.call_soon(self._return_idle, busy)
+
+    def _return_idle(self, busy: Callable[[], bool]) -> None:
+        self._return_handle = None
+        if not self._parked or busy() or self._queued():
+            return
+        if self.keep_idle:
+            # statekit's SQLite engines reset nothing on checkin (no transaction is open
+            # in autocommit mode), so a checkin into a pool with room is no I/O: here.
+            pool: Any = self.engine.pool
+            while self._parked and pool.checkedin() < pool.size():
+                self._parked.pop().close()
+        if self._parked:
+            # In a greenlet: such a checkin needs I/O (a rollback, closing an overflow).
+            task = asyncio.get_running_loop().create_task(greenlet_spawn(self.release))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    def cancel_return(self) -> None:
+        """Forget a return scheduled by :meth:`return_soon` (the backend closes)."""
+        if self._return_handle is not None:
+            self._return_handle.cancel()
+            self._return_handle = None
+
     def give_back(self, fairy: PoolProxiedConnection) -> None:
         if self.closed:
             fairy.invalidate()
-        elif self._queued() and fairy.is_valid:
-            self._parked.append(fairy)
+        elif self.park(fairy):
             return
         fairy.close()
         self.release()
@@ -214,18 +285,11 @@ def run_program(connections: Connections, sql: str, program: tuple[Program, bool
 @contextlib.contextmanager
 def checked_out(connections: Connections) -> Iterator[Any]:
     """asyncpg's or aiosqlite's connection of a pooled connection, for one use."""
-    engine = connections.engine
     fairy = connections.take()
     try:
         yield fairy.driver_connection
     except Exception as error:
-        if _is_lost(engine, fairy.dbapi_connection, error):
-            discard_with_older(engine.pool, fairy, error)
-            fairy.close()
-            connections.release()
-            raise ConnectionLost(str(error)) from error
-        fairy.close()
-        raise
+        fail(connections, fairy, error)
     except BaseException as error:
         # Cancelled mid-statement: the connection's state is unknown, never reuse it.
         # Closed from the event loop rather than here: in this greenlet SQLAlchemy
@@ -234,6 +298,19 @@ def checked_out(connections: Connections) -> Iterator[Any]:
         connections.discard(fairy, error)
         raise
     connections.give_back(fairy)
+
+
+def fail(connections: Connections, fairy: PoolProxiedConnection, error: Exception) -> NoReturn:
+    """Give ``fairy``, whose statement failed with ``error``, back and raise: a dead
+    connection is discarded with every older one (:class:`ConnectionLost`)."""
+    engine = connections.engine
+    if _is_lost(engine, fairy.dbapi_connection, error):
+        discard_with_older(engine.pool, fairy, error)
+        fairy.close()
+        connections.release()
+        raise ConnectionLost(str(error)) from error
+    fairy.close()
+    raise error
 
 
 async def _close_then_discard(

@@ -4,6 +4,7 @@ database."""
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 from sqlalchemy import event
@@ -15,6 +16,15 @@ from sqlalchemy.pool import PoolResetState, StaticPool
 from statekit.backends.sql import postgres_connect, sqlite_connect
 from statekit.backends.sql.options import SQLOptions
 from statekit.errors import ConfigurationError
+
+#: The engines :func:`build_engine` made: their pools are statekit's alone (a host's
+#: engine is the host's pool, which gets each connection back as a call returns).
+_BUILT: weakref.WeakSet[AsyncEngine] = weakref.WeakSet()
+
+
+def built_here(engine: AsyncEngine) -> bool:
+    """Whether :func:`build_engine` made ``engine`` (from a URL, not handed in)."""
+    return engine in _BUILT
 
 
 def is_memory_sqlite(url: URL) -> bool:
@@ -130,4 +140,5 @@ def build_engine(
         event.listen(engine.sync_engine, "connect", listener)
         event.listen(engine.sync_engine, "begin", _begin)
         event.listen(engine.sync_engine, "reset", _on_return)
+    _BUILT.add(engine)
     return engine

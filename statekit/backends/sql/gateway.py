@@ -21,19 +21,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.pool import PoolProxiedConnection, StaticPool
 from sqlalchemy.util import greenlet_spawn
 
 from statekit import logs
 from statekit.backends.gate import FifoGate
 from statekit.backends.sql import driver
 from statekit.backends.sql.faults import TRANSLATED, aborted_whole, driver_errors, translate
+from statekit.backends.sql.holdback import HoldBack, to_the_end
 from statekit.backends.sql.loops import LoopEnd
-from statekit.errors import StateBackendError, StoreClosedError
+from statekit.errors import BackendTimeoutError, StateBackendError, StoreClosedError
 from statekit.logs import server_address
 from statekit.telemetry.recorder import Recorder
 
@@ -56,6 +57,7 @@ class _Turns:
         size: int | None,
         timeout: float,
         backlog: Callable[[], bool],
+        keep_idle: int,
     ) -> None:
         self.gate = None if size is None else FifoGate(size, timeout, "database connection")
         # Driver operations waiting for a place (or, ``backlog``, calls queued for the
@@ -65,16 +67,27 @@ class _Turns:
         self.idle = asyncio.Event()
         self.idle.set()
         self.schema_lock = asyncio.Lock()
+        self.busy = lambda: self.active > 0
         self.connections = driver.Connections(
-            engine.sync_engine, lambda: self.queued > 0 or backlog(), close_timeout=timeout
+            engine.sync_engine,
+            lambda: self.queued > 0 or backlog(),
+            close_timeout=timeout,
+            keep_idle=keep_idle,
         )
 
 
 class Gateway:
     """Admits ``size`` operations at once (``None``: no gate, the pool's own order), each
-    waiting at most ``timeout`` seconds for its turn."""
+    waiting at most ``timeout`` seconds for its turn.
 
-    def __init__(self, engine: AsyncEngine, size: int | None, timeout: float) -> None:
+    ``keep_idle`` (SQLite files: the pool's size): up to that many connections that come
+    back stay checked out while calls follow each other without the loop turning (see
+    :meth:`.driver.Connections.return_soon`), and a single statement on one runs in its
+    caller's task (see :meth:`_direct`)."""
+
+    def __init__(
+        self, engine: AsyncEngine, size: int | None, timeout: float, *, keep_idle: int = 0
+    ) -> None:
         self._engine = engine
         # For fault records: host and port only, never the URL (it can hold a password).
         self._address = server_address(engine.url.host, engine.url.port)
@@ -82,9 +95,10 @@ class Gateway:
         self._timeout = timeout
         self._driver_errors = TRANSLATED + driver_errors(engine.dialect.name)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._keep_idle = keep_idle
         #: Whether calls wait for a connection outside the gate (a coalescer's queue).
         self.backlog: Callable[[], bool] = lambda: False
-        self._turns = _Turns(engine, size, timeout, self._backlog)
+        self._turns = _Turns(engine, size, timeout, self._backlog, keep_idle)
         #: Gate waits and places in use, for :mod:`statekit.telemetry`.
         self.recorder = Recorder()
         self.recorder.watch(self._turns.gate)
@@ -92,7 +106,7 @@ class Gateway:
         # aiosqlite runs a statement to its end in its thread whatever becomes of the
         # caller; letting the operation finish there too (checkin included) keeps
         # cancellation out of SQLAlchemy's connection handling, where a second one
-        # strands a close task of its own (see _to_the_end).
+        # strands a close task of its own (see :mod:`.holdback`).
         self._runs_to_the_end = engine.dialect.name == "sqlite"
         # asyncpg's connections work on their own loop only; aiosqlite's on any.
         self._loop_bound_connections = engine.dialect.name == "postgresql" and not isinstance(
@@ -122,7 +136,9 @@ class Gateway:
         if previous is None:
             return self._turns
         stale = self._turns
-        self._turns = _Turns(self._engine, self._size, self._timeout, self._backlog)
+        self._turns = _Turns(
+            self._engine, self._size, self._timeout, self._backlog, self._keep_idle
+        )
         self.recorder.watch(self._turns.gate)
         if self._loop_bound_connections:
             # Connections the old loop's shutdown did not close (a loop closed by hand)
@@ -177,6 +193,7 @@ class Gateway:
             turns.active -= 1
             if not turns.active:
                 turns.idle.set()
+                turns.connections.return_soon(turns.busy)
         if turns.gate is not None:
             turns.gate.release()
 
@@ -219,11 +236,13 @@ class Gateway:
         resent = rolled_back = 0
         while True:
             turns = await self._enter(driver_operation=True)
-            operation = self._operate(turns, run, sql, arguments)
             try:
                 if self._runs_to_the_end:
-                    return await _to_the_end(operation)
-                return await operation
+                    fairy = turns.connections.idle() if run is driver.run else None
+                    if fairy is not None:
+                        return await self._direct(turns, fairy, sql, arguments)
+                    return await to_the_end(self._operate(turns, run, sql, arguments))
+                return await self._operate(turns, run, sql, arguments)
             except driver.ConnectionLost as lost:
                 if read and not resent:
                     resent += 1
@@ -238,13 +257,30 @@ class Gateway:
                     continue
                 raise translate(exc, what, address=self._address) from exc
 
+    def on_loop(
+        self, read: Callable[[str, Any, str], _T], sql: str, arguments: Any, what: str
+    ) -> _T:
+        """``read(sql, arguments, what)`` right here, on the event loop, outside the gate
+        (see :mod:`.loop_reads`): refused once closed, and on a second running loop, as
+        :meth:`run` refuses; failures raised as statekit errors saying ``what`` failed."""
+        if self.closed:
+            raise StoreClosedError(CLOSED_MESSAGE)
+        self._bound()
+        try:
+            return read(sql, arguments, what)
+        except BackendTimeoutError as exc:  # interrupted by the reader itself
+            logs.backend_fault(logs.SQL_LOG, exc, what, self._address)
+            raise
+        except self._driver_errors as exc:
+            raise translate(exc, what, address=self._address) from exc
+
     async def finish(self, block: Coroutine[Any, Any, _T]) -> _T:
         """Await ``block``, which uses the engine itself (inside :meth:`guard`); on SQLite
         to its end, holding a cancellation of the caller back as :meth:`run` does: the
         connection that SQLAlchemy opens for it would be terminated, and cancelled again
-        its close task strands (see :func:`_to_the_end`)."""
+        its close task strands (see :mod:`.holdback`)."""
         if self._runs_to_the_end:
-            return await _to_the_end(block)
+            return await to_the_end(block)
         return await block
 
     async def _operate(self, turns: _Turns, run: DriverRun, sql: str, arguments: Any) -> Any:
@@ -253,6 +289,55 @@ class Gateway:
             return await greenlet_spawn(run, turns.connections, sql, arguments)
         finally:
             self._leave(turns)
+
+    async def _direct(
+        self, turns: _Turns, fairy: PoolProxiedConnection, sql: str, arguments: Any
+    ) -> Any:
+        """:func:`.driver.run` on SQLite's ``fairy`` (kept idle or handed over), in the
+        caller's own task: no task, no greenlet and no pool checkout per call.
+
+        Only aiosqlite's futures are awaited until the statement has ended (the pool is
+        called in a greenlet only on a failure, or to return a connection that cannot be
+        kept), so :class:`.holdback.HoldBack` holds the caller's cancellation back as
+        :func:`.holdback.to_the_end` does, and raises it once the place is given back.
+        """
+        connections = turns.connections
+        hold = HoldBack()
+        try:
+            rows = await self._statement(hold, connections, fairy, sql, arguments)
+        except Exception:
+            if hold.interrupted:
+                raise asyncio.CancelledError from None
+            raise
+        finally:
+            self._leave(turns)
+        if hold.interrupted:
+            raise asyncio.CancelledError
+        return rows
+
+    @staticmethod
+    async def _statement(
+        hold: HoldBack,
+        connections: driver.Connections,
+        fairy: PoolProxiedConnection,
+        sql: str,
+        arguments: Any,
+    ) -> Any:
+        connection: Any = fairy.driver_connection
+        try:
+            rows = await hold.run(connection.execute_fetchall(sql, arguments))
+            if connection.in_transaction:  # sqlite3's legacy mode: as driver.run does
+                await hold.run(connection.commit())
+        except Exception as error:
+            await hold.run(greenlet_spawn(driver.fail, connections, fairy, error))
+            raise  # not reached: fail() raises
+        except BaseException as error:  # closed mid-statement: never reuse it
+            with contextlib.suppress(RuntimeError):  # no running loop left to close it on
+                connections.discard(fairy, error)
+            raise
+        if not connections.park(fairy):
+            await hold.run(greenlet_spawn(connections.give_back, fairy))
+        return rows
 
     async def close(self) -> None:
         """Refuse every later call, let the statements under way finish (waiting at most
@@ -268,45 +353,8 @@ class Gateway:
         if self._loop_end is not None:
             self._loop_end.cancel()
         turns.connections.closed = True
+        turns.connections.cancel_return()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(turns.idle.wait(), self._timeout)
         await greenlet_spawn(turns.connections.release)
         await turns.connections.settle()
-
-
-async def _to_the_end(operation: Coroutine[Any, Any, _T]) -> _T:
-    """Await ``operation`` in a task of its own that a cancellation of the caller does
-    not reach, and hold the caller's cancellation back until the operation has ended.
-
-    The task: a connection that SQLAlchemy opens or discards while a caller is cancelled
-    is closed by a graceful-close task of SQLAlchemy's own; cancelled again, it never
-    finishes (``Task was destroyed but it is pending``). The wait: by the time a
-    cancelled caller sees :class:`asyncio.CancelledError`, its write has landed or never
-    will, so a write the caller makes next can never be overtaken by it. The wait is as
-    long as the statement's, which ``timeout`` bounds.
-    """
-    task, interrupted = await shielded(operation)
-    if interrupted:
-        _retrieve(task)
-        raise asyncio.CancelledError
-    return task.result()
-
-
-async def shielded(operation: Awaitable[_T]) -> tuple[asyncio.Future[_T], bool]:
-    """``operation`` awaited in a task that a cancellation of the caller does not reach;
-    the task, and whether the caller was cancelled meanwhile (the caller decides what a
-    cancellation then means: :func:`_to_the_end`, PostgreSQL's connect)."""
-    task = asyncio.ensure_future(operation)
-    interrupted = False
-    while not task.done():
-        try:
-            await asyncio.wait((task,))
-        except asyncio.CancelledError:
-            interrupted = True
-    return task, interrupted
-
-
-def _retrieve(task: asyncio.Future[Any]) -> None:
-    # Nobody awaits an operation whose caller was cancelled: its error is not reported.
-    if not task.cancelled():
-        task.exception()

@@ -48,6 +48,7 @@ class SQLOptions(BaseModel):
     busy_timeout: float = Field(5.0, ge=0)
     application_name: str = Field("statekit", max_length=63)
     coalesce: bool = True
+    reads_on_loop: bool = False
 
     def pool(self, backend_name: str) -> tuple[int, int]:
         """``pool_size`` and ``max_overflow`` for this engine: SQLite's defaults for those
@@ -98,4 +99,6 @@ def split_options(url: URL, options: dict[str, Any]) -> tuple[URL, SQLOptions]:
         raise ConfigurationError(f"Invalid SQL backend option(s): {problems}") from None
     if parsed.schema_ is not None and url.get_backend_name() == "sqlite":
         raise ConfigurationError("The 'schema' option is for PostgreSQL only")
+    if parsed.reads_on_loop and url.get_backend_name() != "sqlite":
+        raise ConfigurationError("The 'reads_on_loop' option is for SQLite only")
     return url.difference_update_query(from_query), parsed

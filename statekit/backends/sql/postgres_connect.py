@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 from typing import Any
 
-from statekit.backends.sql.gateway import shielded
+from statekit.backends.sql.holdback import shielded
 
 
 async def connect(*args: Any, **kwargs: Any) -> Any:

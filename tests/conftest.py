@@ -62,11 +62,18 @@ def redis_sentinel_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
 def own_server(tmp_path: Path) -> Iterator[RedisServer]:
     """A redis-server of this test's own (no persistence) on a free loopback port, for
     tests that stop, slow or reconfigure their server, or count its commands; killed
-    afterwards."""
-    from redis_servers import NO_PERSISTENCE, RedisServer, free_port
+    afterwards. Started again on another port if another process took the first."""
+    from redis_servers import NO_PERSISTENCE, PortTakenError, RedisServer, free_port
 
-    server = RedisServer(tmp_path / "redis", free_port(), *NO_PERSISTENCE)
-    server.start()
+    for attempt in range(3):
+        directory = tmp_path / ("redis" if attempt == 0 else f"redis-{attempt}")
+        server = RedisServer(directory, free_port(), *NO_PERSISTENCE)
+        try:
+            server.start()
+            break
+        except PortTakenError:
+            if attempt == 2:
+                raise
     try:
         yield server
     finally:

@@ -16,7 +16,30 @@ if TYPE_CHECKING:
     from redis_servers import RedisServer
 
 pytest_plugins = ("pytester",)  # runs the shipped suite as a third party would
-_SUMMARY_LINES = pytest.StashKey[list[str]]()
+_SUMMARY_PROPERTY = "statekit summary"
+_summary_lines: list[str] = []  # this process's, for its terminal summary
+
+#: Modules whose tests load the whole machine on purpose (many processes, storms of
+#: cancellations, servers stopped under writers, a minute of 128 concurrent workers):
+#: under pytest-xdist (``--dist loadgroup``) they all go to one worker, one after
+#: another, so no two of them run at the same time and starve each other.
+SERIAL_MODULES = frozenset(
+    {
+        "test_attacks_increments.py",
+        "test_attacks_sigkill.py",
+        "test_benchmarks_smoke.py",
+        "test_cancellation_storm.py",
+        "test_faults.py",
+        "test_soak.py",
+    }
+)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist names each item's group from its marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name in SERIAL_MODULES:
+            item.add_marker(pytest.mark.xdist_group("serial"))
 
 
 @pytest.fixture(scope="session")
@@ -85,16 +108,27 @@ def summary_line(request: pytest.FixtureRequest) -> Callable[[str], None]:
     """Add a line to the ``statekit`` section of the run's terminal summary.
 
     Tests whose figures matter even when they pass (the soak's lost / phantom counts) use
-    it, so the counts are in every CI log without ``-s``.
+    it, so the counts are in every CI log without ``-s``. The line travels in the test's
+    report (a user property), so it reaches the summary from a pytest-xdist worker too.
     """
-    return request.config.stash.setdefault(_SUMMARY_LINES, []).append
+
+    def add(line: str) -> None:
+        request.node.user_properties.append((_SUMMARY_PROPERTY, line))
+
+    return add
 
 
-def pytest_terminal_summary(
-    terminalreporter: pytest.TerminalReporter, config: pytest.Config
-) -> None:
-    lines = config.stash.get(_SUMMARY_LINES, [])
-    if lines:
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Keep the summary lines of each test's call (in the process that prints the
+    summary, its own tests' or the workers' reports)."""
+    if report.when == "call":
+        lines = [value for name, value in report.user_properties if name == _SUMMARY_PROPERTY]
+        if lines:
+            _summary_lines.extend(str(line) for line in lines)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _summary_lines:
         terminalreporter.section("statekit")
-        for line in lines:
+        for line in _summary_lines:
             terminalreporter.write_line(line)

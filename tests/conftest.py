@@ -19,27 +19,27 @@ pytest_plugins = ("pytester",)  # runs the shipped suite as a third party would
 _SUMMARY_PROPERTY = "statekit summary"
 _summary_lines: list[str] = []  # this process's, for its terminal summary
 
-#: Modules whose tests load the whole machine on purpose (many processes, storms of
-#: cancellations, servers stopped under writers, a minute of 128 concurrent workers):
-#: under pytest-xdist (``--dist loadgroup``) they all go to one worker, one after
-#: another, so no two of them run at the same time and starve each other.
-SERIAL_MODULES = frozenset(
-    {
-        "test_attacks_increments.py",
-        "test_attacks_sigkill.py",
-        "test_benchmarks_smoke.py",
-        "test_cancellation_storm.py",
-        "test_faults.py",
-        "test_soak.py",
-    }
-)
+#: Modules whose tests load the machine on purpose, by the pytest-xdist group they run in
+#: (``--dist loadgroup``): the tests of one group run on one worker, one after another.
+#: Worker processes racing on one counter or killed mid-write; a minute of 128
+#: concurrent callers, servers stopped under writers and storms of cancellations, whose
+#: calls must each end in bounded time; benchmark runs, one at a time.
+LOAD_GROUPS = {
+    "test_attacks_increments.py": "processes",
+    "test_attacks_sigkill.py": "processes",
+    "test_soak.py": "load",
+    "test_faults.py": "load",
+    "test_cancellation_storm.py": "load",
+    "test_benchmarks_smoke.py": "benchmarks",
+}
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist names each item's group from its marks
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if item.path.name in SERIAL_MODULES:
-            item.add_marker(pytest.mark.xdist_group("serial"))
+        group = LOAD_GROUPS.get(item.path.name)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")

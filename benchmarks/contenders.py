@@ -5,21 +5,27 @@ default options, plus the baselines, each in storage of its own on the same serv
 keys live under a unique prefix and are deleted afterwards; PostgreSQL tables live in a
 schema created for the run and dropped afterwards; SQLite uses a file in a fresh directory
 (under ``--sqlite-dir`` if given) that is removed afterwards.
+
+With ``peers=True`` (the default) the backend's peers (``peers.py``) are baselines too,
+after the others, if the ``bench`` extra is installed; without it a line says they are
+skipped.
 """
 
 from __future__ import annotations
 
 import contextlib
 import shutil
+import sys
 import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from benchmarks import peers as peer_openers
 from benchmarks.matrix import DATABASE_FILE, SQLITE
 from benchmarks.original import OriginalContender
 from benchmarks.raw_asyncpg import RawAsyncpgContender
@@ -51,6 +57,27 @@ class BackendRun:
         return [*self.statekit, *self.point_only, *self.baselines]
 
 
+async def _peers(
+    stack: contextlib.AsyncExitStack,
+    wanted: bool,
+    opener: Callable[[], contextlib.AbstractAsyncContextManager[list[Contender]]],
+) -> list[Contender]:
+    """The backend's peers, closed with ``stack``; none if not ``wanted`` or if the
+    ``bench`` extra is missing (then a line on stderr says so)."""
+    if not wanted:
+        return []
+    missing = peer_openers.missing_modules()
+    if missing:
+        print(
+            f"  peers skipped: the bench extra is not installed (no {', '.join(missing)}); "
+            f"{peer_openers.INSTALL_HINT}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return []
+    return await stack.enter_async_context(opener())
+
+
 async def _server_version(store: StateStore) -> str:
     return (await store.describe()).server_version
 
@@ -62,7 +89,7 @@ async def _where(store: StateStore) -> str:
 
 
 @contextlib.asynccontextmanager
-async def open_redis(url: str) -> AsyncIterator[BackendRun]:
+async def open_redis(url: str, peers: bool = True) -> AsyncIterator[BackendRun]:
     prefix = f"statekit-bench-{uuid.uuid4().hex[:12]}"
     store = connect(url, key_prefix=f"{prefix}:")
     # The same keys without auto-pipelining, with a pool large enough that 64 callers
@@ -74,22 +101,27 @@ async def open_redis(url: str) -> AsyncIterator[BackendRun]:
         RawRedisContender(url, key_prefix=f"{prefix}-raw:"),
     ]
     try:
-        yield BackendRun(
-            name="redis",
-            server=f"Redis {await _server_version(store)}",
-            where=await _where(store),
-            statekit=opened[:1],
-            point_only=opened[1:2],
-            baselines=opened[2:],
-        )
+        async with contextlib.AsyncExitStack() as stack:
+            found = await _peers(
+                stack, peers, lambda: peer_openers.redis_peers(url, f"{prefix}-kv:")
+            )
+            yield BackendRun(
+                name="redis",
+                server=f"Redis {await _server_version(store)}",
+                where=await _where(store),
+                statekit=opened[:1],
+                point_only=opened[1:2],
+                baselines=[*opened[2:], *found],
+            )
     finally:
         for contender in opened:
             await contender.aclose()
 
 
 @contextlib.asynccontextmanager
-async def open_postgres(url: str) -> AsyncIterator[BackendRun]:
-    schema = f"statekit_bench_{uuid.uuid4().hex[:12]}"
+async def open_postgres(url: str, peers: bool = True) -> AsyncIterator[BackendRun]:
+    run_id = uuid.uuid4().hex[:12]
+    schema = f"statekit_bench_{run_id}"
     admin = create_async_engine(url)  # creates and drops the run's schema
     opened: list[Contender] = []
     try:
@@ -105,13 +137,17 @@ async def open_postgres(url: str) -> AsyncIterator[BackendRun]:
         opened.append(raw)
         async with admin.begin() as conn:
             await conn.run_sync(raw.table.metadata.create_all)
-        yield BackendRun(
-            name="postgres",
-            server=f"PostgreSQL {await _server_version(store)}",
-            where=await _where(store),
-            statekit=opened[:1],
-            baselines=opened[1:],
-        )
+        async with contextlib.AsyncExitStack() as stack:
+            found = await _peers(
+                stack, peers, lambda: peer_openers.postgres_peers(url, run_id, SQL_POOL)
+            )
+            yield BackendRun(
+                name="postgres",
+                server=f"PostgreSQL {await _server_version(store)}",
+                where=await _where(store),
+                statekit=opened[:1],
+                baselines=[*opened[1:], *found],
+            )
     finally:
         for contender in opened:
             await contender.aclose()
@@ -121,7 +157,7 @@ async def open_postgres(url: str) -> AsyncIterator[BackendRun]:
 
 
 @contextlib.asynccontextmanager
-async def open_sqlite(parent: str | None = None) -> AsyncIterator[BackendRun]:
+async def open_sqlite(parent: str | None = None, peers: bool = True) -> AsyncIterator[BackendRun]:
     """SQLite in a new directory under ``parent`` (default: the system's temporary one)."""
     directory = Path(tempfile.mkdtemp(prefix="statekit-bench-", dir=parent))
     database = directory / DATABASE_FILE
@@ -135,13 +171,15 @@ async def open_sqlite(parent: str | None = None) -> AsyncIterator[BackendRun]:
             url, pool_size=SQL_DEFAULTS.pool_size, max_overflow=SQL_DEFAULTS.max_overflow
         )
         opened.append(await OriginalContender.open(original_engine, None))
-        yield BackendRun(
-            name="sqlite",
-            server=f"SQLite {await _server_version(store)}",
-            where=str(database),
-            statekit=opened[:1],
-            baselines=opened[1:],
-        )
+        async with contextlib.AsyncExitStack() as stack:
+            found = await _peers(stack, peers, lambda: peer_openers.sqlite_peers(directory))
+            yield BackendRun(
+                name="sqlite",
+                server=f"SQLite {await _server_version(store)}",
+                where=str(database),
+                statekit=opened[:1],
+                baselines=[*opened[1:], *found],
+            )
     finally:
         for contender in opened:
             await contender.aclose()

@@ -77,17 +77,21 @@ async def measure(op: Op, in_flight: int, duration: float) -> Sample:
     """Run ``op`` with ``in_flight`` calls outstanding for about ``duration`` seconds.
 
     Every worker starts a new call as soon as its previous one returns, until the
-    deadline; the calls still running then are waited for and counted.
+    deadline; the calls still running then are waited for and counted. Each worker makes
+    at least one call, so a loaded machine that starts the workers late (a short
+    ``--quick`` run) still measures something.
     """
     indexes = itertools.count()
     latencies: list[float] = []
     clock = time.perf_counter
 
     async def worker() -> None:
-        while clock() < deadline:
+        while True:
             started = clock()
             await op(next(indexes))
             latencies.append(clock() - started)
+            if clock() >= deadline:
+                return
 
     start = clock()
     deadline = start + duration

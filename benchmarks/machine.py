@@ -9,7 +9,22 @@ import sqlite3
 from importlib import metadata
 from typing import Any
 
-LIBRARIES = ("statekit", "redis", "hiredis", "asyncpg", "sqlalchemy", "aiosqlite", "pydantic")
+LIBRARIES = (
+    "statekit",
+    "redis",
+    "hiredis",
+    "asyncpg",
+    "sqlalchemy",
+    "aiosqlite",
+    "pydantic",
+    # the peers (the bench extra)
+    "langgraph-checkpoint-postgres",
+    "langgraph-checkpoint-sqlite",
+    "psycopg",
+    "psycopg-pool",
+    "py-key-value-aio",
+    "diskcache",
+)
 
 
 def _version(package: str) -> str | None:

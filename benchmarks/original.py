@@ -42,7 +42,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from benchmarks.workload import Identity, SeedAPIContender
+from benchmarks.workload import ORIGINAL, Identity, SeedAPIContender
 from statekit import (
     VALID_STATE_SCOPES,
     build_state_scope_key,
@@ -250,6 +250,7 @@ class OriginalContender(SeedAPIContender[OriginalStore]):
     """The original store on its own table, behind the benchmark's contender interface."""
 
     label = "original"
+    family, tag = ORIGINAL, "original"
 
     def __init__(self, engine: AsyncEngine, table: Table) -> None:
         super().__init__(OriginalStore(engine, table))

@@ -23,7 +23,7 @@ import statekit
 from benchmarks.harness import measure, warm_up
 from benchmarks.run import BACKENDS, add_server_options, open_backend
 from benchmarks.suite import OPS, operation, prepare
-from benchmarks.workload import new_runner_id
+from benchmarks.workload import new_runner_id, unavailable_reason
 
 STATEKIT_DIR = str(Path(statekit.__file__).parent)
 BENCHMARKS_DIR = str(Path(__file__).parent)
@@ -84,6 +84,9 @@ async def _profile(args: argparse.Namespace) -> Profiler:
         contenders = {c.label: c for c in run.everyone}
         if args.contender not in contenders:
             raise SystemExit(f"no contender {args.contender!r}; one of {sorted(contenders)}")
+        reason = unavailable_reason(contenders[args.contender], args.op)
+        if reason is not None:
+            raise SystemExit(f"{args.contender} cannot {args.op}: {reason}")
         work = await prepare(run, new_runner_id(), list_scope_size=1000)
         op = operation(contenders[args.contender], args.op, work)
         await warm_up(op, args.in_flight)

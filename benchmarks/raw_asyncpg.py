@@ -17,7 +17,7 @@ import asyncpg
 from sqlalchemy import MetaData
 from sqlalchemy.engine import make_url
 
-from benchmarks.workload import Identity
+from benchmarks.workload import RAW_DRIVER, Identity
 from statekit.backends.sql import state_table
 
 
@@ -46,6 +46,7 @@ def _context(who: Identity, scope: str) -> tuple[str | None, ...]:
 
 class RawAsyncpgContender:
     label = "raw asyncpg"
+    family, tag = RAW_DRIVER, "asyncpg"
 
     def __init__(self, pool: asyncpg.Pool, schema: str, table_name: str = "raw_state") -> None:
         self._pool = pool

@@ -14,7 +14,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from benchmarks.workload import Identity
+from benchmarks.workload import RAW_DRIVER, Identity
 
 
 async def _reply(command: Awaitable[Any] | Any) -> Any:
@@ -28,6 +28,7 @@ def _escape_glob(text: str) -> str:
 
 class RawRedisContender:
     label = "raw redis-py"
+    family, tag = RAW_DRIVER, "redis-py"
 
     def __init__(self, url: str, key_prefix: str) -> None:
         self._client = aioredis.Redis.from_url(url)

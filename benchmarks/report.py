@@ -8,6 +8,12 @@ from typing import Any, TextIO
 
 from benchmarks.harness import Figure
 from benchmarks.suite import BackendResult, Comparison
+from benchmarks.workload import FAMILIES
+
+#: Peers' labels, as the targets name them.
+LANGGRAPH_PG = "LangGraph AsyncPostgresStore"
+LANGGRAPH_SQLITE_WAL = "LangGraph AsyncSqliteStore (WAL)"
+DISK_STORE = "py-key-value DiskStore"
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,16 @@ def _targets() -> tuple[Target, ...]:
         ("sqlite", "set", original, 2.0),
         ("sqlite", "snapshot", original, 2.0),
     )
+    # Issue 16: coalescing on SQL, measured against the peers.
+    at_64 = (
+        ("postgres", "set", LANGGRAPH_PG, 1.5),
+        ("postgres", "get", LANGGRAPH_PG, 1.5),
+        ("postgres", "set", raw_pg, 2.0),
+        ("postgres", "get", raw_pg, 2.0),
+        ("sqlite", "set", LANGGRAPH_SQLITE_WAL, 1.5),
+        ("sqlite", "get", LANGGRAPH_SQLITE_WAL, 1.5),
+        ("redis", "set", raw_redis, 2.5),
+    )
     return (
         Target("redis", "set", 1, raw_redis, 0.8),
         Target("redis", "get", 1, raw_redis, 0.8),
@@ -45,6 +61,8 @@ def _targets() -> tuple[Target, ...]:
         Target("redis", "set", 64, raw_redis, 2.0),
         Target("redis", "get", 64, raw_redis, 2.0),
         *(Target(b, op, n, base, minimum) for b, op, base, minimum in sql for n in (1, 64)),
+        *(Target(b, op, 64, base, minimum) for b, op, base, minimum in at_64),
+        Target("sqlite", "get", 1, DISK_STORE, 0.8),
     )
 
 
@@ -52,12 +70,13 @@ TARGETS = _targets()
 
 
 def evaluate_targets(results: Iterable[BackendResult]) -> list[dict[str, Any]]:
-    """Each target that this run measured, with the ratio reached."""
+    """Each target that this run measured, with the ratio reached (a target whose baseline
+    was not measured, such as a peer under ``--no-peers``, is left out)."""
     found = {(r.name, c.op, c.in_flight): c for r in results for c in r.main}
     checked = []
     for target in TARGETS:
         comparison = found.get((target.backend, target.op, target.in_flight))
-        if comparison is None:
+        if comparison is None or target.baseline not in comparison.figures:
             continue
         reached = comparison.ratio("statekit", target.baseline)["ops_per_s"]
         checked.append(
@@ -90,12 +109,16 @@ def _figure_cells(figure: Figure) -> list[str]:
 
 
 def _main_table(result: BackendResult, out: TextIO) -> None:
-    widths = (9, 9, 32, 10, 9, 9)
+    names = [n for c in result.main for n in (*c.figures, *c.unavailable)]
+    widths = (9, 9, max(32, 5 + max(map(len, names), default=0)), 10, 9, 9)
     print(_row(("op", "in flight", "contender", "ops/s", "p50 ms", "p99 ms"), widths), file=out)
     for c in result.main:
         lead = [c.op, str(c.in_flight)]
         for name in c.baselines:
             print(_row([*lead, name, *_figure_cells(c.figures[name])], widths), file=out)
+            lead = ["", ""]
+        for name in c.unavailable:
+            print(_row([*lead, name, "n/a", "", ""], widths), file=out)
             lead = ["", ""]
         for name in c.statekit:
             print(_row([*lead, name, *_figure_cells(c.figures[name])], widths), file=out)
@@ -105,6 +128,40 @@ def _main_table(result: BackendResult, out: TextIO) -> None:
                 print(_row(["", "", f"  vs {baseline}", *cells], widths), file=out)
 
 
+def family_cell(c: Comparison, family: str, subject: str = "statekit") -> str:
+    """``subject``'s ops/s over each baseline of ``family`` in ``c``, with the baseline's
+    tag: ``"0.11x (WAL) / 0.17x (default journal)"``; ``"n/a (tag)"`` where the peer
+    cannot do the operation, ``""`` where the family has no baseline here."""
+    members = [(name, tag) for name, (fam, tag) in c.families.items() if fam == family]
+    cells = []
+    for name, tag in members:
+        if name in c.figures:
+            cell = f"{c.ratio(subject, name)['ops_per_s']:.2f}x"
+        elif name in c.unavailable:
+            cell = "n/a"
+        else:
+            continue
+        cells.append(f"{cell} ({tag})")
+    return " / ".join(cells)
+
+
+def _family_table(result: BackendResult, out: TextIO) -> None:
+    """statekit's ops/s against each family of baselines, one row per op and in flight."""
+    families = [
+        f for f in FAMILIES if any(f == fam for c in result.main for fam, _ in c.families.values())
+    ]
+    if not families:
+        return
+    print(f"\n{result.name}: statekit ops/s / each baseline's, by family", file=out)
+    header = ["op", "in flight", *(f"vs {f}" for f in families)]
+    rows = [[c.op, str(c.in_flight), *(family_cell(c, f) for f in families)] for c in result.main]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print(
+            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip(), file=out
+        )
+
+
 def _scaling_table(
     comparisons: list[Comparison], by: str, metric: str, title: str, out: TextIO
 ) -> None:
@@ -112,9 +169,17 @@ def _scaling_table(
         return
     first = comparisons[0]
     names = [*first.baselines, *first.statekit]
-    ratio_names = [f"vs {b}" for b in first.baselines]
-    print(f"\n{title}", file=out)
-    header = [by.replace("_", " "), *names, *ratio_names]
+    # Baselines go by their tags ("asyncpg", "WAL", ...), named in full once above the table.
+    tags = {b: first.families.get(b, (b, b))[1] for b in first.baselines}
+    missing = f" (n/a: {', '.join(first.unavailable)})" if first.unavailable else ""
+    print(f"\n{title}{missing}", file=out)
+    if any(tag != b for b, tag in tags.items()):
+        print("  " + ", ".join(f"{tag}: {b}" for b, tag in tags.items() if tag != b), file=out)
+    header = [
+        by.replace("_", " "),
+        *(tags.get(n, n) for n in names),
+        *(f"vs {tags[b]}" for b in first.baselines),
+    ]
     widths = [max(10, len(h)) for h in header]
     print("  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True)), file=out)
     for c in comparisons:
@@ -149,6 +214,7 @@ def print_report(results: list[BackendResult], targets: list[dict[str, Any]], ou
     for result in results:
         print(f"\n== {result.name}: {result.server}  ({result.where})", file=out)
         _main_table(result, out)
+        _family_table(result, out)
         scaling = result.scaling
         for op, title in (
             ("snapshot", "snapshot p50 ms, one scope of N keys, 1 in flight"),
@@ -199,6 +265,8 @@ def _comparison_json(c: Comparison) -> dict[str, Any]:
         "in_flight": c.in_flight,
         "scope_size": c.scope_size,
         "figures": {name: _figure_json(figure) for name, figure in c.figures.items()},
+        "unavailable": dict(c.unavailable),
+        "families": {name: {"family": f, "tag": tag} for name, (f, tag) in c.families.items()},
         "ratios": [
             {
                 "statekit": name,

@@ -30,7 +30,7 @@ from statekit import BackendURL
 BACKENDS = tuple(target.name for target in BENCHMARKED)
 RESULTS_DIR = Path(__file__).parent / "results"
 #: The openers of the benchmarked targets that live on a server, given its URL.
-SERVER_OPENERS: dict[str, Callable[[str], AbstractAsyncContextManager[BackendRun]]] = {
+SERVER_OPENERS: dict[str, Callable[[str, bool], AbstractAsyncContextManager[BackendRun]]] = {
     "redis": open_redis,
     "postgres": open_postgres,
 }
@@ -41,7 +41,8 @@ def _served() -> list[Target]:
 
 
 def add_server_options(parser: argparse.ArgumentParser) -> None:
-    """Where the servers are: ``--<target>-url`` per served target, and ``--sqlite-dir``."""
+    """Where the servers are: ``--<target>-url`` per served target, ``--sqlite-dir``, and
+    ``--no-peers`` (open statekit and its baselines only)."""
     for target in _served():
         parser.add_argument(
             f"--{target.name}-url",
@@ -49,13 +50,19 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
             help=f"default: ${target.env_var}, else {target.default_url}",
         )
     parser.add_argument("--sqlite-dir", help="where the SQLite file goes (default: a temp dir)")
+    parser.add_argument(
+        "--no-peers",
+        action="store_true",
+        help="leave out the peers (LangGraph's and py-key-value's stores, the bench extra)",
+    )
 
 
 def open_backend(name: str, args: argparse.Namespace) -> AbstractAsyncContextManager[BackendRun]:
     """The contenders of backend ``name`` on the servers named by ``args``."""
+    peers = not args.no_peers
     if MATRIX[name].env_var is not None:
-        return SERVER_OPENERS[name](getattr(args, _url_option(name)))
-    return open_sqlite(args.sqlite_dir)
+        return SERVER_OPENERS[name](getattr(args, _url_option(name)), peers)
+    return open_sqlite(args.sqlite_dir, peers)
 
 
 def _url_option(name: str) -> str:

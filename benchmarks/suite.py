@@ -10,7 +10,8 @@ in flight. Every contender does the same work on the same data, measured side by
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from benchmarks.contenders import BackendRun
@@ -22,10 +23,12 @@ from benchmarks.workload import (
     VALUE,
     Contender,
     Identity,
+    family_of,
     list_entries,
     make_identity,
     new_runner_id,
     rw_key,
+    unavailable_reason,
 )
 
 OPS = ("set", "get", "snapshot", "list")
@@ -69,7 +72,12 @@ QUICK = Plan(
 
 @dataclass(frozen=True)
 class Comparison:
-    """One operation under one condition, every contender's figure, statekit's ratios."""
+    """One operation under one condition, every contender's figure, statekit's ratios.
+
+    ``baselines`` are the baselines measured; ``unavailable`` those whose API cannot do
+    the operation (label -> why), recorded rather than left out; ``families`` gives each
+    baseline's ``(family, tag)``, measured or not.
+    """
 
     op: str
     in_flight: int
@@ -77,6 +85,8 @@ class Comparison:
     figures: dict[str, Figure]
     statekit: tuple[str, ...]
     baselines: tuple[str, ...]
+    unavailable: Mapping[str, str] = field(default_factory=dict)
+    families: Mapping[str, tuple[str, str]] = field(default_factory=dict)
 
     def ratio(self, subject: str, baseline: str) -> dict[str, float]:
         """Throughput as subject / baseline (above 1: statekit is faster); latencies as
@@ -120,21 +130,28 @@ def operation(contender: Contender, op: str, work: Workload) -> Op:
     raise ValueError(f"unknown operation {op!r}")
 
 
-async def _fill(run: BackendRun, who: Identity, scope: str, entries: dict[str, Any]) -> None:
+async def _fill(
+    run: BackendRun, who: Identity, scope: str, entries: dict[str, Any], *ops: str
+) -> None:
+    """Write ``entries`` into every contender that can do one of ``ops`` on them."""
     for contender in run.everyone:
-        await contender.fill(who, scope, entries)
+        if any(unavailable_reason(contender, op) is None for op in ops):
+            await contender.fill(who, scope, entries)
 
 
 async def _check(contender: Contender, work: Workload) -> None:
-    """Fail loudly if a contender would time empty reads: each must see the data."""
+    """Fail loudly if a contender would time empty reads: each must see the data (in the
+    operations it can do)."""
     if await contender.get(work.rw, RW_SCOPE, rw_key(0)) != VALUE:
         raise AssertionError(f"{contender.label}: get does not return the stored value")
-    snapshot = await contender.snapshot(work.snapshot)
-    if any(len(snapshot[scope]) < SNAPSHOT_KEYS for scope in work.snapshot.scope_keys):
-        raise AssertionError(f"{contender.label}: snapshot misses keys")
-    keys, _ = await contender.list(work.listing, LIST_SCOPE, LIST_PREFIX)
-    if not keys or not all(key.startswith(LIST_PREFIX) for key in keys):
-        raise AssertionError(f"{contender.label}: listing is wrong: {keys[:3]}")
+    if unavailable_reason(contender, "snapshot") is None:
+        snapshot = await contender.snapshot(work.snapshot)
+        if any(len(snapshot[scope]) < SNAPSHOT_KEYS for scope in work.snapshot.scope_keys):
+            raise AssertionError(f"{contender.label}: snapshot misses keys")
+    if unavailable_reason(contender, "list") is None:
+        keys, _ = await contender.list(work.listing, LIST_SCOPE, LIST_PREFIX)
+        if not keys or not all(key.startswith(LIST_PREFIX) for key in keys):
+            raise AssertionError(f"{contender.label}: listing is wrong: {keys[:3]}")
 
 
 async def prepare(run: BackendRun, runner_id: str, list_scope_size: int) -> Workload:
@@ -144,11 +161,11 @@ async def prepare(run: BackendRun, runner_id: str, list_scope_size: int) -> Work
         snapshot=make_identity(runner_id, "snapshot"),
         listing=make_identity(runner_id, "list"),
     )
-    await _fill(run, work.rw, RW_SCOPE, {rw_key(i): VALUE for i in range(RW_KEYS)})
+    await _fill(run, work.rw, RW_SCOPE, {rw_key(i): VALUE for i in range(RW_KEYS)}, "set", "get")
     for scope in work.snapshot.scope_keys:
         entries = {f"{scope}.{j}": VALUE for j in range(SNAPSHOT_KEYS)}
-        await _fill(run, work.snapshot, scope, entries)
-    await _fill(run, work.listing, LIST_SCOPE, list_entries(list_scope_size))
+        await _fill(run, work.snapshot, scope, entries, "snapshot")
+    await _fill(run, work.listing, LIST_SCOPE, list_entries(list_scope_size), "list")
     for contender in run.everyone:
         await _check(contender, work)
     return work
@@ -170,7 +187,11 @@ async def _compare(
     runs: int,
     scope_size: int | None = None,
 ) -> Comparison:
-    contenders = _contenders(run, op)
+    everyone = _contenders(run, op)
+    unavailable = {
+        c.label: reason for c in everyone if (reason := unavailable_reason(c, op)) is not None
+    }
+    contenders = [c for c in everyone if c.label not in unavailable]
     ops = {c.label: operation(c, op, work) for c in contenders}
     figures = await compare(ops, in_flight, duration, runs)
     comparison = Comparison(
@@ -179,9 +200,12 @@ async def _compare(
         scope_size=scope_size,
         figures=figures,
         statekit=tuple(c.label for c in contenders if c not in run.baselines),
-        baselines=tuple(c.label for c in run.baselines),
+        baselines=tuple(c.label for c in run.baselines if c.label not in unavailable),
+        unavailable=unavailable,
+        families={c.label: family_of(c) for c in run.baselines},
     )
     summary = ", ".join(f"{name} {fig.ops_per_s:,.0f}/s" for name, fig in figures.items())
+    summary += "".join(f", {name} n/a" for name in unavailable)
     size = f" scope={scope_size}" if scope_size is not None else ""
     print(f"  {run.name} {op} x{in_flight}{size}: {summary}", file=sys.stderr, flush=True)
     return comparison
@@ -199,7 +223,7 @@ async def run_backend(run: BackendRun, plan: Plan) -> BackendResult:
     scaling = []
     for size in plan.scope_sizes:
         scaled = make_identity(runner_id, f"scale-{size}")
-        await _fill(run, scaled, LIST_SCOPE, list_entries(size))
+        await _fill(run, scaled, LIST_SCOPE, list_entries(size), "snapshot", "list")
         grown = Workload(rw=work.rw, snapshot=scaled, listing=scaled)
         for op in ("snapshot", "list"):
             scaling.append(

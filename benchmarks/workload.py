@@ -100,8 +100,22 @@ def list_entries(size: int) -> dict[str, Any]:
     return dict.fromkeys(keys, VALUE)
 
 
+#: Families of baselines, the columns of each backend's summary table.
+RAW_DRIVER = "raw driver"
+ORIGINAL = "original"
+LANGGRAPH = "LangGraph's store"
+KEY_VALUE = "py-key-value"
+FAMILIES = (LANGGRAPH, KEY_VALUE, RAW_DRIVER)
+
+
 class Contender(Protocol):
-    """One way of storing the workload. Timed calls: set, get, snapshot, list."""
+    """One way of storing the workload. Timed calls: set, get, snapshot, list.
+
+    A baseline may say which family it belongs to (``family``, one of the names above,
+    with a short ``tag`` such as ``"asyncpg"`` or ``"WAL"``) and which operations its API
+    cannot do (``unavailable``: operation -> why): the suite records those as not
+    available instead of timing them, and never calls them.
+    """
 
     label: str
 
@@ -119,6 +133,18 @@ class Contender(Protocol):
         """The first 100 keys with ``prefix`` in code-point order, and whether more follow."""
 
     async def aclose(self) -> None: ...
+
+
+def unavailable_reason(contender: Contender, op: str) -> str | None:
+    """Why ``contender`` cannot do ``op``, or None when it can."""
+    reasons: Mapping[str, str] = getattr(contender, "unavailable", {})
+    return reasons.get(op)
+
+
+def family_of(contender: Contender) -> tuple[str, str]:
+    """``(family, tag)`` of a baseline; a contender without them is its own family."""
+    family = str(getattr(contender, "family", contender.label))
+    return family, str(getattr(contender, "tag", contender.label))
 
 
 class SeedStore(Protocol):

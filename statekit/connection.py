@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
+from statekit import environment
 from statekit.backends.registry import open_backend
 from statekit.errors import ConfigurationError
 from statekit.expiry import Duration, ExpiryPolicy
-from statekit.settings import StatekitSettings
 from statekit.store import StateStore
 from statekit.telemetry import Telemetry
 from statekit.url import BackendURL
 
+if TYPE_CHECKING:
+    from statekit.settings import StatekitSettings
+
 
 def load_settings(**overrides: Any) -> StatekitSettings:
     """Settings from the environment and ``.env``, with bad values as ConfigurationError."""
+    from pydantic import ValidationError
+
+    from statekit.settings import StatekitSettings
+
     try:
         return StatekitSettings(**overrides)
     except ValidationError as exc:
@@ -54,22 +59,28 @@ def connect(
     ``telemetry`` (``False``, or a :class:`~statekit.telemetry.Telemetry` naming the
     providers) wins over ``STATEKIT_TELEMETRY``; see :mod:`statekit.telemetry`.
     """
-    if settings is None:
-        settings = load_settings()
-    store_options = _store_options(settings, expiry, refresh_on_read, sweep_interval)
+    if settings is None and not environment.configured():
+        # Nothing to read: the defaults, without importing pydantic-settings.
+        default_url: str | BackendURL = BackendURL(environment.DEFAULT_URL)
+        backend_options: dict[str, Any] = {}
+        chosen = environment.default_store_options()
+    else:
+        settings = load_settings() if settings is None else settings
+        default_url, backend_options = settings.url, settings.backend_options()
+        chosen = settings.store_options()
+    store_options = _store_options(chosen, expiry, refresh_on_read, sweep_interval)
     if telemetry is not None:
         store_options["telemetry"] = telemetry
-    target = settings.url if url is None else url
-    return StateStore(open_backend(target, options, settings.backend_options()), **store_options)
+    target = default_url if url is None else url
+    return StateStore(open_backend(target, options, backend_options), **store_options)
 
 
 def _store_options(
-    settings: StatekitSettings,
+    chosen: dict[str, Any],
     expiry: Mapping[str, Duration | None] | ExpiryPolicy | None,
     refresh_on_read: bool | None,
     sweep_interval: Duration | None,
 ) -> dict[str, Any]:
-    chosen = settings.store_options()
     if isinstance(expiry, ExpiryPolicy):
         expiry = expiry.ttls
     if expiry is not None:

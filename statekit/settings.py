@@ -19,11 +19,10 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, Field, PlainSerializer
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from statekit.environment import DEFAULT_URL as DEFAULT_URL
+from statekit.environment import ENV_FILE, ENV_PREFIX
 from statekit.expiry import parse_duration
 from statekit.url import BackendURL
-
-#: The embedded default: an SQLite file in the working directory, no server needed.
-DEFAULT_URL = "sqlite+aiosqlite:///./statekit.db"
 
 #: A URL setting: parsed once into a :class:`~statekit.url.BackendURL`, so that the
 #: settings' ``repr``, ``str`` and ``model_dump()`` show it with its password masked.
@@ -65,8 +64,8 @@ class StatekitSettings(BaseSettings):
     """
 
     model_config = SettingsConfigDict(
-        env_prefix="STATEKIT_",
-        env_file=".env",
+        env_prefix=ENV_PREFIX,
+        env_file=ENV_FILE,
         env_file_encoding="utf-8",
         extra="ignore",
         arbitrary_types_allowed=True,

@@ -4,14 +4,20 @@ event loop the store is used in, until the store is closed.
 Correctness never depends on it (expired scopes are absent whether or not they have been
 reclaimed): it only bounds how long expired storage lingers. A failed sweep is logged on
 the ``statekit`` logger and tried again at the next interval; it never ends the task.
+
+The task runs in a context of its own, empty: a sweep started by the loop belongs to no
+caller, so its telemetry span is a root span, never a child of whichever request
+happened to make the store's first call.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
+from collections.abc import Awaitable, Callable
 
-from statekit.backends.base import ExpiringBackend
+from statekit.backends.base import ExpiringBackend, SweepResult
 
 _log = logging.getLogger("statekit")
 
@@ -21,7 +27,10 @@ class Sweeper:
 
     def __init__(self, backend: ExpiringBackend, interval: float) -> None:
         self.interval = interval
-        self._backend = backend
+        #: What one run calls: the backend's sweep, or the same in a telemetry span and
+        #: the sweep counters (:mod:`statekit.telemetry` replaces it, as it wraps the
+        #: store's ``sweep_expired``).
+        self.sweep: Callable[[], Awaitable[SweepResult]] = backend.sweep_expired
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -39,7 +48,10 @@ class Sweeper:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        self._task = loop.create_task(self._run(), name="statekit-expiry-sweeper")
+        # The task copies the current context: run in an empty one, it starts with none
+        # (``create_task(context=...)`` is Python 3.11's).
+        empty = contextvars.Context()
+        self._task = empty.run(loop.create_task, self._run(), name="statekit-expiry-sweeper")
 
     async def stop(self) -> None:
         """Cancel the task and wait for it to end (idempotent)."""
@@ -56,7 +68,7 @@ class Sweeper:
         while True:
             await asyncio.sleep(self.interval)
             try:
-                result = await self._backend.sweep_expired()
+                result = await self.sweep()
             except Exception as exc:
                 _log.warning(
                     "expiry sweep failed, retrying in %g s: %s: %s",

@@ -1,18 +1,25 @@
 """The benchmark harness runs end to end at tiny sizes and records every figure.
 
 Timed runs stay out of the test suite; this only proves ``python -m benchmarks.run`` still
-works against the real servers and writes a complete results document.
+works against the real servers, peers included, and writes a complete results document.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
+import sys
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
-from services import service_url
+import redis.asyncio as aioredis
+from services import REQUIRE_SERVICES, service_url
 
+from benchmarks.peers import INSTALL_HINT, missing_modules
+from benchmarks.raw_asyncpg import asyncpg_dsn
 from benchmarks.run import main
 from benchmarks.suite import OPS, QUICK
 
@@ -21,11 +28,37 @@ BASELINES = {
     "postgres": {"original", "raw asyncpg"},
     "sqlite": {"original"},
 }
+#: Each backend's peers (the bench extra), and the operations each cannot do.
+PEERS: dict[str, dict[str, set[str]]] = {
+    "redis": {"py-key-value RedisStore": set()},
+    "postgres": {
+        "LangGraph AsyncPostgresStore": {"list"},
+        "py-key-value PostgreSQLStore": {"snapshot", "list"},
+    },
+    "sqlite": {
+        "LangGraph AsyncSqliteStore (WAL)": {"list"},
+        "LangGraph AsyncSqliteStore (default journal)": {"list"},
+        "py-key-value DiskStore": {"snapshot", "list"},
+    },
+}
 STATEKIT = {
     "redis": {"statekit", "statekit, auto_pipeline off"},
     "postgres": {"statekit"},
     "sqlite": {"statekit"},
 }
+
+
+def _peers_expected() -> bool:
+    """Whether the bench extra is installed; under STATEKIT_REQUIRE_SERVICES=1 it must be,
+    so CI cannot pass without measuring the peers."""
+    missing = missing_modules()
+    if missing and REQUIRE_SERVICES:
+        pytest.fail(
+            f"the bench extra is missing ({', '.join(missing)}) and "
+            f"STATEKIT_REQUIRE_SERVICES=1: {INSTALL_HINT}",
+            pytrace=False,
+        )
+    return not missing
 
 
 def _quick_run(tmp_path: Path, backend: str, *options: str) -> dict[str, Any]:
@@ -42,31 +75,38 @@ def _assert_positive(mapping: dict[str, Any], *names: str) -> None:
         assert value > 0, (name, value)
 
 
-def _assert_comparison(comparison: dict[str, Any], backend: str) -> None:
-    figures = comparison["figures"]
-    assert BASELINES[backend] <= set(figures)
+def _assert_comparison(comparison: dict[str, Any], backend: str, peers: bool) -> None:
+    figures, unavailable = comparison["figures"], comparison["unavailable"]
+    expected_peers = PEERS[backend] if peers else {}
+    cannot = {name for name, ops in expected_peers.items() if comparison["op"] in ops}
+    assert set(unavailable) == cannot
+    assert all(unavailable.values()), "every operation not available says why"
+    baselines = BASELINES[backend] | set(expected_peers)
+    assert set(comparison["families"]) == baselines
+    measured = baselines - cannot
+    assert measured <= set(figures)
     for figure in figures.values():
         _assert_positive(figure, "ops_per_s", "p50_ms", "p99_ms")
         assert figure["runs"]
         for run in figure["runs"]:
             _assert_positive(run, "ops", "seconds", "ops_per_s", "p50_ms", "p99_ms")
-    subjects = set(figures) - BASELINES[backend]
+    subjects = set(figures) - measured
     assert subjects
     assert subjects <= STATEKIT[backend]
     pairs = {(r["statekit"], r["baseline"]) for r in comparison["ratios"]}
-    assert pairs == {(s, b) for s in subjects for b in BASELINES[backend]}
+    assert pairs == {(s, b) for s in subjects for b in measured}
     for ratio in comparison["ratios"]:
         _assert_positive(ratio, "ops_per_s", "p50_ms", "p99_ms")
 
 
-def _assert_complete(document: dict[str, Any], backend: str) -> None:
+def _assert_complete(document: dict[str, Any], backend: str, peers: bool = True) -> None:
     assert set(document["backends"]) == {backend}
     result = document["backends"][backend]
     assert result["server"]
     measured = {(c["op"], c["in_flight"]) for c in result["main"]}
     assert measured == {(op, n) for op in OPS for n in QUICK.in_flight}
     for comparison in result["main"] + result["scaling"]:
-        _assert_comparison(comparison, backend)
+        _assert_comparison(comparison, backend, peers)
     grown = {(c["op"], c["scope_size"]) for c in result["scaling"] if c["scope_size"]}
     assert grown == {(op, n) for op in ("snapshot", "list") for n in QUICK.scope_sizes}
     concurrency = {c["in_flight"] for c in result["scaling"] if c["scope_size"] is None}
@@ -81,27 +121,91 @@ def _assert_complete(document: dict[str, Any], backend: str) -> None:
         _assert_positive(target, "minimum", "reached")
 
 
+def _run_id(document: dict[str, Any], backend: str) -> str:
+    """The run's id, from statekit's namespace (``statekit[-_]bench[-_]<id>``)."""
+    found = re.search(
+        r"statekit[-_]bench[-_]([0-9a-f]{12})", document["backends"][backend]["where"]
+    )
+    assert found, document["backends"][backend]["where"]
+    return found.group(1)
+
+
+def test_missing_peers_fail_the_smoke_run_when_services_are_required(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "missing_modules", lambda: ["diskcache"])
+    monkeypatch.setattr(sys.modules[__name__], "REQUIRE_SERVICES", True)
+    with pytest.raises(pytest.fail.Exception, match="bench extra is missing"):
+        _peers_expected()
+    monkeypatch.setattr(sys.modules[__name__], "REQUIRE_SERVICES", False)
+    assert _peers_expected() is False  # measured without them, not skipped
+
+
 @pytest.mark.sqlite
 def test_quick_run_on_sqlite_records_every_figure_and_removes_its_database(
     tmp_path: Path,
 ) -> None:
+    peers = _peers_expected()
     databases = tmp_path / "databases"
     databases.mkdir()
     document = _quick_run(tmp_path, "sqlite", "--sqlite-dir", str(databases))
-    _assert_complete(document, "sqlite")
+    _assert_complete(document, "sqlite", peers)
     assert list(databases.iterdir()) == []
 
 
+@pytest.mark.sqlite
+def test_a_quick_run_without_peers_measures_statekit_and_its_baselines_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    document = _quick_run(tmp_path, "sqlite", "--no-peers", "--sqlite-dir", str(tmp_path))
+    _assert_complete(document, "sqlite", peers=False)
+    assert "vs LangGraph" not in capsys.readouterr().out
+
+
+async def _keys_left(url: str, match: str) -> list[bytes]:
+    client = aioredis.Redis.from_url(url)
+    try:
+        return [key async for key in client.scan_iter(match=match, count=1000)]
+    finally:
+        await client.aclose()
+
+
+async def _schemas_left(url: str, run_id: str) -> list[str]:
+    """The run's schemas, and the schemas holding py-key-value's table, still there."""
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        schemas = await conn.fetch(
+            "SELECT nspname FROM pg_namespace WHERE nspname = ANY($1::text[])",
+            [f"statekit_bench_{run_id}", f"bench_peer_{run_id}"],
+        )
+        tables = await conn.fetch(
+            "SELECT table_schema FROM information_schema.tables WHERE table_name = $1",
+            f"kv_bench_{run_id}",
+        )
+    finally:
+        await conn.close()
+    return [row[0] for row in [*schemas, *tables]]
+
+
 @pytest.mark.redis
-def test_quick_run_on_redis_records_every_figure(tmp_path: Path) -> None:
+def test_quick_run_on_redis_records_every_figure_and_removes_its_keys(tmp_path: Path) -> None:
     url = service_url("STATEKIT_REDIS_URL")
-    _assert_complete(_quick_run(tmp_path, "redis", "--redis-url", url), "redis")
+    peers = _peers_expected()
+    document = _quick_run(tmp_path, "redis", "--redis-url", url)
+    _assert_complete(document, "redis", peers)
+    match = f"statekit-bench-{_run_id(document, 'redis')}*"
+    assert asyncio.run(_keys_left(url, match)) == []
 
 
 @pytest.mark.postgres
-def test_quick_run_on_postgres_records_every_figure(tmp_path: Path) -> None:
+def test_quick_run_on_postgres_records_every_figure_and_drops_its_schemas(
+    tmp_path: Path,
+) -> None:
     url = service_url("STATEKIT_POSTGRES_URL")
-    _assert_complete(_quick_run(tmp_path, "postgres", "--postgres-url", url), "postgres")
+    peers = _peers_expected()
+    document = _quick_run(tmp_path, "postgres", "--postgres-url", url)
+    _assert_complete(document, "postgres", peers)
+    assert asyncio.run(_schemas_left(url, _run_id(document, "postgres"))) == []
 
 
 @pytest.mark.redis

@@ -269,6 +269,67 @@ def test_a_sqlite_command_imports_neither_redis_nor_postgresql_nor_rich(
         assert _loaded(modules, package) == [], package
 
 
+#: What a get or set on the embedded default, with nothing configured, has no use for:
+#: the settings (no STATEKIT_* variable, no .env: their defaults), OpenTelemetry (no
+#: provider can be configured in the process), Rich (no table, no progress bar), the
+#: memory backend and the other commands' modules.
+NOT_ON_THE_SHORT_PATH = (
+    "pydantic_settings",
+    "dotenv",
+    "statekit.settings",
+    "opentelemetry",
+    "rich",
+    "statekit.backends.memory",
+)
+
+
+def _console_script_imports(cwd: Path, *args: str) -> set[str]:
+    """The modules a run of the installed ``statekit`` script imports (its own file,
+    run by this interpreter, on the code under test)."""
+    script = Path(sys.executable).parent / "statekit"
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("STATEKIT_")}
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", str(script), *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=TIMEOUT,
+    )
+    assert result.returncode in (0, 1), result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("import time:")]
+    return {line.rsplit("|", 1)[1].strip() for line in lines[1:]}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["set", "k", '"hi"', *RUNNER],
+        ["get", "k", *RUNNER],
+        ["get", "k", "-k", "runner:v2:" + "0" * 64, "--json"],
+        ["set", "k", "1", *RUNNER, "--url", "sqlite+aiosqlite:///other.db"],
+    ],
+)
+def test_get_and_set_on_sqlite_import_no_settings_telemetry_or_rich(
+    tmp_path: Path, args: list[str]
+) -> None:
+    assert statekit_cmd(tmp_path, "set", "k", "0", *RUNNER).returncode == 0  # a table in place
+    modules = _console_script_imports(tmp_path, *args)
+    assert "statekit.cli.app" in modules  # the code under test, not another copy
+    assert "sqlalchemy.dialects.sqlite" in modules  # the command did reach its store
+    for package in NOT_ON_THE_SHORT_PATH:
+        assert _loaded(modules, package) == [], package
+
+
+def test_a_configured_setting_is_still_read_on_the_short_path(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("STATEKIT_URL=sqlite+aiosqlite:///from-dotenv.db\n")
+    assert statekit_cmd(tmp_path, "set", "k", '"dotenv"', *RUNNER).returncode == 0
+    assert (tmp_path / "from-dotenv.db").exists()
+    assert not (tmp_path / "statekit.db").exists()
+    assert stored_value(tmp_path, "k") == "dotenv"
+    assert "pydantic_settings" in _console_script_imports(tmp_path, "get", "k", *RUNNER)
+
+
 # ---- 12.12 a failed SQLite open leaves no thread behind ------------------------------
 
 

@@ -4,19 +4,29 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import subprocess
 import sys
 import textwrap
 from importlib.metadata import metadata
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 import statekit
-from statekit import BackendURL, ConfigurationError, MemoryBackend, StatekitSettings, connect
+from statekit import (
+    BackendURL,
+    ConfigurationError,
+    MemoryBackend,
+    StatekitSettings,
+    connect,
+    connection,
+    environment,
+)
 from statekit.backends import registry
 from statekit.backends.sql import SQLBackend
 from statekit.connection import load_settings
@@ -438,3 +448,99 @@ def test_explicit_settings_object_skips_the_environment(
     store = connect(settings=settings)
     assert built_with(store).url == BackendURL("recorder://explicit")
     assert built_with(store).options == {"timeout": 5.0}
+
+
+# ---- nothing configured: the defaults without pydantic-settings ----------------------
+
+
+@pytest.fixture
+def unconfigured(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No variable named STATEKIT_... in any case, no .env: nothing to configure from."""
+    for name in [n for n in os.environ if n.upper().startswith("STATEKIT_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_the_defaults_are_what_the_settings_give_with_nothing_configured(
+    unconfigured: Path,
+) -> None:
+    assert not environment.configured()
+    settings = StatekitSettings()
+    assert settings.url == BackendURL(environment.DEFAULT_URL)
+    assert settings.backend_options() == {}
+    assert settings.store_options() == environment.default_store_options()
+
+
+@given(
+    name=st.text(st.characters(codec="ascii", exclude_characters="=\0"), min_size=1),
+    prefixed=st.booleans(),
+)
+def test_any_variable_named_statekit_in_any_case_counts_as_configuration(
+    name: str, prefixed: bool
+) -> None:
+    variable = f"{'sTaTeKiT_' if prefixed else 'X'}{name}"
+    kept = {n: v for n, v in os.environ.items() if not n.upper().startswith("STATEKIT_")}
+    with mock.patch.dict(os.environ, kept, clear=True):
+        assert not environment.configured() or Path(environment.ENV_FILE).is_file()
+        os.environ[variable] = "1"
+        assert environment.configured() or not prefixed
+
+
+def test_a_dotenv_file_counts_as_configuration_and_is_read(
+    unconfigured: Path, recorder_scheme: str
+) -> None:
+    (unconfigured / ".env").write_text("STATEKIT_URL=recorder://from-dotenv\n")
+    assert environment.configured()
+    assert built_with(connect()).url == BackendURL("recorder://from-dotenv")
+
+
+def test_a_lower_case_variable_still_configures_the_store(
+    unconfigured: Path, recorder_scheme: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("statekit_url", "recorder://lower")
+    assert built_with(connect()).url == BackendURL("recorder://lower")
+
+
+def test_connect_with_nothing_configured_opens_what_the_settings_would(
+    unconfigured: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[Any, ...]] = []
+
+    def record_backend(target: Any, options: Any, settings_options: Any) -> str:
+        calls.append((target, options, settings_options))
+        return "backend"
+
+    def record_store(backend: str, **options: Any) -> None:
+        calls.append((backend, options))
+
+    monkeypatch.setattr(connection, "open_backend", record_backend)
+    monkeypatch.setattr(connection, "StateStore", record_store)
+    connect(timeout=2)
+    fast = list(calls)
+    calls.clear()
+    monkeypatch.setenv("STATEKIT_NOT_A_SETTING", "1")  # ignored, but read through the settings
+    connect(timeout=2)
+    assert fast == calls
+    assert fast[0] == (BackendURL(environment.DEFAULT_URL), {"timeout": 2}, {})
+
+
+def test_importing_statekit_imports_neither_settings_nor_store_nor_telemetry() -> None:
+    code = (
+        "import sys, statekit; print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('pydantic', 'pydantic_settings', 'opentelemetry') or m in "
+        "('statekit.settings', 'statekit.store', 'statekit.connection')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_every_public_name_is_its_modules_object() -> None:
+    for name in statekit.__all__:
+        value = getattr(statekit, name)
+        if name != "__version__":
+            module = importlib.import_module(statekit._EXPORTS[name])
+            assert value is getattr(module, name), name
+    assert set(statekit.__all__) <= set(dir(statekit))
+    with pytest.raises(AttributeError, match="no_such_name"):
+        statekit.no_such_name  # type: ignore[attr-defined]  # noqa: B018

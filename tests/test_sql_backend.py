@@ -308,12 +308,15 @@ async def test_load_above_the_pool_size_reuses_connections(
     dialect: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     """Queued operations take the connection of the one that ends: SQLAlchemy's pool
-    would otherwise close the overflow connections a burst returns and open new ones."""
+    would otherwise close the overflow connections a burst returns and open new ones.
+    (Without coalescing, so that every call queues at the gate: coalesced calls queue
+    for their batch instead, see test_sql_coalesce.)"""
+    options: dict[str, Any] = {"pool_size": 2, "max_overflow": 2, "coalesce": False}
     if dialect == "sqlite":
-        backend = SQLBackend.from_url(sqlite_url(tmp_path), pool_size=2, max_overflow=2)
+        backend = SQLBackend.from_url(sqlite_url(tmp_path), **options)
     else:
         schema = request.getfixturevalue("pg_schema")
-        backend = SQLBackend.from_url(postgres_url(), schema=schema, pool_size=2, max_overflow=2)
+        backend = SQLBackend.from_url(postgres_url(), schema=schema, **options)
     opened: list[object] = []
     event.listen(backend.engine.sync_engine, "connect", lambda *_: opened.append(1))
     try:

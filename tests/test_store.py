@@ -34,6 +34,7 @@ def test_public_names_are_exported() -> None:
         "compat",
         "connection",
         "decoding",
+        "environment",
         "errors",
         "events",
         "expiry",

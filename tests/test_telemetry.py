@@ -204,3 +204,34 @@ def test_the_setting_turns_it_off(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "state_get" not in vars(statekit.connect("memory://"))
     store = statekit.connect("memory://", telemetry=observed.telemetry)
     assert "state_get" in vars(store)
+
+
+async def test_a_bad_scope_name_is_refused_as_without_telemetry() -> None:
+    observed = Observed()
+    store = StateStore(statekit.MemoryBackend(), telemetry=observed.telemetry)
+    ident = new_identity()
+    ok, reason = await store.apply_update_from_event(
+        ident.event, ident.binding, ident.descriptor, "bogus", "k", 1
+    )
+    assert (ok, reason) == (False, "Invalid scope: bogus")
+    (span,) = observed.spans()
+    attributes = dict(span.attributes or {})
+    assert attributes["statekit.refusal.reason"] == "scope"
+    assert "statekit.scope" not in attributes
+
+
+async def test_metrics_without_a_tracer_provider() -> None:
+    observed = Observed()
+    telemetry = statekit.Telemetry(meter_provider=observed.meter_provider)
+    store = StateStore(statekit.MemoryBackend(), telemetry=telemetry)
+    assert (await _set(store))[0] is True
+    assert (await _set(store, "bad\x00key"))[0] is False
+    await store.state_get(SCOPE_KEY, "k")
+    [entry async for entry in store.export()]
+    operations = {
+        point.attributes["db.operation.name"]
+        for point in observed.points("db.client.operation.duration")
+    }
+    assert operations == {"set", "get", "export"}
+    assert observed.total("statekit.refusals", **{"statekit.refusal.reason": "key"}) == 1
+    assert observed.spans() == []

@@ -11,6 +11,8 @@ so telemetry that is off costs nothing on the hot path.
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +20,9 @@ if TYPE_CHECKING:
     from statekit.store import StateStore
 
 __all__ = ["Telemetry", "instrument_store"]
+
+#: The variables through which the OpenTelemetry API loads a global provider by itself.
+_PROVIDER_VARIABLES = ("OTEL_PYTHON_TRACER_PROVIDER", "OTEL_PYTHON_METER_PROVIDER")
 
 
 @dataclass(frozen=True)
@@ -41,9 +46,10 @@ def instrument_store(store: StateStore, telemetry: bool | Telemetry) -> bool:
     """Wrap ``store``'s operations in spans and measurements; ``True`` if it did.
 
     Nothing happens (``False``) when ``telemetry`` is ``False``, the OpenTelemetry API
-    is not installed, or neither a tracer nor a meter provider is configured.
+    is not installed, or neither a tracer nor a meter provider is configured (checked
+    without importing the API when nothing in the process has imported it yet).
     """
-    if telemetry is False:
+    if telemetry is False or (telemetry is True and not _provider_possible()):
         return False
     try:
         from statekit.telemetry.instruments import Instruments
@@ -57,3 +63,14 @@ def instrument_store(store: StateStore, telemetry: bool | Telemetry) -> bool:
 
     wrap_operations(store, instruments)
     return True
+
+
+def _provider_possible() -> bool:
+    """Whether a global provider may be configured, without importing OpenTelemetry.
+
+    A host sets one with ``opentelemetry.trace.set_tracer_provider`` (so the API is
+    already imported) or names one in ``OTEL_PYTHON_*_PROVIDER``. With neither, the
+    globals are the API's no-op proxies: importing the API (tens of milliseconds, paid
+    by every short ``statekit`` command) would only find that out.
+    """
+    return "opentelemetry" in sys.modules or any(os.environ.get(v) for v in _PROVIDER_VARIABLES)

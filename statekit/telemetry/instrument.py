@@ -6,12 +6,12 @@ wrapper starts its span with ``tracer.start_span`` (its parent is the caller's c
 span) and ends it by hand: no context manager, no ``use_span``, attributes looked up
 ready-made. A failure sets ``error.type`` (the exception's class name, never its
 message, which may quote the input) and the span's status; a write the store refuses
-sets ``statekit.refusal.reason`` and counts in ``statekit.refusals``.
+sets ``statekit.refusal.reason`` and counts in ``statekit.refusals``. A store with a
+background sweeper has the sweeper's runs wrapped like ``sweep_expired``.
 """
 
 from __future__ import annotations
 
-import contextvars
 import functools
 from collections.abc import AsyncIterator, Callable, Mapping
 from time import perf_counter
@@ -21,27 +21,32 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from statekit.telemetry.attributes import (
     BATCH_SIZE,
+    COALESCED_SIZE,
     ERROR_TYPE,
     REFUSAL_REASON,
     SCOPE_KEY,
-    scope_name,
 )
 from statekit.telemetry.instruments import Instruments, OperationAttributes
+from statekit.telemetry.recorder import OPERATION, OperationNotes
 
 __all__ = ["wrap_operations"]
 
 _CLIENT = SpanKind.CLIENT
-#: The reasons of the refusals made by the write under way in this task.
-_REFUSED: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
-    "statekit_refused", default=None
-)
 
 Args = tuple[Any, ...]
 ScopeOf = Callable[[Args, Mapping[str, Any]], str | None]
+Attrs = Mapping[str, Any]
+#: ``finish(span, result, notes, attributes, kwargs)``: what the result of a call tells
+#: (counts, a version conflict), added before its span ends. Counters count whether or
+#: not the span records; a span's ``set_attribute`` is a no-op when it does not.
+Finish = Callable[[Any, Any, OperationNotes, Attrs, Attrs], None]
 
 
 def _scope_key(args: Args, kwargs: Mapping[str, Any]) -> str | None:
-    return scope_name(args[0] if args else kwargs.get("scope_key"))
+    """The text before a scope key's first colon: a scope name when statekit built the
+    key (``actor:v2:<digest>``); any other text finds no attribute set of its own."""
+    key = args[0] if args else kwargs.get("scope_key")
+    return key.partition(":")[0] if isinstance(key, str) else None
 
 
 def _scope_argument(args: Args, kwargs: Mapping[str, Any]) -> str | None:
@@ -69,69 +74,78 @@ def _traced(
     op: OperationAttributes,
     method: Callable[..., Any],
     scope_of: ScopeOf,
-    finish: Callable[[Any, Any, Args, Mapping[str, Any]], None] | None = None,
+    finish: Finish | None = None,
 ) -> Callable[..., Any]:
-    """``method`` (a coroutine function) in a span; ``finish(span, result, args, kwargs)``
-    adds what the result tells (counts, a version conflict) before the span ends."""
-    start_span, record, by_scope = tools.tracer.start_span, tools.duration.record, op.by_scope
+    """``method`` (a coroutine function) in a span and a duration measurement.
+
+    The span is started with ``tracer.start_span`` (its parent is the caller's current
+    span) and ended by hand: it is never made current, since nothing under a store call
+    starts spans of its own, which saves attaching and detaching a context per call.
+    The attribute dict is looked up ready-made and shared by the span and the histogram;
+    what only a recording span keeps (the scope key, a coalesced batch's size) is skipped
+    for a span the sampler dropped. :class:`OperationNotes` is current during the call,
+    for the refusals and the coalesced batch noted under it.
+    """
+    start_span, record = tools.tracer.start_span, tools.duration.record
+    scoped, unscoped = op.by_scope.get, op.by_scope[None]
     name, scope_keys = op.name, tools.scope_keys
 
     @functools.wraps(method)
     async def traced(*args: Any, **kwargs: Any) -> Any:
-        attributes = by_scope[scope_of(args, kwargs)]
+        # Only a scope name finds its set: a host's key or a bad scope gets the bare one.
+        attributes = scoped(scope_of(args, kwargs), unscoped)
         span = start_span(name, kind=_CLIENT, attributes=attributes)
-        if scope_keys:
-            _name_scope_key(span, args, kwargs)
+        notes = OperationNotes()
+        token = OPERATION.set(notes)
         began = perf_counter()
         try:
             result = await method(*args, **kwargs)
         except BaseException as exc:
-            _failed(tools, span, exc, attributes, began)
-            raise
-        if finish is not None:
-            finish(span, result, args, kwargs)
-        span.end()
-        record(perf_counter() - began, attributes)
-        return result
-
-    return traced
-
-
-def _traced_write(
-    tools: Instruments, op: OperationAttributes, method: Callable[..., Any], scope_of: ScopeOf
-) -> Callable[..., Any]:
-    """A write returning ``(ok, reason)`` (or a list of them): its refusals by class,
-    and for ``state_set``, a ``(False, ...)`` that no refusal made is a version conflict."""
-    start_span, record, by_scope = tools.tracer.start_span, tools.duration.record, op.by_scope
-    name, scope_keys = op.name, tools.scope_keys
-
-    @functools.wraps(method)
-    async def traced(*args: Any, **kwargs: Any) -> Any:
-        attributes = by_scope[scope_of(args, kwargs)]
-        span = start_span(name, kind=_CLIENT, attributes=attributes)
-        if scope_keys:
-            _name_scope_key(span, args, kwargs)
-        began = perf_counter()
-        refused: list[str] = []
-        token = _REFUSED.set(refused)
-        try:
-            result = await method(*args, **kwargs)
-        except BaseException as exc:
+            if (notes.coalesced or scope_keys) and span.is_recording():
+                _annotate(span, notes, scope_keys, args, kwargs)
             _failed(tools, span, exc, attributes, began)
             raise
         finally:
-            _REFUSED.reset(token)
-        if isinstance(result, list):
-            span.set_attribute(BATCH_SIZE, len(result))
-        if refused:
-            _count_refusals(tools, op, span, refused)
-        elif isinstance(result, tuple) and result[0] is False:
-            tools.conflicts.add(1, attributes)
+            OPERATION.reset(token)
+        elapsed = perf_counter() - began
+        if (notes.coalesced or scope_keys) and span.is_recording():
+            _annotate(span, notes, scope_keys, args, kwargs)
+        if finish is not None:
+            finish(span, result, notes, attributes, kwargs)
         span.end()
-        record(perf_counter() - began, attributes)
+        record(elapsed, attributes)
         return result
 
     return traced
+
+
+def _annotate(
+    span: Any, notes: OperationNotes, scope_keys: bool, args: Args, kwargs: Mapping[str, Any]
+) -> None:
+    """What only a recording span carries: the coalesced batch's size, and the scope key
+    when the host chose to record them (``Telemetry(scope_keys=True)``)."""
+    if notes.coalesced:
+        span.set_attribute(COALESCED_SIZE, notes.coalesced)
+    if scope_keys:
+        key = args[0] if args else kwargs.get("scope_key")
+        if isinstance(key, str):
+            span.set_attribute(SCOPE_KEY, key)
+
+
+def _write_outcome(tools: Instruments, op: OperationAttributes) -> Finish:
+    """A write returning ``(ok, reason)`` (or a list of them): its refusals by class,
+    and for ``state_set``, a ``(False, ...)`` that no refusal made is a version conflict."""
+    conflicts = tools.conflicts
+
+    def finish(span: Any, result: Any, notes: OperationNotes, attrs: Attrs, kwargs: Attrs) -> None:
+        if isinstance(result, list):
+            span.set_attribute(BATCH_SIZE, len(result))
+        if notes.refused:
+            _count_refusals(tools, op, span, notes.refused)
+        elif isinstance(result, tuple) and result[0] is False:
+            conflicts.add(1, attrs)
+
+    return finish
 
 
 def _count_refusals(
@@ -142,13 +156,6 @@ def _count_refusals(
         tools.refusals.add(1, op.refusals.get(reason, fallback))
     kinds = sorted({reason if reason in op.refusals else "argument" for reason in reasons})
     span.set_attribute(REFUSAL_REASON, kinds[0] if len(kinds) == 1 else kinds)
-
-
-def _name_scope_key(span: Any, args: Args, kwargs: Mapping[str, Any]) -> None:
-    """Only with ``Telemetry(scope_keys=True)``: the host chose to record them."""
-    key = args[0] if args else kwargs.get("scope_key")
-    if isinstance(key, str):
-        span.set_attribute(SCOPE_KEY, key)
 
 
 def _traced_stream(
@@ -189,18 +196,16 @@ async def _spanned(
     tools.duration.record(perf_counter() - began, attributes)
 
 
-def _removed(
-    tools: Instruments, operation: str
-) -> Callable[[Any, Any, Args, Mapping[str, Any]], None]:
+def _removed(tools: Instruments, operation: str) -> Finish:
     """Count what a sweep or an erasure removed (an erasure's dry run removes nothing)."""
     scopes, entries = tools.removed[operation, "scopes"], tools.removed[operation, "entries"]
-    attributes = tools.backend
+    backend = tools.backend
 
-    def finish(span: Any, result: Any, args: Args, kwargs: Mapping[str, Any]) -> None:
+    def finish(span: Any, result: Any, notes: OperationNotes, attrs: Attrs, kwargs: Attrs) -> None:
         if kwargs.get("dry_run"):
             return
-        scopes.add(result.scopes, attributes)
-        entries.add(result.entries, attributes)
+        scopes.add(result.scopes, backend)
+        entries.add(result.entries, backend)
 
     return finish
 
@@ -233,8 +238,9 @@ def wrap_operations(store: Any, tools: Instruments) -> None:
             store, method, _traced(tools, tools.operation(name), getattr(store, method), scope_of)
         )
     for method, (name, scope_of) in _WRITES.items():
-        wrapped = getattr(store, method)
-        setattr(store, method, _traced_write(tools, tools.operation(name), wrapped, scope_of))
+        op = tools.operation(name)
+        wrapped = _traced(tools, op, getattr(store, method), scope_of, _write_outcome(tools, op))
+        setattr(store, method, wrapped)
     for method, name in _STREAMS.items():
         setattr(store, method, _traced_stream(tools, tools.operation(name), getattr(store, method)))
     for method, (name, counted) in _REMOVALS.items():
@@ -242,6 +248,11 @@ def wrap_operations(store: Any, tools: Instruments) -> None:
         wrapped = getattr(store, method)
         setattr(store, method, _traced(tools, tools.operation(name), wrapped, _no_scope, finish))
     store._refuse = _noting_refusals(store._refuse)
+    sweeper = store._expiry.sweeper
+    if sweeper is not None:  # a background sweep: the span and counts of an explicit one
+        name, counted = _REMOVALS["sweep_expired"]
+        finish = _removed(tools, counted)
+        sweeper.sweep = _traced(tools, tools.operation(name), sweeper.sweep, _no_scope, finish)
 
 
 def _noting_refusals(refuse: Callable[..., Any]) -> Callable[..., Any]:
@@ -249,9 +260,11 @@ def _noting_refusals(refuse: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(refuse)
     def noting(refusal: Any, *args: Any, **kwargs: Any) -> Any:
-        refused = _REFUSED.get()
-        if refused is not None:
-            refused.append(str(getattr(refusal, "reason", "argument")))
+        notes = OPERATION.get()
+        if notes is not None:
+            if notes.refused is None:
+                notes.refused = []
+            notes.refused.append(str(getattr(refusal, "reason", "argument")))
         return refuse(refusal, *args, **kwargs)
 
     return noting

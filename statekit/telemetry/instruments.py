@@ -51,6 +51,16 @@ def _version() -> str:
         return "0"
 
 
+class _NoSpans:
+    """The tracer of a store with a meter provider but no tracer provider: every span is
+    the API's invalid one, handed back without the look-up of the caller's current span
+    that the API's own no-op tracer makes per call."""
+
+    @staticmethod
+    def start_span(name: str, *args: Any, **kwargs: Any) -> trace.Span:
+        return trace.INVALID_SPAN
+
+
 class OperationAttributes:
     """The attribute dicts of one operation: per scope name, and per refusal reason."""
 
@@ -109,7 +119,7 @@ class Instruments:
         metering = type(meter_provider).__name__ not in _NO_SDK_METERS
         if not (tracing or metering):
             return None
-        tracer = tracer_provider.get_tracer(_NAME, _version()) if tracing else trace.NoOpTracer()
+        tracer = tracer_provider.get_tracer(_NAME, _version()) if tracing else _NoSpans()
         meter = (
             meter_provider.get_meter(_NAME, _version()) if metering else metrics.NoOpMeter(_NAME)
         )

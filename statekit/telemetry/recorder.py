@@ -5,15 +5,40 @@ parts that see these figures (the Redis auto-pipeline, the FIFO gates in front o
 connection pools). It imports nothing of OpenTelemetry: until :mod:`statekit.telemetry`
 attaches instruments to it, every report is one attribute check and nothing more, so the
 hot paths keep their cost when telemetry is off or absent.
+
+It also holds what the code under one store operation notes for that operation's span
+(:class:`OperationNotes`): the refusals a write made, and the size of the coalesced batch
+an operation went in (:meth:`Recorder.note_coalesced`).
 """
 
 from __future__ import annotations
 
+import contextvars
 import weakref
 from collections.abc import Callable
 from typing import Protocol
 
-__all__ = ["Recorder"]
+__all__ = ["OPERATION", "OperationNotes", "Recorder"]
+
+
+class OperationNotes:
+    """What one traced store operation learns on its way, read when its span ends.
+
+    The telemetry wrapper makes one per call and makes it current (:data:`OPERATION`)
+    for the call's task; without telemetry there is none, and noting costs one look-up.
+    The defaults are the class's, so making one per call runs no ``__init__``.
+    """
+
+    #: Callers in the coalesced batch the operation went in (0: not coalesced).
+    coalesced: int = 0
+    #: The refusal reasons of a write, in order (``None`` until one is refused).
+    refused: list[str] | None = None
+
+
+#: The notes of the store operation under way in this task, if it is traced.
+OPERATION: contextvars.ContextVar[OperationNotes | None] = contextvars.ContextVar(
+    "statekit_operation", default=None
+)
 
 
 class _Gated(Protocol):
@@ -58,6 +83,29 @@ class Recorder:
     def batch(self, kind: str, size: int) -> None:
         if self._batch is not None:
             self._batch(kind, size)
+
+    @staticmethod
+    def operation() -> OperationNotes | None:
+        """The notes of the traced operation of the calling task (``None`` untraced).
+
+        A coalescer whose batch runs in another task than its callers' takes each
+        caller's notes here, in the caller's task, when it queues the call, and hands
+        them to :meth:`note_coalesced` from the task that runs the batch.
+        """
+        return OPERATION.get()
+
+    @staticmethod
+    def note_coalesced(size: int, operation: OperationNotes | None = None) -> None:
+        """Put ``statekit.coalesced.size = size`` on an operation's span.
+
+        ``operation`` defaults to the calling task's (a caller noting, after its result
+        came back, the batch it went in); else the notes taken by :meth:`operation`,
+        noted before the caller's result is handed back (its span ends as it resumes).
+        Untraced operations are not noted. The batch itself is :meth:`batch`'s, once.
+        """
+        notes = OPERATION.get() if operation is None else operation
+        if notes is not None:
+            notes.coalesced = size
 
     def waited(self, seconds: float) -> None:
         if self._wait is not None:

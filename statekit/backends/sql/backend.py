@@ -26,6 +26,7 @@ from statekit.backends.base import (
     Capability,
 )
 from statekit.backends.sql import driver
+from statekit.backends.sql.coalesce import Coalescer
 from statekit.backends.sql.engine import build_engine
 from statekit.backends.sql.expiry import Expiry
 from statekit.backends.sql.expiry_sql import ExpirySQL
@@ -133,6 +134,7 @@ class SQLBackend(Reads, Writes, Erasure):
         create_schema: bool = True,
         pool_size: int | None = None,
         pool_timeout: float = 5.0,
+        coalesce: bool = True,
         owns_client: bool = False,
     ) -> None:
         dialect = engine.dialect.name
@@ -151,7 +153,19 @@ class SQLBackend(Reads, Writes, Erasure):
         # An in-memory SQLite database is one shared connection: use it one task at a time.
         self._shared_connection = isinstance(engine.pool, StaticPool)
         self._gateway = Gateway(engine, 1 if self._shared_connection else pool_size, pool_timeout)
-        self._statements = Statements(self._table, engine.dialect)
+        # Concurrent sets and reads sent together (see .coalesce); off: each call alone.
+        self._coalescer = (
+            Coalescer(
+                self._gateway,
+                postgres=dialect == "postgresql",
+                timeout=pool_timeout,
+                on_batch=self._coalesced,
+            )
+            if coalesce
+            else None
+        )
+        # ``_statements`` is built by _adopt, for the table's shape as found: one built now
+        # for statekit's own shape would be compiled for nothing by every process.
         self._expiry: Expiry | None = None
         self._identity: IdentitySQL | None = None
         #: The time deadlines are set and checked by (POSIX seconds); tests replace it.
@@ -170,6 +184,7 @@ class SQLBackend(Reads, Writes, Erasure):
             create_schema=opts.create_schema,
             pool_size=sum(opts.pool(parsed.get_backend_name())),
             pool_timeout=opts.timeout,
+            coalesce=opts.coalesce,
             owns_client=True,
         )
 
@@ -209,6 +224,9 @@ class SQLBackend(Reads, Writes, Erasure):
         return attributes
 
     # ---- plumbing -----------------------------------------------------------------
+
+    def _coalesced(self, size: int) -> None:
+        self._gateway.recorder.batch("coalesced", size)
 
     def _check_open(self) -> None:
         if self._gateway.closed:
@@ -284,11 +302,16 @@ class SQLBackend(Reads, Writes, Erasure):
         *,
         read: bool = False,
         atomic: bool = True,
+        coalesce: bool = False,
     ) -> Any:
         """``run(connections, sql, arguments)`` on a driver connection, in its turn
-        (``atomic``: all or nothing, see :meth:`.gateway.Gateway.run`)."""
+        (``atomic``: all or nothing, see :meth:`.gateway.Gateway.run`); ``coalesce``: a
+        single statement that may go in a batch with concurrent ones (see
+        :mod:`.coalesce`)."""
         if not self._ready:
             await self._prepare()
+        if coalesce and self._coalescer is not None and run is driver.run:
+            return await self._coalescer.run(sql, arguments, what, read=read)
         return await self._gateway.run(run, sql, arguments, what, read=read, atomic=atomic)
 
     async def _rows(
@@ -298,10 +321,13 @@ class SQLBackend(Reads, Writes, Erasure):
         what: str,
         *,
         read: bool = False,
+        coalesce: bool = False,
     ) -> Sequence[Any]:
         """Run one statement on its own (no transaction) and fetch its rows."""
         arguments = statement.arguments(params)
-        rows: Sequence[Any] = await self._run(driver.run, statement.sql, arguments, what, read=read)
+        rows: Sequence[Any] = await self._run(
+            driver.run, statement.sql, arguments, what, read=read, coalesce=coalesce
+        )
         return rows
 
     async def _program(self, program: driver.Program, what: str, *, transaction: bool) -> Any:
@@ -381,5 +407,7 @@ class SQLBackend(Reads, Writes, Erasure):
         if self._gateway.closed:
             return
         await self._gateway.close()
+        if self._coalescer is not None:
+            await self._coalescer.aclose()
         if self._owns_engine:
             await self._engine.dispose()

@@ -125,7 +125,7 @@ def run(connections: Connections, sql: str, arguments: Sequence[Any]) -> Sequenc
     on a connection in sqlite3's legacy transaction mode (a host's engine), commits the
     transaction the write opened.
     """
-    with _checked_out(connections) as driver:
+    with checked_out(connections) as driver:
         if connections.engine.dialect.name == "postgresql":
             return await_only(driver.fetch(sql, *arguments))
         rows: Sequence[Any] = await_only(driver.execute_fetchall(sql, arguments))
@@ -136,7 +136,7 @@ def run(connections: Connections, sql: str, arguments: Sequence[Any]) -> Sequenc
 
 def run_many(connections: Connections, sql: str, rows: Sequence[Sequence[Any]]) -> None:
     """Run one statement once per row, in order, all or nothing."""
-    with _checked_out(connections) as driver:
+    with checked_out(connections) as driver:
         if connections.engine.dialect.name == "postgresql":
             # Atomic (asyncpg wraps it in an implicit transaction) and one round trip.
             await_only(driver.executemany(sql, rows))
@@ -190,7 +190,7 @@ def run_program(connections: Connections, sql: str, program: tuple[Program, bool
     """
     run, transaction = program
     postgres = connections.engine.dialect.name == "postgresql"
-    with _checked_out(connections) as driver:
+    with checked_out(connections) as driver:
         session = Session(driver, postgres)
         if not transaction:
             result = run(session)
@@ -212,7 +212,7 @@ def run_program(connections: Connections, sql: str, program: tuple[Program, bool
 
 
 @contextlib.contextmanager
-def _checked_out(connections: Connections) -> Iterator[Any]:
+def checked_out(connections: Connections) -> Iterator[Any]:
     """asyncpg's or aiosqlite's connection of a pooled connection, for one use."""
     engine = connections.engine
     fairy = connections.take()

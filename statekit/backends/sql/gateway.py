@@ -50,16 +50,23 @@ _T = TypeVar("_T")
 class _Turns:
     """What one event loop's operations share: the gate and who is inside it."""
 
-    def __init__(self, engine: AsyncEngine, size: int | None, timeout: float) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        size: int | None,
+        timeout: float,
+        backlog: Callable[[], bool],
+    ) -> None:
         self.gate = None if size is None else FifoGate(size, timeout, "database connection")
-        # Driver operations waiting for a place: they take the connections handed over.
+        # Driver operations waiting for a place (or, ``backlog``, calls queued for the
+        # next coalesced batch): they take the connections handed over.
         self.queued = 0
         self.active = 0
         self.idle = asyncio.Event()
         self.idle.set()
         self.schema_lock = asyncio.Lock()
         self.connections = driver.Connections(
-            engine.sync_engine, lambda: self.queued > 0, close_timeout=timeout
+            engine.sync_engine, lambda: self.queued > 0 or backlog(), close_timeout=timeout
         )
 
 
@@ -75,7 +82,9 @@ class Gateway:
         self._timeout = timeout
         self._driver_errors = TRANSLATED + driver_errors(engine.dialect.name)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._turns = _Turns(engine, size, timeout)
+        #: Whether calls wait for a connection outside the gate (a coalescer's queue).
+        self.backlog: Callable[[], bool] = lambda: False
+        self._turns = _Turns(engine, size, timeout, self._backlog)
         #: Gate waits and places in use, for :mod:`statekit.telemetry`.
         self.recorder = Recorder()
         self.recorder.watch(self._turns.gate)
@@ -90,6 +99,9 @@ class Gateway:
             engine.pool, StaticPool
         )
         self._loop_end: LoopEnd | None = None
+
+    def _backlog(self) -> bool:
+        return self.backlog()
 
     def _bound(self) -> _Turns:
         """This loop's turns, moving the backend to the running loop if it changed."""
@@ -110,7 +122,7 @@ class Gateway:
         if previous is None:
             return self._turns
         stale = self._turns
-        self._turns = _Turns(self._engine, self._size, self._timeout)
+        self._turns = _Turns(self._engine, self._size, self._timeout, self._backlog)
         self.recorder.watch(self._turns.gate)
         if self._loop_bound_connections:
             # Connections the old loop's shutdown did not close (a loop closed by hand)

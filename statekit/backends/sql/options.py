@@ -47,6 +47,7 @@ class SQLOptions(BaseModel):
     connect_timeout: float = Field(5.0, gt=0)
     busy_timeout: float = Field(5.0, ge=0)
     application_name: str = Field("statekit", max_length=63)
+    coalesce: bool = True
 
     def pool(self, backend_name: str) -> tuple[int, int]:
         """``pool_size`` and ``max_overflow`` for this engine: SQLite's defaults for those

@@ -46,6 +46,7 @@ class Parts:
             *,
             read: bool = False,
             atomic: bool = True,
+            coalesce: bool = False,
         ) -> Any: ...
 
         async def _rows(
@@ -55,6 +56,7 @@ class Parts:
             what: str,
             *,
             read: bool = False,
+            coalesce: bool = False,
         ) -> Sequence[Any]: ...
 
         async def _program(self, program: Program, what: str, *, transaction: bool) -> Any: ...

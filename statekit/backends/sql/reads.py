@@ -36,7 +36,7 @@ class Reads(Parts):
         """A read at the clock's time; ``ttls`` refreshes those scopes' deadlines first."""
         now = params["now"] = self.clock()
         if not ttls:
-            return await self._rows(statement, params, what, read=True)
+            return await self._rows(statement, params, what, read=True, coalesce=True)
         refresh = self._require_expiry().refreshed(
             ttls, now, statement, params, self.deadline_tolerance
         )

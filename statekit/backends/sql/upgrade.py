@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from sqlalchemy import MetaData, Table, inspect, text
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.schema import CreateIndex, CreateSchema, CreateTable
 
@@ -51,9 +51,9 @@ async def create_table(engine: AsyncEngine, gateway: Gateway, table: Table) -> N
             # answers "database is locked" at once rather than risk a deadlock), and
             # processes starting together all create the table.
             async with gateway.guard(), engine.connect() as conn:
-                found = await conn.run_sync(
-                    lambda sync: inspect(sync).has_table(table.name, schema=table.schema)
-                )
+                found, complete = await conn.run_sync(_present, table, scopes)
+            if complete:
+                return  # every statement below would be a no-op: no write transaction
             async with gateway.guard(), engine.begin() as conn:
                 if table.schema not in (None, DEFAULT_SCHEMA):
                     await conn.execute(CreateSchema(table.schema, if_not_exists=True))
@@ -86,6 +86,19 @@ async def upgrade_table(engine: AsyncEngine, gateway: Gateway, table: Table) -> 
     except TRANSLATED as exc:
         raise translate(exc, "upgrade the schema", address=gateway.address) from exc
     return [what for what, _ in steps]
+
+
+def _present(conn: Connection, table: Table, scopes: Table) -> tuple[bool, bool]:
+    """``(the entries table exists, it and the scopes table with its indexes all do)``:
+    read-only, so a store opening a table already in place (every ``statekit get``)
+    checks it without the DDL transaction that would change nothing."""
+    inspector = inspect(conn)
+    if not inspector.has_table(table.name, schema=table.schema):
+        return False, False
+    if not inspector.has_table(scopes.name, schema=scopes.schema):
+        return True, False
+    present = {index["name"] for index in inspector.get_indexes(scopes.name, scopes.schema)}
+    return True, all(index.name in present for index in scopes.indexes)
 
 
 def _scopes_ddl(scopes: Table) -> list[CreateTable | CreateIndex]:

@@ -42,7 +42,7 @@ class Writes(Parts):
             return await self._set_expiring(self._expiry, row, expected_version, ttl)
         if expected_version is None:
             row = statements.row(scope_key, state_key, value_json, context, now)
-            rows = await self._run(driver.run, statements.upsert.sql, row, "set")
+            rows = await self._run(driver.run, statements.upsert.sql, row, "set", coalesce=True)
             return int(rows[0][0])
         while True:
             if expected_version == 0:
@@ -78,7 +78,8 @@ class Writes(Parts):
         if expected_version is None:
             if ttl is None:
                 # One statement, which writes nothing on a scope to restart.
-                rows = await self._run(driver.run, sql.live_upsert.sql, (*row, deadline.now), "set")
+                live = (*row, deadline.now)
+                rows = await self._run(driver.run, sql.live_upsert.sql, live, "set", coalesce=True)
                 if rows:
                     return int(rows[0][0])
             if expiry.postgres:

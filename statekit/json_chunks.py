@@ -27,39 +27,57 @@ _CONSTANTS: dict[Any, str] = {None: "null", True: "true", False: "false"}
 def json_chunks(value: Any) -> Iterator[str]:
     """The pieces of ``value``'s strict compact JSON text, in order (see the module)."""
     markers: set[int] = set()
-    # One entry per open container: its (prefix, child) pairs, closing text and id.
+    # One entry per open container: its (separator, child) pairs, closing text and id.
     stack: list[tuple[Iterator[tuple[str, Any]], str, int]] = []
-    prefix, item = "", value
+    # The text before the next leaf: the brackets opened since the last piece and the
+    # separators between them, kept apart and joined once, with the leaf. (Prepending
+    # each bracket to a string would copy it once per level: quadratic in the depth.)
+    opened: list[str] = []
+    item = value
     while True:
         cls = type(item)
         if cls is str:
-            yield prefix + _encode_str(item)
+            yield _joined(opened, _encode_str(item))
         elif cls is int:
-            yield prefix + int.__repr__(item)
+            yield _joined(opened, int.__repr__(item))
         elif isinstance(item, (list, tuple)):
             if item:
-                items = zip(chain((prefix + "[",), repeat(",")), item, strict=False)
+                opened.append("[")
+                items = zip(chain(("",), repeat(",")), item, strict=False)
                 stack.append((items, "]", _mark(item, markers)))
             else:
-                yield prefix + "[]"
+                yield _joined(opened, "[]")
         elif isinstance(item, dict):
             if item:
-                stack.append((_members(item, prefix + "{"), "}", _mark(item, markers)))
+                opened.append("{")
+                stack.append((_members(item, ""), "}", _mark(item, markers)))
             else:
-                yield prefix + "{}"
+                yield _joined(opened, "{}")
         else:
-            yield prefix + _leaf(item)
+            yield _joined(opened, _leaf(item))
         while stack:
             members, closing, ident = stack[-1]
             member = next(members, None)
             if member is not None:
-                prefix, item = member
+                separator, item = member
+                if separator:
+                    opened.append(separator)
                 break
             stack.pop()
             markers.discard(ident)
             yield closing
         else:
             return
+
+
+def _joined(opened: list[str], text: str) -> str:
+    """``text`` after the pending ``opened`` pieces, which are then gone."""
+    if not opened:
+        return text
+    opened.append(text)
+    piece = "".join(opened)
+    opened.clear()
+    return piece
 
 
 def _mark(container: Any, markers: set[int]) -> int:

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import os
+import random
 import socket
 import subprocess
 import time
@@ -31,6 +34,27 @@ REDIS_START = ROOT / "backends" / "redis" / "start.sh"
 NO_PERSISTENCE = ("--save", "", "--appendonly", "no")
 
 
+#: Where test servers listen: below the kernel's ephemeral range (32768 and up), so no
+#: port the kernel hands a client connection or a ``bind`` to port 0 is ever one of them,
+#: and below 22000, so each one's cluster bus port (+ 10000) stays under 32768 too.
+SERVER_PORTS = range(12000, 22000)
+
+
+def _worker_ports() -> range:
+    """This process's own slice of :data:`SERVER_PORTS`: each pytest-xdist worker
+    (``PYTEST_XDIST_WORKER=gw<N>``) has a slice no other worker of the run picks from, so
+    two workers never race for a port between choosing it and binding it."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    index = int(worker) if worker.isdigit() else 0
+    size = len(SERVER_PORTS) // max(count, 1)
+    start = SERVER_PORTS.start + (index % max(count, 1)) * size
+    return range(start, start + size)
+
+
+_picked = itertools.count(random.randrange(len(SERVER_PORTS)))
+
+
 def _bindable(port: int) -> bool:
     with socket.socket() as sock:
         try:
@@ -41,16 +65,15 @@ def _bindable(port: int) -> bool:
 
 
 def free_port(bus_offset: int | None = None) -> int:
-    """A free loopback port (bind to port 0); with ``bus_offset``, port + offset too."""
-    for _ in range(100):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port: int = sock.getsockname()[1]
-        if bus_offset is None:
+    """A loopback port nothing listens on, from this worker's own slice (the next one
+    after the last it gave, so a port just closed is not handed out again at once); with
+    ``bus_offset``, port + offset is free too."""
+    ports = _worker_ports()
+    for _ in range(len(ports)):
+        port = ports[next(_picked) % len(ports)]
+        if _bindable(port) and (bus_offset is None or _bindable(port + bus_offset)):
             return port
-        if port + bus_offset <= 65535 and _bindable(port + bus_offset):
-            return port
-    raise RuntimeError("no free port pair found")
+    raise RuntimeError("no free port (pair) found")
 
 
 def distinct_ports(count: int, bus_offset: int | None = None) -> list[int]:
@@ -93,6 +116,11 @@ def shared_backend(tag: str = "t", **options: Any) -> AbstractAsyncContextManage
     return cleared(RedisBackend.from_url(url, key_prefix=private_prefix(tag), **options))
 
 
+class PortTakenError(RuntimeError):
+    """Another process bound the port between :func:`free_port` and the server's start:
+    start again on another port."""
+
+
 class RedisServer:
     """A non-daemonized redis-server owned by the test (stopped by its own pid)."""
 
@@ -126,10 +154,24 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
-        while not ping(self.port):
+        while not self._answers():
+            if self.process.poll() is not None and self._port_taken():
+                self.process = None
+                raise PortTakenError(f"port {self.port} was taken before redis-server bound it")
             if time.monotonic() > deadline or self.process.poll() is not None:
                 raise RuntimeError(f"redis-server did not start on port {self.port}")
             time.sleep(0.02)
+
+    def _answers(self) -> bool:
+        """The server on the port is this one (its pid): another process's server that
+        holds the port never passes for it."""
+        assert self.process is not None
+        lines = redis_cli(self.port, "info", "server").splitlines()
+        return f"process_id:{self.process.pid}" in (line.strip() for line in lines)
+
+    def _port_taken(self) -> bool:
+        log = self.directory / "redis.log"
+        return log.exists() and "Address already in use" in log.read_text(errors="replace")
 
     def kill(self) -> None:
         """SIGKILL: the server vanishes as in a crash."""
@@ -179,9 +221,18 @@ class RedisServer:
             yield sleeping
 
 
-def start_cluster(directory: Path) -> str:
-    """Start a 3-master cluster with ``backends/redis-cluster/start.sh``; its URL."""
-    ports = distinct_ports(3, bus_offset=10000)
+def start_cluster(directory: Path, attempts: int = 3) -> str:
+    """Start a 3-master cluster with ``backends/redis-cluster/start.sh``; its URL. On
+    ports another process took meanwhile (the script says so), again on other ports."""
+    for _ in range(attempts - 1):
+        try:
+            return _start_cluster_on(directory, distinct_ports(3, bus_offset=10000))
+        except PortTakenError:
+            continue
+    return _start_cluster_on(directory, distinct_ports(3, bus_offset=10000))
+
+
+def _start_cluster_on(directory: Path, ports: list[int]) -> str:
     result = subprocess.run(
         ["bash", str(CLUSTER_START), str(directory), *map(str, ports)],
         capture_output=True,
@@ -191,6 +242,8 @@ def start_cluster(directory: Path) -> str:
     )
     if result.returncode != 0:
         stop_cluster(directory)
+        if "already listens" in result.stderr:
+            raise PortTakenError(f"cluster did not start: {result.stderr}")
         raise RuntimeError(f"cluster did not start: {result.stderr}")
     for port in ports:
         info = redis_cli(port, "cluster", "info")

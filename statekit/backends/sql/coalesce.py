@@ -33,6 +33,7 @@ from typing import Any
 
 from statekit.backends.sql import batching, driver
 from statekit.backends.sql.gateway import Gateway
+from statekit.backends.sql.holdback import until_done
 from statekit.errors import BackendTimeoutError, BackendUnavailableError, StoreClosedError
 from statekit.telemetry.recorder import Recorder
 
@@ -139,7 +140,7 @@ class Coalescer:
             if call.batch is None:  # still queued: nothing will be sent for it
                 _leave(queue, call)
                 raise
-            await _held(call.batch)
+            await until_done(call.batch)  # the caller's cancellation is raised below
             raise
         finally:
             if call.size:
@@ -272,10 +273,3 @@ def _fail(call: _Call, error: BaseException) -> None:
 def _leave(queue: _Queue, call: _Call) -> None:
     with contextlib.suppress(ValueError):
         queue.calls.remove(call)
-
-
-async def _held(batch: asyncio.Future[None]) -> None:
-    """Wait until ``batch`` has ended, whatever cancellations come meanwhile."""
-    while not batch.done():
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.shield(batch)

@@ -59,7 +59,7 @@ class _Held:
         yield self
 
 
-async def _until_done(future: asyncio.Future[Any]) -> bool:
+async def until_done(future: asyncio.Future[Any]) -> bool:
     """Wait until ``future`` is done; whether the caller was cancelled meanwhile."""
     interrupted = False
     while not future.done():
@@ -77,7 +77,7 @@ async def to_the_end(operation: Coroutine[Any, Any, _T]) -> _T:
     not reach, and hold the caller's cancellation back until the operation has ended
     (as long as the statement's, which ``timeout`` bounds)."""
     task = asyncio.ensure_future(operation)
-    if await _until_done(task):
+    if await until_done(task):
         retrieve(task)
         raise asyncio.CancelledError
     return task.result()
@@ -105,7 +105,7 @@ class HoldBack:
                     return result
                 if getattr(yielded, "_asyncio_future_blocking", None) is None:
                     raise RuntimeError(f"HoldBack cannot wait for {yielded!r}")
-                if await _until_done(yielded):
+                if await until_done(yielded):
                     self.interrupted = True
                 yielded._asyncio_future_blocking = False
         finally:

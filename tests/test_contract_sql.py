@@ -41,12 +41,13 @@ class TestSQLiteHostEngine(StateBackendContract, ExpiryContract, ErasureContract
 
 
 @on(SQLITE)
-class TestSQLiteFileReadsOnLoop(StateBackendContract, ExpiryContract, ErasureContract):
-    """Reads on the event loop (``reads_on_loop``): the same contract."""
+class TestSQLiteFileReadsOnThread(StateBackendContract, ExpiryContract, ErasureContract):
+    """Reads on aiosqlite's thread (``reads_on_loop=False``; a file's default reads on the
+    event loop): the same contract."""
 
     @pytest_asyncio.fixture
     async def backend(self, request: pytest.FixtureRequest) -> AsyncIterator[StateBackend]:
-        async with open_target(SQLITE, request, reads_on_loop=True) as backend:
+        async with open_target(SQLITE, request, reads_on_loop=False) as backend:
             yield backend
 
 

@@ -101,6 +101,9 @@ async def log_statements(backend: SQLBackend) -> list[str]:
 
     event.listen(backend.engine.sync_engine, "connect", instrument)
     await backend.engine.dispose()  # every connection from now on is a new, logged one
+    loop_reads = backend._loop_reads
+    if loop_reads is not None:  # SQLite's reads run on a connection of their own
+        (loop_reads._connection or loop_reads._open()).set_trace_callback(seen.append)
     return seen
 
 
@@ -342,7 +345,10 @@ async def test_load_above_the_pool_size_reuses_connections(
 async def test_a_connection_handed_over_never_blocks_the_engine_for_others(
     tmp_path: Path,
 ) -> None:
-    backend = SQLBackend.from_url(sqlite_url(tmp_path), pool_size=1, max_overflow=0, timeout=1)
+    # Reads on aiosqlite's thread: one on the event loop would not wait for a connection.
+    backend = SQLBackend.from_url(
+        sqlite_url(tmp_path), pool_size=1, max_overflow=0, timeout=1, reads_on_loop=False
+    )
     try:
         await backend.create_schema()
         # In this order: the set holds the one connection, the describe queues first, the

@@ -46,9 +46,35 @@ def test_reads_on_loop_is_refused_where_it_cannot_apply(url: str) -> None:
 
 
 def test_reads_on_loop_is_read_from_the_url(tmp_path: Path) -> None:
-    backend = SQLBackend.from_url(_file_url(tmp_path) + "?reads_on_loop=true")
-    assert backend._loop_reads is not None
-    assert SQLBackend.from_url(_file_url(tmp_path))._loop_reads is None
+    backend = SQLBackend.from_url(_file_url(tmp_path) + "?reads_on_loop=false")
+    assert backend._loop_reads is None
+    assert SQLBackend.from_url(_file_url(tmp_path) + "?reads_on_loop=true")._loop_reads
+
+
+def test_reads_on_loop_is_on_for_a_file_the_backend_opens_and_off_elsewhere(
+    tmp_path: Path,
+) -> None:
+    assert SQLBackend.from_url(_file_url(tmp_path))._loop_reads is not None
+    assert SQLBackend.from_url("sqlite+aiosqlite:///:memory:")._loop_reads is None
+    shared = "sqlite+aiosqlite:///file:shared?mode=memory&uri=true"
+    assert SQLBackend.from_url(shared)._loop_reads is None
+    host_engine = create_async_engine(_file_url(tmp_path))
+    assert SQLBackend(host_engine)._loop_reads is None  # its connections may be special
+    postgres = SQLBackend.from_url("postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+    assert postgres._loop_reads is None
+
+
+async def test_a_read_on_the_loop_by_default_never_waits_for_aiosqlite(tmp_path: Path) -> None:
+    backend = SQLBackend.from_url(_file_url(tmp_path))
+    try:
+        await backend.set(_write("k"))
+        # The read completes within the caller's step: it never awaited aiosqlite's thread.
+        read = backend.get("scope-1", "k").__await__()
+        with pytest.raises(StopIteration) as done:
+            read.send(None)
+        assert done.value.value == '"v"'
+    finally:
+        await backend.aclose()
 
 
 async def test_a_read_on_the_loop_needs_no_place_at_the_gate(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from sqlalchemy import Table
+from sqlalchemy import URL, Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.schema import MetaData
@@ -85,6 +85,16 @@ def _keeps_idle(engine: AsyncEngine) -> int:
     if engine.dialect.name != "sqlite" or isinstance(pool, StaticPool) or not built_here(engine):
         return 0
     return int(getattr(pool, "size", lambda: 0)())
+
+
+def _reads_on_loop_for(url: URL, wanted: bool | None) -> bool:
+    """``reads_on_loop`` for an engine built from ``url``: as asked, else on for an SQLite
+    file (see :mod:`.loop_reads`). A read on the loop skips the hop to aiosqlite's thread
+    and back, which costs several times SQLite's own work for a point read, and blocks
+    the loop for no longer than the decoding of the rows it returns already does."""
+    if wanted is not None:
+        return wanted
+    return url.get_backend_name() == "sqlite" and not is_memory_sqlite(url)
 
 
 class SQLBackend(Reads, Writes, Erasure):
@@ -205,7 +215,7 @@ class SQLBackend(Reads, Writes, Erasure):
             pool_timeout=opts.timeout,
             coalesce=opts.coalesce,
             owns_client=True,
-            reads_on_loop=opts.reads_on_loop,
+            reads_on_loop=_reads_on_loop_for(parsed, opts.reads_on_loop),
         )
 
     def __repr__(self) -> str:
@@ -359,10 +369,11 @@ class SQLBackend(Reads, Writes, Erasure):
         """Run one statement on its own (no transaction) and fetch its rows; a read on
         the event loop with ``reads_on_loop`` (see :mod:`.loop_reads`)."""
         arguments = statement.arguments(params)
-        if read and self._loop_reads is not None:
+        loop_reads = self._loop_reads
+        if read and loop_reads is not None:
             if not self._ready:
                 await self._prepare()
-            found = self._gateway.on_loop(self._loop_reads.rows, statement.sql, arguments, what)
+            found = self._gateway.on_loop(loop_reads.rows, statement.sql, arguments, what)
             if found is not None:
                 return found
         rows: Sequence[Any] = await self._run(

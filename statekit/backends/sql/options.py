@@ -48,7 +48,8 @@ class SQLOptions(BaseModel):
     busy_timeout: float = Field(5.0, ge=0)
     application_name: str = Field("statekit", max_length=63)
     coalesce: bool = True
-    reads_on_loop: bool = False
+    #: None: on for an SQLite file the backend opens itself, off otherwise.
+    reads_on_loop: bool | None = None
 
     def pool(self, backend_name: str) -> tuple[int, int]:
         """``pool_size`` and ``max_overflow`` for this engine: SQLite's defaults for those

@@ -443,8 +443,9 @@ _BIG_INT = 2**64  # smaller ints have at most 20 digits: the comma counted is bo
 
 
 def _flat_bound(value: dict[Any, Any]) -> int | None:
-    """:func:`_scan`'s bound for an object of text keys and plain leaves (the usual value),
-    in one loop; ``None`` for any other object, which the general walk then takes."""
+    """:func:`_scan`'s bound for an object of text keys whose values are plain leaves or
+    lists of them (the usual value: a few fields and a list of tags), in one loop; ``None``
+    for any other object, or one whose lists pass the limit, which the general walk takes."""
     size = len(value) + 1
     for key, child in value.items():
         if type(key) is not str:
@@ -454,6 +455,17 @@ def _flat_bound(value: dict[Any, Any]) -> int | None:
             size += len(key) + len(child)
         elif cls in _PLAIN or (cls is int and -_BIG_INT < child < _BIG_INT):
             size += len(key)
+        elif cls is list:
+            # Counted first, as the walk does: a long list stops it before its items.
+            size += len(key) + len(child) + 1
+            if size > MAX_VALUE_JSON_BYTES:
+                return None
+            for item in child:
+                cls = type(item)
+                if cls is str:
+                    size += len(item)
+                elif not (cls in _PLAIN or (cls is int and -_BIG_INT < item < _BIG_INT)):
+                    return None
         else:
             return None
     return size

@@ -97,13 +97,24 @@ _LEAF = st.none() | st.booleans() | st.integers() | st.floats() | st.text()
 @given(st.dictionaries(st.text() | st.integers(), _LEAF | st.lists(_LEAF, max_size=2)))
 def test_the_flat_object_bound_is_the_general_walks(value: dict[Any, Any]) -> None:
     flat = validation._flat_bound(value)
-    if flat is None:  # an int key or a nested value: left to the general walk
+    if flat is None:  # an int key or a big int, in a list or not: left to the general walk
+        leaves = [w for v in value.values() for w in (v if isinstance(v, list) else [v])]
         assert any(type(k) is not str for k in value) or any(
-            isinstance(v, list) or (type(v) is int and abs(v) >= 2**64) for v in value.values()
+            type(v) is int and abs(v) >= 2**64 for v in leaves
         )
         return
     walked = validation._scan([value], math.inf)  # wrapped: the walk takes the object
     assert walked == (flat + 2, None)
+
+
+def test_an_object_with_a_list_past_the_limit_is_left_to_the_walk() -> None:
+    # The list's length is counted before its items, so a long list is never walked here.
+    value = {"tags": [""] * MAX_VALUE_JSON_BYTES}
+    assert validation._flat_bound(value) is None
+    assert validation._flat_bound({"tags": ["a", 1, None, [2]]}) is None
+    assert validation._flat_bound({"tags": ["ab", 1, None]}) == 2 + 4 + 4 + 2
+    with pytest.raises(Refusal, match=r"^Value size at least \d+ bytes exceeds limit"):
+        encode_value(value)
 
 
 @given(st.text(st.characters(codec="utf-8"), max_size=40))

@@ -28,6 +28,7 @@ from statekit.validation import (
     check_state_key,
     checked_context,
     context_text,
+    decode_value,
     encode_value,
 )
 
@@ -89,6 +90,27 @@ def test_encoded_value_is_compact_strict_json_that_round_trips(value: Any) -> No
     text = encode_value(value)
     assert json.loads(text) == value
     assert text == json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def _decoded(decode: Any, text: str) -> tuple[str, Any]:
+    try:
+        return "value", decode(text)
+    except (ValueError, RecursionError) as exc:
+        return type(exc).__name__, str(exc)
+
+
+@given(
+    _json.map(lambda v: json.dumps(v, ensure_ascii=False, separators=(",", ":")))
+    | _json.map(json.dumps).map(lambda t: f" {t}\n")
+    | st.text(st.sampled_from('[]{}":,0123456789.eE-+ntrufals\ufeff \\x'), max_size=12)
+)
+def test_decoded_value_is_what_json_loads_gives_or_its_error(text: str) -> None:
+    assert _decoded(decode_value, text) == _decoded(json.loads, text)
+
+
+def test_decoding_a_value_nested_too_deep_raises_as_json_loads_does() -> None:
+    with pytest.raises(RecursionError):
+        decode_value("[" * 100_000)
 
 
 _LEAF = st.none() | st.booleans() | st.integers() | st.floats() | st.text()

@@ -299,7 +299,10 @@ def encode_value(value: Any) -> str:
     chunk by chunk, keeping no more text than the limit and counting sizes up to twice the
     limit: a larger value's refusal says ``at least N bytes``, as the rest is never encoded.
     """
-    bound, problem = _scan(value)
+    flat = _flat_bound(value) if type(value) is dict else None
+    if flat is not None and flat <= MAX_VALUE_JSON_BYTES:
+        return _encode_whole(value)  # a small plain object (the usual value): no rule broken
+    bound, problem = _walk(value) if flat is None else (flat, None)
     if bound > MAX_VALUE_JSON_BYTES:
         text = _encode_in_chunks(value)
         # Reached only if a subclass's __len__ overstated the bound: check the whole value.
@@ -399,6 +402,11 @@ def _scan(value: Any, budget: float = MAX_VALUE_JSON_BYTES) -> tuple[float, str 
         flat = _flat_bound(value)
         if flat is not None:
             return flat, None
+    return _walk(value, budget)
+
+
+def _walk(value: Any, budget: float = MAX_VALUE_JSON_BYTES) -> tuple[float, str | None]:
+    """:func:`_scan` for a value :func:`_flat_bound` does not take."""
     if not isinstance(value, _CONTAINERS):
         return _leaf_bound(value), None
     problem: str | None = None

@@ -25,6 +25,7 @@ from statekit.validation import (
     check_owner,
     check_prefix,
     check_scope,
+    check_scope_key,
     check_state_key,
     checked_context,
     context_text,
@@ -90,6 +91,27 @@ def test_encoded_value_is_compact_strict_json_that_round_trips(value: Any) -> No
     text = encode_value(value)
     assert json.loads(text) == value
     assert text == json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+class _Key(str):
+    pass
+
+
+@given(st.text(max_size=20) | st.just("x" * 513))
+def test_a_scope_key_is_judged_the_same_on_every_call(text: str) -> None:
+    # Accepted keys are remembered: the first and later calls, and a str subclass, agree.
+    def outcome(key: str) -> tuple[str, Any]:
+        try:
+            return "key", check_scope_key(key)
+        except Refusal as refusal:
+            return refusal.reason, str(refusal)
+
+    first = outcome(text)
+    assert outcome(text) == first == outcome(_Key(text))
+    valid = 0 < len(text) <= 512 and not any(_is_forbidden(char) for char in text)
+    assert (first[0] == "key") == valid
+    if valid:
+        assert type(check_scope_key(_Key(text))) is _Key
 
 
 def _decoded(decode: Any, text: str) -> tuple[str, Any]:

@@ -7,6 +7,7 @@ invalid key or value) raises :class:`~statekit.validation.Refusal` and writes no
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,10 +19,10 @@ from statekit.scope import (
     BindingLike,
     DescriptorLike,
     EventLike,
-    build_state_scope_key,
     event_context_values,
     get_binding_identity,
     normalize_state_key,
+    scope_key_of,
 )
 from statekit.validation import (
     Refusal,
@@ -60,15 +61,23 @@ def enabled_scope_keys(
     """The key of every scope in ``scopes`` that the event has an identity for, in
     :data:`VALID_STATE_SCOPES` order (names outside it are ignored). An identity with an
     id that has no text is left out: no write to it was ever accepted."""
+    enabled = [scope for scope in VALID_STATE_SCOPES if scope in scopes]
+    if not enabled:
+        return {}
+    runner_id = descriptor.id
+    try:
+        binding_identity = get_binding_identity(binding)
+    except Refusal:  # no scope of this binding has a key
+        return {}
+    ids = event_context_values(event)
     wanted: dict[str, str] = {}
-    for scope in VALID_STATE_SCOPES:
-        if scope in scopes:
-            try:
-                scope_key = build_state_scope_key(scope, event, binding, descriptor)
-            except Refusal:
-                continue
-            if scope_key:
-                wanted[scope] = scope_key
+    for scope in enabled:
+        try:
+            scope_key = scope_key_of(scope, runner_id, binding_identity, ids)
+        except Refusal:
+            continue
+        if scope_key:
+            wanted[scope] = scope_key
     return wanted
 
 
@@ -91,14 +100,42 @@ def prepare_event_write(
     if scope not in scopes:
         raise Refusal(f'Scope "{scope}" not enabled by binding policy', "policy")
     state_key = check_state_key(normalize_state_key(key) if isinstance(key, str) else key)
-    scope_key = build_state_scope_key(scope, event, binding, descriptor)
+    runner_id, binding_identity = descriptor.id, get_binding_identity(binding)
+    ids = event_context_values(event)
+    scope_key, context = _address(scope, runner_id, binding_identity, ids)
     if not scope_key:
         raise Refusal(f'Missing identity for scope "{scope}"', "identity")
     value_json = encode_value(value)
-    context = checked_context(
-        descriptor.id, get_binding_identity(binding), scope, event_context_values(event)
-    )
+    if context is None:  # not text, or refused: checked now, after the value
+        context = checked_context(runner_id, binding_identity, scope, ids)
     return scope_key, state_key, value_json, context
+
+
+_TEXT = frozenset((str, type(None)))
+
+
+def _address(
+    scope: str, runner_id: Any, binding_identity: Any, ids: tuple[Any, ...]
+) -> tuple[str | None, ScopeContext | None]:
+    """The scope key of a write and its checked context (``None`` if it is not text or is
+    refused, for the caller to check in its turn): both at once for text ids, the usual
+    case, as a runner's events keep naming the same few scopes."""
+    if type(scope) is type(runner_id) is type(binding_identity) is str and _TEXT.issuperset(
+        map(type, ids)
+    ):
+        return _text_address(scope, runner_id, binding_identity, ids)
+    return scope_key_of(scope, runner_id, binding_identity, ids), None
+
+
+@functools.lru_cache(maxsize=4096)
+def _text_address(
+    scope: str, runner_id: str, binding_identity: str, ids: tuple[str | None, ...]
+) -> tuple[str | None, ScopeContext | None]:
+    try:
+        context: ScopeContext | None = checked_context(runner_id, binding_identity, scope, ids)
+    except Refusal:
+        context = None
+    return scope_key_of(scope, runner_id, binding_identity, ids), context
 
 
 def unpack_update(update: UpdateLike) -> tuple[str, str, Any]:

@@ -12,8 +12,8 @@ import functools
 import hashlib
 import json
 from collections.abc import Callable
-from operator import attrgetter
-from typing import Any, Protocol
+from operator import attrgetter, itemgetter
+from typing import Any, Protocol, cast
 
 from statekit.backends.base import OPTIONAL_CONTEXT_FIELDS
 
@@ -86,21 +86,19 @@ def get_binding_identity(binding: BindingLike) -> str:
     return "unknown_binding"
 
 
-def _actor(event: EventLike) -> tuple[str, str | None]:
-    actor = getattr(event, "actor", None)
-    if actor is None:
-        return "user", None
-    return (getattr(actor, "actor_type", None) or "user"), getattr(actor, "actor_id", None)
+def _picker(*names: str) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
+    get = itemgetter(*(OPTIONAL_CONTEXT_FIELDS.index(name) for name in names))
+    return cast(Callable[[tuple[Any, ...]], tuple[Any, ...]], get)
 
 
-def _subject(event: EventLike) -> tuple[str, str | None]:
-    subject = getattr(event, "subject", None)
-    if subject is None:
-        return "unknown", None
-    return (
-        (getattr(subject, "subject_type", None) or "unknown"),
-        getattr(subject, "subject_id", None),
-    )
+#: Per scope name, the ids of :func:`event_context_values` its key hashes, in order:
+#: the bot and workspace, then the scope's own kind and id (none for the runner scope).
+_SCOPE_IDS = {
+    "conversation": _picker("bot_id", "workspace_id", "conversation_id", "thread_id"),
+    "actor": _picker("bot_id", "workspace_id", "actor_type", "actor_id"),
+    "subject": _picker("bot_id", "workspace_id", "subject_type", "subject_id"),
+    "runner": _picker("bot_id", "workspace_id"),
+}
 
 
 def scope_identity(
@@ -109,33 +107,8 @@ def scope_identity(
     """The identity hashed into a scope key, or ``None`` when the scope's id is missing."""
     if scope not in VALID_STATE_SCOPES:
         return None
-    identity: dict[str, Any] = {
-        "version": SCOPE_KEY_VERSION,
-        "scope": scope,
-        "runner_id": descriptor.id,
-        "binding_identity": get_binding_identity(binding),
-        "bot_id": getattr(event, "bot_id", None),
-        "workspace_id": getattr(event, "workspace_id", None),
-    }
-    if scope == "conversation":
-        conversation_id = getattr(event, "conversation_id", None)
-        if not conversation_id:
-            return None
-        identity["conversation_id"] = conversation_id
-        identity["thread_id"] = getattr(event, "thread_id", None)
-    elif scope == "actor":
-        actor_type, actor_id = _actor(event)
-        if not actor_id:
-            return None
-        identity["actor_type"] = actor_type
-        identity["actor_id"] = actor_id
-    elif scope == "subject":
-        subject_type, subject_id = _subject(event)
-        if not subject_id:
-            return None
-        identity["subject_type"] = subject_type
-        identity["subject_id"] = subject_id
-    return identity
+    ids = (scope, descriptor.id, get_binding_identity(binding))
+    return _identity(ids + _SCOPE_IDS[scope](event_context_values(event)))
 
 
 def build_state_scope_key(
@@ -148,17 +121,58 @@ def build_state_scope_key(
     :class:`~statekit.validation.Refusal` (a ``ValueError``) naming the field: the store
     reports it as a refused write and reads such a scope as empty.
     """
-    identity = scope_identity(scope, event, binding, descriptor)
-    if identity is None:
+    if scope not in VALID_STATE_SCOPES:
         return None
-    fields = tuple(identity.items())
+    runner_id, binding_identity = descriptor.id, get_binding_identity(binding)
+    return scope_key_of(scope, runner_id, binding_identity, event_context_values(event))
+
+
+def scope_key_of(
+    scope: str, runner_id: Any, binding_identity: Any, ids: tuple[Any, ...]
+) -> str | None:
+    """:func:`build_state_scope_key` from values already read: the runner's id, the
+    binding's identity and the event's :func:`event_context_values`, so a caller that
+    needs them too reads the event once."""
+    if scope not in VALID_STATE_SCOPES:
+        return None
+    values = (scope, runner_id, binding_identity, *_SCOPE_IDS[scope](ids))
     # Ids are text almost always: then the key is memoised, as a runner's events keep
     # naming the same few scopes. Other values (numbers, booleans, ...) could compare
     # equal while encoding differently (1, 1.0, True), so they are hashed every time.
-    for _, value in fields[1:]:  # after the version number
+    for value in values:
         if value is not None and type(value) is not str:
-            return _scope_key(identity)
-    return _cached_scope_key(fields)
+            return _key_of(values)
+    return _cached_key_of(values)
+
+
+def _identity(values: tuple[Any, ...]) -> dict[str, Any] | None:
+    """The identity of ``(scope, runner_id, binding_identity, bot_id, workspace_id, ...)``
+    and the scope's own two ids (:data:`_SCOPE_IDS`); ``None`` when its id is missing."""
+    scope, runner_id, binding_identity, bot_id, workspace_id, *own = values
+    identity: dict[str, Any] = {
+        "version": SCOPE_KEY_VERSION,
+        "scope": scope,
+        "runner_id": runner_id,
+        "binding_identity": binding_identity,
+        "bot_id": bot_id,
+        "workspace_id": workspace_id,
+    }
+    if scope == "conversation":
+        conversation_id, thread_id = own
+        if not conversation_id:
+            return None
+        identity["conversation_id"], identity["thread_id"] = conversation_id, thread_id
+    elif scope == "actor":
+        actor_type, actor_id = own
+        if not actor_id:
+            return None
+        identity["actor_type"], identity["actor_id"] = actor_type or "user", actor_id
+    elif scope == "subject":
+        subject_type, subject_id = own
+        if not subject_id:
+            return None
+        identity["subject_type"], identity["subject_id"] = subject_type or "unknown", subject_id
+    return identity
 
 
 def _scope_key(identity: dict[str, Any]) -> str:
@@ -195,9 +209,14 @@ def _text(name: str, value: Any) -> str:
     return str(context_text(name, value))
 
 
+def _key_of(values: tuple[Any, ...]) -> str | None:
+    identity = _identity(values)
+    return None if identity is None else _scope_key(identity)
+
+
 @functools.lru_cache(maxsize=4096)
-def _cached_scope_key(fields: tuple[tuple[str, Any], ...]) -> str:
-    return _scope_key(dict(fields))
+def _cached_key_of(values: tuple[str | None, ...]) -> str | None:
+    return _key_of(values)
 
 
 def build_state_scope_keys(
@@ -205,8 +224,10 @@ def build_state_scope_keys(
 ) -> dict[str, str]:
     """Every scope that has an identity for this event, mapped to its key."""
     keys: dict[str, str] = {}
+    runner_id, binding_identity = descriptor.id, get_binding_identity(binding)
+    ids = event_context_values(event)
     for scope in VALID_STATE_SCOPES:
-        key = build_state_scope_key(scope, event, binding, descriptor)
+        key = scope_key_of(scope, runner_id, binding_identity, ids)
         if key is not None:
             keys[scope] = key
     return keys

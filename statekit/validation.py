@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import json.encoder
+import json.scanner
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -94,7 +95,17 @@ def check_prefix(prefix: object) -> str:
 
 
 def check_scope_key(scope_key: object) -> str:
-    """Scope keys are opaque, but they must be non-empty strings any backend can store."""
+    """Scope keys are opaque, but they must be non-empty strings any backend can store.
+
+    A runner's reads keep naming the same few scope keys: accepted ``str`` ones are
+    remembered, sparing the search through each one's 79 characters (a good part of
+    a read's cost)."""
+    if type(scope_key) is str:
+        return _checked_scope_key(scope_key)
+    return _check_scope_key(scope_key)
+
+
+def _check_scope_key(scope_key: object) -> str:
     if not isinstance(scope_key, str) or not scope_key:
         raise Refusal("Scope key must be a non-empty string", "scope_key")
     if len(scope_key) > MAX_SCOPE_KEY_LENGTH or _FORBIDDEN_KEY_CHARS.search(scope_key):
@@ -104,6 +115,9 @@ def check_scope_key(scope_key: object) -> str:
             "scope_key",
         )
     return scope_key
+
+
+_checked_scope_key = functools.lru_cache(maxsize=4096)(_check_scope_key)
 
 
 MAX_CONTEXT_FIELD_LENGTH = 255
@@ -298,7 +312,10 @@ def encode_value(value: Any) -> str:
     chunk by chunk, keeping no more text than the limit and counting sizes up to twice the
     limit: a larger value's refusal says ``at least N bytes``, as the rest is never encoded.
     """
-    bound, problem = _scan(value)
+    flat = _flat_bound(value) if type(value) is dict else None
+    if flat is not None and flat <= MAX_VALUE_JSON_BYTES:
+        return _encode_whole(value)  # a small plain object (the usual value): no rule broken
+    bound, problem = _walk(value) if flat is None else (flat, None)
     if bound > MAX_VALUE_JSON_BYTES:
         text = _encode_in_chunks(value)
         # Reached only if a subclass's __len__ overstated the bound: check the whole value.
@@ -398,6 +415,11 @@ def _scan(value: Any, budget: float = MAX_VALUE_JSON_BYTES) -> tuple[float, str 
         flat = _flat_bound(value)
         if flat is not None:
             return flat, None
+    return _walk(value, budget)
+
+
+def _walk(value: Any, budget: float = MAX_VALUE_JSON_BYTES) -> tuple[float, str | None]:
+    """:func:`_scan` for a value :func:`_flat_bound` does not take."""
     if not isinstance(value, _CONTAINERS):
         return _leaf_bound(value), None
     problem: str | None = None
@@ -443,8 +465,9 @@ _BIG_INT = 2**64  # smaller ints have at most 20 digits: the comma counted is bo
 
 
 def _flat_bound(value: dict[Any, Any]) -> int | None:
-    """:func:`_scan`'s bound for an object of text keys and plain leaves (the usual value),
-    in one loop; ``None`` for any other object, which the general walk then takes."""
+    """:func:`_scan`'s bound for an object of text keys whose values are plain leaves or
+    lists of them (the usual value: a few fields and a list of tags), in one loop; ``None``
+    for any other object, or one whose lists pass the limit, which the general walk takes."""
     size = len(value) + 1
     for key, child in value.items():
         if type(key) is not str:
@@ -454,6 +477,17 @@ def _flat_bound(value: dict[Any, Any]) -> int | None:
             size += len(key) + len(child)
         elif cls in _PLAIN or (cls is int and -_BIG_INT < child < _BIG_INT):
             size += len(key)
+        elif cls is list:
+            # Counted first, as the walk does: a long list stops it before its items.
+            size += len(key) + len(child) + 1
+            if size > MAX_VALUE_JSON_BYTES:
+                return None
+            for item in child:
+                cls = type(item)
+                if cls is str:
+                    size += len(item)
+                elif not (cls in _PLAIN or (cls is int and -_BIG_INT < item < _BIG_INT)):
+                    return None
         else:
             return None
     return size
@@ -468,8 +502,35 @@ def _leaf_bound(value: Any) -> int:
     return 0
 
 
+def _value_scanner() -> Callable[[str, int], tuple[Any, int]] | None:
+    """The scanner ``json.loads`` ends in (the C one where there is one), made once.
+
+    ``json.loads`` goes through three Python layers and two whitespace searches per
+    value, most of its cost for a small one: a snapshot decodes forty of them."""
+    make = getattr(json.scanner, "c_make_scanner", None)
+    if make is None:  # pragma: no cover - a Python without the C accelerator
+        return None
+    scanner: Callable[[str, int], tuple[Any, int]] = make(json.JSONDecoder())
+    return scanner
+
+
+_scan_value = _value_scanner()
+
+
 def decode_value(value_json: str) -> Any:
-    """Parse stored JSON text; the inverse of :func:`encode_value`."""
+    """Parse stored JSON text; the inverse of :func:`encode_value`.
+
+    Text as statekit stores it (compact: no whitespace around the value) is read by the
+    scanner alone; anything else (whitespace, a BOM, bytes, invalid JSON) by
+    ``json.loads``, which gives the value or the error it always gave."""
+    if _scan_value is not None and type(value_json) is str:
+        try:
+            value, end = _scan_value(value_json, 0)
+        except StopIteration:  # no value at the start: json.loads says why
+            pass
+        else:
+            if end == len(value_json):
+                return value
     return json.loads(value_json)
 
 

@@ -291,6 +291,25 @@ async def test_event_id_too_long_to_store_is_refused(
     assert backend.writes == []
 
 
+async def test_an_unstorable_event_id_is_refused_after_the_value_on_every_call(
+    store: StateStore, backend: RecordingBackend
+) -> None:
+    # The context is checked after the value, however often the same event writes.
+    ident = new_identity(conversation_id="c" * 300)
+    args = (ident.event, ident.binding, ident.descriptor, "conversation", "k")
+    for _ in range(2):
+        ok, error = await store.apply_update_from_event(*args, {1: "a"})
+        assert (ok, error) == (
+            False,
+            "Value is not JSON-serializable: object keys must be strings, not int",
+        )
+        ok, error = await store.apply_update_from_event(*args, 1)
+        assert not ok
+        assert error is not None
+        assert error.startswith('Context field "conversation_id" must be at most 255')
+    assert backend.writes == []
+
+
 async def test_batch_of_only_refusals_writes_nothing(
     store: StateStore, backend: RecordingBackend, ident: Identity
 ) -> None:

@@ -289,6 +289,23 @@ def test_absent_actor_and_subject_objects_mean_no_key() -> None:
     assert set(keys) == {"conversation", "runner"}
 
 
+@pytest.mark.parametrize("scope", VALID_STATE_SCOPES)
+def test_equal_ids_that_encode_differently_are_different_tenants(scope: str) -> None:
+    # 1 == 1.0 == True, but their JSON differs: each is its own identity, on every call.
+    base = dict.fromkeys(_OPTIONAL_FIELDS, "x") | {"runner_id": "r"}
+    for _ in range(2):
+        for name in ("bot_id", "conversation_id", "actor_id", "subject_id"):
+            keys = {_namespaced_key(scope, base | {name: v}) for v in (1, 1.0, True, "1")}
+            recipe = {expected_key(scope, base | {name: v}) for v in (1, 1.0, True, "1")}
+            assert keys == recipe
+            hashed = name == "bot_id" or name.startswith(scope)
+            assert len(keys) == (4 if hashed else 1)
+
+
+def _namespaced_key(scope: str, f: dict[str, Any]) -> str | None:
+    return build_state_scope_key(scope, *_namespaces(f))
+
+
 def test_unknown_scope_has_no_key() -> None:
     assert _key("global", _fields()) is None
     assert _key("Conversation", _fields()) is None

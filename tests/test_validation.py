@@ -25,9 +25,11 @@ from statekit.validation import (
     check_owner,
     check_prefix,
     check_scope,
+    check_scope_key,
     check_state_key,
     checked_context,
     context_text,
+    decode_value,
     encode_value,
 )
 
@@ -91,19 +93,72 @@ def test_encoded_value_is_compact_strict_json_that_round_trips(value: Any) -> No
     assert text == json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
+class _Key(str):
+    pass
+
+
+@given(st.text(max_size=20) | st.just("x" * 513))
+def test_a_scope_key_is_judged_the_same_on_every_call(text: str) -> None:
+    # Accepted keys are remembered: the first and later calls, and a str subclass, agree.
+    def outcome(key: str) -> tuple[str, Any]:
+        try:
+            return "key", check_scope_key(key)
+        except Refusal as refusal:
+            return refusal.reason, str(refusal)
+
+    first = outcome(text)
+    assert outcome(text) == first == outcome(_Key(text))
+    valid = 0 < len(text) <= 512 and not any(_is_forbidden(char) for char in text)
+    assert (first[0] == "key") == valid
+    if valid:
+        assert type(check_scope_key(_Key(text))) is _Key
+
+
+def _decoded(decode: Any, text: str) -> tuple[str, Any]:
+    try:
+        return "value", decode(text)
+    except (ValueError, RecursionError) as exc:
+        return type(exc).__name__, str(exc)
+
+
+@given(
+    _json.map(lambda v: json.dumps(v, ensure_ascii=False, separators=(",", ":")))
+    | _json.map(json.dumps).map(lambda t: f" {t}\n")
+    | st.text(st.sampled_from('[]{}":,0123456789.eE-+ntrufals\ufeff \\x'), max_size=12)
+)
+def test_decoded_value_is_what_json_loads_gives_or_its_error(text: str) -> None:
+    assert _decoded(decode_value, text) == _decoded(json.loads, text)
+
+
+def test_decoding_a_value_nested_too_deep_raises_as_json_loads_does() -> None:
+    with pytest.raises(RecursionError):
+        decode_value("[" * 100_000)
+
+
 _LEAF = st.none() | st.booleans() | st.integers() | st.floats() | st.text()
 
 
 @given(st.dictionaries(st.text() | st.integers(), _LEAF | st.lists(_LEAF, max_size=2)))
 def test_the_flat_object_bound_is_the_general_walks(value: dict[Any, Any]) -> None:
     flat = validation._flat_bound(value)
-    if flat is None:  # an int key or a nested value: left to the general walk
+    if flat is None:  # an int key or a big int, in a list or not: left to the general walk
+        leaves = [w for v in value.values() for w in (v if isinstance(v, list) else [v])]
         assert any(type(k) is not str for k in value) or any(
-            isinstance(v, list) or (type(v) is int and abs(v) >= 2**64) for v in value.values()
+            type(v) is int and abs(v) >= 2**64 for v in leaves
         )
         return
     walked = validation._scan([value], math.inf)  # wrapped: the walk takes the object
     assert walked == (flat + 2, None)
+
+
+def test_an_object_with_a_list_past_the_limit_is_left_to_the_walk() -> None:
+    # The list's length is counted before its items, so a long list is never walked here.
+    value = {"tags": [""] * MAX_VALUE_JSON_BYTES}
+    assert validation._flat_bound(value) is None
+    assert validation._flat_bound({"tags": ["a", 1, None, [2]]}) is None
+    assert validation._flat_bound({"tags": ["ab", 1, None]}) == 2 + 4 + 4 + 2
+    with pytest.raises(Refusal, match=r"^Value size at least \d+ bytes exceeds limit"):
+        encode_value(value)
 
 
 @given(st.text(st.characters(codec="utf-8"), max_size=40))

@@ -8,6 +8,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from importlib.metadata import requires
 from pathlib import Path
 from typing import Any
@@ -839,3 +840,20 @@ def test_bare_dialect_urls_use_the_async_drivers() -> None:
 def test_importing_statekit_does_not_import_sqlalchemy() -> None:
     code = "import sys, statekit; assert 'sqlalchemy' not in sys.modules, 'imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@given(st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31)))
+def test_sqlite_timestamps_are_sqlalchemy_s_text(moment: datetime) -> None:
+    """SQLite's timestamps are written as SQLAlchemy's ``DATETIME`` writes them (the
+    backend spells its default storage format with ``isoformat``)."""
+    from sqlalchemy.dialects import sqlite
+
+    from statekit.backends.sql.statements import _timestamp_processor
+
+    dialect = sqlite.dialect()
+    impl = sqlalchemy.DateTime().dialect_impl(dialect)
+    expected = impl.bind_processor(dialect)
+    found = _timestamp_processor(impl, dialect)
+    assert expected is not None
+    assert found is not None
+    assert found(moment) == expected(moment)

@@ -105,6 +105,52 @@ async def test_concurrent_reads_each_get_their_own_rows(backend: SQLBackend) -> 
     assert max(batches.sizes) > 1
 
 
+@pytest.mark.parametrize(
+    "odd",
+    ["", "a\x1fb", "\x1e", "x\x1e", "\x1f"],
+    ids=["empty", "separator", "null-mark", "null-mark-inside", "bare-separator"],
+)
+async def test_batched_text_holding_the_join_characters_is_written_as_given(
+    backend: SQLBackend, odd: str
+) -> None:
+    """A batch's text parameters go joined by two control characters (PostgreSQL):
+    values holding them, empty ones and ``None`` ones mixed with others are written
+    exactly as given (see :meth:`batching.Plan.arguments`)."""
+    batches = Batches(backend)
+    await backend.set(write("warm", 0))
+    contexts = [
+        ScopeContext("runner", "binding", "actor", conversation_id=None if i % 2 else odd)
+        for i in range(16)
+    ]
+    keys = [f"{odd}k{i}" if i % 3 else f"k{i}" for i in range(16)]
+    values = [json.dumps(odd + str(i)) for i in range(16)]
+    writes = [StateWrite(SCOPE, k, v, c) for k, v, c in zip(keys, values, contexts, strict=True)]
+    assert await asyncio.gather(*(backend.set(w) for w in writes)) == [1] * 16
+    assert max(batches.sizes) > 1
+    assert await asyncio.gather(*(backend.get(SCOPE, k) for k in keys)) == values
+    exported = {entry.state_key: entry async for entry in backend.iter_entries()}
+    for key, context in zip(keys, contexts, strict=True):
+        assert exported[key].context.conversation_id == context.conversation_id
+
+
+def test_a_plan_joins_text_parameters_unless_a_value_holds_the_join_characters() -> None:
+    found = batching.plan(
+        "SELECT a FROM t WHERE a = $1::VARCHAR AND b = $2::TEXT AND c < $3::FLOAT"
+    )
+    assert found is not None
+    assert found.joined is not None
+    sql, arguments = found.arguments([("a", None, 1.0), ("b", None, 2.0)])
+    assert sql == found.joined
+    assert arguments == ["a\x1fb", None, (1.0, 2.0)]
+    sql, arguments = found.arguments([("a", "x", 1.0), ("b", None, 2.0)])
+    assert (sql, arguments[1]) == (found.joined, "x\x1f\x1e")
+    for calls in ([("a\x1f", "x", 1.0), ("b", "y", 2.0)], [("a", "\x1e", 1.0), ("b", "y", 2.0)]):
+        assert found.arguments(calls) == (found.sql, found.arrays(calls))
+    one_empty = [("", "x", 1.0)]
+    assert found.arguments(one_empty) == (found.sql, found.arrays(one_empty))
+    assert batching.plan("SELECT a FROM t WHERE c < $1::FLOAT").joined is None  # type: ignore[union-attr]
+
+
 async def test_a_call_with_nothing_in_flight_is_sent_alone(backend: SQLBackend) -> None:
     batches = Batches(backend)
     for i in range(5):

@@ -357,6 +357,13 @@ class SQLBackend(Reads, Writes, Erasure):
             return await self._coalescer.run(sql, arguments, what, read=read)
         return await self._gateway.run(run, sql, arguments, what, read=read, atomic=atomic)
 
+    async def _upsert(self, sql: str, arguments: Sequence[Any]) -> Any:
+        """A set's one unconditional statement, coalesced: :meth:`_run` without the
+        checks ``set`` has made (one coroutine less per call)."""
+        if self._coalescer is not None:
+            return await self._coalescer.run(sql, arguments, "set", read=False)
+        return await self._gateway.run(driver.run, sql, arguments, "set", read=False)
+
     async def _rows(
         self,
         statement: DriverStatement,

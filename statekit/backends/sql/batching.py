@@ -7,9 +7,9 @@ PostgreSQL runs a batch in one round trip. Every parameter of statekit's stateme
 carries its type (``$3::VARCHAR``), so a statement can be rewritten over arrays, one
 element per caller:
 
-- a read becomes ``SELECT b.i, r.* FROM unnest($1::int4[], $2::VARCHAR[], ...) AS
-  b(i, p1, ...) CROSS JOIN LATERAL (<the read over b.p1, ...>) AS r``: the read once per
-  caller, its rows tagged with the caller's index;
+- a read becomes ``SELECT b.i, r.* FROM unnest($1::FLOAT[], ...) WITH ORDINALITY AS
+  b(p1, ..., i) CROSS JOIN LATERAL (<the read over b.p1, ...>) AS r``: the read once per
+  caller, its rows tagged with the caller's place;
 - an upsert (``INSERT ... VALUES (...)`` or ``INSERT ... SELECT ... WHERE ...``, then
   ``ON CONFLICT ... RETURNING``) becomes one multi-row ``INSERT ... SELECT ... FROM
   unnest(...)``, whose returned rows are matched to callers by their row's key.
@@ -17,6 +17,11 @@ element per caller:
   rounds of distinct keys (the n-th write of each key in round n), in one transaction:
   several writes of one key apply in call order. Within a round the rows go in key
   order, as every other batch locks them, so two batches do not deadlock over rows.
+
+A text parameter (``VARCHAR``, ``TEXT``) does not go as an array but as one string, the
+callers' values joined by a control character and split by the server
+(``string_to_array``): asyncpg's encoding of an array costs more per element than
+anything else in a batch (see :meth:`Plan.arguments`).
 
 SQLite runs the callers' statements one after another on one connection, in one
 hand-off to the connection's thread; writes inside one ``BEGIN IMMEDIATE`` transaction,
@@ -48,21 +53,75 @@ _INSERT = re.compile(
 )
 
 
+#: What separates the callers' values of a text parameter sent joined, and what stands
+#: for ``NULL`` there (see :meth:`Plan.arguments`).
+SEPARATOR, NULL = "\x1f", "\x1e"
+_TEXT_TYPES = frozenset({"varchar", "text"})
+
+
 @dataclass(frozen=True)
 class Plan:
     """How a batch of one statement runs on PostgreSQL (see the module's docstring)."""
 
+    #: The statement over one array a parameter.
     sql: str
     #: Parameters of the original statement: how many, each one's type.
     types: tuple[str, ...]
     #: For an upsert, the numbers (0-based) of its scope-key and state-key parameters.
     key: tuple[int, int] | None = None
+    #: The statement with its text parameters joined (``None``: it has none).
+    joined: str | None = None
 
-    def arrays(self, calls: Sequence[Sequence[Any]]) -> list[list[Any]]:
-        """The statement's arguments: the callers' indexes, then one array a parameter."""
-        columns: list[list[Any]] = [list(range(len(calls)))]
-        columns.extend([arguments[n] for arguments in calls] for n in range(len(self.types)))
-        return columns
+    def arrays(self, calls: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
+        """The statement's arguments: one array a parameter, each caller's value."""
+        return list(zip(*calls, strict=True))[: len(self.types)]
+
+    def arguments(self, calls: Sequence[Sequence[Any]]) -> tuple[str, Sequence[Any]]:
+        """The statement to send for ``calls`` and its arguments.
+
+        asyncpg checks every element of an array it encodes against three abstract
+        classes, which costs more than anything else in a batch: a text parameter is
+        sent as one string instead, the callers' values joined by :data:`SEPARATOR`
+        (``NULL`` for ``None``), and split again by the server. A batch whose values
+        hold either character (or are not strings) is sent over arrays instead."""
+        columns = self.arrays(calls)
+        if self.joined is not None:
+            joined = _joined(self.types, columns)
+            if joined is not None:
+                return self.joined, joined
+        return self.sql, columns
+
+
+def _joined(types: Sequence[str], columns: Sequence[tuple[Any, ...]]) -> list[Any] | None:
+    """``columns`` with each text one joined (see :meth:`Plan.arguments`), or ``None``
+    if one cannot be."""
+    out: list[Any] = []
+    for kind, column in zip(types, columns, strict=True):
+        if kind.lower() not in _TEXT_TYPES:
+            out.append(column)
+            continue
+        nulls = 0
+        try:
+            text = SEPARATOR.join(column)
+        except TypeError:  # a None (or a value that is not a string)
+            nulls = column.count(None)
+            if nulls == len(column):
+                out.append(None)  # a NULL array: unnest pads it with NULLs
+                continue
+            try:
+                text = SEPARATOR.join([NULL if value is None else value for value in column])
+            except TypeError:
+                return None
+        if (
+            text.count(SEPARATOR) != len(column) - 1
+            or text.count(NULL) != nulls
+            or not text  # one empty string, which the server would split into none
+        ):
+            return None
+        out.append(text)
+    if all(argument is None for argument in out):
+        return None  # no array to count the callers by
+    return out
 
 
 def plan(sql: str) -> Plan | None:
@@ -94,15 +153,31 @@ def _over_arrays(sql: str) -> str:
     return _PARAMETER.sub(lambda m: f"b.p{m.group(1)}::{m.group(2)}", sql)
 
 
-def _unnest(types: Sequence[str]) -> str:
-    arrays = ", ".join(f"${n + 2}::{kind}[]" for n, kind in enumerate(types))
+def _unnest(types: Sequence[str], joined: bool = False) -> str:
+    """The callers' arguments as rows ``b(p1, ..., i)``, ``i`` each caller's place (from
+    1); ``joined``: text parameters as one string (see :meth:`Plan.arguments`)."""
+    arrays = ", ".join(
+        f"string_to_array(${n + 1}::text, chr(31), chr(30))"
+        if joined and kind.lower() in _TEXT_TYPES
+        else f"${n + 1}::{kind}[]"
+        for n, kind in enumerate(types)
+    )
     names = ", ".join(f"p{n + 1}" for n in range(len(types)))
-    return f"unnest($1::int4[], {arrays}) AS b(i, {names})"
+    return f"unnest({arrays}) WITH ORDINALITY AS b({names}, i)"
+
+
+def _joinable(types: Sequence[str]) -> bool:
+    return any(kind.lower() in _TEXT_TYPES for kind in types)
 
 
 def _read_plan(sql: str, types: tuple[str, ...]) -> Plan:
-    batched = f"SELECT b.i, r.* FROM {_unnest(types)} CROSS JOIN LATERAL ({_over_arrays(sql)}) AS r"
-    return Plan(batched, types)
+    def batched(joined: bool) -> str:
+        return (
+            f"SELECT b.i, r.* FROM {_unnest(types, joined)} "
+            f"CROSS JOIN LATERAL ({_over_arrays(sql)}) AS r"
+        )
+
+    return Plan(batched(False), types, joined=batched(True) if _joinable(types) else None)
 
 
 def _upsert_plan(sql: str, types: tuple[str, ...]) -> Plan | None:
@@ -116,28 +191,33 @@ def _upsert_plan(sql: str, types: tuple[str, ...]) -> Plan | None:
         return None
     key = (numbers[columns.index("scope_key")], numbers[columns.index("state_key")])
     where = "true" if match["where"] is None else _over_arrays(match["where"])
-    batched = (
-        f"INSERT INTO {match['table']} ({match['columns']}) "
-        f"SELECT {_over_arrays(listed)} FROM {_unnest(types)} WHERE {where} "
-        f"{match['conflict']}, scope_key, state_key"
-    )
-    return Plan(batched, types, key)
+
+    def batched(joined: bool) -> str:
+        return (
+            f"INSERT INTO {match['table']} ({match['columns']}) "
+            f"SELECT {_over_arrays(listed)} FROM {_unnest(types, joined)} WHERE {where} "
+            f"{match['conflict']}, scope_key, state_key"
+        )
+
+    return Plan(batched(False), types, key, batched(True) if _joinable(types) else None)
 
 
 def rounds(key: tuple[int, int], calls: Sequence[Sequence[Any]]) -> list[list[int]]:
     """The callers' indexes in rounds of distinct keys: the n-th write of a key in round
     n, each round in key order."""
+    keys = [(arguments[key[0]], arguments[key[1]]) for arguments in calls]
+    if len(set(keys)) == len(keys):  # each key once: one round
+        return [sorted(range(len(keys)), key=keys.__getitem__)]
     seen: dict[tuple[Any, Any], int] = {}
     out: list[list[int]] = []
-    for index, arguments in enumerate(calls):
-        row_key = (arguments[key[0]], arguments[key[1]])
+    for index, row_key in enumerate(keys):
         n = seen.get(row_key, 0)
         seen[row_key] = n + 1
         if n == len(out):
             out.append([])
         out[n].append(index)
     for group in out:
-        group.sort(key=lambda i: (calls[i][key[0]], calls[i][key[1]]))
+        group.sort(key=keys.__getitem__)
     return out
 
 
@@ -150,8 +230,9 @@ def run_postgres(
     results: list[list[Any]] = [[] for _ in calls]
     with driver.checked_out(connections) as connection:
         if batched.key is None:
-            for row in await_only(connection.fetch(batched.sql, *batched.arrays(calls))):
-                results[row[0]].append(row[1:])
+            statement, arguments = batched.arguments(calls)
+            for row in await_only(connection.fetch(statement, *arguments)):
+                results[row[0] - 1].append(row[1:])
             return results
         groups = rounds(batched.key, calls)
         if len(groups) == 1:
@@ -179,9 +260,8 @@ def _upsert_round(
     assert batched.key is not None
     scope, state = batched.key
     index = {(calls[i][scope], calls[i][state]): i for i in group}
-    for row in await_only(
-        connection.fetch(batched.sql, *batched.arrays([calls[i] for i in group]))
-    ):
+    statement, arguments = batched.arguments([calls[i] for i in group])
+    for row in await_only(connection.fetch(statement, *arguments)):
         results[index[(row[-2], row[-1])]].append(row[:-2])
 
 

@@ -101,27 +101,43 @@ class Coalescer:
         return any(queue.calls for queue in self._queues.values())
 
     async def run(self, sql: str, arguments: Sequence[Any], what: str, *, read: bool) -> Any:
-        """``sql`` with ``arguments``, alone or in a batch; its rows."""
+        """``sql`` with ``arguments``, alone or in a batch; its rows (one coroutine a
+        call: this is the hot path of every coalesced call)."""
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             # A new event loop (see .gateway): nothing of the old one's can be awaited.
             self._loop, self._queues, self._senders, self._in_flight = loop, {}, set(), 0
+        if not self._in_flight or not self._can_batch(sql):
+            self._in_flight += 1
+            try:
+                return await self._gateway.run(driver.run, sql, arguments, what, read=read)
+            finally:
+                self._in_flight -= 1
+        queue, call = self._enqueue(loop, sql, arguments, what, read)
         self._in_flight += 1
         try:
-            if self._in_flight == 1 or not self._can_batch(sql):
-                return await self._gateway.run(driver.run, sql, arguments, what, read=read)
-            return await self._queued(loop, sql, arguments, what, read)
+            return await call.future
+        except asyncio.CancelledError:
+            if call.batch is None:  # still queued: nothing will be sent for it
+                _leave(queue, call)
+                raise
+            await until_done(call.batch)  # the caller's cancellation is raised below
+            raise
         finally:
             self._in_flight -= 1
+            if call.size:
+                # On the caller's span (telemetry), in the caller's own task.
+                Recorder.note_coalesced(call.size)
 
-    async def _queued(
+    def _enqueue(
         self,
         loop: asyncio.AbstractEventLoop,
         sql: str,
         arguments: Sequence[Any],
         what: str,
         read: bool,
-    ) -> Any:
+    ) -> tuple[_Queue, _Call]:
+        """Queue a call, starting the statement's sender if none runs."""
         queue = self._queues.get(sql)
         if queue is None:
             queue = self._queues[sql] = _Queue(what, read)
@@ -134,18 +150,7 @@ class Coalescer:
             sender = loop.create_task(self._send(sql, queue))
             self._senders.add(sender)
             sender.add_done_callback(self._senders.discard)
-        try:
-            return await call.future
-        except asyncio.CancelledError:
-            if call.batch is None:  # still queued: nothing will be sent for it
-                _leave(queue, call)
-                raise
-            await until_done(call.batch)  # the caller's cancellation is raised below
-            raise
-        finally:
-            if call.size:
-                # On the caller's span (telemetry), in the caller's own task.
-                Recorder.note_coalesced(call.size)
+        return queue, call
 
     def _can_batch(self, sql: str) -> bool:
         if not self._postgres:

@@ -49,6 +49,8 @@ class Parts:
             coalesce: bool = False,
         ) -> Any: ...
 
+        async def _upsert(self, sql: str, arguments: Sequence[Any]) -> Any: ...
+
         async def _rows(
             self,
             statement: DriverStatement,

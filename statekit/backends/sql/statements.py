@@ -166,8 +166,7 @@ class Statements:
             for shape_ in _LIST_SHAPES
         }
         self._snapshots: dict[int, DriverStatement] = {}
-        timestamp = c.created_at.type.dialect_impl(dialect).bind_processor(dialect)
-        self._timestamp: Callable[[datetime], Any] | None = timestamp
+        self._timestamp = _timestamp_processor(c.created_at.type.dialect_impl(dialect), dialect)
         version = c.version if shape.versions else literal_column("0", BigInteger)
         columns = (
             c.scope_key,
@@ -298,8 +297,34 @@ class Statements:
         a time zone, else the naive UTC time, which the server stores as it is whatever
         its session's time zone (SQLite stores SQLAlchemy's naive UTC text)."""
         if not self._shape.aware_timestamps:
-            moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+            if moment.tzinfo is not timezone.utc:
+                moment = moment.astimezone(timezone.utc)
+            moment = moment.replace(tzinfo=None)
         return moment if self._timestamp is None else self._timestamp(moment)
+
+
+#: SQLAlchemy's storage format of SQLite's ``DATETIME``, which a naive time's ISO text
+#: (space-separated, with microseconds) spells the same.
+_SQLITE_DATETIME = (
+    "%(year)04d-%(month)02d-%(day)02d %(hour)02d:%(minute)02d:%(second)02d.%(microsecond)06d"
+)
+
+
+def _timestamp_processor(impl: Any, dialect: Dialect) -> Callable[[datetime], Any] | None:
+    """How a timestamp goes to the driver: SQLAlchemy's bind processor for the column's
+    type, or for SQLite's default storage format, the same text from ``isoformat``
+    (about a microsecond less per write)."""
+    processor: Callable[[datetime], Any] | None = impl.bind_processor(dialect)
+    if processor is None or getattr(impl, "_storage_format", None) != _SQLITE_DATETIME:
+        return processor
+    slow = processor
+
+    def iso(moment: datetime) -> Any:
+        if moment.tzinfo is None and type(moment) is datetime:
+            return moment.isoformat(" ", "microseconds")
+        return slow(moment)
+
+    return iso
 
 
 #: Listing shapes: the lower bound on ``state_key`` (none, ``>=`` a prefix, ``>`` a

@@ -37,12 +37,20 @@ class Writes(Parts):
             self._require_expiry()
         statements = self._statements
         now = statements.timestamp(datetime.now(timezone.utc))
-        if self._expiry is not None:
-            row = self._expiry.row(scope_key, state_key, value_json, context, now)
-            return await self._set_expiring(self._expiry, row, expected_version, ttl)
+        expiry = self._expiry
+        if expiry is not None:
+            row = expiry.row(scope_key, state_key, value_json, context, now)
+            if expected_version is None and ttl is None:
+                # One statement, which writes nothing on a scope to restart.
+                clock = self.clock()
+                rows = await self._upsert(expiry.sql.live_upsert.sql, (*row, clock))
+                if rows:
+                    return int(rows[0][0])
+                return await self._write_expiring(expiry, row, Deadline.of(clock, None))
+            return await self._set_expiring(expiry, row, expected_version, ttl)
         if expected_version is None:
             row = statements.row(scope_key, state_key, value_json, context, now)
-            rows = await self._run(driver.run, statements.upsert.sql, row, "set", coalesce=True)
+            rows = await self._upsert(statements.upsert.sql, row)
             return int(rows[0][0])
         while True:
             if expected_version == 0:
@@ -72,27 +80,12 @@ class Writes(Parts):
         expected_version: int | None,
         ttl: float | None,
     ) -> int:
-        """``set`` on a table with expiry: one statement where it can (see :mod:`.expiry`)."""
+        """``set`` on a table with expiry, but for an unconditional one without ``ttl``
+        (``set`` runs it): one statement where it can (see :mod:`.expiry`)."""
         deadline = Deadline.of(self.clock(), ttl, self.deadline_tolerance)
-        sql = expiry.sql
         if expected_version is None:
-            if ttl is None:
-                # One statement, which writes nothing on a scope to restart.
-                live = (*row, deadline.now)
-                rows = await self._run(driver.run, sql.live_upsert.sql, live, "set", coalesce=True)
-                if rows:
-                    return int(rows[0][0])
-            if expiry.postgres:
-                if ttl is not None:
-                    live = (*row, deadline.now, deadline.at, deadline.tolerance)
-                    rows = await self._run(driver.run, sql.write_live.sql, live, "set")
-                    if rows:
-                        return int(rows[0][0])
-                arguments = (*row, *deadline.extras())
-                rows = await self._run(driver.run, sql.write.sql, arguments, "set")
-                return int(rows[0][0])
-            program = expiry.sqlite_write(row, deadline)
-            return int(await self._program(program, "set", transaction=True))
+            return await self._write_expiring(expiry, row, deadline)
+        sql = expiry.sql
         if ttl is None:
             # On a live scope one statement decides; otherwise the transaction does.
             if expected_version == 0:
@@ -105,6 +98,24 @@ class Writes(Parts):
             if rows:
                 return int(rows[0][0])
         program = expiry.conditional(row, expected_version, deadline)
+        return int(await self._program(program, "set", transaction=True))
+
+    async def _write_expiring(
+        self, expiry: Expiry, row: tuple[Any, ...], deadline: Deadline
+    ) -> int:
+        """An unconditional set with a ``ttl``, or one whose first statement found the
+        scope to restart: PostgreSQL's one statement, SQLite's transaction."""
+        sql = expiry.sql
+        if expiry.postgres:
+            if deadline.touch:
+                live = (*row, deadline.now, deadline.at, deadline.tolerance)
+                rows = await self._run(driver.run, sql.write_live.sql, live, "set")
+                if rows:
+                    return int(rows[0][0])
+            arguments = (*row, *deadline.extras())
+            rows = await self._run(driver.run, sql.write.sql, arguments, "set")
+            return int(rows[0][0])
+        program = expiry.sqlite_write(row, deadline)
         return int(await self._program(program, "set", transaction=True))
 
     async def set_many(self, writes: Sequence[StateWrite]) -> None:

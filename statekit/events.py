@@ -61,7 +61,7 @@ def enabled_scope_keys(
     """The key of every scope in ``scopes`` that the event has an identity for, in
     :data:`VALID_STATE_SCOPES` order (names outside it are ignored). An identity with an
     id that has no text is left out: no write to it was ever accepted."""
-    enabled = [scope for scope in VALID_STATE_SCOPES if scope in scopes]
+    enabled = tuple([scope for scope in VALID_STATE_SCOPES if scope in scopes])
     if not enabled:
         return {}
     runner_id = descriptor.id
@@ -70,15 +70,27 @@ def enabled_scope_keys(
     except Refusal:  # no scope of this binding has a key
         return {}
     ids = event_context_values(event)
-    wanted: dict[str, str] = {}
+    # Text ids, the usual case: a runner's snapshots keep naming the same few scopes.
+    if type(runner_id) is str and _TEXT.issuperset(map(type, ids)):
+        return dict(_text_scope_keys(enabled, runner_id, binding_identity, ids))
+    return dict(_scope_keys(enabled, runner_id, binding_identity, ids))
+
+
+def _scope_keys(
+    enabled: tuple[str, ...], runner_id: Any, binding_identity: str, ids: tuple[Any, ...]
+) -> tuple[tuple[str, str], ...]:
+    wanted = []
     for scope in enabled:
         try:
             scope_key = scope_key_of(scope, runner_id, binding_identity, ids)
         except Refusal:
             continue
         if scope_key:
-            wanted[scope] = scope_key
-    return wanted
+            wanted.append((scope, scope_key))
+    return tuple(wanted)
+
+
+_text_scope_keys = functools.lru_cache(maxsize=4096)(_scope_keys)
 
 
 def prepare_event_write(

@@ -3,8 +3,11 @@ typing, and the reads, imports and counts the CLI and the benchmarks go through.
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 import logging
+import pickle
 import threading
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime, timezone
@@ -16,6 +19,7 @@ import statekit
 from statekit import (
     ImportResult,
     MemoryBackend,
+    ScopeContext,
     StateEntry,
     StateStore,
     StateWrite,
@@ -336,3 +340,21 @@ async def test_count_entries_counts_every_stored_entry_100_scopes_per_read() -> 
     counts = await store.count_entries([*keys, keys[0], "", "bad\x00key"])
     assert counts == {"": 0, "bad\x00key": 0, **{k: (i % 3) + (i == 0) for i, k in enumerate(keys)}}
     assert [len(read) for read in backend.reads] == [100, 50]  # duplicates read once
+
+
+def test_a_state_write_is_a_frozen_dataclass_whose_init_takes_every_field() -> None:
+    # Its __init__ is written out: a field added without it would go unset.
+    names = [field.name for field in dataclasses.fields(StateWrite)]
+    assert list(inspect.signature(StateWrite).parameters) == names
+    context = ScopeContext("r", "b", "runner")
+    write = StateWrite("s", "k", "1", context)
+    assert write == StateWrite(scope_key="s", state_key="k", value_json="1", context=context)
+    assert write.ttl is None
+    assert hash(write) == hash(StateWrite("s", "k", "1", context, None))
+    assert write != StateWrite("s", "k", "1", context, 5.0)
+    fields = f"scope_key='s', state_key='k', value_json='1', context={context!r}, ttl=None"
+    assert repr(write) == f"StateWrite({fields})"
+    assert dataclasses.replace(write, ttl=5.0) == StateWrite("s", "k", "1", context, 5.0)
+    assert pickle.loads(pickle.dumps(write)) == write
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        write.ttl = 5.0  # type: ignore[misc]

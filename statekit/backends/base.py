@@ -135,7 +135,7 @@ class BackendInfo:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class StateWrite:
     """One upsert, as handed to :meth:`StateBackend.set` and :meth:`StateBackend.set_many`.
 
@@ -149,6 +149,27 @@ class StateWrite:
     value_json: str
     context: ScopeContext
     ttl: float | None = None
+
+    def __init__(
+        self,
+        scope_key: str,
+        state_key: str,
+        value_json: str,
+        context: ScopeContext,
+        ttl: float | None = None,
+    ) -> None:
+        # Every write builds one: the slots' own setters cost about half of the
+        # object.__setattr__ per field a frozen dataclass's __init__ makes.
+        _set_scope_key(self, scope_key)
+        _set_state_key(self, state_key)
+        _set_value_json(self, value_json)
+        _set_context(self, context)
+        _set_ttl(self, ttl)
+
+
+_set_scope_key, _set_state_key, _set_value_json, _set_context, _set_ttl = (
+    getattr(StateWrite, f.name).__set__ for f in fields(StateWrite)
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,6 @@ import math
 import time
 from bisect import bisect_left, bisect_right
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import replace
 from datetime import datetime, timezone
 from itertools import islice, takewhile
 from typing import Any, ClassVar
@@ -19,6 +18,7 @@ from typing import Any, ClassVar
 from statekit.backends.base import (
     BackendInfo,
     Capability,
+    ScopeContext,
     StateEntry,
     StateWrite,
     SweepResult,
@@ -26,6 +26,49 @@ from statekit.backends.base import (
 from statekit.backends.identity import ErasureResult, IdentityFilter, ScopeInfo
 from statekit.errors import ConfigurationError, StoreClosedError, VersionConflictError
 from statekit.url import BackendURL
+
+
+class _Entry:
+    """What is kept of an entry besides its value: changed in place by each write, and
+    made a :class:`StateEntry` only when exported (most entries never are)."""
+
+    __slots__ = ("context", "created", "updated", "version")
+
+    def __init__(self, context: ScopeContext, now: float) -> None:
+        self.context = context
+        self.created = self.updated = now
+        self.version = 1
+
+
+class _Scope:
+    """One scope: its values by key, as reads hand them out (a snapshot copies the dict
+    in one call), and each entry's bookkeeping under the same keys."""
+
+    __slots__ = ("entries", "values")
+
+    def __init__(self) -> None:
+        self.values: dict[str, str] = {}
+        self.entries: dict[str, _Entry] = {}
+
+    def exported(self, scope_key: str, expires_at: datetime | None) -> list[StateEntry]:
+        values = self.values
+        return [
+            StateEntry(
+                scope_key,
+                state_key,
+                values[state_key],
+                entry.context,
+                _utc(entry.created),
+                _utc(entry.updated),
+                entry.version,
+                expires_at,
+            )
+            for state_key, entry in self.entries.items()
+        ]
+
+
+def _utc(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, timezone.utc)
 
 
 class MemoryBackend:
@@ -41,11 +84,11 @@ class MemoryBackend:
 
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
-        self._data: dict[str, dict[str, StateEntry]] | None = {}
+        self._data: dict[str, _Scope] | None = {}
         self._deadlines: dict[str, float] = {}
 
     @property
-    def _scopes(self) -> dict[str, dict[str, StateEntry]]:
+    def _scopes(self) -> dict[str, _Scope]:
         """The stored scopes; every method reaches them here, so after :meth:`aclose`
         (which drops them) each raises :class:`StoreClosedError`."""
         if self._data is None:
@@ -62,20 +105,20 @@ class MemoryBackend:
             raise ConfigurationError("The memory backend takes no options")
         return cls()
 
-    def _live(self, scope_key: str, now: float, ttl: float | None = None) -> dict[str, StateEntry]:
-        """The scope's entries (``{}`` when absent), reclaiming it once expired; a
-        ``ttl`` refreshes a finite deadline (the refresh on read)."""
-        entries = self._scopes.get(scope_key)
-        if entries is None:
-            return {}
+    def _live(self, scope_key: str, now: float, ttl: float | None = None) -> _Scope | None:
+        """The scope (``None`` when absent), reclaiming it once expired; a ``ttl``
+        refreshes a finite deadline (the refresh on read)."""
+        scope = self._scopes.get(scope_key)
+        if scope is None:
+            return None
         deadline = self._deadlines.get(scope_key)
         if deadline is not None:
             if now >= deadline:
                 self._drop(scope_key)
-                return {}
+                return None
             if ttl is not None:
                 self._move_deadline(scope_key, now, ttl)
-        return entries
+        return scope
 
     def _drop(self, scope_key: str) -> None:
         self._scopes.pop(scope_key, None)
@@ -90,48 +133,46 @@ class MemoryBackend:
             self._deadlines[scope_key] = now + ttl
 
     async def get(self, scope_key: str, state_key: str, ttl: float | None = None) -> str | None:
-        entry = self._live(scope_key, self.clock(), ttl).get(state_key)
-        return None if entry is None else entry.value_json
+        scope = self._live(scope_key, self.clock(), ttl)
+        return None if scope is None else scope.values.get(state_key)
 
     async def get_versioned(
         self, scope_key: str, state_key: str, ttl: float | None = None
     ) -> tuple[str | None, int]:
-        entry = self._live(scope_key, self.clock(), ttl).get(state_key)
-        return (None, 0) if entry is None else (entry.value_json, entry.version)
+        scope = self._live(scope_key, self.clock(), ttl)
+        entry = None if scope is None else scope.entries.get(state_key)
+        if scope is None or entry is None:
+            return None, 0
+        return scope.values[state_key], entry.version
 
     async def read_scopes(
         self, scope_keys: Sequence[str], ttls: Mapping[str, float] | None = None
     ) -> dict[str, dict[str, str]]:
         now, ttls = self.clock(), ttls or {}
-        return {
-            scope_key: {
-                k: e.value_json for k, e in self._live(scope_key, now, ttls.get(scope_key)).items()
-            }
-            for scope_key in scope_keys
-        }
+        found: dict[str, dict[str, str]] = {}
+        for scope_key in scope_keys:
+            scope = self._live(scope_key, now, ttls.get(scope_key))
+            found[scope_key] = {} if scope is None else scope.values.copy()
+        return found
 
     async def set(self, write: StateWrite, expected_version: int | None = None) -> int:
         scope_key, state_key = write.scope_key, write.state_key
         now = self.clock()
-        self._live(scope_key, now)  # an expired scope is dropped: the write starts anew
-        entries = self._scopes.setdefault(scope_key, {})
-        current = entries.get(state_key)
+        # An expired scope is dropped: the write starts anew.
+        scope = self._live(scope_key, now)
+        entry = None if scope is None else scope.entries.get(state_key)
         if expected_version is not None:
-            actual = 0 if current is None else current.version
+            actual = 0 if entry is None else entry.version
             if actual != expected_version:
-                if not entries:
-                    del self._scopes[scope_key]
                 raise VersionConflictError(scope_key, state_key, expected_version, actual)
-        stamp = datetime.fromtimestamp(now, timezone.utc)
-        if current is None:
-            entry = StateEntry(
-                scope_key, state_key, write.value_json, write.context, stamp, stamp, 1
-            )
+        if scope is None:
+            scope = self._scopes[scope_key] = _Scope()
+        scope.values[state_key] = write.value_json
+        if entry is None:
+            entry = scope.entries[state_key] = _Entry(write.context, now)
         else:
-            entry = replace(
-                current, value_json=write.value_json, updated_at=stamp, version=current.version + 1
-            )
-        entries[state_key] = entry
+            entry.updated = now
+            entry.version += 1
         self._move_deadline(scope_key, now, write.ttl)
         return entry.version
 
@@ -141,17 +182,19 @@ class MemoryBackend:
             await self.set(write)
 
     async def delete(self, scope_key: str, state_key: str) -> bool:
-        entries = self._live(scope_key, self.clock())
-        if entries.pop(state_key, None) is None:
+        scope = self._live(scope_key, self.clock())
+        if scope is None or scope.entries.pop(state_key, None) is None:
             return False
-        if not entries:
+        del scope.values[state_key]
+        if not scope.entries:
             self._drop(scope_key)
         return True
 
     async def list_keys(
         self, scope_key: str, prefix: str, limit: int, after: str | None
     ) -> tuple[list[str], bool]:
-        keys = sorted(self._live(scope_key, self.clock()))
+        scope = self._live(scope_key, self.clock())
+        keys = [] if scope is None else sorted(scope.values)
         start = bisect_left(keys, prefix)
         if after is not None:
             start = max(start, bisect_right(keys, after))
@@ -162,10 +205,10 @@ class MemoryBackend:
 
     async def iter_entries(self) -> AsyncIterator[StateEntry]:
         for scope_key in list(self._scopes):
-            entries = self._live(scope_key, self.clock())
-            expires_at = self._deadline_at(scope_key)
-            for entry in list(entries.values()):
-                yield entry if expires_at is None else replace(entry, expires_at=expires_at)
+            scope = self._live(scope_key, self.clock())
+            if scope is not None:
+                for entry in scope.exported(scope_key, self._deadline_at(scope_key)):
+                    yield entry
 
     async def scope_deadline(self, scope_key: str) -> datetime | None:
         self._live(scope_key, self.clock())
@@ -179,7 +222,8 @@ class MemoryBackend:
         """Drop every expired scope (one call: nothing else runs meanwhile)."""
         now = self.clock()
         expired = [key for key, deadline in self._deadlines.items() if now >= deadline]
-        entries = sum(len(self._scopes.get(key, {})) for key in expired)
+        scopes = self._scopes
+        entries = sum(len(scopes[key].entries) for key in expired if key in scopes)
         for scope_key in expired:
             self._drop(scope_key)
         return SweepResult(scopes=len(expired), entries=entries)
@@ -190,10 +234,12 @@ class MemoryBackend:
         """The live scope ``scope_key`` as ``identity`` finds it, or ``None``. Each entry
         keeps its first write's context; the scope matches when one of them does (they
         agree on the identity fields whenever the writes came from events)."""
-        entries = self._live(scope_key, self.clock())
-        for entry in entries.values():
+        scope = self._live(scope_key, self.clock())
+        if scope is None:
+            return None
+        for entry in scope.entries.values():
             if identity.matches(entry.context):
-                return ScopeInfo(scope_key, entry.context.scope, entry.context, len(entries))
+                return ScopeInfo(scope_key, entry.context.scope, entry.context, len(scope.entries))
         return None
 
     async def find_scopes(self, identity: IdentityFilter) -> AsyncIterator[ScopeInfo]:
@@ -203,9 +249,8 @@ class MemoryBackend:
                 yield found
 
     async def scope_entries(self, scope_key: str) -> list[StateEntry]:
-        entries = self._live(scope_key, self.clock())
-        expires_at = self._deadline_at(scope_key)
-        return [replace(entry, expires_at=expires_at) for entry in entries.values()]
+        scope = self._live(scope_key, self.clock())
+        return [] if scope is None else scope.exported(scope_key, self._deadline_at(scope_key))
 
     async def erase(self, identity: IdentityFilter) -> ErasureResult:
         """Every matching scope dropped in one step (nothing else runs meanwhile)."""

@@ -18,8 +18,9 @@ raw aiosqlite       ``execute_fetchall("SELECT value_json ... WHERE scope_key = 
 raw sqlite3         the same statement with sqlite3 on the event loop + ``json.loads``
 ==================  ==================================================================
 
-``statekit on loop`` is the same call with ``reads_on_loop=True`` (sqlite3 on the loop, see
-``statekit/backends/sql/loop_reads.py``). The layers of statekit's call are timed as
+statekit reads a file's rows with sqlite3 on the event loop by default (see
+``statekit/backends/sql/loop_reads.py``); ``statekit on thread`` is the same call with
+``reads_on_loop=False``, on aiosqlite's thread. The layers of that call are timed as
 contenders of their own, each skipping one more layer, so the difference between two
 neighbours is what that layer costs (``--no-layers`` skips them):
 
@@ -86,18 +87,18 @@ async def _statekit_store(
 
 
 async def _statekit(where: Path, stack: AsyncExitStack, layers: bool) -> dict[str, Call]:
-    """statekit's call (with ``reads_on_loop`` where it exists) and, with ``layers``,
-    its layers, on one store."""
+    """statekit's call, the same on aiosqlite's thread (where the option exists) and,
+    with ``layers``, the thread's layers."""
     store, scope_key = await _statekit_store(where, stack)
     calls: dict[str, Call] = {"statekit": lambda: store.state_get(scope_key, KEY)}
     try:
-        on_loop, _ = await _statekit_store(where, stack, reads_on_loop=True)
+        on_thread, _ = await _statekit_store(where, stack, reads_on_loop=False)
     except ConfigurationError:  # a statekit without the option
-        pass
+        on_thread = store
     else:
-        calls["statekit on loop"] = lambda: on_loop.state_get(scope_key, KEY)
+        calls["statekit on thread"] = lambda: on_thread.state_get(scope_key, KEY)
     if layers:
-        calls.update(await _layers(store, scope_key, stack))
+        calls.update(await _layers(on_thread, scope_key, stack))
     return calls
 
 

@@ -271,7 +271,7 @@ async def test_the_sqlite_latency_benchmark_times_every_contender(
     await sqlite_latency.main(runs=1, total=20, chunk=10, layers=True)
     rows = capsys.readouterr().out.splitlines()[2:]
     timed = {row[:20].strip(): row[20:].split() for row in rows}
-    expected = {"statekit", "statekit on loop", "diskstore", "raw aiosqlite", "raw sqlite3"}
+    expected = {"statekit", "statekit on thread", "diskstore", "raw aiosqlite", "raw sqlite3"}
     expected |= {"backend.get", "gateway.run", "task+greenlet+pool", "greenlet+pool", "execute"}
     assert set(timed) == expected
     for figures in timed.values():

@@ -6,7 +6,7 @@ in one round trip (one write of all their commands, their replies read in order)
 round trips themselves are made by a :data:`~statekit.backends.redis.connections.Send`
 (:mod:`~statekit.backends.redis.connections`).
 
-Under load the callers of a batch are woken in two halves when nothing else is in
+Under load the callers of a batch are woken in two halves when little else is in
 flight, so that client and server work side by side (:meth:`AutoPipeline._hand_out`).
 
 A caller cancelled while its call is still queued leaves at once: its commands are never
@@ -98,6 +98,7 @@ class AutoPipeline:
         self._starting = 0  # workers created that have not yet taken their first batch
         self._active = 0  # workers not yet finished
         self._in_flight = 0  # round trips under way, direct or batched
+        self._calls_in_flight = 0  # calls in those round trips
         self._closed = False
 
     async def execute_many(self, commands: Sequence[Command]) -> list[Any]:
@@ -133,12 +134,14 @@ class AutoPipeline:
         """Nothing in flight: send at once, alone, rather than wait a loop iteration;
         the calls made meanwhile queue up behind it."""
         self._in_flight += 1
+        self._calls_in_flight += 1
         if self._recorder.active:
             self._recorder.batch("pipeline", 1)
         try:
             return await self._bounded(self._send_commands(commands))
         finally:
             self._in_flight -= 1
+            self._calls_in_flight -= 1
 
     async def _bounded(self, awaitable: Awaitable[list[Any]]) -> list[Any]:
         """``awaitable`` within ``timeout``, else ``asyncio.TimeoutError``.
@@ -215,6 +218,7 @@ class AutoPipeline:
             call.round_trip = ended
         if self._recorder.active:
             self._recorder.batch("pipeline", len(batch))
+        self._calls_in_flight += len(batch)
         try:
             replies = await self._bounded(self._send_commands(commands))
         except Exception as exc:  # the connection failed or timed out: the whole batch
@@ -228,6 +232,7 @@ class AutoPipeline:
                     call.future.set_exception(RedisConnectionError("the pipeline was closed"))
             raise
         finally:
+            self._calls_in_flight -= len(batch)
             ended.set_result(None)
         await self._hand_out(batch, replies)
 
@@ -235,12 +240,13 @@ class AutoPipeline:
         """Give each call of ``batch`` its replies.
 
         Woken all at once, the callers would all run before any of their next calls is
-        sent: with no other round trip under way, the server idles meanwhile, then the
-        client while the server works on all those calls (under load, one batch of
-        nearly every caller and a few stragglers, taking turns). So then the first half
-        of the callers are woken first, and their next calls sent before the others are
-        woken: the server works on those while the client runs the rest."""
-        if len(batch) < _SPLIT_FROM or self._in_flight > 1:
+        sent: unless the round trips still under way hold as many calls as the batch,
+        the server runs out of work meanwhile, then the client idles while the server
+        works on all those calls (under load: one batch of nearly every caller and a
+        straggler or two, taking turns). So then the first half of the callers are
+        woken first, and their next calls sent before the others are woken: the server
+        works on those while the client runs the rest."""
+        if len(batch) < _SPLIT_FROM or self._calls_in_flight >= len(batch):
             _resolve(batch, replies, 0)
             return
         half = len(batch) // 2

@@ -186,8 +186,10 @@ end
 # EXISTS and ZADD, a new scope the claim. As a Lua function ``write(k, a)`` of the write
 # whose keys follow KEYS[k] and arguments ARGV[a]: KEYS (value hash, meta hash, context
 # key, index), ARGV (field, value JSON, context argument, expected version or "") and,
-# with expiry, its ttl ("never" or milliseconds). Returns {version}, {-1, actual} or
-# {-2, 0, stored context} (claimed, nothing written), as the write above for one write.
+# with expiry, its ttl ("never" or milliseconds). Returns the new version (a number, not
+# a table: the reply of nearly every write, the cheapest to make and to read), else
+# {-1, actual} or {-2, 0, stored context} (claimed, nothing written), as the write above
+# for one write.
 # (VKEY ... CONTEXT: how the write finds its keys and context argument, see _ONE_FORMS.)
 _ONE_TEMPLATE = """
 local t = redis.call('TIME')
@@ -227,7 +229,7 @@ local function write(k, a)
   redis.call('HSET', vkey, field, ARGV[a + 2])
   redis.call('HSET', mkey, field, version .. ':' .. created .. ':' .. now)
   --[[expire]]
-  return {version}
+  return version
 end
 """.replace("CLAIM_MS", str(CLAIM_MS))
 

@@ -135,7 +135,7 @@ class BackendInfo:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class StateWrite:
     """One upsert, as handed to :meth:`StateBackend.set` and :meth:`StateBackend.set_many`.
 
@@ -149,6 +149,28 @@ class StateWrite:
     value_json: str
     context: ScopeContext
     ttl: float | None = None
+
+    def __init__(
+        self,
+        scope_key: str,
+        state_key: str,
+        value_json: str,
+        context: ScopeContext,
+        ttl: float | None = None,
+    ) -> None:
+        # Every write builds one: the slots set directly cost half of what a frozen
+        # dataclass's own __init__ does (an object.__setattr__ by name per field).
+        _SET_SCOPE_KEY(self, scope_key)
+        _SET_STATE_KEY(self, state_key)
+        _SET_VALUE_JSON(self, value_json)
+        _SET_CONTEXT(self, context)
+        _SET_TTL(self, ttl)
+
+
+_SET_SCOPE_KEY, _SET_STATE_KEY, _SET_VALUE_JSON, _SET_CONTEXT, _SET_TTL = (
+    StateWrite.__dict__[name].__set__
+    for name in ("scope_key", "state_key", "value_json", "context", "ttl")
+)
 
 
 @dataclass(frozen=True, slots=True)

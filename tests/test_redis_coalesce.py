@@ -32,7 +32,7 @@ Command = tuple[Any, ...]
 def _write(script: str, n: int) -> Command:
     """A single write as the backend sends it: 4 keys, then its arguments."""
     keys = (f"{{s{n}}}", f"{{s{n}}}:meta", f"{{s{n}}}:ctx", f"{{s{n}}}:idx")
-    args = (f"k{n}", str(n), "{}", "")
+    args = (f"k{n}", str(n), f'{{"c":{n % 3}}}', "")
     return ("EVALSHA", script, 4, *keys, *args, *(("1000",) if script == WRITE_ONE_TTL_SHA else ()))
 
 
@@ -41,15 +41,18 @@ def _other(n: int) -> Command:
 
 
 def _run(command: Command) -> Any:
-    """What a stand-in server answers: a single write or any other command its field
-    back; a joined call the list of its writes' fields (each 4 keys, 4 or 5 arguments)."""
+    """What a stand-in server answers: a single write its value hash, field and context;
+    a joined call the list of those of its writes (each its value hash as the only key,
+    then 4 or 5 arguments, the third the position in ARGV of its context); any other
+    command its field."""
     if command[1] in (WRITE_EACH_SHA, WRITE_EACH_TTL_SHA):
-        count = command[2] // 4
+        count = command[2]
         width = 5 if command[1] == WRITE_EACH_TTL_SHA else 4
-        args = command[3 + command[2] :]
-        assert len(args) == count * width
-        return [args[i * width] for i in range(count)]
-    return command[7] if command[0] == "EVALSHA" else command[2]
+        keys, argv = command[3 : 3 + count], command[3 + count :]
+        contexts = argv[count * width :]
+        assert len(set(contexts)) == len(contexts)  # each sent once
+        return [(keys[i], argv[i * width], argv[argv[i * width + 2] - 1]) for i in range(count)]
+    return (command[3], command[7], command[9]) if command[0] == "EVALSHA" else command[2]
 
 
 _COMMANDS = st.lists(

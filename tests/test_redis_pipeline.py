@@ -168,6 +168,34 @@ async def test_calls_queued_as_every_round_trip_ends_are_still_sent() -> None:
     assert results == ["x", *(f"b{i}" for i in range(10)), *(f"c{i}" for i in range(10))]
 
 
+async def test_a_batch_ending_alone_wakes_its_callers_in_halves() -> None:
+    """With no other round trip under way, the first half of a batch's callers are woken
+    and their next calls sent before the others are woken (the server works on those
+    while the client runs the rest), each caller still getting its own replies."""
+    batches: list[list[Any]] = []
+
+    async def send(commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        batches.append([command[-1] for command in commands])
+        await asyncio.sleep(0)
+        return [command[-1] for command in commands]
+
+    pipeline = AutoPipeline(send, timeout=None)
+
+    async def chained(i: int) -> list[Any]:
+        (first,) = await pipeline.execute_many((("GET", f"a{i}"),))
+        (second,) = await pipeline.execute_many((("GET", f"b{i}"),))
+        return [first, second]
+
+    results = await asyncio.wait_for(asyncio.gather(*(chained(i) for i in range(21))), 10)
+    assert results == [[f"a{i}", f"b{i}"] for i in range(21)]
+    assert batches[0] == ["a0"]  # sent alone, the others queued behind it
+    assert batches[1][:20] == [f"a{i}" for i in range(1, 21)]
+    # That batch ended with no other round trip under way: the first 10 woken first.
+    assert [f"b{i}" for i in range(1, 11)] in batches
+    sent = sorted(name for batch in batches for name in batch)
+    assert sent == sorted(f"{x}{i}" for x in "ab" for i in range(21))  # each once
+
+
 # ---- per-call outcomes ------------------------------------------------------------------
 
 

@@ -317,7 +317,8 @@ class RedisBackend(IdentityIndex):
     async def set(self, write: StateWrite, expected_version: int | None = None) -> int:
         """One ``EVALSHA`` of the script for one write (:data:`WRITE_ONE_SHA`), which
         the auto-pipeline joins with the other single writes sent beside it
-        (:mod:`~statekit.backends.redis.coalesce`)."""
+        (:mod:`~statekit.backends.redis.coalesce`); its reply is the new version, else
+        a refusal as a list (a conflict, a new scope's claim)."""
         keys = self._keys(write.scope_key)
         expected = "" if expected_version is None else str(expected_version)
         state_key, value, context = write.state_key, write.value_json, context_json(write.context)
@@ -331,6 +332,8 @@ class RedisBackend(IdentityIndex):
         )
         with self._errors:
             reply = await self._transport.write(keys[0], command)
+            if type(reply) is int:  # written: its new version
+                return reply
             if reply[0] == -2:  # a new scope: indexed first (see .identity)
                 scope_key = write.scope_key
                 reply = await self._create_scopes(
@@ -339,12 +342,12 @@ class RedisBackend(IdentityIndex):
                     lambda _: scope_key,
                     lambda presented: (*command[:9], presented[scope_key], *command[10:]),
                 )
-        if reply[0] == -1:
-            assert expected_version is not None  # the script only refuses conditional sets
+        if type(reply) is not int:  # {-1, actual}: the script only refuses conditional sets
+            assert expected_version is not None
             raise VersionConflictError(
                 write.scope_key, write.state_key, expected_version, int(reply[1])
             )
-        return int(reply[0])
+        return reply
 
     async def set_many(self, writes: Sequence[StateWrite]) -> None:
         """One ``EVALSHA`` for the whole batch: one round trip, atomic.

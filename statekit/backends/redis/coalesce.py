@@ -7,7 +7,9 @@ costs the server a fixed part (the call itself, its ``TIME``) besides its writes
 the client one reply to parse; :func:`coalescing` wraps a :data:`Send` so that each run
 of adjacent single writes goes out as one call of the script that runs each of them in
 turn (:data:`~statekit.backends.redis.scripts.WRITE_EACH_SHA`), and hands each command
-its own reply back.
+its own reply back. That call names each write's value hash only (its scope's other
+keys are named after it) and each distinct context once: most of a single write's
+bytes are its four keys and its context, the same for the writes of one runner.
 
 What each caller sees is unchanged: its write runs as it would alone, in call order
 between the commands around it (only adjacent writes are joined, so nothing overtakes
@@ -46,8 +48,8 @@ def _joinable(command: Command) -> str | None:
 
 def join(commands: Sequence[Command]) -> tuple[list[Command], list[int]]:
     """The commands to send, and for each how many of ``commands`` it stands for: a run
-    of adjacent single writes of one script (up to :data:`MAX_JOINED`) becomes one call,
-    its keys then its arguments in the order of the writes; any other command is kept."""
+    of adjacent single writes of one script (up to :data:`MAX_JOINED`) becomes one call
+    (:func:`_joined`); any other command is kept."""
     sent: list[Command] = []
     counts: list[int] = []
     i, total = 0, len(commands)
@@ -63,18 +65,29 @@ def join(commands: Sequence[Command]) -> tuple[list[Command], list[int]]:
                 and commands[end][1] == first
             ):
                 end += 1
-        if end - i == 1:
-            sent.append(commands[i])
-        else:
-            keys: list[Any] = []
-            args: list[Any] = []
-            for command in commands[i:end]:
-                keys += command[3:7]  # each single write has 4 keys (see the scripts)
-                args += command[7:]
-            sent.append(("EVALSHA", script, len(keys), *keys, *args))
+        sent.append(commands[i] if end - i == 1 else _joined(script, commands[i:end]))
         counts.append(end - i)
         i = end
     return sent, counts
+
+
+def _joined(script: Any, writes: Sequence[Command]) -> Command:
+    """The call of ``script`` for single ``writes`` (each with 4 keys, then its field,
+    value, context and expected version, and with expiry its ttl): each write's value
+    hash, then each write's arguments with its context replaced by the position in ARGV
+    of that context, then each distinct context once (see the scripts)."""
+    keys: list[Any] = []
+    args: list[Any] = []
+    contexts: dict[Any, int] = {}
+    first = len(writes) * (len(writes[0]) - 7) + 1  # ARGV position of the first context
+    for write in writes:
+        keys.append(write[3])
+        context = write[9]
+        position = contexts.get(context)
+        if position is None:
+            position = contexts[context] = first + len(contexts)
+        args += (write[7], write[8], position, *write[10:])
+    return ("EVALSHA", script, len(keys), *keys, *args, *contexts)
 
 
 def _split(replies: list[Any], counts: list[int]) -> list[Any]:

@@ -176,7 +176,7 @@ class IdentityIndex:
             await self._add_members(claimed)
             presented.update(claimed)
             reply = await self._transport.write(write_key, command(presented))
-            if reply[0] != -2:
+            if not isinstance(reply, list) or reply[0] != -2:
                 return reply
         raise StateBackendError(
             f"A new scope was claimed {CLAIM_ATTEMPTS} times and removed each time before "

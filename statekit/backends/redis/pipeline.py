@@ -6,6 +6,9 @@ in one round trip (one write of all their commands, their replies read in order)
 round trips themselves are made by a :data:`~statekit.backends.redis.connections.Send`
 (:mod:`~statekit.backends.redis.connections`).
 
+Under load the callers of a batch are woken in two halves when little else is in
+flight, so that client and server work side by side (:meth:`AutoPipeline._hand_out`).
+
 A caller cancelled while its call is still queued leaves at once: its commands are never
 sent. One cancelled once its commands are on their way leaves when their round trip has
 ended: whatever it sends next would otherwise go out on another connection and could
@@ -30,6 +33,10 @@ from statekit.telemetry.recorder import NO_RECORDER, Recorder
 __all__ = ["AutoPipeline", "Command"]
 
 
+#: The fewest calls in a batch whose callers are woken in two halves (``_hand_out``).
+_SPLIT_FROM = 8
+
+
 class _Call:
     """A queued call: its commands, the caller's future, when it was queued, and once
     taken into a batch, the future of that batch's round trip (done when it has ended)."""
@@ -43,6 +50,16 @@ class _Call:
         self.future = future
         self.queued = queued
         self.round_trip: asyncio.Future[None] | None = None
+
+
+def _resolve(calls: list[_Call], replies: list[Any], start: int) -> int:
+    """Give each of ``calls`` its replies, from ``replies[start]`` on; where they end."""
+    for call in calls:
+        end = start + len(call.commands)
+        if not call.future.done():
+            call.future.set_result(replies[start:end])
+        start = end
+    return start
 
 
 async def _until_done(future: asyncio.Future[Any]) -> None:
@@ -81,6 +98,7 @@ class AutoPipeline:
         self._starting = 0  # workers created that have not yet taken their first batch
         self._active = 0  # workers not yet finished
         self._in_flight = 0  # round trips under way, direct or batched
+        self._calls_in_flight = 0  # calls in those round trips
         self._closed = False
 
     async def execute_many(self, commands: Sequence[Command]) -> list[Any]:
@@ -116,12 +134,14 @@ class AutoPipeline:
         """Nothing in flight: send at once, alone, rather than wait a loop iteration;
         the calls made meanwhile queue up behind it."""
         self._in_flight += 1
+        self._calls_in_flight += 1
         if self._recorder.active:
             self._recorder.batch("pipeline", 1)
         try:
             return await self._bounded(self._send_commands(commands))
         finally:
             self._in_flight -= 1
+            self._calls_in_flight -= 1
 
     async def _bounded(self, awaitable: Awaitable[list[Any]]) -> list[Any]:
         """``awaitable`` within ``timeout``, else ``asyncio.TimeoutError``.
@@ -198,6 +218,7 @@ class AutoPipeline:
             call.round_trip = ended
         if self._recorder.active:
             self._recorder.batch("pipeline", len(batch))
+        self._calls_in_flight += len(batch)
         try:
             replies = await self._bounded(self._send_commands(commands))
         except Exception as exc:  # the connection failed or timed out: the whole batch
@@ -211,13 +232,29 @@ class AutoPipeline:
                     call.future.set_exception(RedisConnectionError("the pipeline was closed"))
             raise
         finally:
+            self._calls_in_flight -= len(batch)
             ended.set_result(None)
-        start = 0
-        for call in batch:
-            end = start + len(call.commands)
-            if not call.future.done():
-                call.future.set_result(replies[start:end])
-            start = end
+        await self._hand_out(batch, replies)
+
+    async def _hand_out(self, batch: list[_Call], replies: list[Any]) -> None:
+        """Give each call of ``batch`` its replies.
+
+        Woken all at once, the callers would all run before any of their next calls is
+        sent: unless the round trips still under way hold as many calls as the batch,
+        the server runs out of work meanwhile, then the client idles while the server
+        works on all those calls (under load: one batch of nearly every caller and a
+        straggler or two, taking turns). So then the first half of the callers are
+        woken first, and their next calls sent before the others are woken: the server
+        works on those while the client runs the rest."""
+        if len(batch) < _SPLIT_FROM or self._calls_in_flight >= len(batch):
+            _resolve(batch, replies, 0)
+            return
+        half = len(batch) // 2
+        start = _resolve(batch[:half], replies, 0)
+        try:
+            await asyncio.sleep(0)  # the woken callers make their next calls
+        finally:
+            _resolve(batch[half:], replies, start)  # also when cancelled (aclose)
 
     async def aclose(self) -> None:
         """Stop the workers; callers still waiting get a connection error."""

@@ -10,14 +10,15 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from statekit import connect
 from statekit.backends.base import ScopeContext, StateWrite
-from statekit.backends.sql import SQLBackend
-from statekit.errors import BackendTimeoutError, ConfigurationError
+from statekit.backends.sql import SQLBackend, loop_reads
+from statekit.errors import ConfigurationError
 
 pytestmark = pytest.mark.sqlite
 
@@ -112,20 +113,44 @@ async def test_a_read_that_finds_the_database_locked_runs_on_the_thread(tmp_path
         await engine.dispose()
 
 
-async def test_a_read_on_the_loop_outlasting_the_timeout_is_interrupted(tmp_path: Path) -> None:
+async def test_a_read_past_the_loop_budget_moves_to_the_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     url = _file_url(tmp_path)
-    writer = SQLBackend.from_url(url)
+    writer = SQLBackend.from_url(url, reads_on_loop=False)
     await writer.set_many([_write(f"key.{i:05d}", f'"{i}"') for i in range(3000)])
     await writer.aclose()
-    # A deadline passed as soon as the statement starts: SQLite interrupts it at its
-    # first look (a read of 3000 rows runs far more steps than one look's worth).
-    reader = SQLBackend.from_url(url, timeout=1e-9, reads_on_loop=True)
+    # A budget passed as soon as the statement starts: SQLite interrupts it at its first
+    # look (a read of 3000 rows runs far more steps than one look's worth).
+    monkeypatch.setattr(loop_reads, "LOOP_BUDGET", 1e-9)
+    reader = SQLBackend.from_url(url)
+    on_thread: list[str] = []
+    run = reader._gateway.run
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        on_thread.append(args[-1])  # what the call does
+        return await run(*args, **kwargs)
+
+    monkeypatch.setattr(reader._gateway, "run", counted)
     try:
-        with pytest.raises(BackendTimeoutError, match="interrupted"):
-            await reader.read_scopes(["scope-1"])
-        assert await reader.get("scope-1", "key.00001") == '"1"'  # still usable
+        snapshot = await reader.read_scopes(["scope-1"])
+        assert len(snapshot["scope-1"]) == 3000  # every row, read again on the thread
+        assert snapshot["scope-1"]["key.02999"] == '"2999"'
+        assert on_thread == ["read a snapshot"]
     finally:
         await reader.aclose()
+
+
+async def test_a_uri_memory_database_is_not_read_on_the_loop() -> None:
+    # ``file::memory:`` is a private in-memory database: a second connection would see
+    # another, empty one.
+    backend = SQLBackend.from_url("sqlite+aiosqlite:///file::memory:?uri=true")
+    try:
+        assert backend._loop_reads is None
+        await backend.set(_write("k"))
+        assert await backend.get("scope-1", "k") == '"v"'
+    finally:
+        await backend.aclose()
 
 
 def test_a_backend_reading_on_the_loop_serves_one_asyncio_run_after_another(

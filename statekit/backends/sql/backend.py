@@ -90,8 +90,8 @@ def _keeps_idle(engine: AsyncEngine) -> int:
 def _reads_on_loop_for(url: URL, wanted: bool | None) -> bool:
     """``reads_on_loop`` for an engine built from ``url``: as asked, else on for an SQLite
     file (see :mod:`.loop_reads`). A read on the loop skips the hop to aiosqlite's thread
-    and back, which costs several times SQLite's own work for a point read, and blocks
-    the loop for no longer than the decoding of the rows it returns already does."""
+    and back, which costs several times SQLite's own work for a point read; one that
+    runs long moves to the thread after :data:`.loop_reads.LOOP_BUDGET`."""
     if wanted is not None:
         return wanted
     return url.get_backend_name() == "sqlite" and not is_memory_sqlite(url)

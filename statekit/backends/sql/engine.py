@@ -28,9 +28,15 @@ def built_here(engine: AsyncEngine) -> bool:
 
 
 def is_memory_sqlite(url: URL) -> bool:
-    """Whether ``url`` names a private in-memory SQLite database."""
-    return url.get_backend_name() == "sqlite" and (
-        url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
+    """Whether ``url`` names an in-memory SQLite database: ``:memory:`` (or nothing), or
+    a URI (``?uri=true``) ``file::memory:`` or with ``mode=memory``."""
+    if url.get_backend_name() != "sqlite":
+        return False
+    uri = str(url.query.get("uri", "")).lower() in ("true", "1")
+    return (
+        url.database in (None, "", ":memory:")
+        or url.query.get("mode") == "memory"
+        or (uri and url.database == "file::memory:")
     )
 
 

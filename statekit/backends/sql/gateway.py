@@ -34,7 +34,7 @@ from statekit.backends.sql import driver
 from statekit.backends.sql.faults import TRANSLATED, aborted_whole, driver_errors, translate
 from statekit.backends.sql.holdback import HoldBack, to_the_end
 from statekit.backends.sql.loops import LoopEnd
-from statekit.errors import BackendTimeoutError, StateBackendError, StoreClosedError
+from statekit.errors import StateBackendError, StoreClosedError
 from statekit.logs import server_address
 from statekit.telemetry.recorder import Recorder
 
@@ -268,9 +268,6 @@ class Gateway:
         self._bound()
         try:
             return read(sql, arguments, what)
-        except BackendTimeoutError as exc:  # interrupted by the reader itself
-            logs.backend_fault(logs.SQL_LOG, exc, what, self._address)
-            raise
         except self._driver_errors as exc:
             raise translate(exc, what, address=self._address) from exc
 

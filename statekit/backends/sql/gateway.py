@@ -257,17 +257,15 @@ class Gateway:
                     continue
                 raise translate(exc, what, address=self._address) from exc
 
-    def on_loop(
-        self, read: Callable[[str, Any, str], _T], sql: str, arguments: Any, what: str
-    ) -> _T:
-        """``read(sql, arguments, what)`` right here, on the event loop, outside the gate
+    def on_loop(self, read: Callable[[str, Any], _T], sql: str, arguments: Any, what: str) -> _T:
+        """``read(sql, arguments)`` right here, on the event loop, outside the gate
         (see :mod:`.loop_reads`): refused once closed, and on a second running loop, as
         :meth:`run` refuses; failures raised as statekit errors saying ``what`` failed."""
         if self.closed:
             raise StoreClosedError(CLOSED_MESSAGE)
         self._bound()
         try:
-            return read(sql, arguments, what)
+            return read(sql, arguments)
         except self._driver_errors as exc:
             raise translate(exc, what, address=self._address) from exc
 

@@ -65,7 +65,7 @@ class LoopReads:
     def _overdue(self) -> bool:
         return time.monotonic() > self._deadline
 
-    def rows(self, sql: str, arguments: Sequence[Any], what: str) -> list[Any] | None:
+    def rows(self, sql: str, arguments: Sequence[Any]) -> list[Any] | None:
         """The statement's rows; ``None`` when the database is locked or the statement
         ran past the loop's budget (run it on the thread instead). Other failures are
         sqlite3's errors."""
